@@ -1,0 +1,14 @@
+//! Layers: one blob as a verified stream of entries; whiteouts; the merged view of all
+//! layers; the single pass that builds it.
+
+pub mod entry;
+pub mod merged;
+pub mod path;
+pub mod reader;
+pub mod scan;
+
+pub use entry::{Change, Kind, Meta};
+pub use merged::{Content, MergedView, Node};
+pub use path::ImagePath;
+pub use reader::{Compression, LayerError, LayerInfo};
+pub use scan::{CapturePolicy, Scan, Want};

@@ -1,0 +1,229 @@
+//! Reads one layer blob as a stream of entries, verifying its digest and diff_id.
+//!
+//! Invariant: [`read_layer`] returns `Ok` only when the compressed bytes matched the
+//! descriptor's digest and size and the uncompressed bytes matched the diff_id; callers
+//! treat what the visitor saw as provisional until then.
+
+use std::io::{self, BufRead, BufReader, Read};
+
+use crate::model::digest::{Digest, DigestMismatch, HashingReader, VerifyingReader};
+use crate::model::Descriptor;
+
+use super::entry::{read_entry, Change, EntryError};
+use super::path::ImagePath;
+
+/// How a layer blob is compressed, detected from its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// A plain tar.
+    None,
+    /// gzip, possibly several members.
+    Gzip,
+    /// zstd, possibly several frames.
+    Zstd,
+}
+
+impl Compression {
+    /// Detects the compression from the magic number at the start of a blob.
+    pub fn detect(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
+    /// A reader that decompresses `r`.
+    pub fn decoder<'a, R: BufRead + 'a>(self, r: R) -> io::Result<Box<dyn Read + 'a>> {
+        Ok(match self {
+            Compression::None => Box::new(r),
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+            Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
+        })
+    }
+}
+
+/// What reading a layer established.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// The blob's (compressed) digest, verified.
+    pub digest: Digest,
+    /// The uncompressed tar's digest, verified against the config.
+    pub diff_id: Digest,
+    /// Size of the uncompressed tar.
+    pub uncompressed_size: u64,
+    /// The blob's compression.
+    pub compression: Compression,
+    /// Number of tar entries that changed the filesystem.
+    pub entries: u64,
+}
+
+/// Why a layer could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// The blob's bytes do not match its descriptor.
+    #[error("layer {digest} is corrupted: {mismatch}")]
+    Corrupt {
+        /// The layer's digest.
+        digest: Digest,
+        /// What did not match.
+        mismatch: DigestMismatch,
+    },
+    /// The uncompressed bytes do not match the config's diff_id.
+    #[error("layer {digest} does not match its diff_id: the config says {expected}, the content is {actual}")]
+    DiffId {
+        /// The layer's digest.
+        digest: Digest,
+        /// What the config says.
+        expected: Digest,
+        /// What the bytes hash to.
+        actual: Digest,
+    },
+    /// The blob is not a valid (compressed) tar.
+    #[error("layer {digest} is not a valid {what}: {source}")]
+    Format {
+        /// The layer's digest.
+        digest: Digest,
+        /// `gzip stream`, `tar archive`, ...
+        what: &'static str,
+        /// The reader's error.
+        source: io::Error,
+    },
+    /// An entry of the layer is unsafe or invalid.
+    #[error("layer {digest}: {source}")]
+    Entry {
+        /// The layer's digest.
+        digest: Digest,
+        /// The entry problem.
+        source: EntryError,
+    },
+    /// The visitor refused an entry.
+    #[error("layer {digest}: {message}")]
+    Visit {
+        /// The layer's digest.
+        digest: Digest,
+        /// Why.
+        message: String,
+    },
+    /// Reading the blob failed (network, disk).
+    #[error("reading layer {digest} failed: {source}")]
+    Read {
+        /// The layer's digest.
+        digest: Digest,
+        /// The I/O error.
+        source: io::Error,
+    },
+}
+
+/// An error raised by a visitor, with the message to show.
+#[derive(Debug)]
+pub struct VisitError(pub String);
+
+/// Reads a layer blob once: verifies it, decompresses it, and calls `visit` for each entry
+/// with the entry's normalized path, its change, and a reader over its body.
+pub fn read_layer<R: Read>(
+    blob: R,
+    desc: &Descriptor,
+    expected_diff_id: Option<&Digest>,
+    visit: &mut dyn FnMut(ImagePath, Change, &mut dyn Read) -> Result<(), VisitError>,
+) -> Result<LayerInfo, LayerError> {
+    let digest = desc.digest.clone();
+    let mut verifying = VerifyingReader::new(blob, digest.clone(), Some(desc.size));
+    let parsed = parse(&mut verifying, &digest, visit);
+    // Whatever happened, the blob's own integrity is the first thing to report: a
+    // corrupted or truncated download shows up as a gzip or tar error otherwise.
+    let tail = io::copy(&mut verifying, &mut io::sink());
+    if let Err(e) = &tail {
+        if let Some(mismatch) = DigestMismatch::from_io(e) {
+            return Err(LayerError::Corrupt {
+                digest,
+                mismatch: mismatch.clone(),
+            });
+        }
+    }
+    if let Err(LayerError::Read { source, .. } | LayerError::Format { source, .. }) = &parsed {
+        if let Some(mismatch) = DigestMismatch::from_io(source) {
+            return Err(LayerError::Corrupt {
+                digest,
+                mismatch: mismatch.clone(),
+            });
+        }
+    }
+    let (diff_id, uncompressed_size, compression, entries) = parsed?;
+    tail.map_err(|source| LayerError::Read {
+        digest: digest.clone(),
+        source,
+    })?;
+    if let Some(expected) = expected_diff_id {
+        if *expected != diff_id {
+            return Err(LayerError::DiffId {
+                digest,
+                expected: expected.clone(),
+                actual: diff_id,
+            });
+        }
+    }
+    Ok(LayerInfo {
+        digest,
+        diff_id,
+        uncompressed_size,
+        compression,
+        entries,
+    })
+}
+
+fn parse<R: Read>(
+    verifying: &mut VerifyingReader<R>,
+    digest: &Digest,
+    visit: &mut dyn FnMut(ImagePath, Change, &mut dyn Read) -> Result<(), VisitError>,
+) -> Result<(Digest, u64, Compression, u64), LayerError> {
+    let mut buffered = BufReader::with_capacity(128 * 1024, verifying);
+    let head = buffered.fill_buf().map_err(|source| LayerError::Read {
+        digest: digest.clone(),
+        source,
+    })?;
+    let compression = Compression::detect(head);
+    let what = match compression {
+        Compression::None => "tar archive",
+        Compression::Gzip => "gzip stream",
+        Compression::Zstd => "zstd stream",
+    };
+    let format_err = |source: io::Error| LayerError::Format {
+        digest: digest.clone(),
+        what,
+        source,
+    };
+    let decoder = compression.decoder(buffered).map_err(format_err)?;
+    let mut hashing = HashingReader::new(decoder);
+    let mut entries = 0u64;
+    {
+        let mut archive = tar::Archive::new(&mut hashing);
+        let iter = archive.entries().map_err(format_err)?;
+        for entry in iter {
+            let mut entry = entry.map_err(|source| LayerError::Format {
+                digest: digest.clone(),
+                what: if compression == Compression::None { what } else { "compressed tar archive" },
+                source,
+            })?;
+            let Some((path, change)) = read_entry(&mut entry).map_err(|source| LayerError::Entry {
+                digest: digest.clone(),
+                source,
+            })?
+            else {
+                continue;
+            };
+            entries += 1;
+            visit(path, change, &mut entry).map_err(|VisitError(message)| LayerError::Visit {
+                digest: digest.clone(),
+                message,
+            })?;
+        }
+    }
+    // The tar ends before the stream does (end-of-archive blocks, padding): read the rest so
+    // the diff_id covers every byte.
+    io::copy(&mut hashing, &mut io::sink()).map_err(format_err)?;
+    let (diff_id, size) = hashing.finish();
+    Ok((diff_id, size, compression, entries))
+}

@@ -1,0 +1,181 @@
+//! One pass over an image's layers that builds the merged view and keeps the bodies that
+//! later steps need: small text files in memory (capped), and files that may be re-owned
+//! in a spool file on disk, so no layer is ever read twice.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use crate::model::{Descriptor, Digest};
+
+use super::entry::{Change, Kind, Meta};
+use super::merged::{Content, LayerChange, MergedView};
+use super::path::ImagePath;
+use super::reader::{read_layer, LayerError, LayerInfo, VisitError};
+
+/// The largest text file kept in memory; bigger ones are marked [`Content::TooLarge`].
+pub const TEXT_CAP: u64 = 1024 * 1024;
+
+/// What to keep of a file's body while scanning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// Nothing.
+    Nothing,
+    /// Keep it in memory if it is at most [`TEXT_CAP`] bytes.
+    Text,
+    /// Copy it to the spool (it may go into the new layer).
+    Body,
+}
+
+/// Decides, per entry, what to keep. Only regular files are asked.
+pub trait CapturePolicy {
+    /// What to keep of this file.
+    fn want(&self, path: &ImagePath, meta: &Meta) -> Want;
+}
+
+/// A temporary file that holds kept bodies, appended in reading order.
+pub struct BodySpool {
+    file: File,
+    len: u64,
+}
+
+impl BodySpool {
+    /// A new spool in the system's temporary directory; it is deleted when dropped (the
+    /// file is unlinked at once).
+    pub fn new() -> io::Result<BodySpool> {
+        Ok(BodySpool {
+            file: tempfile::tempfile()?,
+            len: 0,
+        })
+    }
+
+    /// Bytes held.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn append(&mut self, body: &mut dyn Read, size: u64) -> io::Result<u64> {
+        let offset = self.len;
+        let mut w = io::BufWriter::new(&mut self.file);
+        let copied = io::copy(&mut body.take(size), &mut w)?;
+        w.flush()?;
+        drop(w);
+        if copied != size {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file body ended early"));
+        }
+        self.len += size;
+        Ok(offset)
+    }
+
+    /// A reader over `len` bytes kept at `offset`.
+    pub fn reader(&self, offset: u64, len: u64) -> SpoolReader<'_> {
+        SpoolReader {
+            file: &self.file,
+            pos: offset,
+            end: offset + len,
+        }
+    }
+}
+
+/// Reads a body back from a [`BodySpool`].
+pub struct SpoolReader<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for SpoolReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf.len().min((self.end - self.pos) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "spool ended early"));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// The result of scanning: the merged view, what was learned of each layer, and the spool.
+pub struct Scan {
+    /// The final filesystem.
+    pub view: MergedView,
+    /// Per layer, base first.
+    pub layers: Vec<LayerInfo>,
+    /// Bodies kept on disk.
+    pub spool: BodySpool,
+}
+
+impl Scan {
+    /// An empty scan, ready for layers.
+    pub fn new() -> io::Result<Scan> {
+        Ok(Scan {
+            view: MergedView::new(),
+            layers: Vec::new(),
+            spool: BodySpool::new()?,
+        })
+    }
+
+    /// Reads the next layer from `blob` and merges it. The layer is merged only once its
+    /// digest and diff_id are verified.
+    pub fn add_layer<R: Read>(
+        &mut self,
+        blob: R,
+        desc: &Descriptor,
+        diff_id: Option<&Digest>,
+        policy: &dyn CapturePolicy,
+    ) -> Result<&LayerInfo, LayerError> {
+        let mut changes: Vec<LayerChange> = Vec::new();
+        let spool = &mut self.spool;
+        let info = read_layer(blob, desc, diff_id, &mut |path, change, body| {
+            let content = match &change {
+                Change::Put(meta) if meta.kind == Kind::File => {
+                    keep(policy.want(&path, meta), meta, body, spool)
+                        .map_err(|e| VisitError(format!("reading `{path}`: {e}")))?
+                }
+                _ => None,
+            };
+            changes.push(LayerChange {
+                path,
+                change,
+                content,
+            });
+            Ok(())
+        })?;
+        self.view.apply_layer(changes);
+        self.layers.push(info);
+        Ok(self.layers.last().expect("just pushed"))
+    }
+
+    /// The bytes of a kept text file, `None` when not kept (or too large).
+    pub fn text(&self, path: &ImagePath) -> Option<&[u8]> {
+        match self.view.get(path)?.content.as_ref()? {
+            Content::Bytes(b) => Some(b.as_slice()),
+            _ => None,
+        }
+    }
+}
+
+fn keep(want: Want, meta: &Meta, body: &mut dyn Read, spool: &mut BodySpool) -> io::Result<Option<Content>> {
+    Ok(match want {
+        Want::Nothing => None,
+        Want::Text if meta.size > TEXT_CAP => Some(Content::TooLarge),
+        Want::Text => {
+            let mut buf = Vec::with_capacity(meta.size as usize);
+            body.take(meta.size).read_to_end(&mut buf)?;
+            Some(Content::Bytes(Arc::new(buf)))
+        }
+        Want::Body => Some(Content::Spooled {
+            offset: spool.append(body, meta.size)?,
+        }),
+    })
+}

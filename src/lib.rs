@@ -1,0 +1,8 @@
+//! unroot converts container images that run as root into images that run unprivileged,
+//! without a daemon and without a rebuild: it reads an image, streams its layers once,
+//! and writes the original layers plus one new layer and a new config.
+
+#![deny(missing_docs)]
+
+pub mod layer;
+pub mod model;
