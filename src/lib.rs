@@ -6,3 +6,4 @@
 
 pub mod layer;
 pub mod model;
+pub mod transport;

@@ -310,7 +310,7 @@ mod tests {
     fn rejects_malformed() {
         for bad in [
             "",
-            "Nginx/app",
+            "library/Nginx",
             "nginx:",
             "nginx:-bad",
             "nginx@sha256:abc",

@@ -1,0 +1,137 @@
+//! Files of an OCI image layout, read from a directory or from inside a tar archive
+//! without unpacking it.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::model::Digest;
+
+use super::{BlobReader, TransportError};
+
+/// Read access to the files of a layout.
+pub trait FileStore {
+    /// Opens `rel` (a `/`-separated path inside the layout); `Ok(None)` when it is absent.
+    fn open(&self, rel: &str) -> Result<Option<(BlobReader, u64)>, TransportError>;
+}
+
+/// The relative path of a blob in a layout.
+pub fn blob_path(digest: &Digest) -> String {
+    let s = digest.to_string();
+    let (alg, hex) = s.split_once(':').expect("digests have a colon");
+    format!("blobs/{alg}/{hex}")
+}
+
+/// A layout directory.
+pub struct DirStore {
+    root: PathBuf,
+}
+
+impl DirStore {
+    /// The layout at `root`.
+    pub fn new(root: &Path) -> DirStore {
+        DirStore { root: root.to_path_buf() }
+    }
+}
+
+impl FileStore for DirStore {
+    fn open(&self, rel: &str) -> Result<Option<(BlobReader, u64)>, TransportError> {
+        let path = self.root.join(rel);
+        match File::open(&path) {
+            Ok(f) => {
+                let len = f.metadata().map_err(TransportError::io("read", &path))?.len();
+                Ok(Some((Box::new(f), len)))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(TransportError::io("open", &path)(e)),
+        }
+    }
+}
+
+/// A tar archive, indexed once by reading its headers (bodies are skipped by seeking).
+pub struct TarStore {
+    file: Arc<File>,
+    path: PathBuf,
+    members: BTreeMap<String, (u64, u64)>,
+}
+
+impl TarStore {
+    /// Indexes the archive at `path`. `kind` names the format for messages.
+    pub fn open(path: &Path, location: &str, kind: &'static str) -> Result<TarStore, TransportError> {
+        let file = File::open(path).map_err(TransportError::io("open", path))?;
+        let invalid = |reason: String| TransportError::Invalid {
+            location: location.to_string(),
+            kind,
+            reason,
+        };
+        let mut members = BTreeMap::new();
+        {
+            let mut archive = tar::Archive::new(&file);
+            let entries = archive
+                .entries_with_seek()
+                .map_err(|e| invalid(format!("not a tar archive: {e}")))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| invalid(format!("not a tar archive: {e}")))?;
+                if entry.header().entry_type() != tar::EntryType::Regular {
+                    continue;
+                }
+                let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+                let name = name.trim_start_matches("./").to_string();
+                members.insert(name, (entry.raw_file_position(), entry.size()));
+            }
+        }
+        Ok(TarStore {
+            file: Arc::new(file),
+            path: path.to_path_buf(),
+            members,
+        })
+    }
+
+    /// The regular files in the archive.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.members.keys().map(String::as_str)
+    }
+
+    /// The archive's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl FileStore for TarStore {
+    fn open(&self, rel: &str) -> Result<Option<(BlobReader, u64)>, TransportError> {
+        Ok(self.members.get(rel).map(|&(offset, len)| {
+            let reader: BlobReader = Box::new(RangeReader {
+                file: self.file.clone(),
+                pos: offset,
+                end: offset + len,
+            });
+            (reader, len)
+        }))
+    }
+}
+
+/// Reads a byte range of a shared file.
+struct RangeReader {
+    file: Arc<File>,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for RangeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf.len().min((self.end - self.pos) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "archive member is truncated"));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}

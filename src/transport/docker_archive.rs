@@ -1,0 +1,306 @@
+//! `docker save` archives (`docker-archive:FILE[:REF]`): read in place, written in the form
+//! `docker load` and skopeo read (`manifest.json`, the config, one uncompressed tar per
+//! layer named by its diff_id).
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Read};
+
+use serde::{Deserialize, Serialize};
+
+use crate::layer::Compression;
+use crate::model::digest::Hasher;
+use crate::model::manifest::to_canonical_bytes;
+use crate::model::{media, Descriptor, Digest, ImageConfig, ImageLocation, ImageManifest, ImageRef};
+
+use super::blobstore::{FileStore, TarStore};
+use super::oci_archive::{append_bytes, file_header, write_archive_atomically, ErrorCapture};
+use super::{BlobProvider, BlobReader, OutputImage, RawManifest, Sink, Source, TransportError};
+
+/// One image of `manifest.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ArchiveEntry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+/// Reads an image from a docker archive.
+pub struct DockerArchiveSource {
+    location: ImageLocation,
+    store: TarStore,
+    manifest: RawManifest,
+    members: BTreeMap<Digest, String>,
+}
+
+impl DockerArchiveSource {
+    /// Opens `docker-archive:FILE[:REF]`; `REF` is a `repo:tag` the archive lists, or `@N`
+    /// for its N-th image.
+    pub fn open(location: ImageLocation) -> Result<DockerArchiveSource, TransportError> {
+        let ImageLocation::DockerArchive { file, reference } = &location else {
+            unreachable!("a docker-archive: location")
+        };
+        if !file.is_file() {
+            return Err(TransportError::NotFound {
+                location: location.to_string(),
+                what: format!("archive `{}`", file.display()),
+            });
+        }
+        let loc = location.to_string();
+        let invalid = |reason: String| TransportError::Invalid {
+            location: loc.clone(),
+            kind: "docker archive",
+            reason,
+        };
+        let store = TarStore::open(file, &loc, "docker archive")?;
+        let read_member = |name: &str, cap: u64| -> Result<Vec<u8>, TransportError> {
+            let (mut r, len) = store
+                .open(name)?
+                .ok_or_else(|| invalid(format!("it has no `{name}`")))?;
+            if len > cap {
+                return Err(invalid(format!("`{name}` is larger than {cap} bytes")));
+            }
+            let mut buf = Vec::new();
+            r.read_to_end(&mut buf).map_err(|e| TransportError::from_read(e, &location))?;
+            Ok(buf)
+        };
+        let entries: Vec<ArchiveEntry> = serde_json::from_slice(&read_member("manifest.json", 16 << 20)?)
+            .map_err(|e| invalid(format!("`manifest.json`: {e}")))?;
+        let tags = |entries: &[ArchiveEntry]| -> Vec<String> {
+            entries.iter().flat_map(|e| e.repo_tags.clone().unwrap_or_default()).collect()
+        };
+        let entry = match reference {
+            Some(r) if r.starts_with('@') => {
+                let n: usize = r[1..].parse().map_err(|_| invalid(format!("`{r}` is not `@N`")))?;
+                entries.get(n).cloned().ok_or_else(|| TransportError::NoSuchTag {
+                    location: loc.clone(),
+                    tag: r.clone(),
+                    available: tags(&entries),
+                })?
+            }
+            Some(r) => {
+                let wanted = ImageRef::parse(r).ok();
+                entries
+                    .iter()
+                    .find(|e| {
+                        e.repo_tags.iter().flatten().any(|t| {
+                            t == r || (wanted.is_some() && ImageRef::parse(t).ok() == wanted)
+                        })
+                    })
+                    .cloned()
+                    .ok_or_else(|| TransportError::NoSuchTag {
+                        location: loc.clone(),
+                        tag: r.clone(),
+                        available: tags(&entries),
+                    })?
+            }
+            None => match entries.as_slice() {
+                [only] => only.clone(),
+                [] => return Err(invalid("`manifest.json` lists no images".into())),
+                _ => {
+                    return Err(TransportError::Ambiguous {
+                        location: loc.clone(),
+                        available: tags(&entries),
+                    })
+                }
+            },
+        };
+
+        let config_bytes = read_member(&entry.config, 4 << 20)?;
+        let config_digest = Digest::sha256_of(&config_bytes);
+        let config = ImageConfig::parse(&config_bytes).map_err(|e| invalid(e.to_string()))?;
+        let diff_ids = config.diff_ids().map_err(|e| invalid(e.to_string()))?;
+        if diff_ids.len() != entry.layers.len() {
+            return Err(invalid(format!(
+                "the config lists {} layers and `manifest.json` {}",
+                diff_ids.len(),
+                entry.layers.len()
+            )));
+        }
+        let mut members = BTreeMap::new();
+        members.insert(config_digest.clone(), entry.config.clone());
+        let mut layers = Vec::new();
+        for (name, diff_id) in entry.layers.iter().zip(&diff_ids) {
+            let (mut r, size) = store
+                .open(name)?
+                .ok_or_else(|| invalid(format!("it has no layer `{name}`")))?;
+            let mut head = [0u8; 4];
+            let n = read_up_to(&mut r, &mut head).map_err(|e| TransportError::from_read(e, &location))?;
+            let compression = Compression::detect(&head[..n]);
+            let named = name
+                .strip_prefix("blobs/sha256/")
+                .and_then(|hex| Digest::parse(&format!("sha256:{hex}")).ok());
+            let digest = match (named, compression) {
+                (Some(d), _) => d,
+                (None, Compression::None) => diff_id.clone(),
+                (None, _) => {
+                    // A compressed layer named otherwise: its digest must be computed.
+                    let (mut r, _) = store.open(name)?.expect("just opened");
+                    let mut h = Hasher::new(crate::model::digest::Algorithm::Sha256);
+                    let mut buf = vec![0u8; 256 * 1024];
+                    loop {
+                        let n = r.read(&mut buf).map_err(|e| TransportError::from_read(e, &location))?;
+                        if n == 0 {
+                            break;
+                        }
+                        h.update(&buf[..n]);
+                    }
+                    h.finish()
+                }
+            };
+            let media_type = match compression {
+                Compression::None => "application/vnd.docker.image.rootfs.diff.tar",
+                Compression::Gzip => media::DOCKER_LAYER_GZIP,
+                Compression::Zstd => media::OCI_LAYER_ZSTD,
+            };
+            members.insert(digest.clone(), name.clone());
+            layers.push(Descriptor::new(media_type, digest, size));
+        }
+        let manifest = ImageManifest {
+            schema_version: 2,
+            media_type: Some(media::DOCKER_MANIFEST.to_string()),
+            artifact_type: None,
+            config: Descriptor::new(media::DOCKER_CONFIG, config_digest, config_bytes.len() as u64),
+            layers,
+            subject: None,
+            annotations: BTreeMap::new(),
+        };
+        let bytes = to_canonical_bytes(&manifest);
+        let manifest = RawManifest {
+            digest: Digest::sha256_of(&bytes),
+            bytes,
+            media_type: Some(media::DOCKER_MANIFEST.to_string()),
+        };
+        Ok(DockerArchiveSource {
+            location,
+            store,
+            manifest,
+            members,
+        })
+    }
+}
+
+fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+impl Source for DockerArchiveSource {
+    fn location(&self) -> &ImageLocation {
+        &self.location
+    }
+
+    fn manifest(&mut self) -> Result<RawManifest, TransportError> {
+        Ok(self.manifest.clone())
+    }
+
+    fn manifest_by_digest(&mut self, desc: &Descriptor) -> Result<RawManifest, TransportError> {
+        if desc.digest == self.manifest.digest {
+            return Ok(self.manifest.clone());
+        }
+        Err(TransportError::NotFound {
+            location: self.location.to_string(),
+            what: format!("manifest {}", desc.digest),
+        })
+    }
+
+    fn blob(&mut self, desc: &Descriptor) -> Result<BlobReader, TransportError> {
+        let not_found = || TransportError::NotFound {
+            location: self.location.to_string(),
+            what: format!("blob {}", desc.digest),
+        };
+        let name = self.members.get(&desc.digest).ok_or_else(not_found)?;
+        Ok(self.store.open(name)?.ok_or_else(not_found)?.0)
+    }
+
+    fn is_local(&self) -> bool {
+        true
+    }
+}
+
+/// Writes an image as a docker archive (an existing file is replaced only on success).
+pub struct DockerArchiveSink {
+    location: ImageLocation,
+}
+
+impl DockerArchiveSink {
+    /// A sink for `docker-archive:FILE[:REF]`; `REF` becomes the image's `RepoTags`.
+    pub fn new(location: ImageLocation) -> DockerArchiveSink {
+        DockerArchiveSink { location }
+    }
+}
+
+impl Sink for DockerArchiveSink {
+    fn location(&self) -> &ImageLocation {
+        &self.location
+    }
+
+    fn write(&mut self, image: &OutputImage, blobs: &mut dyn BlobProvider) -> Result<Digest, TransportError> {
+        let ImageLocation::DockerArchive { file, reference } = &self.location else {
+            unreachable!("a docker-archive: location")
+        };
+        if let Some(r) = reference {
+            ImageRef::parse(r).map_err(|e| TransportError::Refused {
+                location: self.location.to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+        let location = self.location.clone();
+        write_archive_atomically(file, |out| {
+            let mut tar = tar::Builder::new(out);
+            let config_name = format!("{}.json", image.config_desc.digest.hex());
+            append_bytes(&mut tar, &config_name, &image.config)?;
+            let mut layer_names = Vec::new();
+            for layer in &image.layers {
+                let name = format!("{}.tar", layer.diff_id.hex());
+                if !layer_names.contains(&name) {
+                    let reader = blobs.open(&layer.desc)?;
+                    append_uncompressed(&mut tar, &name, layer, reader, &location)?;
+                }
+                layer_names.push(name);
+            }
+            let entry = ArchiveEntry {
+                config: config_name,
+                repo_tags: reference.clone().map(|r| vec![r]),
+                layers: layer_names,
+            };
+            append_bytes(&mut tar, "manifest.json", &to_canonical_bytes(&vec![entry]))?;
+            tar.into_inner()
+                .map(|_| ())
+                .map_err(TransportError::io("write", file))
+        })?;
+        Ok(image.config_desc.digest.clone())
+    }
+}
+
+/// Appends a layer decompressed, checking its digest, size and diff_id as it streams.
+fn append_uncompressed<W: io::Write>(
+    tar: &mut tar::Builder<W>,
+    name: &str,
+    layer: &super::OutputLayer,
+    reader: BlobReader,
+    location: &ImageLocation,
+) -> Result<(), TransportError> {
+    let verifying = crate::model::digest::VerifyingReader::new(reader, layer.desc.digest.clone(), Some(layer.desc.size));
+    let mut buffered = BufReader::with_capacity(128 * 1024, verifying);
+    let head = buffered.fill_buf().map_err(|e| TransportError::from_read(e, location))?;
+    let compression = Compression::detect(head);
+    let decoder = compression
+        .decoder(buffered)
+        .map_err(|e| TransportError::from_read(e, location))?;
+    let checked = crate::model::digest::VerifyingReader::new(decoder, layer.diff_id.clone(), Some(layer.uncompressed_size));
+    let mut capture = ErrorCapture::new(checked);
+    let mut h = file_header(layer.uncompressed_size);
+    let result = tar.append_data(&mut h, name, &mut capture);
+    if let Some(e) = capture.error.take() {
+        return Err(TransportError::from_read(e, location));
+    }
+    result.map_err(TransportError::io("write archive member", name))
+}

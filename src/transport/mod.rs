@@ -1,0 +1,330 @@
+//! Transports: where images are read from ([`Source`]) and written to ([`Sink`]).
+//!
+//! Invariants: a source never modifies what it reads; a sink makes the image visible
+//! (tag, `index.json`, archive file) only after every blob it refers to is in place, and
+//! leaves nothing behind when it fails.
+
+use std::io::{self, Read};
+use std::path::PathBuf;
+
+use crate::model::digest::DigestMismatch;
+use crate::model::manifest::ManifestError;
+use crate::model::{Descriptor, Digest, ImageLocation};
+
+pub mod auth;
+pub mod blobstore;
+pub mod docker_archive;
+pub mod oci_archive;
+pub mod oci_layout;
+pub mod registry;
+
+/// A manifest as fetched: bytes exactly as stored, what the transport said its type is,
+/// and its digest (verified when the reference pinned one).
+#[derive(Clone, Debug)]
+pub struct RawManifest {
+    /// The bytes.
+    pub bytes: Vec<u8>,
+    /// The media type the transport reported, if any.
+    pub media_type: Option<String>,
+    /// The digest of the bytes.
+    pub digest: Digest,
+}
+
+/// A blob's bytes, not yet verified.
+pub type BlobReader = Box<dyn Read + Send>;
+
+/// Where an image is read from.
+pub trait Source {
+    /// The location it reads, for messages.
+    fn location(&self) -> &ImageLocation;
+
+    /// The manifest (or index) the location names.
+    fn manifest(&mut self) -> Result<RawManifest, TransportError>;
+
+    /// A manifest named by digest, e.g. an index entry.
+    fn manifest_by_digest(&mut self, desc: &Descriptor) -> Result<RawManifest, TransportError>;
+
+    /// A blob's bytes. They are not verified here: callers verify what they read.
+    fn blob(&mut self, desc: &Descriptor) -> Result<BlobReader, TransportError>;
+
+    /// Whether reading a blob again is cheap (local files) rather than a download.
+    fn is_local(&self) -> bool;
+}
+
+/// One layer of an image to write.
+#[derive(Clone, Debug)]
+pub struct OutputLayer {
+    /// Its descriptor in the manifest.
+    pub desc: Descriptor,
+    /// The digest of its uncompressed tar.
+    pub diff_id: Digest,
+    /// The size of its uncompressed tar.
+    pub uncompressed_size: u64,
+}
+
+/// A complete image to write: manifest, config and layers.
+#[derive(Clone, Debug)]
+pub struct OutputImage {
+    /// The manifest's bytes.
+    pub manifest: Vec<u8>,
+    /// The manifest's descriptor (media type, digest, size).
+    pub manifest_desc: Descriptor,
+    /// The config's bytes.
+    pub config: Vec<u8>,
+    /// The config's descriptor.
+    pub config_desc: Descriptor,
+    /// The layers, base first.
+    pub layers: Vec<OutputLayer>,
+}
+
+/// Gives a sink the bytes of the layers it must copy.
+pub trait BlobProvider {
+    /// Opens a layer blob (verified by the caller or the sink as it is written).
+    fn open(&mut self, desc: &Descriptor) -> Result<BlobReader, TransportError>;
+
+    /// Where the base layers come from, so that a registry sink can mount them.
+    fn origin(&self) -> &ImageLocation;
+}
+
+/// Where an image is written to.
+pub trait Sink {
+    /// The location it writes, for messages.
+    fn location(&self) -> &ImageLocation;
+
+    /// Whether the sink can take blobs of `source` without their bytes (the same
+    /// registry, by mounting), so the caller need not keep a copy of them.
+    fn can_reuse_blobs_of(&self, source: &ImageLocation) -> bool {
+        let _ = source;
+        false
+    }
+
+    /// Writes the image: blobs first, the manifest and tag last. Returns the digest under
+    /// which the image is known at the destination (the manifest's; the config's for
+    /// docker archives).
+    fn write(&mut self, image: &OutputImage, blobs: &mut dyn BlobProvider) -> Result<Digest, TransportError>;
+}
+
+/// Opens a source for a location.
+pub fn open_source(
+    location: &ImageLocation,
+    options: &registry::RegistryOptions,
+) -> Result<Box<dyn Source>, TransportError> {
+    Ok(match location {
+        ImageLocation::Registry(r) => Box::new(registry::RegistrySource::new(location.clone(), r.clone(), options)?),
+        ImageLocation::OciLayout { .. } => Box::new(oci_layout::OciLayoutSource::open(location.clone())?),
+        ImageLocation::OciArchive { .. } => Box::new(oci_archive::OciArchiveSource::open(location.clone())?),
+        ImageLocation::DockerArchive { .. } => Box::new(docker_archive::DockerArchiveSource::open(location.clone())?),
+    })
+}
+
+/// Opens a sink for a location.
+pub fn open_sink(
+    location: &ImageLocation,
+    options: &registry::RegistryOptions,
+) -> Result<Box<dyn Sink>, TransportError> {
+    Ok(match location {
+        ImageLocation::Registry(r) => Box::new(registry::RegistrySink::new(location.clone(), r.clone(), options)?),
+        ImageLocation::OciLayout { .. } => Box::new(oci_layout::OciLayoutSink::new(location.clone())),
+        ImageLocation::OciArchive { .. } => Box::new(oci_archive::OciArchiveSink::new(location.clone())),
+        ImageLocation::DockerArchive { .. } => Box::new(docker_archive::DockerArchiveSink::new(location.clone())),
+    })
+}
+
+/// Why reading or writing an image failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The manifest, tag, repository or blob does not exist.
+    #[error("{what} not found at {location}")]
+    NotFound {
+        /// The location asked.
+        location: String,
+        /// What was missing.
+        what: String,
+    },
+    /// The registry wants credentials, or refused the ones given.
+    #[error("{registry} refused access to {location} (HTTP 401 unauthorized){}", if *.had_credentials { ": the credentials were not accepted" } else { ": it needs credentials" })]
+    Unauthorized {
+        /// The registry host.
+        registry: String,
+        /// The location asked.
+        location: String,
+        /// Whether credentials were sent.
+        had_credentials: bool,
+    },
+    /// The registry understood but refused (HTTP 403, `DENIED`).
+    #[error("{location}: access denied: {message}")]
+    Denied {
+        /// The location asked.
+        location: String,
+        /// The registry's words.
+        message: String,
+    },
+    /// The registry answered with an error.
+    #[error("{location}: the registry answered {message}")]
+    Registry {
+        /// The location asked.
+        location: String,
+        /// Status and message.
+        message: String,
+    },
+    /// The registry could not be reached.
+    #[error("cannot reach {registry}: {message}")]
+    Connect {
+        /// The registry host.
+        registry: String,
+        /// What failed.
+        message: String,
+        /// Whether it looked like a TLS problem.
+        tls: bool,
+    },
+    /// A local file operation failed.
+    #[error("cannot {op} `{}`: {source}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The tag is not in the layout or archive.
+    #[error("{location} has no image tagged `{tag}`; it has: {}", list(available))]
+    NoSuchTag {
+        /// The layout or archive.
+        location: String,
+        /// The tag asked for.
+        tag: String,
+        /// The tags it has.
+        available: Vec<String>,
+    },
+    /// No tag was given and the layout or archive holds several images.
+    #[error("{location} holds {} images, so it needs a tag; it has: {}", available.len(), list(available))]
+    Ambiguous {
+        /// The layout or archive.
+        location: String,
+        /// The tags it has.
+        available: Vec<String>,
+    },
+    /// The layout or archive is malformed.
+    #[error("{location} is not a valid {kind}: {reason}")]
+    Invalid {
+        /// The layout or archive.
+        location: String,
+        /// What it should have been.
+        kind: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A blob's bytes do not match its descriptor.
+    #[error("{location}: {mismatch}")]
+    Corrupt {
+        /// Where it was read.
+        location: String,
+        /// What did not match.
+        mismatch: DigestMismatch,
+    },
+    /// A manifest cannot be used.
+    #[error("{location}: {source}")]
+    Manifest {
+        /// Where it was read.
+        location: String,
+        /// Why.
+        source: ManifestError,
+    },
+    /// The destination cannot be written as asked.
+    #[error("cannot write {location}: {reason}")]
+    Refused {
+        /// The destination.
+        location: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn list(tags: &[String]) -> String {
+    if tags.is_empty() {
+        "no tagged images".to_string()
+    } else {
+        tags.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+    }
+}
+
+impl TransportError {
+    /// A suggestion for the user, when one helps.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            TransportError::Unauthorized { registry, had_credentials, .. } => Some(if *had_credentials {
+                format!("check the user and password for `{registry}` (`--creds USER:PASS`, or the entry in your auth file)")
+            } else {
+                format!("pass `--creds USER:PASS`, or log in with `docker login {registry}` or `skopeo login {registry}`")
+            }),
+            TransportError::Connect { tls: true, registry, .. } => Some(format!(
+                "if `{registry}` serves plain HTTP, pass `--tls-verify=false`"
+            )),
+            TransportError::NotFound { .. } => Some("check the repository name and tag (`skopeo list-tags docker://REPO` lists tags)".to_string()),
+            TransportError::NoSuchTag { location, available, .. } | TransportError::Ambiguous { location, available } => {
+                available.first().map(|t| format!("name one, e.g. `{}`", with_tag(location, t)))
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> TransportError {
+        let path = path.into();
+        move |source| TransportError::Io { op, path, source }
+    }
+}
+
+fn with_tag(location: &str, tag: &str) -> String {
+    // `oci:DIR` -> `oci:DIR:TAG`; strip a tag that is already there.
+    let base = match location.matches(':').count() {
+        0 | 1 => location.to_string(),
+        _ => location.rsplit_once(':').map(|(b, _)| b.to_string()).unwrap_or_default(),
+    };
+    format!("{base}:{tag}")
+}
+
+/// Reads a blob fully into memory, verifying it; for manifests and configs only, which are
+/// small (capped at 4 MiB as registries cap manifests).
+pub fn read_small_blob(
+    reader: BlobReader,
+    desc: &Descriptor,
+    location: &ImageLocation,
+) -> Result<Vec<u8>, TransportError> {
+    const CAP: u64 = 4 * 1024 * 1024;
+    if desc.size > CAP {
+        return Err(TransportError::Invalid {
+            location: location.to_string(),
+            kind: "image",
+            reason: format!("{} claims {} bytes, more than the 4 MiB a config may have", desc.digest, desc.size),
+        });
+    }
+    let mut buf = Vec::with_capacity(desc.size as usize);
+    let mut verifying = crate::model::digest::VerifyingReader::new(reader, desc.digest.clone(), Some(desc.size));
+    verifying
+        .read_to_end(&mut buf)
+        .map_err(|e| TransportError::from_read(e, location))?;
+    Ok(buf)
+}
+
+impl TransportError {
+    /// Turns an error met while reading a blob stream back into the transport error it
+    /// carries (registry streams wrap theirs), a digest mismatch, or an I/O error.
+    pub fn from_read(e: io::Error, location: &ImageLocation) -> TransportError {
+        if let Some(m) = DigestMismatch::from_io(&e) {
+            return TransportError::Corrupt {
+                location: location.to_string(),
+                mismatch: m.clone(),
+            };
+        }
+        if e.get_ref().is_some_and(|inner| inner.is::<TransportError>()) {
+            let inner = e.into_inner().expect("checked above");
+            return *inner.downcast::<TransportError>().expect("checked above");
+        }
+        TransportError::Io {
+            op: "read from",
+            path: PathBuf::from(location.to_string()),
+            source: e,
+        }
+    }
+}
