@@ -4,6 +4,14 @@
 
 #![deny(missing_docs)]
 
+pub mod error;
 pub mod layer;
 pub mod model;
+pub mod pipeline;
+pub mod plan;
 pub mod transport;
+pub mod write;
+
+pub use error::Error;
+pub mod cli;
+pub mod imagespec;

@@ -193,7 +193,12 @@ pub fn read_entry<R: Read>(
         _ => (0, 0),
     };
     let link = match kind {
-        Kind::Symlink | Kind::Hardlink => Some(entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default()),
+        Kind::Symlink | Kind::Hardlink => Some(
+            entry
+                .link_name_bytes()
+                .map(|l| l.into_owned())
+                .unwrap_or_default(),
+        ),
         _ => None,
     };
     let mut xattrs = BTreeMap::new();
@@ -202,7 +207,11 @@ pub fn read_entry<R: Read>(
             let ext = ext.map_err(header_err)?;
             let key = ext.key_bytes();
             let value = ext.value_bytes();
-            let number = || std::str::from_utf8(value).ok().and_then(|s| s.split('.').next()?.parse::<u64>().ok());
+            let number = || {
+                std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|s| s.split('.').next()?.parse::<u64>().ok())
+            };
             match key {
                 b"uid" => uid = number().unwrap_or(uid),
                 b"gid" => gid = number().unwrap_or(gid),

@@ -136,7 +136,10 @@ impl MergedView {
     }
 
     /// Every path strictly below `dir`, sorted.
-    pub fn below<'a>(&'a self, dir: &ImagePath) -> impl Iterator<Item = (&'a ImagePath, &'a Node)> + 'a {
+    pub fn below<'a>(
+        &'a self,
+        dir: &ImagePath,
+    ) -> impl Iterator<Item = (&'a ImagePath, &'a Node)> + 'a {
         let (lo, hi) = dir.subtree_bounds();
         self.nodes.range(lo..hi)
     }
@@ -158,7 +161,11 @@ impl MergedView {
         self.resolve_inner(path, false)
     }
 
-    fn resolve_inner(&self, path: &ImagePath, follow_last: bool) -> Result<ImagePath, ResolveError> {
+    fn resolve_inner(
+        &self,
+        path: &ImagePath,
+        follow_last: bool,
+    ) -> Result<ImagePath, ResolveError> {
         let mut hops = 0usize;
         // Components still to walk, in reverse order so that pop() gives the next one.
         let mut todo: Vec<Vec<u8>> = path.components().rev().map(|c| c.to_vec()).collect();
@@ -244,7 +251,10 @@ mod tests {
             put("/a/y/z", Kind::File, None),
             put("/b", Kind::File, None),
         ]);
-        v.apply_layer(vec![mark("/a/y", Change::Whiteout), put("/c", Kind::File, None)]);
+        v.apply_layer(vec![
+            mark("/a/y", Change::Whiteout),
+            put("/c", Kind::File, None),
+        ]);
         assert_eq!(paths(&v), ["/a", "/a/x", "/b", "/c"]);
         assert_eq!(v.get(&ImagePath::new("/c")).unwrap().layer, 1);
     }
@@ -252,16 +262,25 @@ mod tests {
     #[test]
     fn opaque_dir_keeps_same_layer_entries() {
         let mut v = MergedView::new();
-        v.apply_layer(vec![put("/d", Kind::Dir, None), put("/d/old", Kind::File, None)]);
+        v.apply_layer(vec![
+            put("/d", Kind::Dir, None),
+            put("/d/old", Kind::File, None),
+        ]);
         // The marker may come after the layer's own entries in the tar.
-        v.apply_layer(vec![put("/d/new", Kind::File, None), mark("/d", Change::Opaque)]);
+        v.apply_layer(vec![
+            put("/d/new", Kind::File, None),
+            mark("/d", Change::Opaque),
+        ]);
         assert_eq!(paths(&v), ["/d", "/d/new"]);
     }
 
     #[test]
     fn file_replacing_dir_drops_children() {
         let mut v = MergedView::new();
-        v.apply_layer(vec![put("/d", Kind::Dir, None), put("/d/x", Kind::File, None)]);
+        v.apply_layer(vec![
+            put("/d", Kind::Dir, None),
+            put("/d/x", Kind::File, None),
+        ]);
         v.apply_layer(vec![put("/d", Kind::Symlink, Some("/elsewhere"))]);
         assert_eq!(paths(&v), ["/d"]);
     }
@@ -273,15 +292,24 @@ mod tests {
             put("/var", Kind::Dir, None),
             put("/run", Kind::Dir, None),
             put("/var/run", Kind::Symlink, Some("/run")),
-            put("/etc/sites-enabled/default", Kind::Symlink, Some("../sites-available/default")),
+            put(
+                "/etc/sites-enabled/default",
+                Kind::Symlink,
+                Some("../sites-available/default"),
+            ),
             put("/up", Kind::Symlink, Some("../../../../etc")),
         ]);
         let r = |p: &str| v.resolve(&ImagePath::new(p)).unwrap().display();
         assert_eq!(r("/var/run/nginx.pid"), "/run/nginx.pid");
-        assert_eq!(r("/etc/sites-enabled/default"), "/etc/sites-available/default");
+        assert_eq!(
+            r("/etc/sites-enabled/default"),
+            "/etc/sites-available/default"
+        );
         assert_eq!(r("/up/passwd"), "/etc/passwd");
         assert_eq!(
-            v.resolve_parent(&ImagePath::new("/var/run")).unwrap().display(),
+            v.resolve_parent(&ImagePath::new("/var/run"))
+                .unwrap()
+                .display(),
             "/var/run"
         );
     }
@@ -293,6 +321,9 @@ mod tests {
             put("/a", Kind::Symlink, Some("b")),
             put("/b", Kind::Symlink, Some("/a")),
         ]);
-        assert!(matches!(v.resolve(&ImagePath::new("/a/x")), Err(ResolveError::Loop(_))));
+        assert!(matches!(
+            v.resolve(&ImagePath::new("/a/x")),
+            Err(ResolveError::Loop(_))
+        ));
     }
 }

@@ -178,22 +178,43 @@ mod tests {
 
     #[test]
     fn normalizes_tar_names() {
-        assert_eq!(ImagePath::from_tar(b"./etc/passwd").unwrap(), ImagePath::new("/etc/passwd"));
-        assert_eq!(ImagePath::from_tar(b"etc//nginx/").unwrap().display(), "/etc/nginx");
+        assert_eq!(
+            ImagePath::from_tar(b"./etc/passwd").unwrap(),
+            ImagePath::new("/etc/passwd")
+        );
+        assert_eq!(
+            ImagePath::from_tar(b"etc//nginx/").unwrap().display(),
+            "/etc/nginx"
+        );
         assert!(ImagePath::from_tar(b"./").unwrap().is_root());
     }
 
     #[test]
     fn refuses_escaping_names() {
-        assert!(matches!(ImagePath::from_tar(b"../etc"), Err(PathError::DotDot(_))));
-        assert!(matches!(ImagePath::from_tar(b"a/../../b"), Err(PathError::DotDot(_))));
-        assert!(matches!(ImagePath::from_tar(b"/etc/passwd"), Err(PathError::Absolute(_))));
-        assert!(matches!(ImagePath::from_tar(b"a\0b"), Err(PathError::Invalid(_))));
+        assert!(matches!(
+            ImagePath::from_tar(b"../etc"),
+            Err(PathError::DotDot(_))
+        ));
+        assert!(matches!(
+            ImagePath::from_tar(b"a/../../b"),
+            Err(PathError::DotDot(_))
+        ));
+        assert!(matches!(
+            ImagePath::from_tar(b"/etc/passwd"),
+            Err(PathError::Absolute(_))
+        ));
+        assert!(matches!(
+            ImagePath::from_tar(b"a\0b"),
+            Err(PathError::Invalid(_))
+        ));
     }
 
     #[test]
     fn lexical_clamps_at_root() {
-        assert_eq!(ImagePath::lexical(b"/../../etc/./x/../passwd").display(), "/etc/passwd");
+        assert_eq!(
+            ImagePath::lexical(b"/../../etc/./x/../passwd").display(),
+            "/etc/passwd"
+        );
     }
 
     #[test]

@@ -204,13 +204,18 @@ fn parse<R: Read>(
         for entry in iter {
             let mut entry = entry.map_err(|source| LayerError::Format {
                 digest: digest.clone(),
-                what: if compression == Compression::None { what } else { "compressed tar archive" },
+                what: if compression == Compression::None {
+                    what
+                } else {
+                    "compressed tar archive"
+                },
                 source,
             })?;
-            let Some((path, change)) = read_entry(&mut entry).map_err(|source| LayerError::Entry {
-                digest: digest.clone(),
-                source,
-            })?
+            let Some((path, change)) =
+                read_entry(&mut entry).map_err(|source| LayerError::Entry {
+                    digest: digest.clone(),
+                    source,
+                })?
             else {
                 continue;
             };

@@ -67,7 +67,10 @@ impl BodySpool {
         w.flush()?;
         drop(w);
         if copied != size {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file body ended early"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file body ended early",
+            ));
         }
         self.len += size;
         Ok(offset)
@@ -98,7 +101,10 @@ impl Read for SpoolReader<'_> {
         }
         let n = self.file.read_at(&mut buf[..want], self.pos)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "spool ended early"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "spool ended early",
+            ));
         }
         self.pos += n as u64;
         Ok(n)
@@ -165,7 +171,12 @@ impl Scan {
     }
 }
 
-fn keep(want: Want, meta: &Meta, body: &mut dyn Read, spool: &mut BodySpool) -> io::Result<Option<Content>> {
+fn keep(
+    want: Want,
+    meta: &Meta,
+    body: &mut dyn Read,
+    spool: &mut BodySpool,
+) -> io::Result<Option<Content>> {
     Ok(match want {
         Want::Nothing => None,
         Want::Text if meta.size > TEXT_CAP => Some(Content::TooLarge),

@@ -21,8 +21,7 @@ pub struct ConfigError(pub String);
 impl ImageConfig {
     /// Parses config bytes.
     pub fn parse(bytes: &[u8]) -> Result<ImageConfig, ConfigError> {
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| ConfigError(e.to_string()))?;
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| ConfigError(e.to_string()))?;
         match value {
             Value::Object(root) => {
                 let config = ImageConfig { root };
@@ -121,7 +120,11 @@ impl ImageConfig {
         self.exec_config()
             .and_then(|c| c.get(key))
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -185,6 +188,29 @@ impl ImageConfig {
             .collect()
     }
 
+    /// Appends a history entry for a change without a layer (`empty_layer`), and sets
+    /// `created`.
+    pub fn push_history_only(&mut self, created: &str, created_by: &str, comment: &str) {
+        let mut entry = Map::new();
+        entry.insert("created".into(), Value::String(created.into()));
+        entry.insert("created_by".into(), Value::String(created_by.into()));
+        entry.insert("comment".into(), Value::String(comment.into()));
+        entry.insert("empty_layer".into(), Value::Bool(true));
+        self.push_history(entry, created);
+    }
+
+    fn push_history(&mut self, entry: Map<String, Value>, created: &str) {
+        let history = self
+            .root
+            .entry("history")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Some(h) = history.as_array_mut() {
+            h.push(Value::Object(entry));
+        }
+        self.root
+            .insert("created".into(), Value::String(created.into()));
+    }
+
     /// Appends a layer: its diff_id and a history entry, and sets `created`.
     pub fn push_layer(&mut self, diff_id: &Digest, created: &str, created_by: &str, comment: &str) {
         let rootfs = self.root.entry("rootfs").or_insert_with(|| {
@@ -204,15 +230,7 @@ impl ImageConfig {
         entry.insert("created".into(), Value::String(created.into()));
         entry.insert("created_by".into(), Value::String(created_by.into()));
         entry.insert("comment".into(), Value::String(comment.into()));
-        let history = self
-            .root
-            .entry("history")
-            .or_insert_with(|| Value::Array(Vec::new()));
-        if let Some(h) = history.as_array_mut() {
-            h.push(Value::Object(entry));
-        }
-        self.root
-            .insert("created".into(), Value::String(created.into()));
+        self.push_history(entry, created);
     }
 }
 

@@ -65,12 +65,19 @@ impl Digest {
         let algorithm = match alg {
             "sha256" => Algorithm::Sha256,
             "sha512" => Algorithm::Sha512,
-            _ => return Err(err("unsupported algorithm (sha256 and sha512 are supported)")),
+            _ => {
+                return Err(err(
+                    "unsupported algorithm (sha256 and sha512 are supported)",
+                ))
+            }
         };
         if hex.len() != algorithm.hex_len() {
             return Err(err("wrong length for the algorithm"));
         }
-        if !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(err("the encoded part must be lowercase hexadecimal"));
         }
         Ok(Digest {

@@ -160,7 +160,9 @@ mod tests {
             "docker://docker.io/library/nginx:latest"
         );
         assert_eq!(
-            ImageLocation::parse("docker://localhost:5000/a:b").unwrap().to_string(),
+            ImageLocation::parse("docker://localhost:5000/a:b")
+                .unwrap()
+                .to_string(),
             "docker://localhost:5000/a:b"
         );
         assert_eq!(

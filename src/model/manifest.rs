@@ -58,10 +58,18 @@ pub struct Platform {
     /// Operating system, e.g. `linux`.
     pub os: String,
     /// OS version (Windows).
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
     /// OS features (Windows).
-    #[serde(rename = "os.features", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.features",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_features: Option<Vec<String>>,
     /// CPU variant, e.g. `v8`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,7 +85,11 @@ impl Platform {
     /// Parses `os/arch[/variant]`.
     pub fn parse(s: &str) -> Result<Platform, PlatformParseError> {
         let parts: Vec<&str> = s.split('/').collect();
-        let ok = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let ok = |p: &&str| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
         if !(2..=3).contains(&parts.len()) || !parts.iter().all(ok) {
             return Err(PlatformParseError(s.to_string()));
         }
@@ -97,7 +109,12 @@ impl Platform {
             && self.architecture == wanted.architecture
             && match &wanted.variant {
                 None => true,
-                Some(v) => self.variant.as_deref().unwrap_or(default_variant(&self.architecture)) == v,
+                Some(v) => {
+                    self.variant
+                        .as_deref()
+                        .unwrap_or(default_variant(&self.architecture))
+                        == v
+                }
             }
     }
 }
@@ -242,7 +259,9 @@ impl ImageIndex {
     /// with platform `unknown/unknown`).
     pub fn is_attestation(d: &Descriptor) -> bool {
         d.annotations.contains_key("vnd.docker.reference.type")
-            || d.platform.as_ref().is_some_and(|p| p.os == "unknown" && p.architecture == "unknown")
+            || d.platform
+                .as_ref()
+                .is_some_and(|p| p.os == "unknown" && p.architecture == "unknown")
     }
 
     /// The platforms of the image entries, for messages.
@@ -250,7 +269,11 @@ impl ImageIndex {
         self.manifests
             .iter()
             .filter(|d| !Self::is_attestation(d))
-            .map(|d| d.platform.as_ref().map_or_else(|| "(no platform)".to_string(), |p| p.to_string()))
+            .map(|d| {
+                d.platform
+                    .as_ref()
+                    .map_or_else(|| "(no platform)".to_string(), |p| p.to_string())
+            })
             .collect()
     }
 
@@ -298,8 +321,16 @@ mod tests {
             panic!("expected an index")
         };
         assert_eq!(index.select(&Platform::default()).unwrap().size, 2);
-        assert_eq!(index.select(&Platform::parse("linux/arm64/v8").unwrap()).unwrap().size, 1);
-        assert!(index.select(&Platform::parse("linux/s390x").unwrap()).is_none());
+        assert_eq!(
+            index
+                .select(&Platform::parse("linux/arm64/v8").unwrap())
+                .unwrap()
+                .size,
+            1
+        );
+        assert!(index
+            .select(&Platform::parse("linux/s390x").unwrap())
+            .is_none());
         assert_eq!(index.platforms(), vec!["linux/arm64", "linux/amd64"]);
     }
 
@@ -315,7 +346,10 @@ mod tests {
 
     #[test]
     fn platform_parsing() {
-        assert_eq!(Platform::parse("linux/arm/v7").unwrap().to_string(), "linux/arm/v7");
+        assert_eq!(
+            Platform::parse("linux/arm/v7").unwrap().to_string(),
+            "linux/arm/v7"
+        );
         assert!(Platform::parse("linux").is_err());
         assert!(Platform::parse("linux//x").is_err());
     }

@@ -43,10 +43,7 @@ impl ImageRef {
         if input.len() > 4096 {
             return Err(err("the reference is too long".into()));
         }
-        if let Some(c) = input
-            .chars()
-            .find(|c| c.is_whitespace() || c.is_control())
-        {
+        if let Some(c) = input.chars().find(|c| c.is_whitespace() || c.is_control()) {
             return Err(err(format!("it contains the character {c:?}")));
         }
 
@@ -188,9 +185,9 @@ fn split_registry(name: &str) -> (&str, &str) {
 }
 
 fn validate_registry(host: &str) -> Result<(), String> {
-    let ok = host.bytes().all(|b| {
-        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
-    });
+    let ok = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
     if !ok {
         return Err(format!("`{host}` is not a valid registry host"));
     }
@@ -198,8 +195,7 @@ fn validate_registry(host: &str) -> Result<(), String> {
         if !host.starts_with('[') || host.ends_with(']') {
             // `[::1]` has colons but no port; `[::1]:5000` and `host:5000` have one.
         }
-        if !host.ends_with(']') && (port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()))
-        {
+        if !host.ends_with(']') && (port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit())) {
             return Err(format!("`{host}` has an invalid port"));
         }
     }
@@ -234,9 +230,7 @@ fn validate_repository(repo: &str) -> Result<(), String> {
             return Err("the repository name has an empty path component".into());
         }
         if component.bytes().any(|b| b.is_ascii_uppercase()) {
-            return Err(format!(
-                "repository name `{repo}` must be lowercase"
-            ));
+            return Err(format!("repository name `{repo}` must be lowercase"));
         }
         let bytes = component.as_bytes();
         let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
@@ -282,7 +276,10 @@ mod tests {
         assert_eq!(parsed("nginx"), "docker.io/library/nginx:latest");
         assert_eq!(parsed("nginx:1.27"), "docker.io/library/nginx:1.27");
         assert_eq!(parsed("bitnami/nginx"), "docker.io/bitnami/nginx:latest");
-        assert_eq!(parsed("index.docker.io/nginx"), "docker.io/library/nginx:latest");
+        assert_eq!(
+            parsed("index.docker.io/nginx"),
+            "docker.io/library/nginx:latest"
+        );
         assert_eq!(parsed("localhost/app"), "localhost/app:latest");
         assert_eq!(
             parsed("127.0.0.1:5000/ns/app:v1"),
@@ -290,7 +287,10 @@ mod tests {
         );
         assert_eq!(parsed("ghcr.io/a/b/c:1.0-rc.1"), "ghcr.io/a/b/c:1.0-rc.1");
         let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        assert_eq!(parsed(&format!("nginx@{d}")), format!("docker.io/library/nginx@{d}"));
+        assert_eq!(
+            parsed(&format!("nginx@{d}")),
+            format!("docker.io/library/nginx@{d}")
+        );
         assert_eq!(
             parsed(&format!("nginx:1@{d}")),
             format!("docker.io/library/nginx:1@{d}")
@@ -300,7 +300,12 @@ mod tests {
 
     #[test]
     fn loopback_hosts() {
-        for s in ["localhost:5000/a", "127.0.0.1:1/a", "[::1]:5000/a", "localhost/a"] {
+        for s in [
+            "localhost:5000/a",
+            "127.0.0.1:1/a",
+            "[::1]:5000/a",
+            "localhost/a",
+        ] {
             assert!(ImageRef::parse(s).unwrap().is_loopback(), "{s}");
         }
         assert!(!ImageRef::parse("example.com/a").unwrap().is_loopback());

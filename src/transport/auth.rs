@@ -20,7 +20,11 @@ pub struct Credentials {
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Credentials {{ username: {:?}, password: <redacted> }}", self.username)
+        write!(
+            f,
+            "Credentials {{ username: {:?}, password: <redacted> }}",
+            self.username
+        )
     }
 }
 
@@ -67,7 +71,11 @@ impl Credentials {
 /// `$XDG_RUNTIME_DIR/containers/auth.json`, `~/.config/containers/auth.json`,
 /// `$DOCKER_CONFIG/config.json` (or `~/.docker/config.json`).
 pub fn auth_files() -> Vec<PathBuf> {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     let home = env("HOME");
     let mut files = Vec::new();
     if let Some(f) = env("REGISTRY_AUTH_FILE") {
@@ -112,7 +120,10 @@ fn normalize_key(key: &str) -> String {
         .trim_start_matches("https://")
         .trim_start_matches("http://")
         .trim_end_matches('/');
-    let k = k.strip_suffix("/v1").or_else(|| k.strip_suffix("/v2")).unwrap_or(k);
+    let k = k
+        .strip_suffix("/v1")
+        .or_else(|| k.strip_suffix("/v2"))
+        .unwrap_or(k);
     if k == "index.docker.io" || k == "registry-1.docker.io" {
         "docker.io".to_string()
     } else {
@@ -139,7 +150,12 @@ pub fn lookup(registry: &str, repository: &str) -> Result<Option<Credentials>, A
     Ok(None)
 }
 
-fn lookup_in(file: &Value, registry: &str, repository: &str, path: &str) -> Result<Option<Credentials>, AuthError> {
+fn lookup_in(
+    file: &Value,
+    registry: &str,
+    repository: &str,
+    path: &str,
+) -> Result<Option<Credentials>, AuthError> {
     let keys = candidate_keys(registry, repository);
     let normalized_registry = normalize_key(registry);
     if let Some(helpers) = file.get("credHelpers").and_then(Value::as_object) {
@@ -153,7 +169,9 @@ fn lookup_in(file: &Value, registry: &str, repository: &str, path: &str) -> Resu
     }
     if let Some(auths) = file.get("auths").and_then(Value::as_object) {
         for key in &keys {
-            let found = auths.iter().find(|(k, _)| normalize_key(k) == normalize_key(key));
+            let found = auths
+                .iter()
+                .find(|(k, _)| normalize_key(k) == normalize_key(key));
             if let Some((_, entry)) = found {
                 if let Some(c) = decode_entry(entry, path)? {
                     return Ok(Some(c));
@@ -172,7 +190,11 @@ fn decode_entry(entry: &Value, path: &str) -> Result<Option<Credentials>, AuthEr
         path: path.to_string(),
         reason: reason.to_string(),
     };
-    if let Some(auth) = entry.get("auth").and_then(Value::as_str).filter(|a| !a.is_empty()) {
+    if let Some(auth) = entry
+        .get("auth")
+        .and_then(Value::as_str)
+        .filter(|a| !a.is_empty())
+    {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(auth.trim())
             .map_err(|_| bad("an `auth` value is not base64"))?;
@@ -225,8 +247,12 @@ fn run_helper(helper: &str, registry: &str) -> Result<Option<Credentials>, AuthE
         }
         return Err(fail(format!("it exited with {}", out.status)));
     }
-    let v: Value = serde_json::from_slice(&out.stdout).map_err(|_| fail("it printed no JSON".into()))?;
-    let user = v.get("Username").and_then(Value::as_str).unwrap_or_default();
+    let v: Value =
+        serde_json::from_slice(&out.stdout).map_err(|_| fail("it printed no JSON".into()))?;
+    let user = v
+        .get("Username")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let secret = v.get("Secret").and_then(Value::as_str).unwrap_or_default();
     if secret.is_empty() {
         return Ok(None);
@@ -262,7 +288,9 @@ mod tests {
             }
         });
         let user = |reg: &str, repo: &str| {
-            lookup_in(&file, reg, repo, "f").unwrap().map(|c| c.username)
+            lookup_in(&file, reg, repo, "f")
+                .unwrap()
+                .map(|c| c.username)
         };
         assert_eq!(user("docker.io", "library/nginx").as_deref(), Some("hub"));
         assert_eq!(user("quay.io", "team/app").as_deref(), Some("team"));

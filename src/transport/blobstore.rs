@@ -33,7 +33,9 @@ pub struct DirStore {
 impl DirStore {
     /// The layout at `root`.
     pub fn new(root: &Path) -> DirStore {
-        DirStore { root: root.to_path_buf() }
+        DirStore {
+            root: root.to_path_buf(),
+        }
     }
 }
 
@@ -42,7 +44,10 @@ impl FileStore for DirStore {
         let path = self.root.join(rel);
         match File::open(&path) {
             Ok(f) => {
-                let len = f.metadata().map_err(TransportError::io("read", &path))?.len();
+                let len = f
+                    .metadata()
+                    .map_err(TransportError::io("read", &path))?
+                    .len();
                 Ok(Some((Box::new(f), len)))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -60,7 +65,11 @@ pub struct TarStore {
 
 impl TarStore {
     /// Indexes the archive at `path`. `kind` names the format for messages.
-    pub fn open(path: &Path, location: &str, kind: &'static str) -> Result<TarStore, TransportError> {
+    pub fn open(
+        path: &Path,
+        location: &str,
+        kind: &'static str,
+    ) -> Result<TarStore, TransportError> {
         let file = File::open(path).map_err(TransportError::io("open", path))?;
         let invalid = |reason: String| TransportError::Invalid {
             location: location.to_string(),
@@ -129,7 +138,10 @@ impl Read for RangeReader {
         }
         let n = self.file.read_at(&mut buf[..want], self.pos)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "archive member is truncated"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "archive member is truncated",
+            ));
         }
         self.pos += n as u64;
         Ok(n)

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::layer::Compression;
 use crate::model::digest::Hasher;
 use crate::model::manifest::to_canonical_bytes;
-use crate::model::{media, Descriptor, Digest, ImageConfig, ImageLocation, ImageManifest, ImageRef};
+use crate::model::{
+    media, Descriptor, Digest, ImageConfig, ImageLocation, ImageManifest, ImageRef,
+};
 
 use super::blobstore::{FileStore, TarStore};
 use super::oci_archive::{append_bytes, file_header, write_archive_atomically, ErrorCapture};
@@ -62,22 +64,32 @@ impl DockerArchiveSource {
                 return Err(invalid(format!("`{name}` is larger than {cap} bytes")));
             }
             let mut buf = Vec::new();
-            r.read_to_end(&mut buf).map_err(|e| TransportError::from_read(e, &location))?;
+            r.read_to_end(&mut buf)
+                .map_err(|e| TransportError::from_read(e, &location))?;
             Ok(buf)
         };
-        let entries: Vec<ArchiveEntry> = serde_json::from_slice(&read_member("manifest.json", 16 << 20)?)
-            .map_err(|e| invalid(format!("`manifest.json`: {e}")))?;
+        let entries: Vec<ArchiveEntry> =
+            serde_json::from_slice(&read_member("manifest.json", 16 << 20)?)
+                .map_err(|e| invalid(format!("`manifest.json`: {e}")))?;
         let tags = |entries: &[ArchiveEntry]| -> Vec<String> {
-            entries.iter().flat_map(|e| e.repo_tags.clone().unwrap_or_default()).collect()
+            entries
+                .iter()
+                .flat_map(|e| e.repo_tags.clone().unwrap_or_default())
+                .collect()
         };
         let entry = match reference {
             Some(r) if r.starts_with('@') => {
-                let n: usize = r[1..].parse().map_err(|_| invalid(format!("`{r}` is not `@N`")))?;
-                entries.get(n).cloned().ok_or_else(|| TransportError::NoSuchTag {
-                    location: loc.clone(),
-                    tag: r.clone(),
-                    available: tags(&entries),
-                })?
+                let n: usize = r[1..]
+                    .parse()
+                    .map_err(|_| invalid(format!("`{r}` is not `@N`")))?;
+                entries
+                    .get(n)
+                    .cloned()
+                    .ok_or_else(|| TransportError::NoSuchTag {
+                        location: loc.clone(),
+                        tag: r.clone(),
+                        available: tags(&entries),
+                    })?
             }
             Some(r) => {
                 let wanted = ImageRef::parse(r).ok();
@@ -126,7 +138,8 @@ impl DockerArchiveSource {
                 .open(name)?
                 .ok_or_else(|| invalid(format!("it has no layer `{name}`")))?;
             let mut head = [0u8; 4];
-            let n = read_up_to(&mut r, &mut head).map_err(|e| TransportError::from_read(e, &location))?;
+            let n = read_up_to(&mut r, &mut head)
+                .map_err(|e| TransportError::from_read(e, &location))?;
             let compression = Compression::detect(&head[..n]);
             let named = name
                 .strip_prefix("blobs/sha256/")
@@ -140,7 +153,9 @@ impl DockerArchiveSource {
                     let mut h = Hasher::new(crate::model::digest::Algorithm::Sha256);
                     let mut buf = vec![0u8; 256 * 1024];
                     loop {
-                        let n = r.read(&mut buf).map_err(|e| TransportError::from_read(e, &location))?;
+                        let n = r
+                            .read(&mut buf)
+                            .map_err(|e| TransportError::from_read(e, &location))?;
                         if n == 0 {
                             break;
                         }
@@ -161,7 +176,11 @@ impl DockerArchiveSource {
             schema_version: 2,
             media_type: Some(media::DOCKER_MANIFEST.to_string()),
             artifact_type: None,
-            config: Descriptor::new(media::DOCKER_CONFIG, config_digest, config_bytes.len() as u64),
+            config: Descriptor::new(
+                media::DOCKER_CONFIG,
+                config_digest,
+                config_bytes.len() as u64,
+            ),
             layers,
             subject: None,
             annotations: BTreeMap::new(),
@@ -242,7 +261,11 @@ impl Sink for DockerArchiveSink {
         &self.location
     }
 
-    fn write(&mut self, image: &OutputImage, blobs: &mut dyn BlobProvider) -> Result<Digest, TransportError> {
+    fn write(
+        &mut self,
+        image: &OutputImage,
+        blobs: &mut dyn BlobProvider,
+    ) -> Result<Digest, TransportError> {
         let ImageLocation::DockerArchive { file, reference } = &self.location else {
             unreachable!("a docker-archive: location")
         };
@@ -288,14 +311,24 @@ fn append_uncompressed<W: io::Write>(
     reader: BlobReader,
     location: &ImageLocation,
 ) -> Result<(), TransportError> {
-    let verifying = crate::model::digest::VerifyingReader::new(reader, layer.desc.digest.clone(), Some(layer.desc.size));
+    let verifying = crate::model::digest::VerifyingReader::new(
+        reader,
+        layer.desc.digest.clone(),
+        Some(layer.desc.size),
+    );
     let mut buffered = BufReader::with_capacity(128 * 1024, verifying);
-    let head = buffered.fill_buf().map_err(|e| TransportError::from_read(e, location))?;
+    let head = buffered
+        .fill_buf()
+        .map_err(|e| TransportError::from_read(e, location))?;
     let compression = Compression::detect(head);
     let decoder = compression
         .decoder(buffered)
         .map_err(|e| TransportError::from_read(e, location))?;
-    let checked = crate::model::digest::VerifyingReader::new(decoder, layer.diff_id.clone(), Some(layer.uncompressed_size));
+    let checked = crate::model::digest::VerifyingReader::new(
+        decoder,
+        layer.diff_id.clone(),
+        Some(layer.uncompressed_size),
+    );
     let mut capture = ErrorCapture::new(checked);
     let mut h = file_header(layer.uncompressed_size);
     let result = tar.append_data(&mut h, name, &mut capture);

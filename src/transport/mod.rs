@@ -101,7 +101,11 @@ pub trait Sink {
     /// Writes the image: blobs first, the manifest and tag last. Returns the digest under
     /// which the image is known at the destination (the manifest's; the config's for
     /// docker archives).
-    fn write(&mut self, image: &OutputImage, blobs: &mut dyn BlobProvider) -> Result<Digest, TransportError>;
+    fn write(
+        &mut self,
+        image: &OutputImage,
+        blobs: &mut dyn BlobProvider,
+    ) -> Result<Digest, TransportError>;
 }
 
 /// Opens a source for a location.
@@ -110,10 +114,20 @@ pub fn open_source(
     options: &registry::RegistryOptions,
 ) -> Result<Box<dyn Source>, TransportError> {
     Ok(match location {
-        ImageLocation::Registry(r) => Box::new(registry::RegistrySource::new(location.clone(), r.clone(), options)?),
-        ImageLocation::OciLayout { .. } => Box::new(oci_layout::OciLayoutSource::open(location.clone())?),
-        ImageLocation::OciArchive { .. } => Box::new(oci_archive::OciArchiveSource::open(location.clone())?),
-        ImageLocation::DockerArchive { .. } => Box::new(docker_archive::DockerArchiveSource::open(location.clone())?),
+        ImageLocation::Registry(r) => Box::new(registry::RegistrySource::new(
+            location.clone(),
+            r.clone(),
+            options,
+        )?),
+        ImageLocation::OciLayout { .. } => {
+            Box::new(oci_layout::OciLayoutSource::open(location.clone())?)
+        }
+        ImageLocation::OciArchive { .. } => {
+            Box::new(oci_archive::OciArchiveSource::open(location.clone())?)
+        }
+        ImageLocation::DockerArchive { .. } => {
+            Box::new(docker_archive::DockerArchiveSource::open(location.clone())?)
+        }
     })
 }
 
@@ -123,10 +137,20 @@ pub fn open_sink(
     options: &registry::RegistryOptions,
 ) -> Result<Box<dyn Sink>, TransportError> {
     Ok(match location {
-        ImageLocation::Registry(r) => Box::new(registry::RegistrySink::new(location.clone(), r.clone(), options)?),
-        ImageLocation::OciLayout { .. } => Box::new(oci_layout::OciLayoutSink::new(location.clone())),
-        ImageLocation::OciArchive { .. } => Box::new(oci_archive::OciArchiveSink::new(location.clone())),
-        ImageLocation::DockerArchive { .. } => Box::new(docker_archive::DockerArchiveSink::new(location.clone())),
+        ImageLocation::Registry(r) => Box::new(registry::RegistrySink::new(
+            location.clone(),
+            r.clone(),
+            options,
+        )?),
+        ImageLocation::OciLayout { .. } => {
+            Box::new(oci_layout::OciLayoutSink::new(location.clone()))
+        }
+        ImageLocation::OciArchive { .. } => {
+            Box::new(oci_archive::OciArchiveSink::new(location.clone()))
+        }
+        ImageLocation::DockerArchive { .. } => {
+            Box::new(docker_archive::DockerArchiveSink::new(location.clone()))
+        }
     })
 }
 
@@ -245,7 +269,10 @@ fn list(tags: &[String]) -> String {
     if tags.is_empty() {
         "no tagged images".to_string()
     } else {
-        tags.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+        tags.iter()
+            .map(|t| format!("`{t}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -253,23 +280,45 @@ impl TransportError {
     /// A suggestion for the user, when one helps.
     pub fn hint(&self) -> Option<String> {
         match self {
-            TransportError::Unauthorized { registry, had_credentials, .. } => Some(if *had_credentials {
+            TransportError::Unauthorized {
+                registry,
+                had_credentials,
+                ..
+            } => Some(if *had_credentials {
                 format!("check the user and password for `{registry}` (`--creds USER:PASS`, or the entry in your auth file)")
             } else {
                 format!("pass `--creds USER:PASS`, or log in with `docker login {registry}` or `skopeo login {registry}`")
             }),
-            TransportError::Connect { tls: true, registry, .. } => Some(format!(
+            TransportError::Connect {
+                tls: true,
+                registry,
+                ..
+            } => Some(format!(
                 "if `{registry}` serves plain HTTP, pass `--tls-verify=false`"
             )),
-            TransportError::NotFound { .. } => Some("check the repository name and tag (`skopeo list-tags docker://REPO` lists tags)".to_string()),
-            TransportError::NoSuchTag { location, available, .. } | TransportError::Ambiguous { location, available } => {
-                available.first().map(|t| format!("name one, e.g. `{}`", with_tag(location, t)))
+            TransportError::NotFound { .. } => Some(
+                "check the repository name and tag (`skopeo list-tags docker://REPO` lists tags)"
+                    .to_string(),
+            ),
+            TransportError::NoSuchTag {
+                location,
+                available,
+                ..
             }
+            | TransportError::Ambiguous {
+                location,
+                available,
+            } => available
+                .first()
+                .map(|t| format!("name one, e.g. `{}`", with_tag(location, t))),
             _ => None,
         }
     }
 
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> TransportError {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> TransportError {
         let path = path.into();
         move |source| TransportError::Io { op, path, source }
     }
@@ -279,7 +328,10 @@ fn with_tag(location: &str, tag: &str) -> String {
     // `oci:DIR` -> `oci:DIR:TAG`; strip a tag that is already there.
     let base = match location.matches(':').count() {
         0 | 1 => location.to_string(),
-        _ => location.rsplit_once(':').map(|(b, _)| b.to_string()).unwrap_or_default(),
+        _ => location
+            .rsplit_once(':')
+            .map(|(b, _)| b.to_string())
+            .unwrap_or_default(),
     };
     format!("{base}:{tag}")
 }
@@ -296,11 +348,15 @@ pub fn read_small_blob(
         return Err(TransportError::Invalid {
             location: location.to_string(),
             kind: "image",
-            reason: format!("{} claims {} bytes, more than the 4 MiB a config may have", desc.digest, desc.size),
+            reason: format!(
+                "{} claims {} bytes, more than the 4 MiB a config may have",
+                desc.digest, desc.size
+            ),
         });
     }
     let mut buf = Vec::with_capacity(desc.size as usize);
-    let mut verifying = crate::model::digest::VerifyingReader::new(reader, desc.digest.clone(), Some(desc.size));
+    let mut verifying =
+        crate::model::digest::VerifyingReader::new(reader, desc.digest.clone(), Some(desc.size));
     verifying
         .read_to_end(&mut buf)
         .map_err(|e| TransportError::from_read(e, location))?;
@@ -317,7 +373,9 @@ impl TransportError {
                 mismatch: m.clone(),
             };
         }
-        if e.get_ref().is_some_and(|inner| inner.is::<TransportError>()) {
+        if e.get_ref()
+            .is_some_and(|inner| inner.is::<TransportError>())
+        {
             let inner = e.into_inner().expect("checked above");
             return *inner.downcast::<TransportError>().expect("checked above");
         }

@@ -85,7 +85,11 @@ impl Sink for OciArchiveSink {
         &self.location
     }
 
-    fn write(&mut self, image: &OutputImage, blobs: &mut dyn BlobProvider) -> Result<Digest, TransportError> {
+    fn write(
+        &mut self,
+        image: &OutputImage,
+        blobs: &mut dyn BlobProvider,
+    ) -> Result<Digest, TransportError> {
         let ImageLocation::OciArchive { file, tag } = &self.location else {
             unreachable!("an oci-archive: location")
         };
@@ -98,10 +102,20 @@ impl Sink for OciArchiveSink {
                 let reader = blobs.open(&layer.desc)?;
                 append_blob(&mut tar, &layer.desc, reader, &location)?;
             }
-            append_bytes(&mut tar, &blob_path(&image.config_desc.digest), &image.config)?;
-            append_bytes(&mut tar, &blob_path(&image.manifest_desc.digest), &image.manifest)?;
+            append_bytes(
+                &mut tar,
+                &blob_path(&image.config_desc.digest),
+                &image.config,
+            )?;
+            append_bytes(
+                &mut tar,
+                &blob_path(&image.manifest_desc.digest),
+                &image.manifest,
+            )?;
             let mut entry = image.manifest_desc.clone();
-            entry.annotations.insert(REF_NAME.to_string(), tag.to_string());
+            entry
+                .annotations
+                .insert(REF_NAME.to_string(), tag.to_string());
             let index = ImageIndex {
                 schema_version: 2,
                 media_type: Some(media::OCI_INDEX.to_string()),
@@ -143,12 +157,15 @@ pub fn write_archive_atomically(
         fill(&mut out)?;
         out.flush().map_err(TransportError::io("write", target))?;
     }
-    tmp.as_file().sync_all().map_err(TransportError::io("write", target))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(TransportError::io("write", target))?;
     {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644));
     }
-    tmp.persist(target).map_err(|e| TransportError::io("write", target)(e.error))?;
+    tmp.persist(target)
+        .map_err(|e| TransportError::io("write", target)(e.error))?;
     Ok(())
 }
 
@@ -165,7 +182,11 @@ pub fn file_header(size: u64) -> tar::Header {
 }
 
 /// Appends a small in-memory file.
-pub fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, name: &str, bytes: &[u8]) -> Result<(), TransportError> {
+pub fn append_bytes<W: Write>(
+    tar: &mut tar::Builder<W>,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), TransportError> {
     let mut h = file_header(bytes.len() as u64);
     tar.append_data(&mut h, name, bytes)
         .map_err(TransportError::io("write archive member", name))
@@ -185,7 +206,10 @@ fn append_blob<W: Write>(
     if let Some(e) = checked.error.take() {
         return Err(TransportError::from_read(e, location));
     }
-    result.map_err(TransportError::io("write archive member", blob_path(&desc.digest)))
+    result.map_err(TransportError::io(
+        "write archive member",
+        blob_path(&desc.digest),
+    ))
 }
 
 /// Keeps the first read error whole, since the tar writer reports errors from its reader

@@ -198,7 +198,11 @@ impl Sink for OciLayoutSink {
         &self.location
     }
 
-    fn write(&mut self, image: &OutputImage, blobs: &mut dyn BlobProvider) -> Result<Digest, TransportError> {
+    fn write(
+        &mut self,
+        image: &OutputImage,
+        blobs: &mut dyn BlobProvider,
+    ) -> Result<Digest, TransportError> {
         let ImageLocation::OciLayout { dir, tag } = &self.location else {
             unreachable!("an oci: location")
         };
@@ -209,9 +213,16 @@ impl Sink for OciLayoutSink {
         };
         let existing = dir.join("index.json").is_file();
         if dir.exists() && !dir.is_dir() {
-            return Err(refuse(format!("`{}` exists and is not a directory", dir.display())));
+            return Err(refuse(format!(
+                "`{}` exists and is not a directory",
+                dir.display()
+            )));
         }
-        let empty_dir = dir.is_dir() && fs::read_dir(dir).map_err(TransportError::io("read", dir))?.next().is_none();
+        let empty_dir = dir.is_dir()
+            && fs::read_dir(dir)
+                .map_err(TransportError::io("read", dir))?
+                .next()
+                .is_none();
         if dir.is_dir() && !existing && !empty_dir {
             return Err(refuse(format!(
                 "`{}` exists and is not an OCI layout (it has no `index.json`)",
@@ -242,7 +253,14 @@ impl Sink for OciLayoutSink {
             .tempdir_in(&parent)
             .map_err(TransportError::io("create a staging directory in", &parent))?;
         let mut created = Vec::new();
-        write_layout(staging.path(), tag, image, blobs, &mut created, &self.location)?;
+        write_layout(
+            staging.path(),
+            tag,
+            image,
+            blobs,
+            &mut created,
+            &self.location,
+        )?;
         let staged = staging.keep();
         // Make the layout readable like a directory made with the default umask.
         let _ = set_mode(&staged, 0o755);
@@ -282,10 +300,18 @@ fn write_layout(
         put_blob(root, &layer.desc, reader, location)?;
         created.push(target);
     }
-    for (desc, bytes) in [(&image.config_desc, &image.config), (&image.manifest_desc, &image.manifest)] {
+    for (desc, bytes) in [
+        (&image.config_desc, &image.config),
+        (&image.manifest_desc, &image.manifest),
+    ] {
         let target = root.join(blob_path(&desc.digest));
         if !target.is_file() {
-            put_blob(root, desc, Box::new(io::Cursor::new(bytes.clone())), location)?;
+            put_blob(
+                root,
+                desc,
+                Box::new(io::Cursor::new(bytes.clone())),
+                location,
+            )?;
             created.push(target);
         }
     }
@@ -306,14 +332,21 @@ fn write_layout(
         .manifests
         .retain(|d| d.annotations.get(REF_NAME).map(String::as_str) != Some(tag));
     let mut entry = image.manifest_desc.clone();
-    entry.annotations.insert(REF_NAME.to_string(), tag.to_string());
+    entry
+        .annotations
+        .insert(REF_NAME.to_string(), tag.to_string());
     index.manifests.push(entry);
     write_atomic(&index_path, &to_canonical_bytes(&index))
 }
 
 /// Copies a blob into `root/blobs/...`, verifying it on the way; the file appears only
 /// once complete and correct.
-pub fn put_blob(root: &Path, desc: &Descriptor, reader: BlobReader, location: &ImageLocation) -> Result<(), TransportError> {
+pub fn put_blob(
+    root: &Path,
+    desc: &Descriptor,
+    reader: BlobReader,
+    location: &ImageLocation,
+) -> Result<(), TransportError> {
     let target = root.join(blob_path(&desc.digest));
     let dir = target.parent().expect("blob paths have a parent");
     fs::create_dir_all(dir).map_err(TransportError::io("create directory", dir))?;
@@ -336,9 +369,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TransportError> {
         .prefix(".tmp-")
         .tempfile_in(dir)
         .map_err(TransportError::io("create a file in", dir))?;
-    tmp.write_all(bytes).map_err(TransportError::io("write", path))?;
-    tmp.as_file().sync_all().map_err(TransportError::io("write", path))?;
+    tmp.write_all(bytes)
+        .map_err(TransportError::io("write", path))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(TransportError::io("write", path))?;
     let _ = set_mode(tmp.path(), 0o644);
-    tmp.persist(path).map_err(|e| TransportError::io("write", path)(e.error))?;
+    tmp.persist(path)
+        .map_err(|e| TransportError::io("write", path)(e.error))?;
     Ok(())
 }

@@ -64,12 +64,18 @@ struct Remote {
 }
 
 impl Remote {
-    fn new(location: ImageLocation, image: ImageRef, options: &RegistryOptions) -> Result<Remote, TransportError> {
+    fn new(
+        location: ImageLocation,
+        image: ImageRef,
+        options: &RegistryOptions,
+    ) -> Result<Remote, TransportError> {
         let creds = match &options.creds {
             Some(c) => Some(c.clone()),
-            None => auth::lookup(image.registry(), image.repository()).map_err(|e| TransportError::Refused {
-                location: location.to_string(),
-                reason: e.to_string(),
+            None => auth::lookup(image.registry(), image.repository()).map_err(|e| {
+                TransportError::Refused {
+                    location: location.to_string(),
+                    reason: e.to_string(),
+                }
             })?,
         };
         let had_credentials = creds.is_some();
@@ -106,9 +112,17 @@ impl Remote {
         map_error(&self.image, &self.location, self.had_credentials, what, e)
     }
 
-    fn fetch_manifest(&self, reference: &Reference, what: &str) -> Result<RawManifest, TransportError> {
+    fn fetch_manifest(
+        &self,
+        reference: &Reference,
+        what: &str,
+    ) -> Result<RawManifest, TransportError> {
         let (bytes, digest) = runtime()
-            .block_on(self.client.pull_manifest_raw(reference, &self.auth, media::ACCEPTED_MANIFESTS))
+            .block_on(self.client.pull_manifest_raw(
+                reference,
+                &self.auth,
+                media::ACCEPTED_MANIFESTS,
+            ))
             .map_err(|e| self.error(what, e))?;
         let computed = Digest::sha256_of(&bytes);
         let digest = Digest::parse(&digest).unwrap_or(computed);
@@ -124,7 +138,9 @@ fn to_oci_reference(image: &ImageRef) -> Reference {
     let registry = image.registry().to_string();
     let repository = image.repository().to_string();
     match (image.tag(), image.digest()) {
-        (Some(t), Some(d)) => Reference::with_tag_and_digest(registry, repository, t.to_string(), d.to_string()),
+        (Some(t), Some(d)) => {
+            Reference::with_tag_and_digest(registry, repository, t.to_string(), d.to_string())
+        }
         (None, Some(d)) => Reference::with_digest(registry, repository, d.to_string()),
         (Some(t), None) => Reference::with_tag(registry, repository, t.to_string()),
         (None, None) => Reference::with_tag(registry, repository, "latest".to_string()),
@@ -159,7 +175,12 @@ fn map_error(
         OciDistributionError::RegistryError { envelope, .. } => {
             let first = envelope.errors.first();
             match first.map(|e| &e.code) {
-                Some(OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::BlobUnknown | OciErrorCode::NotFound) => not_found(),
+                Some(
+                    OciErrorCode::ManifestUnknown
+                    | OciErrorCode::NameUnknown
+                    | OciErrorCode::BlobUnknown
+                    | OciErrorCode::NotFound,
+                ) => not_found(),
                 Some(OciErrorCode::Unauthorized) => unauthorized(),
                 Some(OciErrorCode::Denied) => TransportError::Denied {
                     location: loc,
@@ -178,7 +199,10 @@ fn map_error(
         }
         OciDistributionError::ServerError { code, message, .. } => match code {
             401 => unauthorized(),
-            403 => TransportError::Denied { location: loc, message: one_line(&message) },
+            403 => TransportError::Denied {
+                location: loc,
+                message: one_line(&message),
+            },
             404 => not_found(),
             _ => TransportError::Registry {
                 location: loc,
@@ -193,9 +217,16 @@ fn map_error(
                 source = s.source();
             }
             let lower = message.to_lowercase();
-            let tls = ["tls", "certificate", "ssl", "handshake", "corrupt message", "invalidcontenttype"]
-                .iter()
-                .any(|k| lower.contains(k));
+            let tls = [
+                "tls",
+                "certificate",
+                "ssl",
+                "handshake",
+                "corrupt message",
+                "invalidcontenttype",
+            ]
+            .iter()
+            .any(|k| lower.contains(k));
             TransportError::Connect {
                 registry: image.registry().to_string(),
                 message,
@@ -217,7 +248,14 @@ fn one_line(s: &str) -> String {
     let s = s.trim();
     let s = s.lines().next().unwrap_or_default();
     if s.len() > 300 {
-        format!("{}...", &s[..s.char_indices().take_while(|(i, _)| *i < 300).last().map_or(0, |(i, _)| i)])
+        format!(
+            "{}...",
+            &s[..s
+                .char_indices()
+                .take_while(|(i, _)| *i < 300)
+                .last()
+                .map_or(0, |(i, _)| i)]
+        )
     } else if s.is_empty() {
         "(no message)".to_string()
     } else {
@@ -232,7 +270,11 @@ pub struct RegistrySource {
 
 impl RegistrySource {
     /// A source for `image`; credentials come from `options` or the auth files.
-    pub fn new(location: ImageLocation, image: ImageRef, options: &RegistryOptions) -> Result<RegistrySource, TransportError> {
+    pub fn new(
+        location: ImageLocation,
+        image: ImageRef,
+        options: &RegistryOptions,
+    ) -> Result<RegistrySource, TransportError> {
         Ok(RegistrySource {
             remote: Remote::new(location, image, options)?,
         })
@@ -250,12 +292,18 @@ impl Source for RegistrySource {
             (Some(t), None) => format!("tag `{t}`"),
             (None, None) => "manifest".to_string(),
         };
-        self.remote.fetch_manifest(&self.remote.reference.clone(), &what)
+        self.remote
+            .fetch_manifest(&self.remote.reference.clone(), &what)
     }
 
     fn manifest_by_digest(&mut self, desc: &Descriptor) -> Result<RawManifest, TransportError> {
-        let reference = self.remote.reference.clone_with_digest(desc.digest.to_string());
-        let raw = self.remote.fetch_manifest(&reference, &format!("manifest {}", desc.digest))?;
+        let reference = self
+            .remote
+            .reference
+            .clone_with_digest(desc.digest.to_string());
+        let raw = self
+            .remote
+            .fetch_manifest(&reference, &format!("manifest {}", desc.digest))?;
         if raw.digest != desc.digest {
             return Err(TransportError::Corrupt {
                 location: self.remote.location.to_string(),
@@ -276,7 +324,9 @@ impl Source for RegistrySource {
         runtime()
             .block_on(async {
                 // Make sure credentials are registered for this registry before the pull.
-                client.store_auth_if_needed(reference.resolve_registry(), &remote.auth).await;
+                client
+                    .store_auth_if_needed(reference.resolve_registry(), &remote.auth)
+                    .await;
                 client.pull_blob_stream(&reference, digest.as_str()).await
             })
             .map(|sized| {
@@ -348,7 +398,11 @@ pub struct RegistrySink {
 
 impl RegistrySink {
     /// A sink for `image`; credentials come from `options` or the auth files.
-    pub fn new(location: ImageLocation, image: ImageRef, options: &RegistryOptions) -> Result<RegistrySink, TransportError> {
+    pub fn new(
+        location: ImageLocation,
+        image: ImageRef,
+        options: &RegistryOptions,
+    ) -> Result<RegistrySink, TransportError> {
         Ok(RegistrySink {
             remote: Remote::new(location, image, options)?,
         })
@@ -358,8 +412,12 @@ impl RegistrySink {
         let r = &self.remote;
         runtime()
             .block_on(async {
-                r.client.store_auth_if_needed(r.reference.resolve_registry(), &r.auth).await;
-                r.client.blob_exists(&r.reference, &digest.to_string()).await
+                r.client
+                    .store_auth_if_needed(r.reference.resolve_registry(), &r.auth)
+                    .await;
+                r.client
+                    .blob_exists(&r.reference, &digest.to_string())
+                    .await
             })
             .map_err(|e| r.error(&format!("blob {digest}"), e))
     }
@@ -368,7 +426,10 @@ impl RegistrySink {
         let r = &self.remote;
         let source = to_oci_reference(from);
         runtime()
-            .block_on(r.client.mount_blob(&r.reference, &source, &digest.to_string()))
+            .block_on(
+                r.client
+                    .mount_blob(&r.reference, &source, &digest.to_string()),
+            )
             .is_ok()
     }
 
@@ -400,18 +461,29 @@ impl RegistrySink {
                 }
             }
         });
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
         let pushed = runtime().block_on(async {
-            r.client.store_auth_if_needed(r.reference.resolve_registry(), &r.auth).await;
             r.client
-                .push_blob_stream(&r.reference, stream, &desc.digest.to_string(), Some(desc.size))
+                .store_auth_if_needed(r.reference.resolve_registry(), &r.auth)
+                .await;
+            r.client
+                .push_blob_stream(
+                    &r.reference,
+                    stream,
+                    &desc.digest.to_string(),
+                    Some(desc.size),
+                )
                 .await
         });
         let _ = runtime().block_on(feeder);
         if let Some(e) = read_error.lock().expect("not poisoned").take() {
             return Err(TransportError::from_read(e, &r.location));
         }
-        pushed.map(|_| ()).map_err(|e| r.error(&format!("upload of blob {}", desc.digest), e))
+        pushed
+            .map(|_| ())
+            .map_err(|e| r.error(&format!("upload of blob {}", desc.digest), e))
     }
 }
 
@@ -437,9 +509,15 @@ impl Sink for RegistrySink {
         matches!(source, ImageLocation::Registry(r) if r.registry() == self.remote.image.registry())
     }
 
-    fn write(&mut self, image: &OutputImage, blobs: &mut dyn BlobProvider) -> Result<Digest, TransportError> {
+    fn write(
+        &mut self,
+        image: &OutputImage,
+        blobs: &mut dyn BlobProvider,
+    ) -> Result<Digest, TransportError> {
         let mount_from = match blobs.origin() {
-            ImageLocation::Registry(r) if r.registry() == self.remote.image.registry() => Some(r.clone()),
+            ImageLocation::Registry(r) if r.registry() == self.remote.image.registry() => {
+                Some(r.clone())
+            }
             _ => None,
         };
         for layer in &image.layers {
@@ -447,7 +525,9 @@ impl Sink for RegistrySink {
                 continue;
             }
             if let Some(from) = &mount_from {
-                if from.repository() != self.remote.image.repository() && self.mount(&layer.desc.digest, from) {
+                if from.repository() != self.remote.image.repository()
+                    && self.mount(&layer.desc.digest, from)
+                {
                     continue;
                 }
             }
@@ -455,7 +535,10 @@ impl Sink for RegistrySink {
             self.upload(&layer.desc, reader)?;
         }
         if !self.blob_exists(&image.config_desc.digest)? {
-            self.upload(&image.config_desc, Box::new(io::Cursor::new(image.config.clone())))?;
+            self.upload(
+                &image.config_desc,
+                Box::new(io::Cursor::new(image.config.clone())),
+            )?;
         }
         let r = &self.remote;
         let target = match (r.image.tag(), r.image.digest()) {
@@ -464,7 +547,10 @@ impl Sink for RegistrySink {
             (None, Some(d)) => {
                 return Err(TransportError::Refused {
                     location: r.location.to_string(),
-                    reason: format!("the destination pins {d}, but the converted image is {}", image.manifest_desc.digest),
+                    reason: format!(
+                        "the destination pins {d}, but the converted image is {}",
+                        image.manifest_desc.digest
+                    ),
                 })
             }
             (None, None) => r.reference.clone(),
@@ -475,7 +561,10 @@ impl Sink for RegistrySink {
             .parse()
             .expect("media types are valid header values");
         runtime()
-            .block_on(r.client.push_manifest_raw(&target, image.manifest.clone(), content_type))
+            .block_on(
+                r.client
+                    .push_manifest_raw(&target, image.manifest.clone(), content_type),
+            )
             .map_err(|e| r.error("manifest upload", e))?;
         Ok(image.manifest_desc.digest.clone())
     }

@@ -1,0 +1,159 @@
+//! The library's error type, its hints, and the process exit codes (set here and nowhere
+//! else).
+
+use std::path::PathBuf;
+
+use crate::layer::LayerError;
+use crate::model::config::ConfigError;
+use crate::model::location::LocationError;
+use crate::model::manifest::{ManifestError, PlatformParseError};
+use crate::plan::generic::PlanError;
+use crate::plan::ports::PortError;
+use crate::transport::auth::AuthError;
+use crate::transport::TransportError;
+use crate::write::image::AssembleError;
+
+/// Exit codes, as documented in `--help` and README.
+pub mod exit {
+    /// Everything worked.
+    pub const SUCCESS: u8 = 0;
+    /// The conversion failed because of the image or the registry: not found, refused,
+    /// corrupted, unsupported.
+    pub const FAILURE: u8 = 1;
+    /// The command line is wrong: unknown flag, malformed reference, unknown transport.
+    pub const USAGE: u8 = 2;
+    /// Something failed on this machine: a local file could not be read or written.
+    pub const LOCAL: u8 = 3;
+}
+
+/// Everything that can stop a conversion.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An image location does not parse.
+    #[error(transparent)]
+    Location(#[from] LocationError),
+    /// A `--port` value is wrong.
+    #[error(transparent)]
+    Port(#[from] PortError),
+    /// A `--platform` value is wrong.
+    #[error(transparent)]
+    Platform(#[from] PlatformParseError),
+    /// Credentials could not be read.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// Reading or writing an image failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// A manifest cannot be used.
+    #[error("{location}: {source}")]
+    Manifest {
+        /// Where it came from.
+        location: String,
+        /// Why.
+        source: ManifestError,
+    },
+    /// The config cannot be used.
+    #[error("{location}: {source}")]
+    Config {
+        /// Where it came from.
+        location: String,
+        /// Why.
+        source: ConfigError,
+    },
+    /// A layer cannot be read.
+    #[error("{location}: {source}")]
+    Layer {
+        /// Where it came from.
+        location: String,
+        /// Why.
+        source: LayerError,
+    },
+    /// The conversion cannot be planned.
+    #[error("{location}: {source}")]
+    Plan {
+        /// The image.
+        location: String,
+        /// Why.
+        source: PlanError,
+    },
+    /// The output cannot be assembled.
+    #[error(transparent)]
+    Assemble(#[from] AssembleError),
+    /// The index has no image for the platform.
+    #[error("{location} has no image for {wanted}; it has: {}", available.join(", "))]
+    NoPlatform {
+        /// The index.
+        location: String,
+        /// The platform asked for.
+        wanted: String,
+        /// The platforms it has.
+        available: Vec<String>,
+    },
+    /// The image is of a kind unroot does not convert.
+    #[error("{location}: {reason}")]
+    Unsupported {
+        /// The image.
+        location: String,
+        /// Why.
+        reason: String,
+    },
+    /// No destination was given and none can be derived.
+    #[error("no destination for {source_location}: {reason}")]
+    NoDestination {
+        /// The source.
+        source_location: String,
+        /// Why none can be derived.
+        reason: String,
+    },
+    /// A local temporary file failed.
+    #[error("cannot {op} `{}`: {source}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// A suggestion for the user, when one helps.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Location(LocationError::UnknownTransport { .. }) => Some(
+                "use `docker://REF` (or a plain reference), `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]` or `docker-archive:FILE[:REF]`".into(),
+            ),
+            Error::Location(LocationError::Reference(_)) => {
+                Some("references look like `nginx`, `nginx:1.27`, `registry.example.com:5000/team/app:v1` or `app@sha256:...`".into())
+            }
+            Error::Transport(t) => t.hint(),
+            Error::NoPlatform { available, .. } => available
+                .first()
+                .map(|p| format!("pick one with `--platform {p}`")),
+            Error::NoDestination { .. } => Some("name one with `--to`, e.g. `--to oci:out:latest`".into()),
+            Error::Manifest { source: ManifestError::Schema1, .. } => Some(
+                "schema 1 images are deprecated; re-push the image with a current tool (e.g. `skopeo copy`) to get a schema 2 manifest".into(),
+            ),
+            Error::Layer { .. } => Some("the source is damaged or was changed while being read; fetch it again".into()),
+            Error::Plan { source: PlanError::Resolve(_), .. } => {
+                Some("the image's symlinks form a loop; fix the image, or convert with `--uid` on an image whose `/etc/passwd` is a plain file".into())
+            }
+            _ => None,
+        }
+    }
+
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Location(_)
+            | Error::Port(_)
+            | Error::Platform(_)
+            | Error::NoDestination { .. } => exit::USAGE,
+            Error::Auth(AuthError::BadCreds) => exit::USAGE,
+            Error::Io { .. } => exit::LOCAL,
+            Error::Transport(TransportError::Io { .. }) => exit::LOCAL,
+            _ => exit::FAILURE,
+        }
+    }
+}

@@ -1,0 +1,587 @@
+//! Builds images from a declarative spec (TOML): the fixtures of the tests and golden
+//! images, and the generated images of the benchmarks. Entries are written in the order
+//! given (so tests can put whiteouts after files, or hostile names), with explicit
+//! metadata, so the same spec always gives the same digests.
+//!
+//! ```toml
+//! [image]
+//! format = "oci"            # or "docker" (Docker media types)
+//! created = "2024-01-01T00:00:00Z"
+//!
+//! [config]
+//! User = "app"
+//! Env = ["PORT=80"]
+//! ExposedPorts = ["80/tcp"]
+//! Volumes = ["/data"]
+//! Cmd = ["/app/server"]
+//!
+//! [[layer]]
+//! compression = "gzip"      # "gzip", "zstd" or "none"
+//! [[layer.entry]]
+//! path = "/app/server"
+//! text = "#!/bin/sh\n"
+//! mode = 0o755
+//! uid = 1000
+//! gid = 1000
+//! ```
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use serde::Deserialize;
+
+use crate::model::digest::HashingWriter;
+use crate::model::manifest::to_canonical_bytes;
+use crate::model::{media, Descriptor, Digest, ImageLocation, ImageManifest};
+use crate::transport::{self, BlobProvider, BlobReader, OutputImage, OutputLayer, TransportError};
+
+/// A whole image spec.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSpec {
+    /// Image-level settings.
+    #[serde(default)]
+    pub image: ImageSection,
+    /// The config's `config` object, as JSON-like values (`ExposedPorts` and `Volumes` may be
+    /// given as lists).
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+    /// The layers, base first.
+    #[serde(default, rename = "layer")]
+    pub layers: Vec<LayerSpec>,
+}
+
+/// `[image]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSection {
+    /// `oci` or `docker`.
+    #[serde(default = "default_format")]
+    pub format: String,
+    /// `architecture`.
+    #[serde(default = "default_arch")]
+    pub architecture: String,
+    /// `os`.
+    #[serde(default = "default_os")]
+    pub os: String,
+    /// `created`.
+    #[serde(default)]
+    pub created: Option<String>,
+    /// Manifest annotations.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Default for ImageSection {
+    fn default() -> Self {
+        ImageSection {
+            format: default_format(),
+            architecture: default_arch(),
+            os: default_os(),
+            created: None,
+            annotations: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_format() -> String {
+    "oci".into()
+}
+fn default_arch() -> String {
+    "amd64".into()
+}
+fn default_os() -> String {
+    "linux".into()
+}
+
+/// `[[layer]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerSpec {
+    /// `gzip` (default), `zstd` or `none`.
+    #[serde(default = "default_compression")]
+    pub compression: String,
+    /// Write each gzip'd entry group as its own gzip member (tests multi-member gzip).
+    #[serde(default)]
+    pub multi_member: bool,
+    /// The entries, in tar order.
+    #[serde(default, rename = "entry")]
+    pub entries: Vec<EntrySpec>,
+}
+
+fn default_compression() -> String {
+    "gzip".into()
+}
+
+/// `[[layer.entry]]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EntrySpec {
+    /// The path (a leading `/` is dropped unless `raw` is set).
+    pub path: String,
+    /// `file` (default), `dir`, `symlink`, `hardlink`, `whiteout`, `opaque`, `fifo`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// File content as text.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// File content copied from a file on this machine.
+    #[serde(default)]
+    pub host: Option<PathBuf>,
+    /// File content: this many deterministic pseudo-random bytes.
+    #[serde(default)]
+    pub size: Option<u64>,
+    /// Seed for generated content.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Link target (symlinks and hard links).
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Permission bits [default: 0o644 files, 0o755 directories, 0o777 symlinks].
+    #[serde(default)]
+    pub mode: Option<u32>,
+    /// Owner [default 0].
+    #[serde(default)]
+    pub uid: u64,
+    /// Group [default 0].
+    #[serde(default)]
+    pub gid: u64,
+    /// Extended attributes, values in base64.
+    #[serde(default)]
+    pub xattrs: BTreeMap<String, String>,
+    /// Write the name exactly as given (for hostile-input tests).
+    #[serde(default)]
+    pub raw: bool,
+}
+
+/// Why a spec cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The TOML does not parse.
+    #[error("spec `{path}`: {message}")]
+    Parse {
+        /// The spec file.
+        path: String,
+        /// The parser's message (with line and column).
+        message: String,
+    },
+    /// An entry is inconsistent.
+    #[error("spec entry `{path}`: {message}")]
+    Entry {
+        /// The entry path.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Reading or writing failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// Writing the image failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+impl ImageSpec {
+    /// Parses a spec from TOML text; `name` is used in messages.
+    pub fn parse(text: &str, name: &str) -> Result<ImageSpec, SpecError> {
+        toml::from_str(text).map_err(|e| SpecError::Parse {
+            path: name.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads and parses a spec file.
+    pub fn load(path: &Path) -> Result<ImageSpec, SpecError> {
+        let text = std::fs::read_to_string(path)?;
+        ImageSpec::parse(&text, &path.display().to_string())
+    }
+
+    /// Builds the image and writes it to `destination` (any transport).
+    pub fn build(&self, destination: &ImageLocation) -> Result<Digest, SpecError> {
+        let work = tempfile::tempdir()?;
+        let docker = self.image.format == "docker";
+        let mut layers = Vec::new();
+        let mut files = BTreeMap::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let path = work.path().join(format!("layer{i}"));
+            let (desc, diff_id, usize) = write_layer(layer, &path, docker)?;
+            files.insert(desc.digest.clone(), path);
+            layers.push(OutputLayer {
+                desc,
+                diff_id,
+                uncompressed_size: usize,
+            });
+        }
+        let config = self.config_json(&layers)?;
+        let config_bytes = serde_json::to_vec(&config).expect("JSON values serialize");
+        let config_desc = Descriptor::new(
+            if docker {
+                media::DOCKER_CONFIG
+            } else {
+                media::OCI_CONFIG
+            },
+            Digest::sha256_of(&config_bytes),
+            config_bytes.len() as u64,
+        );
+        let manifest = ImageManifest {
+            schema_version: 2,
+            media_type: Some(
+                if docker {
+                    media::DOCKER_MANIFEST
+                } else {
+                    media::OCI_MANIFEST
+                }
+                .to_string(),
+            ),
+            artifact_type: None,
+            config: config_desc.clone(),
+            layers: layers.iter().map(|l| l.desc.clone()).collect(),
+            subject: None,
+            annotations: self.image.annotations.clone(),
+        };
+        let manifest_bytes = to_canonical_bytes(&manifest);
+        let manifest_desc = Descriptor::new(
+            manifest.media_type.as_deref().expect("set above"),
+            Digest::sha256_of(&manifest_bytes),
+            manifest_bytes.len() as u64,
+        );
+        let image = OutputImage {
+            manifest: manifest_bytes,
+            manifest_desc,
+            config: config_bytes,
+            config_desc,
+            layers,
+        };
+        let mut sink = transport::open_sink(destination, &Default::default())?;
+        let mut provider = Files {
+            files,
+            origin: ImageLocation::OciLayout {
+                dir: work.path().to_path_buf(),
+                tag: None,
+            },
+        };
+        Ok(sink.write(&image, &mut provider)?)
+    }
+
+    fn config_json(&self, layers: &[OutputLayer]) -> Result<serde_json::Value, SpecError> {
+        let mut exec = serde_json::Map::new();
+        for (k, v) in &self.config {
+            let json = serde_json::to_value(v).map_err(|e| SpecError::Entry {
+                path: format!("config.{k}"),
+                message: e.to_string(),
+            })?;
+            let json = match (k.as_str(), json) {
+                ("ExposedPorts" | "Volumes", serde_json::Value::Array(items)) => {
+                    serde_json::Value::Object(
+                        items
+                            .into_iter()
+                            .filter_map(|i| {
+                                i.as_str().map(|s| (s.to_string(), serde_json::json!({})))
+                            })
+                            .collect(),
+                    )
+                }
+                (_, json) => json,
+            };
+            exec.insert(k.clone(), json);
+        }
+        let created = self
+            .image
+            .created
+            .clone()
+            .unwrap_or_else(|| "2024-01-01T00:00:00Z".into());
+        let history: Vec<serde_json::Value> = (0..layers.len())
+            .map(|i| serde_json::json!({"created": created, "created_by": format!("imagespec layer {i}")}))
+            .collect();
+        Ok(serde_json::json!({
+            "created": created,
+            "architecture": self.image.architecture,
+            "os": self.image.os,
+            "config": exec,
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>(),
+            },
+            "history": history,
+        }))
+    }
+}
+
+struct Files {
+    files: BTreeMap<Digest, PathBuf>,
+    origin: ImageLocation,
+}
+
+impl BlobProvider for Files {
+    fn open(&mut self, desc: &Descriptor) -> Result<BlobReader, TransportError> {
+        let path = &self.files[&desc.digest];
+        Ok(Box::new(
+            File::open(path).map_err(TransportError::io("open", path))?,
+        ))
+    }
+
+    fn origin(&self) -> &ImageLocation {
+        &self.origin
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), for generated file content.
+pub struct Noise {
+    state: u64,
+    left: u64,
+}
+
+impl Noise {
+    /// `len` bytes from `seed`.
+    pub fn new(seed: u64, len: u64) -> Noise {
+        Noise {
+            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            left: len,
+        }
+    }
+}
+
+impl Read for Noise {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.left as usize);
+        for chunk in buf[..n].chunks_mut(8) {
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 7;
+            self.state ^= self.state << 17;
+            // Text-like bytes compress about as well as real files do.
+            let bytes = self.state.to_le_bytes();
+            for (b, s) in chunk.iter_mut().zip(bytes) {
+                *b = b"abcdefghijklmnopqrstuvwxyz0123456789 \n{}();=_-./ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                    [(s % 74) as usize];
+            }
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+fn write_layer(
+    spec: &LayerSpec,
+    path: &Path,
+    docker: bool,
+) -> Result<(Descriptor, Digest, u64), SpecError> {
+    let media_type = match spec.compression.as_str() {
+        "gzip" if docker => media::DOCKER_LAYER_GZIP,
+        "gzip" => media::OCI_LAYER_GZIP,
+        "zstd" => media::OCI_LAYER_ZSTD,
+        "none" if docker => "application/vnd.docker.image.rootfs.diff.tar",
+        "none" => media::OCI_LAYER_TAR,
+        other => {
+            return Err(SpecError::Entry {
+                path: "layer".into(),
+                message: format!("unknown compression `{other}` (use `gzip`, `zstd` or `none`)"),
+            })
+        }
+    };
+    write_layer_parts(spec, path, media_type)
+}
+
+fn write_layer_parts(
+    spec: &LayerSpec,
+    path: &Path,
+    media_type: &str,
+) -> Result<(Descriptor, Digest, u64), SpecError> {
+    // 1. The uncompressed tar, hashed as it is written.
+    let tar_path = path.with_extension("tar");
+    let (diff_id, tar_size) = {
+        let out = HashingWriter::new(BufWriter::new(File::create(&tar_path)?));
+        let mut tar = tar::Builder::new(out);
+        for entry in &spec.entries {
+            append(&mut tar, entry)?;
+        }
+        let out = tar.into_inner()?;
+        let (mut w, digest, size) = out.finish();
+        w.flush()?;
+        (digest, size)
+    };
+    // 2. Compressed as asked.
+    let mut input = File::open(&tar_path)?;
+    let out = HashingWriter::new(BufWriter::new(File::create(path)?));
+    let out = match spec.compression.as_str() {
+        "gzip" if spec.multi_member => {
+            // Split the tar in two gzip members at a block boundary.
+            let half = (tar_size / 2) / 512 * 512;
+            let mut first = flate2::GzBuilder::new()
+                .mtime(0)
+                .operating_system(255)
+                .write(out, flate2::Compression::fast());
+            io::copy(&mut (&mut input).take(half), &mut first)?;
+            let out = first.finish()?;
+            let mut second = flate2::GzBuilder::new()
+                .mtime(0)
+                .operating_system(255)
+                .write(out, flate2::Compression::fast());
+            io::copy(&mut input, &mut second)?;
+            second.finish()?
+        }
+        "gzip" => {
+            let mut gz = flate2::GzBuilder::new()
+                .mtime(0)
+                .operating_system(255)
+                .write(out, flate2::Compression::fast());
+            io::copy(&mut input, &mut gz)?;
+            gz.finish()?
+        }
+        "zstd" => {
+            let mut z = zstd::stream::write::Encoder::new(out, 3)?;
+            io::copy(&mut input, &mut z)?;
+            z.finish()?
+        }
+        _ => {
+            let mut out = out;
+            io::copy(&mut input, &mut out)?;
+            out
+        }
+    };
+    let (mut w, digest, size) = out.finish();
+    w.flush()?;
+    std::fs::remove_file(&tar_path)?;
+    Ok((Descriptor::new(media_type, digest, size), diff_id, tar_size))
+}
+
+fn append<W: Write>(tar: &mut tar::Builder<W>, e: &EntrySpec) -> Result<(), SpecError> {
+    let err = |message: String| SpecError::Entry {
+        path: e.path.clone(),
+        message,
+    };
+    let name: Vec<u8> = if e.raw {
+        e.path.as_bytes().to_vec()
+    } else {
+        e.path.trim_start_matches('/').as_bytes().to_vec()
+    };
+    let kind = e.kind.as_deref().unwrap_or("file");
+    if !e.xattrs.is_empty() {
+        let mut records = Vec::new();
+        for (k, v) in &e.xattrs {
+            let value = base64::engine::general_purpose::STANDARD
+                .decode(v)
+                .map_err(|_| err(format!("xattr `{k}` is not base64")))?;
+            let mut body = format!("SCHILY.xattr.{k}=").into_bytes();
+            body.extend_from_slice(&value);
+            body.push(b'\n');
+            let mut len = body.len() + 2;
+            while len.to_string().len() + 1 + body.len() != len {
+                len = len.to_string().len() + 1 + body.len();
+            }
+            records.extend_from_slice(format!("{len} ").as_bytes());
+            records.extend_from_slice(&body);
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::XHeader);
+        h.set_size(records.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        tar.append_data(&mut h, "PaxHeader", records.as_slice())?;
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_uid(e.uid);
+    h.set_gid(e.gid);
+    h.set_mtime(1_700_000_000);
+    let write_raw = |tar: &mut tar::Builder<W>,
+                     h: &mut tar::Header,
+                     data: &mut dyn Read|
+     -> Result<(), SpecError> {
+        if e.raw {
+            // Bypass the builder's path checks: write the name bytes straight into the header.
+            let field = &mut h.as_old_mut().name;
+            if name.len() > field.len() {
+                return Err(err("raw names must fit in 100 bytes".into()));
+            }
+            field.fill(0);
+            field[..name.len()].copy_from_slice(&name);
+            h.set_cksum();
+            tar.append(h, data)?;
+        } else {
+            tar.append_data(h, Path::new(OsStr::from_bytes(&name)), data)?;
+        }
+        Ok(())
+    };
+    match kind {
+        "file" => {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(e.mode.unwrap_or(0o644));
+            let mut data: Box<dyn Read> = match (&e.text, &e.host, e.size) {
+                (Some(t), None, None) => Box::new(io::Cursor::new(t.clone().into_bytes())),
+                (None, Some(p), None) => {
+                    let f = File::open(p).map_err(|x| err(format!("`{}`: {x}", p.display())))?;
+                    h.set_size(f.metadata()?.len());
+                    Box::new(f)
+                }
+                (None, None, Some(n)) => Box::new(Noise::new(e.seed.unwrap_or(n), n)),
+                (None, None, None) => Box::new(io::empty()),
+                _ => return Err(err("give one of `text`, `host` and `size`".into())),
+            };
+            let len = match (&e.text, e.size) {
+                (Some(t), _) => t.len() as u64,
+                (_, Some(n)) => n,
+                _ => h.size().unwrap_or(0),
+            };
+            h.set_size(len);
+            write_raw(tar, &mut h, &mut data)
+        }
+        "dir" => {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(e.mode.unwrap_or(0o755));
+            h.set_size(0);
+            write_raw(tar, &mut h, &mut io::empty())
+        }
+        "fifo" => {
+            h.set_entry_type(tar::EntryType::Fifo);
+            h.set_mode(e.mode.unwrap_or(0o644));
+            h.set_size(0);
+            write_raw(tar, &mut h, &mut io::empty())
+        }
+        "symlink" | "hardlink" => {
+            let target = e
+                .target
+                .as_deref()
+                .ok_or_else(|| err("links need a `target`".into()))?;
+            h.set_entry_type(if kind == "symlink" {
+                tar::EntryType::Symlink
+            } else {
+                tar::EntryType::Link
+            });
+            h.set_mode(
+                e.mode
+                    .unwrap_or(if kind == "symlink" { 0o777 } else { 0o644 }),
+            );
+            h.set_size(0);
+            tar.append_link(&mut h, Path::new(OsStr::from_bytes(&name)), target)?;
+            Ok(())
+        }
+        "whiteout" | "opaque" => {
+            let p = Path::new(OsStr::from_bytes(&name));
+            let marker = if kind == "opaque" {
+                p.join(".wh..wh..opq")
+            } else {
+                let file = p
+                    .file_name()
+                    .ok_or_else(|| err("a whiteout needs a file name".into()))?;
+                let mut n = b".wh.".to_vec();
+                n.extend_from_slice(file.as_bytes());
+                p.with_file_name(OsStr::from_bytes(&n))
+            };
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o644);
+            h.set_size(0);
+            tar.append_data(&mut h, marker, io::empty())?;
+            Ok(())
+        }
+        other => Err(err(format!("unknown entry type `{other}`"))),
+    }
+}
+
+/// Reads back a spec-built layout's blob list, for tests that corrupt blobs on purpose.
+pub fn blob_file(layout: &Path, digest: &Digest) -> PathBuf {
+    layout.join(transport::blobstore::blob_path(digest))
+}

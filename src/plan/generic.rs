@@ -1,0 +1,536 @@
+//! The generic conversion, for any image and without recipes:
+//!
+//! - a numeric `User` (`UID:GID`): the image's own non-root user when it has one (named in
+//!   `User`, or the one obvious service account that owns files), else 65532; `--uid` and
+//!   `--gid` override. `/etc/passwd` and `/etc/group` gain entries when they lack them.
+//! - executables and libraries owned by a non-root user become root-owned and not
+//!   writable by the user (undoing `COPY --chown`).
+//! - directories the service writes (those the former service user owns, `Volumes`, the
+//!   user's home) become `UID:0` and group-writable, so an arbitrary UID in group 0
+//!   (OpenShift) can write them too. Nothing else becomes writable: a directory of the
+//!   former user that holds code below it becomes root-owned instead, or the user could
+//!   swap the binaries in it.
+//! - `ExposedPorts` below 1024 and `*PORT` environment variables move by the port map.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::layer::merged::ResolveError;
+use crate::layer::scan::CapturePolicy;
+use crate::layer::{Content, ImagePath, Kind, MergedView, Meta, Scan, Want};
+use crate::model::ImageConfig;
+
+use super::ports::{is_port_variable, PortMap};
+use super::users::{self, GroupEntry, PasswdEntry, SYSTEM_ACCOUNTS};
+use super::{Body, FileChange, Identity, Plan, Reason};
+
+/// The UID unroot picks when the image has no non-root user of its own (distroless's
+/// `nonroot`).
+pub const DEFAULT_UID: u64 = 65532;
+
+/// The highest UID that the default rootless range (65536 ids) maps.
+pub const MAX_MAPPED_ID: u64 = 65535;
+
+/// Choices the user made on the command line.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// `--uid`.
+    pub uid: Option<u64>,
+    /// `--gid`.
+    pub gid: Option<u64>,
+    /// The port map (`--port` overrides included).
+    pub ports: PortMap,
+    /// Modification time for new and edited files.
+    pub mtime: u64,
+}
+
+/// Why the generic conversion cannot go on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// A path that must be read or written sits behind a symlink loop.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// A file to edit is larger than unroot reads.
+    #[error("`{0}` is larger than 1 MiB, too large to edit")]
+    TooLarge(String),
+    /// A file to edit is not a regular file.
+    #[error("`{path}` is a {kind}, not a regular file, so it cannot be edited")]
+    NotAFile {
+        /// The path.
+        path: String,
+        /// What it is.
+        kind: &'static str,
+    },
+    /// `--uid` or `--gid` of 0.
+    #[error("the runtime user must not be root (uid and gid 0 are refused for the user; gid 0 is allowed)")]
+    Root,
+}
+
+/// What the generic conversion reads during the scan: the account files (by name, so
+/// that they are found behind symlinks too) in memory, and the bodies of executables and
+/// libraries owned by non-root users, which it may re-own.
+pub struct GenericCapture;
+
+impl CapturePolicy for GenericCapture {
+    fn want(&self, path: &ImagePath, meta: &Meta) -> Want {
+        let name = path.file_name();
+        if name == b"passwd" || name == b"group" {
+            return Want::Text;
+        }
+        if meta.uid != 0 && is_code(path, meta) {
+            return Want::Body;
+        }
+        Want::Nothing
+    }
+}
+
+/// Whether a file is an executable or a library: code the service runs but never writes.
+pub fn is_code(path: &ImagePath, meta: &Meta) -> bool {
+    if meta.is_executable() {
+        return true;
+    }
+    let name = path.file_name();
+    name.ends_with(b".so") || name.windows(4).any(|w| w == b".so.") || name.ends_with(b".jar")
+}
+
+/// The account files, read through symlinks.
+struct Accounts {
+    passwd_path: ImagePath,
+    passwd_text: Option<Vec<u8>>,
+    passwd: Vec<PasswdEntry>,
+    group_path: ImagePath,
+    group_text: Option<Vec<u8>>,
+    groups: Vec<GroupEntry>,
+}
+
+fn read_text(scan: &Scan, path: &str) -> Result<(ImagePath, Option<Vec<u8>>), PlanError> {
+    let resolved = scan.view.resolve(&ImagePath::new(path))?;
+    let Some(node) = scan.view.get(&resolved) else {
+        return Ok((resolved, None));
+    };
+    if node.meta.kind != Kind::File {
+        return Err(PlanError::NotAFile {
+            path: resolved.display(),
+            kind: kind_name(node.meta.kind),
+        });
+    }
+    match &node.content {
+        Some(Content::Bytes(b)) => Ok((resolved, Some(b.as_ref().clone()))),
+        Some(Content::TooLarge) => Err(PlanError::TooLarge(resolved.display())),
+        _ => Ok((resolved, None)),
+    }
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::File => "file",
+        Kind::Dir => "directory",
+        Kind::Symlink => "symlink",
+        Kind::Hardlink => "hard link",
+        Kind::Char => "character device",
+        Kind::Block => "block device",
+        Kind::Fifo => "named pipe",
+    }
+}
+
+fn read_accounts(scan: &Scan) -> Result<Accounts, PlanError> {
+    let (passwd_path, passwd_text) = read_text(scan, "/etc/passwd")?;
+    let (group_path, group_text) = read_text(scan, "/etc/group")?;
+    Ok(Accounts {
+        passwd: passwd_text
+            .as_deref()
+            .map(users::parse_passwd)
+            .unwrap_or_default(),
+        groups: group_text
+            .as_deref()
+            .map(users::parse_group)
+            .unwrap_or_default(),
+        passwd_path,
+        passwd_text,
+        group_path,
+        group_text,
+    })
+}
+
+/// The non-root account that owns files in the image, when there is exactly one that is
+/// not a distribution's own system account.
+fn obvious_service_user<'a>(
+    view: &MergedView,
+    passwd: &'a [PasswdEntry],
+) -> Option<&'a PasswdEntry> {
+    let owners: BTreeSet<u64> = view
+        .iter()
+        .map(|(_, n)| n.meta.uid)
+        .filter(|&u| u != 0)
+        .collect();
+    let candidates: Vec<&PasswdEntry> = passwd
+        .iter()
+        .filter(|p| p.uid != 0 && p.uid < 65534 && owners.contains(&p.uid))
+        .filter(|p| !SYSTEM_ACCOUNTS.contains(&p.name.as_str()))
+        .collect();
+    match candidates.as_slice() {
+        [one] => Some(one),
+        _ => None,
+    }
+}
+
+/// Builds the generic plan.
+pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, PlanError> {
+    if opts.uid == Some(0) {
+        return Err(PlanError::Root);
+    }
+    let view = &scan.view;
+    let accounts = read_accounts(scan)?;
+    let user_before = config.user().map(String::from);
+    let image_user =
+        users::resolve_user(user_before.as_deref(), &accounts.passwd, &accounts.groups);
+    let mut notes = Vec::new();
+
+    // The service user the image had: named in `User`, or the obvious owner of files.
+    let former: Option<(u64, Option<u64>, String)> = match image_user.uid {
+        Some(0) => obvious_service_user(view, &accounts.passwd).map(|p| {
+            (
+                p.uid,
+                Some(p.gid),
+                format!(
+                    "`{}`, the only non-system account that owns files in the image",
+                    p.name
+                ),
+            )
+        }),
+        Some(uid) => Some((
+            uid,
+            image_user.gid,
+            format!(
+                "the image's `User` {}",
+                user_before.as_deref().unwrap_or_default()
+            ),
+        )),
+        None => {
+            notes.push(format!(
+                "the image's `User` `{}` has no entry in `/etc/passwd`; the image could not start as it was",
+                user_before.as_deref().unwrap_or_default()
+            ));
+            None
+        }
+    };
+
+    let (uid, why) = match (opts.uid, &former) {
+        (Some(u), _) => (u, "given with `--uid`".to_string()),
+        (None, Some((u, _, why))) => (*u, why.clone()),
+        (None, None) => (
+            DEFAULT_UID,
+            format!("no non-root user in the image, so the default {DEFAULT_UID}"),
+        ),
+    };
+    let existing = accounts.passwd.iter().find(|p| p.uid == uid);
+    let gid = opts
+        .gid
+        .or(former.as_ref().filter(|f| f.0 == uid).and_then(|f| f.1))
+        .or(existing.map(|p| p.gid))
+        .unwrap_or(uid);
+    if uid > MAX_MAPPED_ID || gid > MAX_MAPPED_ID {
+        notes.push(format!(
+            "uid {uid} / gid {gid} is above {MAX_MAPPED_ID}: rootless runtimes with the default subordinate id range cannot run it"
+        ));
+    }
+
+    let mut changes: BTreeMap<ImagePath, FileChange> = BTreeMap::new();
+    let name = match existing {
+        Some(p) => p.name.clone(),
+        None => {
+            let name = users::free_name(&accounts.passwd, &accounts.groups, uid);
+            let home = format!("/home/{name}");
+            let line = format!("{name}:x:{uid}:{gid}:{name}:{home}:/sbin/nologin");
+            let (text, before) = match &accounts.passwd_text {
+                Some(t) => (
+                    users::append_line(t, &line),
+                    view.get(&accounts.passwd_path).map(|n| n.meta.clone()),
+                ),
+                None => (
+                    users::append_line(b"root:x:0:0:root:/root:/sbin/nologin\n", &line),
+                    None,
+                ),
+            };
+            changes.insert(
+                accounts.passwd_path.clone(),
+                text_change(text, before, opts.mtime, Reason::PasswdEntry),
+            );
+            name
+        }
+    };
+    if !accounts.groups.iter().any(|g| g.gid == gid) {
+        let line = format!("{name}:x:{gid}:");
+        let (text, before) = match &accounts.group_text {
+            Some(t) => (
+                users::append_line(t, &line),
+                view.get(&accounts.group_path).map(|n| n.meta.clone()),
+            ),
+            None => (users::append_line(b"root:x:0:\n", &line), None),
+        };
+        changes.insert(
+            accounts.group_path.clone(),
+            text_change(text, before, opts.mtime, Reason::GroupEntry),
+        );
+    }
+    let home = accounts
+        .passwd
+        .iter()
+        .find(|p| p.uid == uid)
+        .map(|p| p.home.clone())
+        .unwrap_or_else(|| format!("/home/{name}"));
+
+    // Code owned by non-root users goes back to root.
+    for (path, node) in view.iter() {
+        let meta = &node.meta;
+        if meta.uid == 0 {
+            continue;
+        }
+        let (source_meta, content) = match meta.kind {
+            Kind::File => (meta, node.content.as_ref()),
+            Kind::Hardlink => match meta.hardlink_target().and_then(|t| view.get(&t)) {
+                Some(target) if target.meta.kind == Kind::File => {
+                    (&target.meta, target.content.as_ref())
+                }
+                _ => continue,
+            },
+            _ => continue,
+        };
+        if !is_code(path, source_meta) {
+            continue;
+        }
+        let Some(Content::Spooled { offset }) = content else {
+            continue;
+        };
+        let mut new = source_meta.clone();
+        new.kind = Kind::File;
+        new.link = None;
+        new.uid = 0;
+        new.gid = 0;
+        new.mode &= !0o022;
+        changes.insert(
+            path.clone(),
+            FileChange {
+                meta: new,
+                body: Body::Spooled {
+                    offset: *offset,
+                    len: source_meta.size,
+                },
+                reason: Reason::Reowned { uid: meta.uid },
+                before: Some(meta.clone()),
+            },
+        );
+    }
+
+    // Directories the service writes.
+    let mut writable: BTreeSet<ImagePath> = BTreeSet::new();
+    let mut writable_roots: Vec<(ImagePath, &str)> = Vec::new();
+    if let Some((former_uid, _, _)) = &former {
+        // A directory that holds code (anywhere below it) is not one the service must
+        // write: were it writable, the user could swap the root-owned binaries in it.
+        let mut holds_code: BTreeSet<ImagePath> = BTreeSet::new();
+        for (path, node) in view.iter() {
+            if matches!(node.meta.kind, Kind::File | Kind::Hardlink) && is_code(path, &node.meta) {
+                let mut p = path.parent();
+                while let Some(dir) = p {
+                    if !holds_code.insert(dir.clone()) {
+                        break;
+                    }
+                    p = dir.parent();
+                }
+            }
+        }
+        for (path, node) in view.iter() {
+            if node.meta.kind != Kind::Dir || node.meta.uid != *former_uid {
+                continue;
+            }
+            if holds_code.contains(path) {
+                let mut new = node.meta.clone();
+                new.uid = 0;
+                new.gid = 0;
+                new.mode &= !0o022;
+                changes.insert(
+                    path.clone(),
+                    FileChange {
+                        meta: new,
+                        body: Body::Empty,
+                        reason: Reason::CodeDir { uid: node.meta.uid },
+                        before: Some(node.meta.clone()),
+                    },
+                );
+            } else {
+                writable_roots.push((path.clone(), "owned by the service user"));
+            }
+        }
+    }
+    for v in config.volumes() {
+        writable_roots.push((view.resolve(&ImagePath::new(&v))?, "a volume"));
+    }
+    if !matches!(
+        home.as_str(),
+        "/" | "" | "/nonexistent" | "/root" | "/dev/null"
+    ) {
+        writable_roots.push((view.resolve(&ImagePath::new(&home))?, "the user's home"));
+    }
+    for (root, what) in writable_roots {
+        if root.is_root() {
+            notes.push(format!(
+                "`/` is {what}; unroot does not make the whole filesystem writable"
+            ));
+            continue;
+        }
+        match view.get(&root) {
+            Some(node) if node.meta.kind != Kind::Dir => {
+                notes.push(format!(
+                    "`{root}` is {what} but is a {}, not a directory; left as it is",
+                    kind_name(node.meta.kind)
+                ));
+                continue;
+            }
+            Some(node) => {
+                make_writable(&mut changes, &root, &node.meta, uid);
+                for (p, n) in view.below(&root) {
+                    if n.meta.kind == Kind::Dir {
+                        make_writable(&mut changes, p, &n.meta, uid);
+                    }
+                }
+            }
+            None if view.exists(&root) => {
+                // Only implied by deeper entries: give it an entry of its own.
+                changes.insert(root.clone(), new_dir(uid, opts.mtime));
+            }
+            None => {
+                changes.insert(root.clone(), new_dir(uid, opts.mtime));
+            }
+        }
+        writable.insert(root);
+    }
+    // Keep only the top-most writable directories in the list shown to users.
+    let mut tops: Vec<ImagePath> = Vec::new();
+    for w in writable {
+        if !tops.iter().any(|t| w.is_below(t)) {
+            tops.push(w);
+        }
+    }
+
+    // Ports.
+    let mut moves: BTreeMap<u16, u16> = BTreeMap::new();
+    let exposed = config.exposed_ports();
+    let mut new_exposed: Vec<String> = Vec::new();
+    for key in &exposed {
+        let moved = opts.ports.map_exposed(key);
+        if let Some(to) = &moved {
+            if let (Ok(f), Ok(t)) = (port_of(key), port_of(to)) {
+                moves.insert(f, t);
+            }
+        }
+        let k = moved.unwrap_or_else(|| key.clone());
+        if !new_exposed.contains(&k) {
+            new_exposed.push(k);
+        }
+    }
+    let env = config.env();
+    let mut new_env = Vec::with_capacity(env.len());
+    for var in &env {
+        match var.split_once('=') {
+            Some((k, v)) if is_port_variable(k) => match v
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .and_then(|p| opts.ports.map(p).map(|t| (p, t)))
+            {
+                Some((from, to)) => {
+                    moves.insert(from, to);
+                    new_env.push(format!("{k}={to}"));
+                }
+                None => new_env.push(var.clone()),
+            },
+            _ => new_env.push(var.clone()),
+        }
+    }
+
+    Ok(Plan {
+        identity: Identity {
+            uid,
+            gid,
+            name,
+            why,
+        },
+        user_before,
+        changes,
+        exposed_ports: (new_exposed != exposed).then_some(new_exposed),
+        env: (new_env != env).then_some(new_env),
+        port_moves: moves.into_iter().collect(),
+        writable: tops,
+        notes,
+    })
+}
+
+fn port_of(key: &str) -> Result<u16, std::num::ParseIntError> {
+    key.split('/').next().unwrap_or_default().parse()
+}
+
+fn text_change(text: Vec<u8>, before: Option<Meta>, mtime: u64, reason: Reason) -> FileChange {
+    let mut meta = before.clone().unwrap_or(Meta {
+        kind: Kind::File,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        mtime,
+        link: None,
+        device: (0, 0),
+        xattrs: BTreeMap::new(),
+    });
+    meta.kind = Kind::File;
+    meta.size = text.len() as u64;
+    meta.mtime = mtime;
+    FileChange {
+        meta,
+        body: Body::Bytes(std::sync::Arc::new(text)),
+        reason,
+        before,
+    }
+}
+
+fn make_writable(
+    changes: &mut BTreeMap<ImagePath, FileChange>,
+    path: &ImagePath,
+    meta: &Meta,
+    uid: u64,
+) {
+    let mut new = meta.clone();
+    new.uid = uid;
+    new.gid = 0;
+    new.mode |= 0o770;
+    if new == *meta {
+        return;
+    }
+    changes.insert(
+        path.clone(),
+        FileChange {
+            meta: new,
+            body: Body::Empty,
+            reason: Reason::Writable,
+            before: Some(meta.clone()),
+        },
+    );
+}
+
+fn new_dir(uid: u64, mtime: u64) -> FileChange {
+    FileChange {
+        meta: Meta {
+            kind: Kind::Dir,
+            mode: 0o775,
+            uid,
+            gid: 0,
+            size: 0,
+            mtime,
+            link: None,
+            device: (0, 0),
+            xattrs: BTreeMap::new(),
+        },
+        body: Body::Empty,
+        reason: Reason::CreatedDir,
+        before: None,
+    }
+}

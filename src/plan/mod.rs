@@ -1,0 +1,131 @@
+//! The plan: every change a conversion makes, decided before anything is written, and
+//! printable. The generic conversion builds one from the merged view and the config.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::layer::{ImagePath, Meta};
+
+pub mod generic;
+pub mod ports;
+pub mod users;
+
+/// The body of a file in the new layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// No body (directories, links).
+    Empty,
+    /// New or edited content.
+    Bytes(Arc<Vec<u8>>),
+    /// The unchanged content of a file kept in the scan's spool.
+    Spooled {
+        /// Offset in the spool.
+        offset: u64,
+        /// Length.
+        len: u64,
+    },
+}
+
+/// Why a path is in the new layer.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reason {
+    /// `/etc/passwd` gained the runtime user.
+    PasswdEntry,
+    /// `/etc/group` gained the runtime user's group.
+    GroupEntry,
+    /// An executable or library owned by a non-root user, now owned by root.
+    Reowned {
+        /// Its former owner.
+        uid: u64,
+    },
+    /// A directory of the former service user that holds code, now root-owned.
+    CodeDir {
+        /// Its former owner.
+        uid: u64,
+    },
+    /// A directory the service writes, now `UID:0` and group-writable.
+    Writable,
+    /// A directory the service writes that did not exist.
+    CreatedDir,
+}
+
+impl Reason {
+    /// A short explanation for reports.
+    pub fn describe(&self) -> String {
+        match self {
+            Reason::PasswdEntry => "added the runtime user".into(),
+            Reason::GroupEntry => "added the runtime user's group".into(),
+            Reason::Reowned { uid } => format!("executable or library owned by uid {uid}: now root-owned, not writable by the user"),
+            Reason::CodeDir { uid } => format!("directory of uid {uid} that holds code: now root-owned, not writable by the user"),
+            Reason::Writable => "runtime-writable: owner UID, group 0, group-writable".into(),
+            Reason::CreatedDir => "created as a runtime-writable directory".into(),
+        }
+    }
+}
+
+/// One path of the new layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileChange {
+    /// Its metadata in the new layer.
+    pub meta: Meta,
+    /// Its body.
+    pub body: Body,
+    /// Why it is there.
+    pub reason: Reason,
+    /// Its metadata before, when it existed.
+    pub before: Option<Meta>,
+}
+
+/// The runtime identity of the converted image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// User id.
+    pub uid: u64,
+    /// Group id.
+    pub gid: u64,
+    /// Its name in `/etc/passwd`.
+    pub name: String,
+    /// How it was chosen.
+    pub why: String,
+}
+
+/// Everything a conversion changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The runtime user.
+    pub identity: Identity,
+    /// The config's `User` before.
+    pub user_before: Option<String>,
+    /// Paths of the new layer, sorted.
+    pub changes: BTreeMap<ImagePath, FileChange>,
+    /// New `ExposedPorts` keys, when they change.
+    pub exposed_ports: Option<Vec<String>>,
+    /// New `Env`, when it changes.
+    pub env: Option<Vec<String>>,
+    /// Ports moved, `(from, to)`, sorted.
+    pub port_moves: Vec<(u16, u16)>,
+    /// The directories the service may write (and that must be writable at run time:
+    /// tmpfs or volumes on a read-only root filesystem).
+    pub writable: Vec<ImagePath>,
+    /// Things the user should know (what was not changed and why).
+    pub notes: Vec<String>,
+}
+
+impl Plan {
+    /// The config `User` value: `UID:GID`.
+    pub fn user(&self) -> String {
+        format!("{}:{}", self.identity.uid, self.identity.gid)
+    }
+
+    /// Bytes of file content the new layer carries.
+    pub fn content_bytes(&self) -> u64 {
+        self.changes
+            .values()
+            .map(|c| match &c.body {
+                Body::Empty => 0,
+                Body::Bytes(b) => b.len() as u64,
+                Body::Spooled { len, .. } => *len,
+            })
+            .sum()
+    }
+}

@@ -1,0 +1,234 @@
+//! `/etc/passwd` and `/etc/group`: parsing, looking up the image's `User`, and adding the
+//! entry for the runtime user while leaving every other line as it is.
+
+/// One line of `/etc/passwd`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PasswdEntry {
+    /// Login name.
+    pub name: String,
+    /// Password field (`x` when shadowed).
+    pub password: String,
+    /// User id.
+    pub uid: u64,
+    /// Primary group id.
+    pub gid: u64,
+    /// Home directory.
+    pub home: String,
+    /// Login shell.
+    pub shell: String,
+}
+
+/// One line of `/etc/group`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupEntry {
+    /// Group name.
+    pub name: String,
+    /// Group id.
+    pub gid: u64,
+}
+
+/// Parses `/etc/passwd`, skipping lines that are not `name:pw:uid:gid:gecos:home:shell`.
+pub fn parse_passwd(text: &[u8]) -> Vec<PasswdEntry> {
+    String::from_utf8_lossy(text)
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            if f.len() < 7 || f[0].is_empty() || f[0].starts_with('#') {
+                return None;
+            }
+            Some(PasswdEntry {
+                name: f[0].to_string(),
+                password: f[1].to_string(),
+                uid: f[2].parse().ok()?,
+                gid: f[3].parse().ok()?,
+                home: f[5].to_string(),
+                shell: f[6].to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Parses `/etc/group`.
+pub fn parse_group(text: &[u8]) -> Vec<GroupEntry> {
+    String::from_utf8_lossy(text)
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            if f.len() < 3 || f[0].is_empty() || f[0].starts_with('#') {
+                return None;
+            }
+            Some(GroupEntry {
+                name: f[0].to_string(),
+                gid: f[2].parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// What the image's `User` names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageUser {
+    /// The user id, when it is numeric or found in `/etc/passwd`.
+    pub uid: Option<u64>,
+    /// The group id, when given or known from `/etc/passwd`.
+    pub gid: Option<u64>,
+    /// The name, when the user part was a name.
+    pub name: Option<String>,
+}
+
+/// Interprets a config `User` (`name`, `uid`, `name:group`, `uid:gid`; empty = root).
+pub fn resolve_user(
+    user: Option<&str>,
+    passwd: &[PasswdEntry],
+    groups: &[GroupEntry],
+) -> ImageUser {
+    let Some(user) = user.filter(|u| !u.is_empty()) else {
+        return ImageUser {
+            uid: Some(0),
+            gid: Some(0),
+            name: None,
+        };
+    };
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let (uid, name, primary) = match u.parse::<u64>() {
+        Ok(uid) => (
+            Some(uid),
+            None,
+            passwd.iter().find(|p| p.uid == uid).map(|p| p.gid),
+        ),
+        Err(_) => {
+            let entry = passwd.iter().find(|p| p.name == u);
+            (
+                entry.map(|p| p.uid),
+                Some(u.to_string()),
+                entry.map(|p| p.gid),
+            )
+        }
+    };
+    let gid = match g {
+        Some(g) => g
+            .parse::<u64>()
+            .ok()
+            .or_else(|| groups.iter().find(|e| e.name == g).map(|e| e.gid)),
+        None => primary,
+    };
+    ImageUser { uid, gid, name }
+}
+
+/// Accounts that distributions create for themselves; they own files in base images but are
+/// never the image's service user.
+pub const SYSTEM_ACCOUNTS: &[&str] = &[
+    "root",
+    "daemon",
+    "bin",
+    "sys",
+    "sync",
+    "games",
+    "man",
+    "lp",
+    "mail",
+    "news",
+    "uucp",
+    "proxy",
+    "backup",
+    "list",
+    "irc",
+    "gnats",
+    "nobody",
+    "_apt",
+    "systemd-network",
+    "systemd-resolve",
+    "systemd-timesync",
+    "systemd-journal",
+    "messagebus",
+    "sshd",
+    "adm",
+    "halt",
+    "shutdown",
+    "operator",
+    "postmaster",
+    "cron",
+    "ftp",
+    "at",
+    "squid",
+    "xfs",
+    "cyrus",
+    "vpopmail",
+    "ntp",
+    "smmsp",
+    "guest",
+    "nfsnobody",
+    "tss",
+    "polkitd",
+    "dbus",
+];
+
+/// Appends a line to a text file's bytes, adding the missing final newline first.
+pub fn append_line(original: &[u8], line: &str) -> Vec<u8> {
+    let mut out = original.to_vec();
+    if !out.is_empty() && !out.ends_with(b"\n") {
+        out.push(b'\n');
+    }
+    out.extend_from_slice(line.as_bytes());
+    out.push(b'\n');
+    out
+}
+
+/// A login name not yet used in `passwd`, preferring `nonroot` (as distroless does).
+pub fn free_name(passwd: &[PasswdEntry], groups: &[GroupEntry], uid: u64) -> String {
+    let taken = |n: &str| passwd.iter().any(|p| p.name == n) || groups.iter().any(|g| g.name == n);
+    ["nonroot", "unroot"]
+        .iter()
+        .map(|s| s.to_string())
+        .find(|n| !taken(n))
+        .unwrap_or_else(|| format!("unroot{uid}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &[u8] = b"root:x:0:0:root:/root:/bin/bash\n# comment\nnginx:x:101:101:nginx user:/nonexistent:/bin/false\nbroken line\n";
+    const GROUP: &[u8] = b"root:x:0:\nnginx:x:101:\nstaff:x:50:a,b\n";
+
+    #[test]
+    fn parses_and_resolves() {
+        let p = parse_passwd(PASSWD);
+        let g = parse_group(GROUP);
+        assert_eq!(p.len(), 2);
+        assert_eq!(g.len(), 3);
+        let r = |u: &str| resolve_user(Some(u), &p, &g);
+        assert_eq!(
+            r("nginx"),
+            ImageUser {
+                uid: Some(101),
+                gid: Some(101),
+                name: Some("nginx".into())
+            }
+        );
+        assert_eq!(r("nginx:staff").gid, Some(50));
+        assert_eq!(r("1000").uid, Some(1000));
+        assert_eq!(r("1000").gid, None);
+        assert_eq!(r("101:0").gid, Some(0));
+        assert_eq!(r("ghost").uid, None);
+        assert_eq!(resolve_user(None, &p, &g).uid, Some(0));
+        assert_eq!(resolve_user(Some(""), &p, &g).uid, Some(0));
+    }
+
+    #[test]
+    fn appends_lines_keeping_the_rest() {
+        assert_eq!(append_line(b"a\nb", "c"), b"a\nb\nc\n");
+        assert_eq!(append_line(b"a\n", "c"), b"a\nc\n");
+        assert_eq!(append_line(b"", "c"), b"c\n");
+    }
+
+    #[test]
+    fn picks_a_free_name() {
+        let p = parse_passwd(b"nonroot:x:1:1::/:/bin/sh\n");
+        assert_eq!(free_name(&p, &[], 65532), "unroot");
+        assert_eq!(free_name(&[], &[], 65532), "nonroot");
+    }
+}

@@ -1,0 +1,4 @@
+//! Writing: the plan becomes a new layer, a new config and a new manifest.
+
+pub mod image;
+pub mod layer;
