@@ -324,21 +324,21 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
     // Directories the service writes.
     let mut writable: BTreeSet<ImagePath> = BTreeSet::new();
     let mut writable_roots: Vec<(ImagePath, &str)> = Vec::new();
-    if let Some((former_uid, _, _)) = &former {
-        // A directory that holds code (anywhere below it) is not one the service must
-        // write: were it writable, the user could swap the root-owned binaries in it.
-        let mut holds_code: BTreeSet<ImagePath> = BTreeSet::new();
-        for (path, node) in view.iter() {
-            if matches!(node.meta.kind, Kind::File | Kind::Hardlink) && is_code(path, &node.meta) {
-                let mut p = path.parent();
-                while let Some(dir) = p {
-                    if !holds_code.insert(dir.clone()) {
-                        break;
-                    }
-                    p = dir.parent();
+    // A directory that holds code (anywhere below it) is not one the service must write:
+    // were it writable, the user could swap the root-owned binaries in it.
+    let mut holds_code: BTreeSet<ImagePath> = BTreeSet::new();
+    for (path, node) in view.iter() {
+        if matches!(node.meta.kind, Kind::File | Kind::Hardlink) && is_code(path, &node.meta) {
+            let mut p = path.parent();
+            while let Some(dir) = p {
+                if !holds_code.insert(dir.clone()) {
+                    break;
                 }
+                p = dir.parent();
             }
         }
+    }
+    if let Some((former_uid, _, _)) = &former {
         for (path, node) in view.iter() {
             if node.meta.kind != Kind::Dir || node.meta.uid != *former_uid {
                 continue;
@@ -369,7 +369,14 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
         home.as_str(),
         "/" | "" | "/nonexistent" | "/root" | "/dev/null"
     ) {
-        writable_roots.push((view.resolve(&ImagePath::new(&home))?, "the user's home"));
+        let home = view.resolve(&ImagePath::new(&home))?;
+        if holds_code.contains(&home) {
+            notes.push(format!(
+                "the user's home `{home}` holds executables, so it is not made writable"
+            ));
+        } else {
+            writable_roots.push((home, "the user's home"));
+        }
     }
     for (root, what) in writable_roots {
         if root.is_root() {

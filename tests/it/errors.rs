@@ -1,0 +1,461 @@
+//! Bad input: each case gives one clear error line (plus a hint where one helps), a
+//! non-zero exit, and leaves no output behind.
+
+use crate::support::{corrupt, files_below, Registry, Scratch, TINY};
+
+/// Asserts that the destination layout was not created and the command's temp dir is empty.
+#[track_caller]
+fn nothing_written(s: &Scratch, out_dir: &str) {
+    assert!(!s.path(out_dir).exists(), "`{out_dir}` was created");
+    assert_eq!(
+        files_below(&s.tmp()),
+        Vec::<String>::new(),
+        "temporary files left behind"
+    );
+    let staging: Vec<String> = files_below(s.dir.path())
+        .into_iter()
+        .filter(|p| p.contains("unroot-staging") || p.contains(".tmp"))
+        .collect();
+    assert_eq!(staging, Vec::<String>::new(), "staging files left behind");
+}
+
+#[test]
+fn unknown_transport() {
+    let s = Scratch::new();
+    let out = s.unroot(&["convert", "dir:/tmp/x"]).failure(2);
+    assert_eq!(
+        out.error_line(),
+        "error: unknown transport `dir:` in `dir:/tmp/x`"
+    );
+    assert!(
+        out.stderr.contains("hint: use `docker://REF`"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn malformed_reference() {
+    let s = Scratch::new();
+    let out = s.unroot(&["convert", "example.com/MyApp:1"]).failure(2);
+    assert_eq!(
+        out.error_line(),
+        "error: invalid image reference `example.com/MyApp:1`: repository name `MyApp` must be lowercase"
+    );
+    let out = s.unroot(&["convert", "nginx:bad:tag"]).failure(2);
+    assert!(
+        out.error_line()
+            .starts_with("error: invalid image reference `nginx:bad:tag`"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    let s = Scratch::new();
+    let src = s.build("src", "v1", TINY);
+    let out = s.unroot(&["convert", &src, "--port", "80:81"]).failure(2);
+    assert_eq!(
+        out.error_line(),
+        "error: `80:81` maps to a port below 1024, which an unprivileged process cannot bind"
+    );
+    let out = s
+        .unroot(&["convert", &src, "--platform", "linux"])
+        .failure(2);
+    assert!(
+        out.error_line().contains("invalid platform `linux`"),
+        "{}",
+        out.stderr
+    );
+    let out = s
+        .unroot(&["convert", &src, "--uid", "0", "--to", "oci:out"])
+        .failure(1);
+    assert!(
+        out.error_line().contains("must not be root"),
+        "{}",
+        out.stderr
+    );
+    nothing_written(&s, "out");
+}
+
+#[test]
+fn missing_tag_lists_the_tags() {
+    let s = Scratch::new();
+    let src = s.build("src", "v1", TINY);
+    crate::support::build(TINY, &format!("oci:{}:v2", s.path("src").display()));
+    let wrong = src.replace(":v1", ":v3");
+    let out = s.unroot(&["convert", &wrong, "--to", "oci:out"]).failure(1);
+    assert_eq!(
+        out.error_line(),
+        format!("error: {wrong} has no image tagged `v3`; it has: `v1`, `v2`")
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("hint: name one, e.g. `{}`", src)),
+        "{}",
+        out.stderr
+    );
+    // Without a tag, a layout with two images is ambiguous.
+    let untagged = format!("oci:{}", s.path("src").display());
+    let out = s
+        .unroot(&["convert", &untagged, "--to", "oci:out"])
+        .failure(1);
+    assert!(
+        out.error_line()
+            .contains("holds 2 images, so it needs a tag"),
+        "{}",
+        out.stderr
+    );
+    nothing_written(&s, "out");
+}
+
+#[test]
+fn missing_layout() {
+    let s = Scratch::new();
+    let missing = format!("oci:{}:v1", s.path("nope").display());
+    let out = s.unroot(&["convert", &missing]).failure(1);
+    assert!(
+        out.error_line().contains("layout directory"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.error_line().contains("not found"), "{}", out.stderr);
+}
+
+fn layer_blob(s: &Scratch, layout: &str, index: usize) -> std::path::PathBuf {
+    let index_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.path(layout).join("index.json")).unwrap()).unwrap();
+    let manifest_digest = index_json["manifests"][0]["digest"].as_str().unwrap();
+    let manifest_path = s
+        .path(layout)
+        .join("blobs/sha256")
+        .join(manifest_digest.trim_start_matches("sha256:"));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(manifest_path).unwrap()).unwrap();
+    let layer = manifest["layers"][index]["digest"].as_str().unwrap();
+    s.path(layout)
+        .join("blobs/sha256")
+        .join(layer.trim_start_matches("sha256:"))
+}
+
+#[test]
+fn corrupted_blob() {
+    let s = Scratch::new();
+    let src = s.build("src", "v1", TINY);
+    let blob = layer_blob(&s, "src", 0);
+    let before = std::fs::read(&blob).unwrap();
+    corrupt(&blob);
+    let out = s
+        .unroot(&[
+            "convert",
+            &src,
+            "--to",
+            &format!("oci:{}", s.path("out").display()),
+        ])
+        .failure(1);
+    let digest = blob.file_name().unwrap().to_str().unwrap();
+    let line = out.error_line();
+    assert!(
+        line.contains(&format!("layer sha256:{digest} is corrupted")),
+        "{line}"
+    );
+    assert!(line.contains("has digest sha256:"), "{line}");
+    nothing_written(&s, "out");
+    // The source is never modified (beyond our own corruption).
+    assert_eq!(std::fs::read(&blob).unwrap().len(), before.len());
+}
+
+#[test]
+fn truncated_layer() {
+    let s = Scratch::new();
+    let src = s.build("src", "v1", TINY);
+    let blob = layer_blob(&s, "src", 0);
+    let bytes = std::fs::read(&blob).unwrap();
+    std::fs::write(&blob, &bytes[..bytes.len() - 20]).unwrap();
+    let out = s
+        .unroot(&[
+            "convert",
+            &src,
+            "--to",
+            &format!("oci:{}", s.path("out").display()),
+        ])
+        .failure(1);
+    let line = out.error_line();
+    assert!(line.contains("is corrupted"), "{line}");
+    assert!(
+        line.contains(&format!(
+            "is {} bytes, its descriptor says {}",
+            bytes.len() - 20,
+            bytes.len()
+        )),
+        "{line}"
+    );
+    nothing_written(&s, "out");
+}
+
+fn hostile(entry: &str) -> String {
+    format!("{TINY}\n[[layer]]\n[[layer.entry]]\n{entry}\n")
+}
+
+#[test]
+fn tar_entry_with_dotdot() {
+    let s = Scratch::new();
+    let src = s.build(
+        "src",
+        "v1",
+        &hostile("path = \"../../etc/evil\"\nraw = true\ntext = \"x\""),
+    );
+    let out = s
+        .unroot(&[
+            "convert",
+            &src,
+            "--to",
+            &format!("oci:{}", s.path("out").display()),
+        ])
+        .failure(1);
+    let line = out.error_line();
+    assert!(
+        line.contains(
+            "entry `../../etc/evil` has a `..` component that could escape the image root"
+        ),
+        "{line}"
+    );
+    nothing_written(&s, "out");
+}
+
+#[test]
+fn tar_entry_with_absolute_path() {
+    let s = Scratch::new();
+    let src = s.build(
+        "src",
+        "v1",
+        &hostile("path = \"/etc/evil\"\nraw = true\ntext = \"x\""),
+    );
+    let out = s
+        .unroot(&[
+            "convert",
+            &src,
+            "--to",
+            &format!("oci:{}", s.path("out").display()),
+        ])
+        .failure(1);
+    assert!(
+        out.error_line()
+            .contains("entry `/etc/evil` has an absolute path"),
+        "{}",
+        out.stderr
+    );
+    nothing_written(&s, "out");
+}
+
+#[test]
+fn whiteout_outside_the_image() {
+    let s = Scratch::new();
+    let src = s.build(
+        "src",
+        "v1",
+        &hostile("path = \".wh..\"\nraw = true\ntext = \"\""),
+    );
+    let out = s
+        .unroot(&[
+            "convert",
+            &src,
+            "--to",
+            &format!("oci:{}", s.path("out").display()),
+        ])
+        .failure(1);
+    assert!(
+        out.error_line()
+            .contains("whiteout `.wh..` names a path outside the image"),
+        "{}",
+        out.stderr
+    );
+    nothing_written(&s, "out");
+}
+
+#[test]
+fn symlink_loop() {
+    let s = Scratch::new();
+    let spec = r#"
+[[layer]]
+[[layer.entry]]
+path = "/etc"
+type = "dir"
+[[layer.entry]]
+path = "/etc/passwd"
+type = "symlink"
+target = "/etc/passwd.real"
+[[layer.entry]]
+path = "/etc/passwd.real"
+type = "symlink"
+target = "passwd"
+"#;
+    let src = s.build("src", "v1", spec);
+    let out = s
+        .unroot(&[
+            "convert",
+            &src,
+            "--to",
+            &format!("oci:{}", s.path("out").display()),
+        ])
+        .failure(1);
+    assert!(
+        out.error_line()
+            .contains("too many levels of symbolic links resolving `/etc/passwd` (a symlink loop)"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("hint: "), "{}", out.stderr);
+    nothing_written(&s, "out");
+}
+
+#[test]
+fn schema1_manifest() {
+    let s = Scratch::new();
+    let layout = s.path("src");
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    let manifest = br#"{"schemaVersion":1,"name":"library/old","tag":"latest","architecture":"amd64","fsLayers":[],"history":[]}"#;
+    let digest = unroot::model::Digest::sha256_of(manifest);
+    std::fs::write(layout.join("blobs/sha256").join(digest.hex()), manifest).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let index = format!(
+        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.docker.distribution.manifest.v1+prettyjws","digest":"{digest}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"old"}}}}]}}"#,
+        manifest.len()
+    );
+    std::fs::write(layout.join("index.json"), index).unwrap();
+    let src = format!("oci:{}:old", layout.display());
+    let out = s
+        .unroot(&[
+            "convert",
+            &src,
+            "--to",
+            &format!("oci:{}", s.path("out").display()),
+        ])
+        .failure(1);
+    assert_eq!(
+        out.error_line(),
+        format!("error: {src}: the manifest is Docker schema 1, which unroot does not convert")
+    );
+    assert!(
+        out.stderr.contains("hint: schema 1 images are deprecated"),
+        "{}",
+        out.stderr
+    );
+    nothing_written(&s, "out");
+}
+
+#[test]
+fn windows_image_is_refused() {
+    let s = Scratch::new();
+    let spec = format!("[image]\nos = \"windows\"\n{TINY}");
+    let src = s.build("src", "v1", &spec);
+    let out = s
+        .unroot(&[
+            "convert",
+            &src,
+            "--to",
+            &format!("oci:{}", s.path("out").display()),
+        ])
+        .failure(1);
+    assert!(
+        out.error_line()
+            .contains("it is a `windows` image; unroot converts Linux images"),
+        "{}",
+        out.stderr
+    );
+    nothing_written(&s, "out");
+}
+
+#[test]
+fn registry_401_without_and_with_wrong_credentials() {
+    let s = Scratch::new();
+    let registry = Registry::start_with_auth("alice", "secret-pw");
+    let src = s.build("src", "v1", TINY);
+    registry.push(&src, "app:v1", Some("alice:secret-pw"));
+
+    let out = s.unroot(&["convert", &registry.image("app:v1")]).failure(1);
+    assert_eq!(
+        out.error_line(),
+        format!(
+            "error: {} refused access to {} (HTTP 401 unauthorized): it needs credentials",
+            registry.addr,
+            registry.image("app:v1")
+        )
+    );
+    assert!(
+        out.stderr.contains("hint: pass `--creds USER:PASS`"),
+        "{}",
+        out.stderr
+    );
+
+    let out = s
+        .unroot(&[
+            "convert",
+            &registry.image("app:v1"),
+            "--creds",
+            "alice:wrong-pw",
+        ])
+        .failure(1);
+    assert!(
+        out.error_line()
+            .contains("the credentials were not accepted"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("wrong-pw"),
+        "the password was printed: {}",
+        out.stderr
+    );
+    assert!(!registry.has_tag("app:v1-unprivileged", Some("alice:secret-pw")));
+}
+
+#[test]
+fn registry_404() {
+    let s = Scratch::new();
+    let registry = Registry::start();
+    let out = s
+        .unroot(&["convert", &registry.image("nothing:here")])
+        .failure(1);
+    assert_eq!(
+        out.error_line(),
+        format!(
+            "error: tag `here` not found at {}",
+            registry.image("nothing:here")
+        )
+    );
+    assert!(
+        out.stderr
+            .contains("hint: check the repository name and tag"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn corrupted_blob_in_registry_leaves_no_tag() {
+    let s = Scratch::new();
+    let registry = Registry::start();
+    let src = s.build("src", "v1", TINY);
+    registry.push(&src, "app:v1", None);
+    let blob = layer_blob(&s, "src", 0);
+    let digest = format!("sha256:{}", blob.file_name().unwrap().to_str().unwrap());
+    corrupt(&registry.blob_file(&digest));
+    let out = s.unroot(&["convert", &registry.image("app:v1")]).failure(1);
+    assert!(
+        out.error_line()
+            .contains(&format!("layer {digest} is corrupted")),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !registry.has_tag("app:v1-unprivileged", None),
+        "a tag was pushed"
+    );
+    assert_eq!(files_below(&s.tmp()), Vec::<String>::new());
+}

@@ -1,0 +1,6 @@
+//! Integration tests: the `unroot` binary against real images, the real `distribution`
+//! registry, skopeo and umoci as independent readers.
+
+mod errors;
+mod support;
+mod transports;

@@ -1,0 +1,341 @@
+//! Test support: running the `unroot` binary, building images from specs, and starting the
+//! real `distribution` registry (Debian `docker-registry`) on 127.0.0.1.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use unroot::imagespec::ImageSpec;
+use unroot::model::{Digest, ImageLocation};
+
+/// What a command printed and how it exited.
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// Panics with the whole output unless the command succeeded.
+    #[track_caller]
+    pub fn success(self) -> Output {
+        assert_eq!(
+            self.code, 0,
+            "command failed:\n{}\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Panics unless the command failed with `code`; returns the output.
+    #[track_caller]
+    pub fn failure(self, code: i32) -> Output {
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// The first line of stderr that starts with `error:`.
+    #[track_caller]
+    pub fn error_line(&self) -> &str {
+        let errors: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .collect();
+        assert_eq!(
+            errors.len(),
+            1,
+            "expected exactly one error line in:\n{}",
+            self.stderr
+        );
+        errors[0]
+    }
+}
+
+fn output(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A scratch directory that also serves as `$HOME` for the commands, so no auth file of the
+/// machine is read.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch {
+            dir: tempfile::Builder::new()
+                .prefix("unroot-test-")
+                .tempdir()
+                .expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// `unroot ARGS` with a clean environment.
+    pub fn unroot(&self, args: &[&str]) -> Output {
+        self.unroot_env(args, &[])
+    }
+
+    /// `unroot ARGS` with a clean environment plus `env`.
+    pub fn unroot_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_unroot"));
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("TMPDIR", self.tmp());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        output(&mut cmd)
+    }
+
+    /// A private temp dir for the command (to check that nothing is left in it).
+    pub fn tmp(&self) -> PathBuf {
+        let t = self.dir.path().join("tmp");
+        std::fs::create_dir_all(&t).expect("tmp");
+        t
+    }
+
+    /// Builds an image from spec text into `oci:<scratch>/<name>:<tag>`; returns the location.
+    pub fn build(&self, name: &str, tag: &str, spec: &str) -> String {
+        let loc = format!("oci:{}:{tag}", self.path(name).display());
+        build(spec, &loc);
+        loc
+    }
+}
+
+/// Builds spec text into a location.
+pub fn build(spec: &str, location: &str) -> Digest {
+    let spec = ImageSpec::parse(spec, "test spec").expect("spec parses");
+    spec.build(&ImageLocation::parse(location).expect("location"))
+        .expect("image builds")
+}
+
+/// Runs a tool that the test suite needs; a missing tool is a failure, not a skip.
+pub fn tool(name: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new(name);
+    cmd.args(args);
+    match cmd.output() {
+        Ok(out) => Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        },
+        Err(e) => panic!("`{name}` is needed by the tests and could not run ({e}); run ./scripts/test, which installs it"),
+    }
+}
+
+/// `skopeo ARGS` (plain HTTP allowed for the test registries).
+pub fn skopeo(args: &[&str]) -> Output {
+    tool("skopeo", args)
+}
+
+/// A real registry on 127.0.0.1, stopped when dropped.
+pub struct Registry {
+    child: Child,
+    _dir: tempfile::TempDir,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// The storage root (to corrupt blobs on purpose).
+    pub storage: PathBuf,
+}
+
+impl Registry {
+    /// Starts a registry without authentication.
+    pub fn start() -> Registry {
+        Registry::start_inner(None)
+    }
+
+    /// Starts a registry with htpasswd authentication for one user.
+    pub fn start_with_auth(user: &str, password: &str) -> Registry {
+        Registry::start_inner(Some((user, password)))
+    }
+
+    fn start_inner(auth: Option<(&str, &str)>) -> Registry {
+        let dir = tempfile::Builder::new()
+            .prefix("unroot-registry-")
+            .tempdir()
+            .expect("temp dir");
+        let storage = dir.path().join("storage");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            storage.display()
+        );
+        if let Some((user, password)) = auth {
+            let htpasswd = dir.path().join("htpasswd");
+            let out = tool("htpasswd", &["-Bbn", user, password]).success();
+            std::fs::write(&htpasswd, out.stdout.trim()).expect("write htpasswd");
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: unroot-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).expect("write registry config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start `docker-registry` ({e}); run ./scripts/test, which installs it"
+                )
+            });
+        let registry = Registry {
+            child,
+            _dir: dir,
+            addr,
+            storage,
+        };
+        registry.wait_ready();
+        registry
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = TcpStream::connect(&self.addr) {
+                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
+                let mut buf = String::new();
+                if s.read_to_string(&mut buf).is_ok() && buf.starts_with("HTTP/1.") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the registry on {} did not answer within 20 s", self.addr);
+    }
+
+    /// `docker://127.0.0.1:PORT/REPO`.
+    pub fn image(&self, repo_tag: &str) -> String {
+        format!("docker://{}/{repo_tag}", self.addr)
+    }
+
+    /// Pushes a local image with skopeo (an independent tool).
+    pub fn push(&self, from: &str, repo_tag: &str, creds: Option<&str>) {
+        let dest = self.image(repo_tag);
+        let mut args = vec!["copy", "--quiet", "--dest-tls-verify=false"];
+        if let Some(c) = creds {
+            args.push("--dest-creds");
+            args.push(c);
+        }
+        args.push(from);
+        args.push(&dest);
+        skopeo(&args).success();
+    }
+
+    /// The file holding a blob in the registry's storage.
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.storage
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    /// Whether a tag exists (asked with skopeo).
+    pub fn has_tag(&self, repo_tag: &str, creds: Option<&str>) -> bool {
+        let image = self.image(repo_tag);
+        let mut args = vec!["inspect", "--raw", "--tls-verify=false"];
+        if let Some(c) = creds {
+            args.push("--creds");
+            args.push(c);
+        }
+        args.push(&image);
+        skopeo(&args).code == 0
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Flips one byte in the middle of a file, keeping its size.
+pub fn corrupt(path: &Path) {
+    let mut bytes = std::fs::read(path).expect("read blob");
+    let i = bytes.len() / 2;
+    bytes[i] ^= 0xff;
+    std::fs::write(path, bytes).expect("write blob");
+}
+
+/// Every file below `dir`, relative, sorted (to check that nothing was left behind).
+pub fn files_below(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(base).unwrap().display().to_string());
+            if p.is_dir() {
+                walk(base, &p, out);
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// The sample image spec, as committed.
+pub fn sample_spec() -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("golden-images/sample/spec.toml"),
+    )
+    .expect("sample spec")
+}
+
+/// A minimal valid image spec with a root user and one port.
+pub const TINY: &str = r##"
+[config]
+Env = ["PORT=80"]
+ExposedPorts = ["80/tcp"]
+
+[[layer]]
+[[layer.entry]]
+path = "/etc"
+type = "dir"
+[[layer.entry]]
+path = "/etc/passwd"
+text = "root:x:0:0:root:/root:/bin/sh\n"
+[[layer.entry]]
+path = "/etc/group"
+text = "root:x:0:\n"
+[[layer.entry]]
+path = "/bin/app"
+text = "#!/bin/sh\n"
+mode = 0o755
+"##;

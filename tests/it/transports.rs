@@ -1,0 +1,507 @@
+//! Conversions between every transport, checked by reading the results back with skopeo and
+//! umoci (independent implementations) and with unroot itself.
+
+use std::path::Path;
+
+use crate::support::{sample_spec, skopeo, tool, Registry, Scratch};
+
+fn inspect(location: &str) -> serde_json::Value {
+    let out = skopeo(&["inspect", "--tls-verify=false", location]).success();
+    serde_json::from_str(&out.stdout).expect("skopeo prints JSON")
+}
+
+fn inspect_config(location: &str) -> serde_json::Value {
+    let out = skopeo(&["inspect", "--config", "--tls-verify=false", location]).success();
+    serde_json::from_str(&out.stdout).expect("skopeo prints JSON")
+}
+
+fn raw_manifest(location: &str) -> serde_json::Value {
+    let out = skopeo(&["inspect", "--raw", "--tls-verify=false", location]).success();
+    serde_json::from_str(&out.stdout).expect("skopeo prints JSON")
+}
+
+fn layers(v: &serde_json::Value) -> Vec<String> {
+    v["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Checks the converted sample: numeric user, moved ports, one more layer, same base layers.
+#[track_caller]
+fn check_converted_sample(source: &str, converted: &str) {
+    let before = inspect(source);
+    let after = inspect(converted);
+    let (b, a) = (layers(&before), layers(&after));
+    assert_eq!(a.len(), b.len() + 1, "one new layer");
+    // Docker archives hold layers uncompressed, so compare those by diff_id.
+    if !source.starts_with("docker-archive:") && !converted.starts_with("docker-archive:") {
+        assert_eq!(&a[..b.len()], &b[..], "base layers reused as they are");
+    }
+    let diff_ids = |c: &serde_json::Value| -> Vec<String> {
+        c["rootfs"]["diff_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_str().unwrap().to_string())
+            .collect()
+    };
+    let (b, a) = (
+        diff_ids(&inspect_config(source)),
+        diff_ids(&inspect_config(converted)),
+    );
+    assert_eq!(&a[..b.len()], &b[..], "base layers unchanged");
+    let config = inspect_config(converted);
+    assert_eq!(config["config"]["User"], "1000:1000");
+    let ports: Vec<&String> = config["config"]["ExposedPorts"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(ports, ["8080/tcp", "8443/tcp"]);
+    assert!(config["config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e == "PORT=8080"));
+    assert_eq!(
+        config["config"]["Labels"]["maintainer"], "unroot tests",
+        "labels kept"
+    );
+    let history = config["history"].as_array().unwrap();
+    assert!(history.last().unwrap()["comment"]
+        .as_str()
+        .unwrap()
+        .starts_with("unroot: USER 1000:1000"));
+}
+
+/// Unpacks an OCI layout image with umoci and returns the rootfs path.
+fn umoci_unpack(s: &Scratch, layout: &Path, tag: &str, into: &str) -> std::path::PathBuf {
+    let bundle = s.path(into);
+    tool(
+        "umoci",
+        &[
+            "unpack",
+            "--image",
+            &format!("{}:{tag}", layout.display()),
+            bundle.to_str().unwrap(),
+        ],
+    )
+    .success();
+    bundle.join("rootfs")
+}
+
+fn owner(path: &Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (m.uid(), m.gid(), m.mode() & 0o7777)
+}
+
+#[test]
+fn oci_to_same_layout_with_default_tag() {
+    let s = Scratch::new();
+    let src = s.build("img", "v1", &sample_spec());
+    let out = s.unroot(&["convert", &src]).success();
+    let dest = format!("oci:{}:v1-unprivileged", s.path("img").display());
+    assert!(
+        out.stdout.contains(&format!("to {dest} (sha256:")),
+        "{}",
+        out.stdout
+    );
+    check_converted_sample(&src, &dest);
+
+    // Both tags are in the layout; the source is untouched.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.path("img/index.json")).unwrap()).unwrap();
+    let tags: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(tags, ["v1", "v1-unprivileged"]);
+
+    // umoci unpacks it; ownership is as planned.
+    let rootfs = umoci_unpack(&s, &s.path("img"), "v1-unprivileged", "bundle");
+    assert_eq!(owner(&rootfs.join("app/bin/server")), (0, 0, 0o755));
+    assert_eq!(owner(&rootfs.join("app/lib/libapp.so.1")), (0, 0, 0o644));
+    assert_eq!(owner(&rootfs.join("app/bin")), (0, 0, 0o755));
+    assert_eq!(owner(&rootfs.join("app/cache")), (1000, 0, 0o770));
+    assert_eq!(owner(&rootfs.join("data")), (1000, 0, 0o775));
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap();
+    assert!(
+        passwd.ends_with("app:x:1000:1000:app:/home/app:/bin/sh\n"),
+        "{passwd}"
+    );
+}
+
+#[test]
+fn oci_to_docker_archive_and_back() {
+    let s = Scratch::new();
+    let src = s.build("img", "v1", &sample_spec());
+    let archive = s.path("out.tar");
+    let dest = format!(
+        "docker-archive:{}:example.com/sample:v1-unprivileged",
+        archive.display()
+    );
+    s.unroot(&["convert", "-q", &src, "--to", &dest]).success();
+    check_converted_sample(&src, &format!("docker-archive:{}", archive.display()));
+    // The archive is what `docker load` reads: manifest.json with RepoTags and layer tars.
+    let listing = tool("tar", &["-tf", archive.to_str().unwrap()])
+        .success()
+        .stdout;
+    assert!(listing.lines().any(|l| l == "manifest.json"), "{listing}");
+    assert_eq!(
+        listing.lines().filter(|l| l.ends_with(".tar")).count(),
+        3,
+        "{listing}"
+    );
+
+    // unroot reads docker archives too: converting the result again keeps the user.
+    let again = format!("oci-archive:{}:again", s.path("again.tar").display());
+    s.unroot(&[
+        "convert",
+        "-q",
+        &format!("docker-archive:{}", archive.display()),
+        "--to",
+        &again,
+    ])
+    .success();
+    let config = inspect_config(&again);
+    assert_eq!(config["config"]["User"], "1000:1000");
+}
+
+#[test]
+fn skopeo_made_archives_convert() {
+    let s = Scratch::new();
+    let src = s.build("img", "v1", &sample_spec());
+    let oci_archive = format!("oci-archive:{}:v1", s.path("in-oci.tar").display());
+    let docker_archive = format!(
+        "docker-archive:{}:sample:v1",
+        s.path("in-docker.tar").display()
+    );
+    skopeo(&["copy", "--quiet", &src, &oci_archive]).success();
+    skopeo(&["copy", "--quiet", &src, &docker_archive]).success();
+    for (input, name) in [(&oci_archive, "a"), (&docker_archive, "b")] {
+        let dest = format!("oci:{}:out", s.path(name).display());
+        s.unroot(&["convert", "-q", input, "--to", &dest]).success();
+        check_converted_sample(input, &dest);
+    }
+    // The default destination of an archive is a sibling file.
+    s.unroot(&["convert", "-q", &oci_archive]).success();
+    assert!(s.path("in-oci-unprivileged.tar").is_file());
+}
+
+#[test]
+fn registry_to_new_repository_reuses_base_layers() {
+    let s = Scratch::new();
+    let registry = Registry::start();
+    let src = s.build("img", "v1", &sample_spec());
+    registry.push(&src, "team/sample:v1", None);
+    let out = s
+        .unroot(&[
+            "convert",
+            &registry.image("team/sample:v1"),
+            "--to",
+            &registry.image("other/sample:v1"),
+        ])
+        .success();
+    assert!(
+        out.stderr.contains("reading layer 1/2"),
+        "progress on stderr: {}",
+        out.stderr
+    );
+    check_converted_sample(
+        &registry.image("team/sample:v1"),
+        &registry.image("other/sample:v1"),
+    );
+    let manifest = raw_manifest(&registry.image("other/sample:v1"));
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    let source_digest = inspect(&registry.image("team/sample:v1"))["Digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        manifest["annotations"]["org.opencontainers.image.base.digest"],
+        source_digest.as_str()
+    );
+    assert_eq!(
+        manifest["annotations"]["org.opencontainers.image.base.name"],
+        format!("{}/team/sample:v1", registry.addr).as_str()
+    );
+    // skopeo copies it out again (every blob is there).
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
+        &registry.image("other/sample:v1"),
+        &format!("oci:{}:copy", s.path("copy").display()),
+    ])
+    .success();
+    // The default destination is the same repository with `-unprivileged`.
+    s.unroot(&["convert", "-q", &registry.image("team/sample:v1")])
+        .success();
+    assert!(registry.has_tag("team/sample:v1-unprivileged", None));
+}
+
+#[test]
+fn registry_to_layout_and_layout_to_registry() {
+    let s = Scratch::new();
+    let registry = Registry::start();
+    let src = s.build("img", "v1", &sample_spec());
+    registry.push(&src, "sample:v1", None);
+    let dest = format!("oci:{}:x", s.path("out").display());
+    s.unroot(&["convert", "-q", &registry.image("sample:v1"), "--to", &dest])
+        .success();
+    check_converted_sample(&src, &dest);
+    s.unroot(&["convert", "-q", &src, "--to", &registry.image("pushed:v1")])
+        .success();
+    check_converted_sample(&src, &registry.image("pushed:v1"));
+}
+
+#[test]
+fn registry_with_authentication() {
+    let s = Scratch::new();
+    let registry = Registry::start_with_auth("bob", "pw-for-bob");
+    let src = s.build("img", "v1", &sample_spec());
+    registry.push(&src, "sample:v1", Some("bob:pw-for-bob"));
+
+    // --creds
+    s.unroot(&[
+        "convert",
+        "-q",
+        &registry.image("sample:v1"),
+        "--creds",
+        "bob:pw-for-bob",
+    ])
+    .success();
+    assert!(registry.has_tag("sample:v1-unprivileged", Some("bob:pw-for-bob")));
+
+    // $REGISTRY_AUTH_FILE (podman's format)
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode("bob:pw-for-bob");
+    let file = s.path("auth.json");
+    std::fs::write(
+        &file,
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, registry.addr),
+    )
+    .unwrap();
+    s.unroot_env(
+        &[
+            "convert",
+            "-q",
+            &registry.image("sample:v1"),
+            "--to",
+            &registry.image("sample:from-auth-file"),
+        ],
+        &[("REGISTRY_AUTH_FILE", file.to_str().unwrap())],
+    )
+    .success();
+    assert!(registry.has_tag("sample:from-auth-file", Some("bob:pw-for-bob")));
+
+    // ~/.docker/config.json (HOME is the scratch directory)
+    std::fs::create_dir_all(s.path(".docker")).unwrap();
+    std::fs::write(
+        s.path(".docker/config.json"),
+        format!(
+            r#"{{"auths":{{"http://{}":{{"auth":"{auth}"}}}}}}"#,
+            registry.addr
+        ),
+    )
+    .unwrap();
+    let out = s
+        .unroot(&[
+            "convert",
+            &registry.image("sample:v1"),
+            "--to",
+            &registry.image("sample:from-docker"),
+        ])
+        .success();
+    assert!(!out.stdout.contains("pw-for-bob") && !out.stderr.contains("pw-for-bob"));
+    assert!(registry.has_tag("sample:from-docker", Some("bob:pw-for-bob")));
+}
+
+#[test]
+fn same_input_gives_same_digests() {
+    let s = Scratch::new();
+    let src = s.build("img", "v1", &sample_spec());
+    let a = format!("oci:{}:a", s.path("out").display());
+    let b = format!("oci:{}:b", s.path("out2").display());
+    s.unroot(&["convert", "-q", &src, "--to", &a]).success();
+    s.unroot(&["convert", "-q", &src, "--to", &b]).success();
+    assert_eq!(inspect(&a)["Digest"], inspect(&b)["Digest"]);
+    // SOURCE_DATE_EPOCH sets the times, and so changes the digest.
+    let c = format!("oci:{}:c", s.path("out3").display());
+    s.unroot_env(
+        &["convert", "-q", &src, "--to", &c],
+        &[("SOURCE_DATE_EPOCH", "86400")],
+    )
+    .success();
+    assert_eq!(inspect_config(&c)["created"], "1970-01-02T00:00:00Z");
+    assert_ne!(inspect(&a)["Digest"], inspect(&c)["Digest"]);
+}
+
+#[test]
+fn layer_formats_and_whiteouts_are_merged() {
+    // zstd, uncompressed and two-member gzip layers; a whiteout and an opaque directory.
+    let spec = r#"
+[config]
+User = "svc"
+
+[[layer]]
+compression = "zstd"
+[[layer.entry]]
+path = "/etc/passwd"
+text = "root:x:0:0:root:/root:/bin/sh\nsvc:x:500:500::/srv:/bin/sh\n"
+[[layer.entry]]
+path = "/srv"
+type = "dir"
+uid = 500
+gid = 500
+[[layer.entry]]
+path = "/srv/old-tool"
+text = "old"
+mode = 0o755
+uid = 500
+[[layer.entry]]
+path = "/opt/stale"
+type = "dir"
+uid = 500
+[[layer.entry]]
+path = "/opt/stale/bin"
+text = "x"
+mode = 0o755
+uid = 500
+
+[[layer]]
+compression = "none"
+[[layer.entry]]
+path = "/srv/old-tool"
+type = "whiteout"
+[[layer.entry]]
+path = "/opt/stale"
+type = "opaque"
+
+[[layer]]
+compression = "gzip"
+multi_member = true
+[[layer.entry]]
+path = "/srv/tool"
+size = 300000
+mode = 0o755
+uid = 500
+[[layer.entry]]
+path = "/srv/data"
+type = "dir"
+uid = 500
+"#;
+    let s = Scratch::new();
+    let src = s.build("img", "v1", spec);
+    let out = s
+        .unroot(&[
+            "convert",
+            &src,
+            "--to",
+            &format!("oci:{}:x", s.path("out").display()),
+        ])
+        .success();
+    // The whited-out tool is not re-owned; the new one is; the opaque dir lost its binary.
+    assert!(!out.stdout.contains("/srv/old-tool"), "{}", out.stdout);
+    assert!(!out.stdout.contains("/opt/stale/bin"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("/srv/tool  -rwxr-xr-x 500:0 -> -rwxr-xr-x 0:0"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("user      svc -> 500:500"),
+        "{}",
+        out.stdout
+    );
+    // umoci cannot read zstd layers, so the new layer is listed with GNU tar.
+    assert_eq!(
+        new_layer_listing(&s.path("out"), "x"),
+        [
+            // No /etc/group in the image: one is made with the user's group.
+            "-rw-r--r-- 0/0 21 etc/group",
+            // Directories of the service user become writable unless they hold code.
+            "drwxrwxr-x 500/0 0 opt/stale/",
+            "drwxr-xr-x 0/0 0 srv/",
+            "drwxrwxr-x 500/0 0 srv/data/",
+            "-rwxr-xr-x 0/0 300000 srv/tool",
+        ]
+    );
+}
+
+/// `tar -tvz` of the last layer of an image in a layout: mode, owner, size, name.
+fn new_layer_listing(layout: &Path, tag: &str) -> Vec<String> {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap();
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(entry["digest"].as_str().unwrap())).unwrap())
+            .unwrap();
+    let last = manifest["layers"].as_array().unwrap().last().unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = tool(
+        "tar",
+        &["--numeric-owner", "-tvzf", blob(&last).to_str().unwrap()],
+    )
+    .success();
+    out.stdout
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            format!("{} {} {} {}", f[0], f[1], f[2], f[5..].join(" "))
+        })
+        .collect()
+}
+
+#[test]
+fn docker_format_images_from_a_registry() {
+    // Docker schema 2 manifest and media types, pushed straight to the registry.
+    let s = Scratch::new();
+    let registry = Registry::start();
+    let spec = sample_spec().replace("format = \"oci\"", "format = \"docker\"");
+    crate::support::build(&spec, &registry.image("docker-format:v1"));
+    let manifest = raw_manifest(&registry.image("docker-format:v1"));
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    s.unroot(&["convert", "-q", &registry.image("docker-format:v1")])
+        .success();
+    check_converted_sample(
+        &registry.image("docker-format:v1"),
+        &registry.image("docker-format:v1-unprivileged"),
+    );
+    let converted = raw_manifest(&registry.image("docker-format:v1-unprivileged"));
+    for layer in converted["layers"].as_array().unwrap() {
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+    }
+}
