@@ -223,11 +223,14 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
         ),
     };
     let existing = accounts.passwd.iter().find(|p| p.uid == uid);
+    // The group: as given; else the one the image's user ran with (a numeric `User` without
+    // a passwd entry runs with group 0); else the account's primary group; else the UID.
+    let kept_user = opts.uid.is_none() && former.is_some();
     let gid = opts
         .gid
         .or(former.as_ref().filter(|f| f.0 == uid).and_then(|f| f.1))
         .or(existing.map(|p| p.gid))
-        .unwrap_or(uid);
+        .unwrap_or(if kept_user { 0 } else { uid });
     if uid > MAX_MAPPED_ID || gid > MAX_MAPPED_ID {
         notes.push(format!(
             "uid {uid} / gid {gid} is above {MAX_MAPPED_ID}: rootless runtimes with the default subordinate id range cannot run it"
@@ -287,12 +290,42 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
         }
         let (source_meta, content) = match meta.kind {
             Kind::File => (meta, node.content.as_ref()),
-            Kind::Hardlink => match meta.hardlink_target().and_then(|t| view.get(&t)) {
-                Some(target) if target.meta.kind == Kind::File => {
-                    (&target.meta, target.content.as_ref())
+            Kind::Hardlink => {
+                // Same inode as its target: when the target is re-owned by its own entry,
+                // this name becomes a hard link to it in the new layer.
+                let Some(target_path) = meta.hardlink_target() else {
+                    continue;
+                };
+                let Some(target) = view.get(&target_path) else {
+                    continue;
+                };
+                let reowned = target.meta.kind == Kind::File
+                    && target.meta.uid != 0
+                    && is_code(&target_path, &target.meta)
+                    && matches!(target.content, Some(Content::Spooled { .. }));
+                if reowned {
+                    let mut new = target.meta.clone();
+                    new.kind = Kind::Hardlink;
+                    new.link = Some(target_path.as_bytes().to_vec());
+                    new.xattrs.clear();
+                    new.size = 0;
+                    new.uid = 0;
+                    new.gid = 0;
+                    new.mode &= !0o022;
+                    changes.insert(
+                        path.clone(),
+                        FileChange {
+                            meta: new,
+                            body: Body::Empty,
+                            reason: Reason::Reowned {
+                                uid: target.meta.uid,
+                            },
+                            before: Some(meta.clone()),
+                        },
+                    );
                 }
-                _ => continue,
-            },
+                continue;
+            }
             _ => continue,
         };
         if !is_code(path, source_meta) {

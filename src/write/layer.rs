@@ -37,7 +37,7 @@ pub struct NewLayer {
     pub entries: usize,
 }
 
-/// Writes `changes` (already sorted by path) as a tar.gz into a temporary file in `dir`.
+/// Writes `changes` (sorted by path; hard links after everything else) as a tar.gz into a temporary file in `dir`.
 pub fn write_layer<'a>(
     changes: impl IntoIterator<Item = (&'a ImagePath, &'a FileChange)>,
     spool: &BodySpool,
@@ -53,8 +53,12 @@ pub fn write_layer<'a>(
         .write(compressed, Level::new(GZIP_LEVEL));
     let uncompressed = HashingWriter::new(gz);
     let mut tar = tar::Builder::new(uncompressed);
+    // Hard links go last, so their targets (in this layer) are always written before them.
+    let (links, others): (Vec<_>, Vec<_>) = changes
+        .into_iter()
+        .partition(|(_, c)| c.meta.kind == Kind::Hardlink);
     let mut entries = 0usize;
-    for (path, change) in changes {
+    for (path, change) in others.into_iter().chain(links) {
         append_entry(&mut tar, path, &change.meta, &change.body, spool)?;
         entries += 1;
     }

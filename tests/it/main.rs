@@ -2,5 +2,6 @@
 //! registry, skopeo and umoci as independent readers.
 
 mod errors;
+mod golden;
 mod support;
 mod transports;

@@ -95,9 +95,21 @@ impl Scratch {
         self.unroot_env(args, &[])
     }
 
+    /// `unroot ARGS` with a clean environment, run in `dir`.
+    pub fn unroot_in(&self, dir: &Path, args: &[&str]) -> Output {
+        self.command(args, &[], Some(dir))
+    }
+
     /// `unroot ARGS` with a clean environment plus `env`.
     pub fn unroot_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.command(args, env, None)
+    }
+
+    fn command(&self, args: &[&str], env: &[(&str, &str)], dir: Option<&Path>) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_unroot"));
+        if let Some(d) = dir {
+            cmd.current_dir(d);
+        }
         cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
