@@ -3,5 +3,6 @@
 
 mod errors;
 mod golden;
+mod runtime;
 mod support;
 mod transports;

@@ -1,0 +1,205 @@
+//! The test that matters most: a converted image RUNS under a real OCI runtime (runc) in a
+//! user namespace, as its numeric non-root user, with no effective capabilities,
+//! `ip_unprivileged_port_start` at 1024, a read-only root filesystem and a tmpfs on /tmp;
+//! and the original, run the same way, does not.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::{tool, Output, Scratch};
+
+/// A web server image as many are: root, port 80 from `$PORT`, busybox for everything.
+const WEB: &str = r##"
+[config]
+Env = ["PATH=/bin", "PORT=80"]
+ExposedPorts = ["80/tcp"]
+Cmd = ["/bin/sh", "-c", "echo started > /tmp/started && exec httpd -f -v -p $PORT -h /srv/www"]
+
+[[layer]]
+[[layer.entry]]
+path = "/bin/busybox"
+host = "/bin/busybox"
+mode = 0o755
+[[layer.entry]]
+path = "/bin/sh"
+type = "symlink"
+target = "busybox"
+[[layer.entry]]
+path = "/bin/httpd"
+type = "symlink"
+target = "busybox"
+[[layer.entry]]
+path = "/etc/passwd"
+text = "root:x:0:0:root:/root:/bin/sh\n"
+[[layer.entry]]
+path = "/etc/group"
+text = "root:x:0:\n"
+[[layer.entry]]
+path = "/tmp"
+type = "dir"
+mode = 0o1777
+[[layer.entry]]
+path = "/srv/www/index.html"
+text = "hello from an unprivileged container\n"
+"##;
+
+/// The host range the container's ids map to, as podman does with a default /etc/subuid.
+const HOST_BASE: u32 = 100_000;
+
+/// An unpacked bundle, configured the strict way.
+struct Bundle {
+    dir: PathBuf,
+}
+
+impl Bundle {
+    /// Unpacks `layout:tag` with umoci (ids shifted into the user namespace's range) and
+    /// hardens its config: no effective capabilities, read-only root, tmpfs /tmp, privileged
+    /// ports at 1024. `user` overrides the image's user (`(uid, gid)`).
+    fn new(s: &Scratch, layout: &Path, tag: &str, name: &str, user: Option<(u32, u32)>) -> Bundle {
+        let dir = s.path(name);
+        let map = format!("0:{HOST_BASE}:65536");
+        tool(
+            "umoci",
+            &[
+                "unpack",
+                "--uid-map",
+                &map,
+                "--gid-map",
+                &map,
+                "--image",
+                &format!("{}:{tag}", layout.display()),
+                dir.to_str().unwrap(),
+            ],
+        )
+        .success();
+        // The mapped root must be able to traverse the bundle (umoci makes it 0700).
+        for d in [s.dir.path(), dir.as_path()] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let path = dir.join("config.json");
+        let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let process = &mut config["process"];
+        process["terminal"] = false.into();
+        for set in ["effective", "inheritable", "permitted", "ambient"] {
+            process["capabilities"][set] = serde_json::json!([]);
+        }
+        if let Some((uid, gid)) = user {
+            process["user"] = serde_json::json!({"uid": uid, "gid": gid});
+        }
+        config["root"]["readonly"] = true.into();
+        config["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+            "destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+            "options": ["nosuid", "nodev", "mode=1777"]
+        }));
+        config["linux"]["sysctl"] = serde_json::json!({"net.ipv4.ip_unprivileged_port_start": "1024"});
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        Bundle { dir }
+    }
+
+    /// Runs in the foreground until the process exits (at most 20 s).
+    fn run_to_exit(&self, id: &str) -> Output {
+        let out = tool(
+            "timeout",
+            &["20", "runc", "run", "--bundle", self.dir.to_str().unwrap(), id],
+        );
+        let _ = Command::new("runc").args(["delete", "-f", id]).output();
+        out
+    }
+
+    /// Starts detached.
+    fn start(&self, id: &str) -> Container {
+        // Detached, the container inherits runc's stdio: give it none, or waiting for runc's
+        // output would wait for the container.
+        let status = Command::new("runc")
+            .args(["run", "-d", "--bundle", self.dir.to_str().unwrap(), id])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("runc runs");
+        assert!(status.success(), "runc could not start {id}");
+        let state: serde_json::Value = serde_json::from_str(&tool("runc", &["state", id]).success().stdout).unwrap();
+        Container {
+            id: id.to_string(),
+            pid: state["pid"].as_u64().unwrap() as u32,
+        }
+    }
+}
+
+/// A running container, killed and deleted when dropped.
+struct Container {
+    id: String,
+    pid: u32,
+}
+
+impl Container {
+    /// GETs `http://127.0.0.1:PORT/` inside the container's network namespace, retrying
+    /// while the server starts.
+    fn get(&self, port: u16) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let url = format!("http://127.0.0.1:{port}/");
+        loop {
+            let out = tool(
+                "nsenter",
+                &["-t", &self.pid.to_string(), "-n", "curl", "-sS", "--max-time", "2", &url],
+            );
+            if out.code == 0 || Instant::now() > deadline {
+                assert_eq!(out.code, 0, "no answer on port {port}: {}", out.stderr);
+                return out.stdout;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The host uid the process runs as.
+    fn host_uid(&self) -> u32 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap();
+        let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        line.split_whitespace().nth(2).unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("runc").args(["kill", &self.id, "KILL"]).output();
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = Command::new("runc").args(["delete", "-f", &self.id]).output();
+    }
+}
+
+fn unique(prefix: &str, s: &Scratch) -> String {
+    let tail = s.dir.path().file_name().unwrap().to_string_lossy().replace(|c: char| !c.is_ascii_alphanumeric(), "");
+    format!("{prefix}-{tail}")
+}
+
+#[test]
+fn converted_image_runs_unprivileged_and_the_original_does_not() {
+    assert!(Path::new("/bin/busybox").is_file(), "the busybox-static package is needed; run ./scripts/test");
+    let s = Scratch::new();
+    let src = s.build("img", "orig", WEB);
+    let layout = s.path("img");
+    s.unroot(&["convert", "-q", &src, "--to", &format!("oci:{}:unprivileged", layout.display())])
+        .success();
+
+    // The original, run the same way (its own user, root, with no capabilities), cannot
+    // bind its port.
+    let original = Bundle::new(&s, &layout, "orig", "orig-bundle", None);
+    let out = original.run_to_exit(&unique("orig", &s));
+    assert_ne!(out.code, 0, "the original ran: {}", out.stdout);
+    assert!(out.stderr.contains("bind: Permission denied"), "{}", out.stderr);
+
+    // The converted image serves on 8080 as uid 65532.
+    let converted = Bundle::new(&s, &layout, "unprivileged", "conv-bundle", None);
+    let c = converted.start(&unique("conv", &s));
+    assert_eq!(c.get(8080), "hello from an unprivileged container\n");
+    assert_eq!(c.host_uid(), HOST_BASE + 65532, "runs as the image's numeric user");
+    drop(c);
+
+    // OpenShift style: an arbitrary UID in group 0.
+    let arbitrary = Bundle::new(&s, &layout, "unprivileged", "any-bundle", Some((54321, 0)));
+    let c = arbitrary.start(&unique("any", &s));
+    assert_eq!(c.get(8080), "hello from an unprivileged container\n");
+    assert_eq!(c.host_uid(), HOST_BASE + 54321);
+}
