@@ -334,6 +334,9 @@ impl BlobProvider for Files {
 pub struct Noise {
     state: u64,
     left: u64,
+    /// The rest of a word cut by the end of the previous read, so the bytes do not depend
+    /// on the reader's buffer sizes.
+    pending: &'static [u8],
 }
 
 impl Noise {
@@ -342,23 +345,35 @@ impl Noise {
         Noise {
             state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             left: len,
+            pending: &[],
         }
     }
 }
 
+/// Words the generated content is made of: text-like data that compresses about as well as
+/// the files of real images (around 3:1 with gzip).
+const WORDS: [&[u8]; 32] = [
+    b"the ", b"of ", b"and ", b"return ", b"static ", b"const ", b"int ", b"void ", b"if ", b"else ",
+    b"for ", b"while ", b"{\n", b"}\n", b"(", b");\n", b"= ", b"buffer ", b"length ", b"index ",
+    b"config ", b"server ", b"error ", b"value ", b"0x7f ", b"42 ", b"1024 ", b"// ", b"# ", b"\n",
+    b"include ", b"struct ",
+];
+
 impl Read for Noise {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = buf.len().min(self.left as usize);
-        for chunk in buf[..n].chunks_mut(8) {
-            self.state ^= self.state << 13;
-            self.state ^= self.state >> 7;
-            self.state ^= self.state << 17;
-            // Text-like bytes compress about as well as real files do.
-            let bytes = self.state.to_le_bytes();
-            for (b, s) in chunk.iter_mut().zip(bytes) {
-                *b = b"abcdefghijklmnopqrstuvwxyz0123456789 \n{}();=_-./ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                    [(s % 74) as usize];
+        let mut filled = 0;
+        while filled < n {
+            if self.pending.is_empty() {
+                self.state ^= self.state << 13;
+                self.state ^= self.state >> 7;
+                self.state ^= self.state << 17;
+                self.pending = WORDS[(self.state >> 59) as usize];
             }
+            let take = self.pending.len().min(n - filled);
+            buf[filled..filled + take].copy_from_slice(&self.pending[..take]);
+            self.pending = &self.pending[take..];
+            filled += take;
         }
         self.left -= n as u64;
         Ok(n)
@@ -584,4 +599,27 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, e: &EntrySpec) -> Result<(), Spec
 /// Reads back a spec-built layout's blob list, for tests that corrupt blobs on purpose.
 pub fn blob_file(layout: &Path, digest: &Digest) -> PathBuf {
     layout.join(transport::blobstore::blob_path(digest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn noise_does_not_depend_on_read_sizes() {
+        let mut a = Vec::new();
+        Noise::new(7, 10_000).read_to_end(&mut a).unwrap();
+        let mut b = Vec::new();
+        let mut n = Noise::new(7, 10_000);
+        let mut buf = [0u8; 3];
+        loop {
+            let k = n.read(&mut buf).unwrap();
+            if k == 0 {
+                break;
+            }
+            b.extend_from_slice(&buf[..k]);
+        }
+        assert_eq!(a.len(), 10_000);
+        assert_eq!(a, b);
+    }
 }
