@@ -459,3 +459,87 @@ fn corrupted_blob_in_registry_leaves_no_tag() {
     );
     assert_eq!(files_below(&s.tmp()), Vec::<String>::new());
 }
+
+#[test]
+fn diff_id_mismatch() {
+    let s = Scratch::new();
+    let src = s.build("src", "v1", TINY);
+    let wrong = unroot::model::Digest::sha256_of(b"not this layer").to_string();
+    let w = wrong.clone();
+    crate::support::edit_config(&s.path("src"), "v1", move |c| {
+        c["rootfs"]["diff_ids"][0] = w.into()
+    });
+    let out = s
+        .unroot(&[
+            "convert",
+            &src,
+            "--to",
+            &format!("oci:{}", s.path("out").display()),
+        ])
+        .failure(1);
+    let line = out.error_line();
+    assert!(
+        line.contains("does not match its diff_id: the config says"),
+        "{line}"
+    );
+    assert!(line.contains(&wrong), "{line}");
+    nothing_written(&s, "out");
+}
+
+#[test]
+fn missing_platform_lists_the_platforms() {
+    let s = Scratch::new();
+    let layout = crate::transports::multi_platform_layout(&s);
+    let out = s
+        .unroot(&[
+            "convert",
+            &format!("oci:{}:multi", layout.display()),
+            "--platform",
+            "linux/s390x",
+            "--to",
+            "oci:out",
+        ])
+        .failure(1);
+    assert_eq!(
+        out.error_line(),
+        format!(
+            "error: oci:{}:multi has no image for linux/s390x; it has: linux/amd64, linux/arm64/v8",
+            layout.display()
+        )
+    );
+    assert!(
+        out.stderr
+            .contains("hint: pick one with `--platform linux/amd64`"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn tls_is_required_for_remote_registries() {
+    let s = Scratch::new();
+    let registry = Registry::start_on("127.0.0.2");
+    let src = s.build("src", "v1", TINY);
+    registry.push(&src, "app:v1", None);
+    let out = s.unroot(&["convert", &registry.image("app:v1")]).failure(1);
+    assert!(
+        out.error_line()
+            .starts_with(&format!("error: cannot reach {}", registry.addr)),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("hint: if `127.0.0.2"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("pass `--tls-verify=false`"),
+        "{}",
+        out.stderr
+    );
+    s.unroot(&[
+        "convert",
+        "-q",
+        &registry.image("app:v1"),
+        "--tls-verify=false",
+    ])
+    .success();
+    assert!(registry.has_tag("app:v1-unprivileged", None));
+}

@@ -79,7 +79,8 @@ impl Bundle {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         let path = dir.join("config.json");
-        let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         let process = &mut config["process"];
         process["terminal"] = false.into();
         for set in ["effective", "inheritable", "permitted", "ambient"] {
@@ -89,11 +90,15 @@ impl Bundle {
             process["user"] = serde_json::json!({"uid": uid, "gid": gid});
         }
         config["root"]["readonly"] = true.into();
-        config["mounts"].as_array_mut().unwrap().push(serde_json::json!({
-            "destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
-            "options": ["nosuid", "nodev", "mode=1777"]
-        }));
-        config["linux"]["sysctl"] = serde_json::json!({"net.ipv4.ip_unprivileged_port_start": "1024"});
+        config["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+                "options": ["nosuid", "nodev", "mode=1777"]
+            }));
+        config["linux"]["sysctl"] =
+            serde_json::json!({"net.ipv4.ip_unprivileged_port_start": "1024"});
         std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
         Bundle { dir }
     }
@@ -102,7 +107,14 @@ impl Bundle {
     fn run_to_exit(&self, id: &str) -> Output {
         let out = tool(
             "timeout",
-            &["20", "runc", "run", "--bundle", self.dir.to_str().unwrap(), id],
+            &[
+                "20",
+                "runc",
+                "run",
+                "--bundle",
+                self.dir.to_str().unwrap(),
+                id,
+            ],
         );
         let _ = Command::new("runc").args(["delete", "-f", id]).output();
         out
@@ -120,7 +132,8 @@ impl Bundle {
             .status()
             .expect("runc runs");
         assert!(status.success(), "runc could not start {id}");
-        let state: serde_json::Value = serde_json::from_str(&tool("runc", &["state", id]).success().stdout).unwrap();
+        let state: serde_json::Value =
+            serde_json::from_str(&tool("runc", &["state", id]).success().stdout).unwrap();
         Container {
             id: id.to_string(),
             pid: state["pid"].as_u64().unwrap() as u32,
@@ -143,7 +156,16 @@ impl Container {
         loop {
             let out = tool(
                 "nsenter",
-                &["-t", &self.pid.to_string(), "-n", "curl", "-sS", "--max-time", "2", &url],
+                &[
+                    "-t",
+                    &self.pid.to_string(),
+                    "-n",
+                    "curl",
+                    "-sS",
+                    "--max-time",
+                    "2",
+                    &url,
+                ],
             );
             if out.code == 0 || Instant::now() > deadline {
                 assert_eq!(out.code, 0, "no answer on port {port}: {}", out.stderr);
@@ -163,38 +185,65 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = Command::new("runc").args(["kill", &self.id, "KILL"]).output();
+        let _ = Command::new("runc")
+            .args(["kill", &self.id, "KILL"])
+            .output();
         std::thread::sleep(Duration::from_millis(100));
-        let _ = Command::new("runc").args(["delete", "-f", &self.id]).output();
+        let _ = Command::new("runc")
+            .args(["delete", "-f", &self.id])
+            .output();
     }
 }
 
 fn unique(prefix: &str, s: &Scratch) -> String {
-    let tail = s.dir.path().file_name().unwrap().to_string_lossy().replace(|c: char| !c.is_ascii_alphanumeric(), "");
+    let tail = s
+        .dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "");
     format!("{prefix}-{tail}")
 }
 
 #[test]
 fn converted_image_runs_unprivileged_and_the_original_does_not() {
-    assert!(Path::new("/bin/busybox").is_file(), "the busybox-static package is needed; run ./scripts/test");
+    assert!(
+        Path::new("/bin/busybox").is_file(),
+        "the busybox-static package is needed; run ./scripts/test"
+    );
     let s = Scratch::new();
     let src = s.build("img", "orig", WEB);
     let layout = s.path("img");
-    s.unroot(&["convert", "-q", &src, "--to", &format!("oci:{}:unprivileged", layout.display())])
-        .success();
+    s.unroot(&[
+        "convert",
+        "-q",
+        &src,
+        "--to",
+        &format!("oci:{}:unprivileged", layout.display()),
+    ])
+    .success();
 
     // The original, run the same way (its own user, root, with no capabilities), cannot
     // bind its port.
     let original = Bundle::new(&s, &layout, "orig", "orig-bundle", None);
     let out = original.run_to_exit(&unique("orig", &s));
     assert_ne!(out.code, 0, "the original ran: {}", out.stdout);
-    assert!(out.stderr.contains("bind: Permission denied"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("bind: Permission denied"),
+        "{}",
+        out.stderr
+    );
 
     // The converted image serves on 8080 as uid 65532.
     let converted = Bundle::new(&s, &layout, "unprivileged", "conv-bundle", None);
     let c = converted.start(&unique("conv", &s));
     assert_eq!(c.get(8080), "hello from an unprivileged container\n");
-    assert_eq!(c.host_uid(), HOST_BASE + 65532, "runs as the image's numeric user");
+    assert_eq!(
+        c.host_uid(),
+        HOST_BASE + 65532,
+        "runs as the image's numeric user"
+    );
     drop(c);
 
     // OpenShift style: an arbitrary UID in group 0.

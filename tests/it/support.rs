@@ -175,26 +175,32 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry without authentication.
     pub fn start() -> Registry {
-        Registry::start_inner(None)
+        Registry::start_inner("127.0.0.1", None)
+    }
+
+    /// Starts a registry without authentication on another loopback address, one that
+    /// unroot does not treat as local (so TLS is required unless `--tls-verify=false`).
+    pub fn start_on(host: &str) -> Registry {
+        Registry::start_inner(host, None)
     }
 
     /// Starts a registry with htpasswd authentication for one user.
     pub fn start_with_auth(user: &str, password: &str) -> Registry {
-        Registry::start_inner(Some((user, password)))
+        Registry::start_inner("127.0.0.1", Some((user, password)))
     }
 
-    fn start_inner(auth: Option<(&str, &str)>) -> Registry {
+    fn start_inner(host: &str, auth: Option<(&str, &str)>) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("unroot-registry-")
             .tempdir()
             .expect("temp dir");
         let storage = dir.path().join("storage");
-        let port = TcpListener::bind("127.0.0.1:0")
+        let port = TcpListener::bind(format!("{host}:0"))
             .expect("free port")
             .local_addr()
             .unwrap()
             .port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = format!("{host}:{port}");
         let mut config = format!(
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
             storage.display()
@@ -351,3 +357,42 @@ path = "/bin/app"
 text = "#!/bin/sh\n"
 mode = 0o755
 "##;
+
+/// Edits the image `tag` of an OCI layout in place: `edit` changes the config JSON; the
+/// config, manifest and index are rewritten with the new digests.
+pub fn edit_config(layout: &Path, tag: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let put = |bytes: &[u8]| -> String {
+        let d = unroot::model::Digest::sha256_of(bytes).to_string();
+        std::fs::write(blob(&d), bytes).unwrap();
+        d
+    };
+    let index_path = layout.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let entry = index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .expect("tag in layout");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(entry["digest"].as_str().unwrap())).unwrap())
+            .unwrap();
+    let mut config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(blob(manifest["config"]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    edit(&mut config);
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    manifest["config"]["digest"] = put(&config_bytes).into();
+    manifest["config"]["size"] = config_bytes.len().into();
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    entry["digest"] = put(&manifest_bytes).into();
+    entry["size"] = manifest_bytes.len().into();
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+}

@@ -505,3 +505,111 @@ fn docker_format_images_from_a_registry() {
         );
     }
 }
+
+/// A layout with an amd64 and an arm64 image under one OCI index tagged `multi`.
+pub fn multi_platform_layout(s: &Scratch) -> std::path::PathBuf {
+    let layout = s.path("multi");
+    let dest = |tag: &str| format!("oci:{}:{tag}", layout.display());
+    let amd = crate::support::build(&sample_spec(), &dest("amd"));
+    let arm_spec = sample_spec().replace("[image]", "[image]\narchitecture = \"arm64\"");
+    let arm = crate::support::build(&arm_spec, &dest("arm"));
+    let size = |d: &unroot::model::Digest| {
+        std::fs::metadata(layout.join("blobs/sha256").join(d.hex()))
+            .unwrap()
+            .len()
+    };
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd.to_string(), "size": size(&amd),
+             "platform": {"architecture": "amd64", "os": "linux"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": arm.to_string(), "size": size(&arm),
+             "platform": {"architecture": "arm64", "os": "linux", "variant": "v8"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd.to_string(), "size": size(&amd),
+             "platform": {"architecture": "unknown", "os": "unknown"},
+             "annotations": {"vnd.docker.reference.type": "attestation-manifest"}}
+        ]
+    });
+    let bytes = serde_json::to_vec(&index).unwrap();
+    let digest = unroot::model::Digest::sha256_of(&bytes);
+    std::fs::write(layout.join("blobs/sha256").join(digest.hex()), &bytes).unwrap();
+    let index_path = layout.join("index.json");
+    let mut top: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    top["manifests"].as_array_mut().unwrap().push(serde_json::json!({
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": digest.to_string(), "size": bytes.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "multi"}
+    }));
+    std::fs::write(&index_path, serde_json::to_vec(&top).unwrap()).unwrap();
+    layout
+}
+
+#[test]
+fn index_picks_the_platform() {
+    let s = Scratch::new();
+    let layout = multi_platform_layout(&s);
+    let src = format!("oci:{}:multi", layout.display());
+    let out = s
+        .unroot(&[
+            "convert",
+            &src,
+            "--platform",
+            "linux/arm64",
+            "--to",
+            &format!("oci:{}:arm", s.path("out").display()),
+        ])
+        .success();
+    assert!(
+        out.stdout.contains("platform  linux/arm64/v8"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        inspect_config(&format!("oci:{}:arm", s.path("out").display()))["architecture"],
+        "arm64"
+    );
+    s.unroot(&[
+        "convert",
+        "-q",
+        &src,
+        "--to",
+        &format!("oci:{}:amd", s.path("out").display()),
+    ])
+    .success();
+    assert_eq!(
+        inspect_config(&format!("oci:{}:amd", s.path("out").display()))["architecture"],
+        "amd64"
+    );
+}
+
+#[test]
+fn credential_helper() {
+    let s = Scratch::new();
+    let registry = Registry::start_with_auth("carol", "helper-pw");
+    let src = s.build("img", "v1", &sample_spec());
+    registry.push(&src, "sample:v1", Some("carol:helper-pw"));
+    let bin = s.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-fake");
+    std::fs::write(
+        &helper,
+        "#!/bin/sh\nread server\necho \"{\\\"ServerURL\\\":\\\"$server\\\",\\\"Username\\\":\\\"carol\\\",\\\"Secret\\\":\\\"helper-pw\\\"}\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(s.path(".docker")).unwrap();
+    std::fs::write(
+        s.path(".docker/config.json"),
+        format!(r#"{{"credHelpers":{{"{}":"fake"}}}}"#, registry.addr),
+    )
+    .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    s.unroot_env(
+        &["convert", "-q", &registry.image("sample:v1")],
+        &[("PATH", &path)],
+    )
+    .success();
+    assert!(registry.has_tag("sample:v1-unprivileged", Some("carol:helper-pw")));
+}
