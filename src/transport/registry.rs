@@ -210,12 +210,25 @@ fn map_error(
             },
         },
         OciDistributionError::RequestError(err) => {
-            let mut message = err.to_string();
-            let mut source = std::error::Error::source(&err);
+            // The chain reads "error sending request for url (...): client error (Connect):
+            // <what really happened>"; keep what happened.
+            let mut parts: Vec<String> = Vec::new();
+            let mut source: Option<&dyn std::error::Error> = Some(&err);
             while let Some(s) = source {
-                message = format!("{message}: {s}");
+                let text = s.to_string();
+                let generic = text.starts_with("error sending request")
+                    || text.starts_with("client error")
+                    || parts.last().is_some_and(|p| p.contains(&text));
+                if !generic {
+                    parts.push(text);
+                }
                 source = s.source();
             }
+            let message = if parts.is_empty() {
+                err.to_string()
+            } else {
+                parts.join(": ")
+            };
             let lower = message.to_lowercase();
             let tls = [
                 "tls",
