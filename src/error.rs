@@ -43,7 +43,7 @@ pub enum Error {
     Auth(#[from] AuthError),
     /// Reading or writing an image failed.
     #[error(transparent)]
-    Transport(#[from] TransportError),
+    Transport(Box<TransportError>),
     /// A manifest cannot be used.
     #[error("{location}: {source}")]
     Manifest {
@@ -66,7 +66,7 @@ pub enum Error {
         /// Where it came from.
         location: String,
         /// Why.
-        source: LayerError,
+        source: Box<LayerError>,
     },
     /// The conversion cannot be planned.
     #[error("{location}: {source}")]
@@ -117,6 +117,12 @@ pub enum Error {
     },
 }
 
+impl From<TransportError> for Error {
+    fn from(e: TransportError) -> Error {
+        Error::Transport(Box::new(e))
+    }
+}
+
 impl Error {
     /// A suggestion for the user, when one helps.
     pub fn hint(&self) -> Option<String> {
@@ -152,7 +158,7 @@ impl Error {
             | Error::NoDestination { .. } => exit::USAGE,
             Error::Auth(AuthError::BadCreds) => exit::USAGE,
             Error::Io { .. } => exit::LOCAL,
-            Error::Transport(TransportError::Io { .. }) => exit::LOCAL,
+            Error::Transport(t) if matches!(**t, TransportError::Io { .. }) => exit::LOCAL,
             _ => exit::FAILURE,
         }
     }

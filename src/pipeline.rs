@@ -258,7 +258,7 @@ pub fn scan_layers(
         let keep = keep_for_sink && !cache.contains_key(&desc.digest);
         let layer_err = |e| Error::Layer {
             location: location.clone(),
-            source: e,
+            source: Box::new(e),
         };
         if keep {
             let path = cache_dir.join(desc.digest.hex());

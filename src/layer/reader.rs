@@ -121,13 +121,16 @@ pub enum LayerError {
 #[derive(Debug)]
 pub struct VisitError(pub String);
 
+/// Called for each entry of a layer: its path, its change, and a reader over its body.
+pub type Visitor<'a> = dyn FnMut(ImagePath, Change, &mut dyn Read) -> Result<(), VisitError> + 'a;
+
 /// Reads a layer blob once: verifies it, decompresses it, and calls `visit` for each entry
 /// with the entry's normalized path, its change, and a reader over its body.
 pub fn read_layer<R: Read>(
     blob: R,
     desc: &Descriptor,
     expected_diff_id: Option<&Digest>,
-    visit: &mut dyn FnMut(ImagePath, Change, &mut dyn Read) -> Result<(), VisitError>,
+    visit: &mut Visitor<'_>,
 ) -> Result<LayerInfo, LayerError> {
     let digest = desc.digest.clone();
     let mut verifying = VerifyingReader::new(blob, digest.clone(), Some(desc.size));
@@ -177,7 +180,7 @@ pub fn read_layer<R: Read>(
 fn parse<R: Read>(
     verifying: &mut VerifyingReader<R>,
     digest: &Digest,
-    visit: &mut dyn FnMut(ImagePath, Change, &mut dyn Read) -> Result<(), VisitError>,
+    visit: &mut Visitor<'_>,
 ) -> Result<(Digest, u64, Compression, u64), LayerError> {
     let mut buffered = BufReader::with_capacity(128 * 1024, verifying);
     let head = buffered.fill_buf().map_err(|source| LayerError::Read {

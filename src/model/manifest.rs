@@ -185,6 +185,7 @@ pub struct ImageIndex {
 
 /// A parsed manifest of either kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // One lives at a time; boxing would only add noise.
 pub enum Manifest {
     /// A single-platform image.
     Image(ImageManifest),

@@ -50,7 +50,7 @@ impl ImageRef {
         let (name_tag, digest) = match input.split_once('@') {
             Some((n, d)) => (
                 n,
-                Some(Digest::parse(d).map_err(|e| err(format!("{}", e.reason)))?),
+                Some(Digest::parse(d).map_err(|e| err(e.reason.to_string()))?),
             ),
             None => (input, None),
         };
