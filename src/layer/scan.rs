@@ -4,10 +4,10 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use crate::model::{Descriptor, Digest};
+use crate::transport::blobstore::RangeReader;
 
 use super::entry::{Change, Kind, Meta};
 use super::merged::{Content, LayerChange, MergedView};
@@ -77,37 +77,8 @@ impl BodySpool {
     }
 
     /// A reader over `len` bytes kept at `offset`.
-    pub fn reader(&self, offset: u64, len: u64) -> SpoolReader<'_> {
-        SpoolReader {
-            file: &self.file,
-            pos: offset,
-            end: offset + len,
-        }
-    }
-}
-
-/// Reads a body back from a [`BodySpool`].
-pub struct SpoolReader<'a> {
-    file: &'a File,
-    pos: u64,
-    end: u64,
-}
-
-impl Read for SpoolReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let want = buf.len().min((self.end - self.pos) as usize);
-        if want == 0 {
-            return Ok(0);
-        }
-        let n = self.file.read_at(&mut buf[..want], self.pos)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "spool ended early",
-            ));
-        }
-        self.pos += n as u64;
-        Ok(n)
+    pub fn reader(&self, offset: u64, len: u64) -> RangeReader<&File> {
+        RangeReader::new(&self.file, offset, len)
     }
 }
 

@@ -304,14 +304,11 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
                     && is_code(&target_path, &target.meta)
                     && matches!(target.content, Some(Content::Spooled { .. }));
                 if reowned {
-                    let mut new = target.meta.clone();
+                    let mut new = root_owned(&target.meta);
                     new.kind = Kind::Hardlink;
                     new.link = Some(target_path.as_bytes().to_vec());
                     new.xattrs.clear();
                     new.size = 0;
-                    new.uid = 0;
-                    new.gid = 0;
-                    new.mode &= !0o022;
                     changes.insert(
                         path.clone(),
                         FileChange {
@@ -334,12 +331,9 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
         let Some(Content::Spooled { offset }) = content else {
             continue;
         };
-        let mut new = source_meta.clone();
+        let mut new = root_owned(source_meta);
         new.kind = Kind::File;
         new.link = None;
-        new.uid = 0;
-        new.gid = 0;
-        new.mode &= !0o022;
         changes.insert(
             path.clone(),
             FileChange {
@@ -377,14 +371,10 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
                 continue;
             }
             if holds_code.contains(path) {
-                let mut new = node.meta.clone();
-                new.uid = 0;
-                new.gid = 0;
-                new.mode &= !0o022;
                 changes.insert(
                     path.clone(),
                     FileChange {
-                        meta: new,
+                        meta: root_owned(&node.meta),
                         body: Body::Empty,
                         reason: Reason::CodeDir { uid: node.meta.uid },
                         before: Some(node.meta.clone()),
@@ -503,6 +493,15 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
         writable: tops,
         notes,
     })
+}
+
+/// The metadata of a file made root's and not writable by group or others.
+fn root_owned(meta: &Meta) -> Meta {
+    let mut new = meta.clone();
+    new.uid = 0;
+    new.gid = 0;
+    new.mode &= !0o022;
+    new
 }
 
 fn port_of(key: &str) -> Result<u16, std::num::ParseIntError> {

@@ -119,12 +119,8 @@ pub fn open_source(
             r.clone(),
             options,
         )?),
-        ImageLocation::OciLayout { .. } => {
-            Box::new(oci_layout::OciLayoutSource::open(location.clone())?)
-        }
-        ImageLocation::OciArchive { .. } => {
-            Box::new(oci_archive::OciArchiveSource::open(location.clone())?)
-        }
+        ImageLocation::OciLayout { .. } => Box::new(oci_layout::open_source(location.clone())?),
+        ImageLocation::OciArchive { .. } => Box::new(oci_archive::open_source(location.clone())?),
         ImageLocation::DockerArchive { .. } => {
             Box::new(docker_archive::DockerArchiveSource::open(location.clone())?)
         }

@@ -12,60 +12,22 @@ use crate::model::{media, Descriptor, Digest, ImageIndex, ImageLocation};
 
 use super::blobstore::{blob_path, TarStore};
 use super::oci_layout::{LayoutReader, DEFAULT_TAG, REF_NAME};
-use super::{BlobProvider, BlobReader, OutputImage, RawManifest, Sink, Source, TransportError};
+use super::{BlobProvider, BlobReader, OutputImage, Sink, TransportError};
 
-/// Reads an image from an OCI archive.
-pub struct OciArchiveSource {
-    reader: LayoutReader<TarStore>,
-}
-
-impl OciArchiveSource {
-    /// Opens `oci-archive:FILE[:TAG]`.
-    pub fn open(location: ImageLocation) -> Result<OciArchiveSource, TransportError> {
-        let ImageLocation::OciArchive { file, tag } = &location else {
-            unreachable!("an oci-archive: location")
-        };
-        if !file.is_file() {
-            return Err(TransportError::NotFound {
-                location: location.to_string(),
-                what: format!("archive `{}`", file.display()),
-            });
-        }
-        let store = TarStore::open(file, &location.to_string(), "OCI archive")?;
-        let tag = tag.clone();
-        Ok(OciArchiveSource {
-            reader: LayoutReader::new(store, location, tag, "OCI archive"),
-        })
+/// Opens `oci-archive:FILE[:TAG]` for reading (the archive is indexed, not unpacked).
+pub fn open_source(location: ImageLocation) -> Result<LayoutReader<TarStore>, TransportError> {
+    let ImageLocation::OciArchive { file, tag } = &location else {
+        unreachable!("an oci-archive: location")
+    };
+    if !file.is_file() {
+        return Err(TransportError::NotFound {
+            location: location.to_string(),
+            what: format!("archive `{}`", file.display()),
+        });
     }
-}
-
-impl Source for OciArchiveSource {
-    fn location(&self) -> &ImageLocation {
-        self.reader_location()
-    }
-
-    fn manifest(&mut self) -> Result<RawManifest, TransportError> {
-        let desc = self.reader.select()?;
-        self.reader.read_manifest(&desc)
-    }
-
-    fn manifest_by_digest(&mut self, desc: &Descriptor) -> Result<RawManifest, TransportError> {
-        self.reader.read_manifest(desc)
-    }
-
-    fn blob(&mut self, desc: &Descriptor) -> Result<BlobReader, TransportError> {
-        self.reader.blob(desc)
-    }
-
-    fn is_local(&self) -> bool {
-        true
-    }
-}
-
-impl OciArchiveSource {
-    fn reader_location(&self) -> &ImageLocation {
-        self.reader.location()
-    }
+    let store = TarStore::open(file, &location.to_string(), "OCI archive")?;
+    let tag = tag.clone();
+    Ok(LayoutReader::new(store, location, tag, "OCI archive"))
 }
 
 /// Writes an image as a new OCI archive (an existing file is replaced only on success).

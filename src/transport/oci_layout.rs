@@ -130,47 +130,38 @@ impl<S: FileStore> LayoutReader<S> {
     }
 }
 
-/// Reads an image from a layout directory.
-pub struct OciLayoutSource {
-    reader: LayoutReader<DirStore>,
-}
-
-impl OciLayoutSource {
-    /// Opens `oci:DIR[:TAG]`.
-    pub fn open(location: ImageLocation) -> Result<OciLayoutSource, TransportError> {
-        let ImageLocation::OciLayout { dir, tag } = &location else {
-            unreachable!("an oci: location")
-        };
-        if !dir.is_dir() {
-            return Err(TransportError::NotFound {
-                location: location.to_string(),
-                what: format!("layout directory `{}`", dir.display()),
-            });
-        }
-        let store = DirStore::new(dir);
-        let tag = tag.clone();
-        Ok(OciLayoutSource {
-            reader: LayoutReader::new(store, location, tag, "OCI layout"),
-        })
+/// Opens `oci:DIR[:TAG]` for reading.
+pub fn open_source(location: ImageLocation) -> Result<LayoutReader<DirStore>, TransportError> {
+    let ImageLocation::OciLayout { dir, tag } = &location else {
+        unreachable!("an oci: location")
+    };
+    if !dir.is_dir() {
+        return Err(TransportError::NotFound {
+            location: location.to_string(),
+            what: format!("layout directory `{}`", dir.display()),
+        });
     }
+    let store = DirStore::new(dir);
+    let tag = tag.clone();
+    Ok(LayoutReader::new(store, location, tag, "OCI layout"))
 }
 
-impl Source for OciLayoutSource {
+impl<S: FileStore> Source for LayoutReader<S> {
     fn location(&self) -> &ImageLocation {
-        &self.reader.location
+        &self.location
     }
 
     fn manifest(&mut self) -> Result<RawManifest, TransportError> {
-        let desc = self.reader.select()?;
-        self.reader.read_manifest(&desc)
+        let desc = self.select()?;
+        self.read_manifest(&desc)
     }
 
     fn manifest_by_digest(&mut self, desc: &Descriptor) -> Result<RawManifest, TransportError> {
-        self.reader.read_manifest(desc)
+        self.read_manifest(desc)
     }
 
     fn blob(&mut self, desc: &Descriptor) -> Result<BlobReader, TransportError> {
-        self.reader.blob(desc)
+        LayoutReader::blob(self, desc)
     }
 
     fn is_local(&self) -> bool {
