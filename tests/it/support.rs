@@ -162,6 +162,12 @@ pub fn skopeo(args: &[&str]) -> Output {
     tool("skopeo", args)
 }
 
+/// How a test registry authenticates.
+enum Auth<'a> {
+    Htpasswd(&'a str, &'a str),
+    Token(&'a TokenServer),
+}
+
 /// A real registry on 127.0.0.1, stopped when dropped.
 pub struct Registry {
     child: Child,
@@ -186,10 +192,15 @@ impl Registry {
 
     /// Starts a registry with htpasswd authentication for one user.
     pub fn start_with_auth(user: &str, password: &str) -> Registry {
-        Registry::start_inner("127.0.0.1", Some((user, password)))
+        Registry::start_inner("127.0.0.1", Some(Auth::Htpasswd(user, password)))
     }
 
-    fn start_inner(host: &str, auth: Option<(&str, &str)>) -> Registry {
+    /// Starts a registry with bearer-token authentication served by `tokens`.
+    pub fn start_with_tokens(tokens: &TokenServer) -> Registry {
+        Registry::start_inner("127.0.0.1", Some(Auth::Token(tokens)))
+    }
+
+    fn start_inner(host: &str, auth: Option<Auth<'_>>) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("unroot-registry-")
             .tempdir()
@@ -205,14 +216,22 @@ impl Registry {
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
             storage.display()
         );
-        if let Some((user, password)) = auth {
-            let htpasswd = dir.path().join("htpasswd");
-            let out = tool("htpasswd", &["-Bbn", user, password]).success();
-            std::fs::write(&htpasswd, out.stdout.trim()).expect("write htpasswd");
-            config.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: unroot-test\n    path: {}\n",
-                htpasswd.display()
-            ));
+        match auth {
+            Some(Auth::Htpasswd(user, password)) => {
+                let htpasswd = dir.path().join("htpasswd");
+                let out = tool("htpasswd", &["-Bbn", user, password]).success();
+                std::fs::write(&htpasswd, out.stdout.trim()).expect("write htpasswd");
+                config.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: unroot-test\n    path: {}\n",
+                    htpasswd.display()
+                ));
+            }
+            Some(Auth::Token(tokens)) => config.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                tokens.realm,
+                tokens.cert.display()
+            )),
+            None => {}
         }
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).expect("write registry config");
@@ -395,4 +414,149 @@ pub fn edit_config(layout: &Path, tag: &str, edit: impl FnOnce(&mut serde_json::
     entry["digest"] = put(&manifest_bytes).into();
     entry["size"] = manifest_bytes.len().into();
     std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+/// A token server for the registry's bearer-token authentication (the Docker token
+/// protocol): it checks HTTP basic credentials and answers with a JWT signed by a key made
+/// with `openssl` for this test, which the registry trusts.
+pub struct TokenServer {
+    pub realm: String,
+    pub cert: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The token service name and issuer the registry is configured with.
+pub const TOKEN_SERVICE: &str = "unroot-test-registry";
+const TOKEN_ISSUER: &str = "unroot-test-issuer";
+
+impl TokenServer {
+    pub fn start(user: &str, password: &str) -> TokenServer {
+        use base64::Engine;
+        let dir = tempfile::Builder::new()
+            .prefix("unroot-token-")
+            .tempdir()
+            .expect("temp dir");
+        let key = dir.path().join("key.pem");
+        let cert = dir.path().join("cert.pem");
+        tool(
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=unroot-test-token",
+                "-keyout",
+                key.to_str().unwrap(),
+                "-out",
+                cert.to_str().unwrap(),
+            ],
+        )
+        .success();
+        let der = Command::new("openssl")
+            .args(["x509", "-in", cert.to_str().unwrap(), "-outform", "DER"])
+            .output()
+            .expect("openssl runs")
+            .stdout;
+        let x5c = base64::engine::general_purpose::STANDARD.encode(der);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("free port");
+        let realm = format!("http://{}/token", listener.local_addr().unwrap());
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = answer_token_request(stream, &expected, &x5c, &key);
+            }
+        });
+        TokenServer {
+            realm,
+            cert,
+            _dir: dir,
+        }
+    }
+}
+
+fn answer_token_request(
+    mut stream: TcpStream,
+    expected_auth: &str,
+    x5c: &str,
+    key: &Path,
+) -> std::io::Result<()> {
+    use base64::Engine;
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut authorized = false;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("authorization") && value.trim() == expected_auth {
+                authorized = true;
+            }
+        }
+    }
+    if !authorized {
+        let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#;
+        return write!(stream, "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    }
+    // Grant what was asked: every `scope=repository:NAME:ACTIONS` parameter.
+    let target = request_line.split_whitespace().nth(1).unwrap_or_default();
+    let query = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    let mut access = Vec::new();
+    for pair in query.split('&') {
+        if let Some(scope) = pair.strip_prefix("scope=") {
+            let scope = scope
+                .replace("%3A", ":")
+                .replace("%2C", ",")
+                .replace("%2F", "/")
+                .replace('+', " ");
+            for one in scope.split(' ') {
+                let parts: Vec<&str> = one.splitn(3, ':').collect();
+                if parts.len() == 3 {
+                    access.push(serde_json::json!({"type": parts[0], "name": parts[1], "actions": parts[2].split(',').collect::<Vec<_>>()}));
+                }
+            }
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+    let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [x5c]});
+    let claims = serde_json::json!({
+        "iss": TOKEN_ISSUER, "sub": "test", "aud": TOKEN_SERVICE,
+        "exp": now + 600, "nbf": now - 60, "iat": now - 60, "jti": format!("{now}-{}", access.len()),
+        "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign", key.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(signing_input.as_bytes())?;
+    let signature = child.wait_with_output()?.stdout;
+    let token = format!("{signing_input}.{}", b64(&signature));
+    let body =
+        serde_json::json!({"token": token, "access_token": token, "expires_in": 600}).to_string();
+    write!(stream, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
 }

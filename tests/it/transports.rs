@@ -613,3 +613,45 @@ fn credential_helper() {
     .success();
     assert!(registry.has_tag("sample:v1-unprivileged", Some("carol:helper-pw")));
 }
+
+#[test]
+fn registry_with_bearer_tokens() {
+    let s = Scratch::new();
+    let tokens = crate::support::TokenServer::start("dave", "token-pw");
+    let registry = Registry::start_with_tokens(&tokens);
+    let src = s.build("img", "v1", &sample_spec());
+    registry.push(&src, "team/sample:v1", Some("dave:token-pw"));
+
+    // Without credentials the token server refuses: a clear 401.
+    let out = s
+        .unroot(&["convert", &registry.image("team/sample:v1")])
+        .failure(1);
+    assert!(
+        out.error_line().contains("(HTTP 401 unauthorized)"),
+        "{}",
+        out.stderr
+    );
+
+    // With them: the token dance, to the same repository and to another one.
+    s.unroot(&[
+        "convert",
+        "-q",
+        &registry.image("team/sample:v1"),
+        "--creds",
+        "dave:token-pw",
+    ])
+    .success();
+    s.unroot(&[
+        "convert",
+        "-q",
+        &registry.image("team/sample:v1"),
+        "--creds",
+        "dave:token-pw",
+        "--to",
+        &registry.image("other/sample:v1"),
+    ])
+    .success();
+    for tag in ["team/sample:v1-unprivileged", "other/sample:v1"] {
+        assert!(registry.has_tag(tag, Some("dave:token-pw")), "{tag}");
+    }
+}
