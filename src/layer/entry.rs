@@ -180,10 +180,13 @@ pub fn read_entry<R: Read>(
     if path.is_root() {
         return Ok(None);
     }
-    let mode = header.mode().map_err(header_err)? & 0o7777;
-    let mut uid = header.uid().map_err(header_err)?;
-    let mut gid = header.gid().map_err(header_err)?;
-    let mut mtime = header.mtime().unwrap_or(0);
+    // Empty numeric fields read as 0, as Go's archive/tar (and so Docker) reads them.
+    let old = header.as_old();
+    let mode =
+        numeric(header.mode().map(u64::from), &old.mode).map_err(header_err)? as u32 & 0o7777;
+    let mut uid = numeric(header.uid(), &old.uid).map_err(header_err)?;
+    let mut gid = numeric(header.gid(), &old.gid).map_err(header_err)?;
+    let mut mtime = numeric(header.mtime(), &old.mtime).unwrap_or(0);
     let size = if kind == Kind::File { entry.size() } else { 0 };
     let device = match kind {
         Kind::Char | Kind::Block => (
@@ -238,4 +241,13 @@ pub fn read_entry<R: Read>(
             xattrs,
         }),
     )))
+}
+
+/// A header's numeric field: its parsed value, or 0 when the field is blank.
+fn numeric(parsed: std::io::Result<u64>, raw: &[u8]) -> std::io::Result<u64> {
+    match parsed {
+        Ok(v) => Ok(v),
+        Err(_) if raw.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
+        Err(e) => Err(e),
+    }
 }

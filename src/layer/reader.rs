@@ -235,3 +235,190 @@ fn parse<R: Read>(
     let (diff_id, size) = hashing.finish();
     Ok((diff_id, size, compression, entries))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::Kind;
+    use std::io::Write;
+
+    /// A header whose uid and gid fields are left blank (read as 0).
+    fn header(kind: tar::EntryType, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(0o755);
+        h.set_mtime(0);
+        h
+    }
+
+    fn pax(records: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (k, v) in records {
+            let mut body = format!(" {k}=").into_bytes();
+            body.extend_from_slice(v);
+            body.push(b'\n');
+            let mut len = body.len() + 1;
+            while len.to_string().len() + body.len() != len {
+                len = len.to_string().len() + body.len();
+            }
+            out.extend_from_slice(len.to_string().as_bytes());
+            out.extend_from_slice(&body);
+        }
+        out
+    }
+
+    /// A layer with a GNU long name, a PAX path and ids, a base-256 uid, an xattr, a hard
+    /// link, a device and a whiteout.
+    fn tricky_layer() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let long = format!("usr/share/{}/file.txt", "d".repeat(120));
+        b.append_data(&mut header(tar::EntryType::Regular, 3), &long, &b"abc"[..])
+            .unwrap();
+
+        let records = pax(&[
+            ("path", format!("opt/{}", "p".repeat(150)).as_bytes()),
+            ("uid", b"3000000001"),
+            ("gid", b"70000"),
+            (
+                "SCHILY.xattr.security.capability",
+                &[1, 0, 0, 2, 0, 4, 0, 0],
+            ),
+        ]);
+        b.append_data(
+            &mut header(tar::EntryType::XHeader, records.len() as u64),
+            "PaxHeaders/x",
+            records.as_slice(),
+        )
+        .unwrap();
+        b.append_data(
+            &mut header(tar::EntryType::Regular, 2),
+            "short-name",
+            &b"hi"[..],
+        )
+        .unwrap();
+
+        let mut big = header(tar::EntryType::Regular, 0);
+        big.set_uid(4_000_000_000);
+        b.append_data(&mut big, "big-uid", io::empty()).unwrap();
+
+        let mut link = header(tar::EntryType::Link, 0);
+        b.append_link(&mut link, "hard", "big-uid").unwrap();
+        let mut dev = header(tar::EntryType::Char, 0);
+        dev.set_device_major(1).unwrap();
+        dev.set_device_minor(3).unwrap();
+        b.append_data(&mut dev, "dev/null", io::empty()).unwrap();
+        b.append_data(
+            &mut header(tar::EntryType::Regular, 0),
+            "etc/.wh.gone",
+            io::empty(),
+        )
+        .unwrap();
+        b.into_inner().unwrap()
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn read_all(
+        blob: &[u8],
+        diff_id: Option<&Digest>,
+    ) -> Result<Vec<(String, Change)>, LayerError> {
+        let desc = Descriptor::new("x", Digest::sha256_of(blob), blob.len() as u64);
+        let mut seen = Vec::new();
+        read_layer(blob, &desc, diff_id, &mut |path, change, _| {
+            seen.push((path.display(), change));
+            Ok(())
+        })?;
+        Ok(seen)
+    }
+
+    #[test]
+    fn reads_long_names_pax_records_and_large_ids() {
+        let tar = tricky_layer();
+        let seen = read_all(&gzip(&tar), Some(&Digest::sha256_of(&tar))).unwrap();
+        let names: Vec<&str> = seen.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(names.len(), 6);
+        assert!(
+            names[0].ends_with("/file.txt") && names[0].len() > 130,
+            "{}",
+            names[0]
+        );
+        let Change::Put(pax) = &seen[1].1 else {
+            panic!()
+        };
+        assert_eq!(seen[1].0, format!("/opt/{}", "p".repeat(150)));
+        assert_eq!((pax.uid, pax.gid), (3_000_000_001, 70_000));
+        assert_eq!(
+            pax.xattrs["security.capability"],
+            vec![1, 0, 0, 2, 0, 4, 0, 0]
+        );
+        let Change::Put(big) = &seen[2].1 else {
+            panic!()
+        };
+        assert_eq!(big.uid, 4_000_000_000);
+        let Change::Put(link) = &seen[3].1 else {
+            panic!()
+        };
+        assert_eq!(link.kind, Kind::Hardlink);
+        assert_eq!(link.hardlink_target().unwrap().display(), "/big-uid");
+        let Change::Put(dev) = &seen[4].1 else {
+            panic!()
+        };
+        assert_eq!((dev.kind, dev.device), (Kind::Char, (1, 3)));
+        assert_eq!(seen[5], ("/etc/gone".to_string(), Change::Whiteout));
+    }
+
+    #[test]
+    fn reads_zstd_and_plain_tar_and_multi_member_gzip() {
+        let tar = tricky_layer();
+        let diff_id = Digest::sha256_of(&tar);
+        let zstd = zstd::encode_all(tar.as_slice(), 3).unwrap();
+        assert_eq!(read_all(&zstd, Some(&diff_id)).unwrap().len(), 6);
+        assert_eq!(read_all(&tar, Some(&diff_id)).unwrap().len(), 6);
+        let half = tar.len() / 2 / 512 * 512;
+        let mut two = gzip(&tar[..half]);
+        two.extend(gzip(&tar[half..]));
+        assert_eq!(read_all(&two, Some(&diff_id)).unwrap().len(), 6);
+    }
+
+    #[test]
+    fn reports_the_digest_first_when_bytes_are_damaged() {
+        let mut blob = gzip(&tricky_layer());
+        let desc = Descriptor::new("x", Digest::sha256_of(&blob), blob.len() as u64);
+        let n = blob.len();
+        blob[n / 2] ^= 0x55;
+        let err = read_layer(blob.as_slice(), &desc, None, &mut |_, _, _| Ok(())).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LayerError::Corrupt {
+                    mismatch: DigestMismatch::Digest { .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = read_layer(&blob[..n - 10], &desc, None, &mut |_, _, _| Ok(())).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LayerError::Corrupt {
+                    mismatch: DigestMismatch::Size { .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_a_wrong_diff_id() {
+        let blob = gzip(&tricky_layer());
+        let err = read_all(&blob, Some(&Digest::sha256_of(b"other"))).unwrap_err();
+        assert!(matches!(err, LayerError::DiffId { .. }), "{err}");
+    }
+}

@@ -180,3 +180,128 @@ fn append_pax_xattrs<W: Write>(
         records.as_slice(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::reader::read_layer;
+    use crate::layer::Change;
+    use crate::model::Descriptor;
+    use std::collections::BTreeMap;
+    use std::io::Read;
+    use std::sync::Arc;
+
+    fn meta(kind: Kind, mode: u32, uid: u64) -> Meta {
+        Meta {
+            kind,
+            mode,
+            uid,
+            gid: 0,
+            size: 0,
+            mtime: 86400,
+            link: None,
+            device: (0, 0),
+            xattrs: BTreeMap::new(),
+        }
+    }
+
+    fn plan() -> BTreeMap<ImagePath, FileChange> {
+        let change = |meta: Meta, body: Body| FileChange {
+            meta,
+            body,
+            reason: crate::plan::Reason::Writable,
+            before: None,
+        };
+        let mut cap = meta(Kind::File, 0o755, 0);
+        cap.size = 4;
+        cap.xattrs
+            .insert("security.capability".into(), vec![1, 0, 0, 2]);
+        let mut link = meta(Kind::Hardlink, 0o755, 0);
+        link.link = Some(b"z/bin".to_vec());
+        let long = format!("z/{}", "n".repeat(200));
+        let mut m = BTreeMap::new();
+        // The link sorts before its target: the writer must put it after.
+        m.insert(ImagePath::new("/a-link"), change(link, Body::Empty));
+        m.insert(
+            ImagePath::new("/z/bin"),
+            change(cap, Body::Bytes(Arc::new(b"\x7fELF".to_vec()))),
+        );
+        m.insert(
+            ImagePath::new("/var/cache"),
+            change(meta(Kind::Dir, 0o775, 1000), Body::Empty),
+        );
+        m.insert(
+            ImagePath::new(&long),
+            change(meta(Kind::Dir, 0o755, 0), Body::Empty),
+        );
+        m
+    }
+
+    fn write(dir: &Path) -> NewLayer {
+        let spool = BodySpool::new().unwrap();
+        write_layer(&plan(), &spool, dir).unwrap()
+    }
+
+    #[test]
+    fn same_plan_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut a, mut b) = (write(dir.path()), write(dir.path()));
+        assert_eq!(a.digest, b.digest);
+        assert_eq!(a.diff_id, b.diff_id);
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        a.file.read_to_end(&mut x).unwrap();
+        b.file.read_to_end(&mut y).unwrap();
+        assert_eq!(x, y);
+        assert_eq!(x.len() as u64, a.size);
+    }
+
+    #[test]
+    fn reads_back_with_metadata_xattrs_and_link_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = write(dir.path());
+        let desc = Descriptor::new("x", layer.digest.clone(), layer.size);
+        let mut seen = Vec::new();
+        let info = read_layer(
+            std::fs::File::open(layer.file.path()).unwrap(),
+            &desc,
+            Some(&layer.diff_id),
+            &mut |p, c, body| {
+                let mut content = Vec::new();
+                body.read_to_end(&mut content).unwrap();
+                seen.push((p.display(), c, content));
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(info.uncompressed_size, layer.uncompressed_size);
+        let names: Vec<&str> = seen.iter().map(|(p, _, _)| p.as_str()).collect();
+        assert_eq!(names[..2], ["/var/cache", "/z/bin"]);
+        assert!(names[2].starts_with("/z/nnnn"));
+        assert_eq!(names[3], "/a-link");
+        let Change::Put(bin) = &seen[1].1 else {
+            panic!()
+        };
+        assert_eq!(bin.xattrs["security.capability"], vec![1, 0, 0, 2]);
+        assert_eq!((bin.mode, bin.uid, bin.mtime), (0o755, 0, 86400));
+        assert_eq!(seen[1].2, b"\x7fELF");
+        let Change::Put(dir_meta) = &seen[0].1 else {
+            panic!()
+        };
+        assert_eq!(
+            (dir_meta.kind, dir_meta.mode, dir_meta.uid),
+            (Kind::Dir, 0o775, 1000)
+        );
+    }
+
+    /// The compressed bytes depend on the gzip backend: this pins zlib-rs at level 6, so a
+    /// dependency that silently switches backends (and so every digest) fails here.
+    #[test]
+    fn gzip_backend_is_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = write(dir.path());
+        assert_eq!(
+            layer.digest.to_string(),
+            "sha256:d63f3ce1daa87f9fa7e48ced7cc6021b327c2c879e3c959b1b0cde954b3970dd"
+        );
+    }
+}
