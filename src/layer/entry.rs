@@ -25,6 +25,19 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Its name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Dir => "directory",
+            Kind::Symlink => "symlink",
+            Kind::Hardlink => "hard link",
+            Kind::Char => "character device",
+            Kind::Block => "block device",
+            Kind::Fifo => "named pipe",
+        }
+    }
+
     /// One letter, as `ls -l` shows it.
     pub fn letter(self) -> char {
         match self {

@@ -20,7 +20,7 @@ use crate::layer::{Content, ImagePath, Kind, MergedView, Meta, Scan, Want};
 use crate::model::ImageConfig;
 
 use super::ports::{is_port_variable, PortMap};
-use super::users::{self, GroupEntry, PasswdEntry, SYSTEM_ACCOUNTS};
+use super::users::{self, PasswdEntry, SYSTEM_ACCOUNTS};
 use super::{Body, FileChange, Identity, Plan, Reason};
 
 /// The UID unroot picks when the image has no non-root user of its own (distroless's
@@ -49,17 +49,9 @@ pub enum PlanError {
     /// A path that must be read or written sits behind a symlink loop.
     #[error(transparent)]
     Resolve(#[from] ResolveError),
-    /// A file to edit is larger than unroot reads.
-    #[error("`{0}` is larger than 1 MiB, too large to edit")]
-    TooLarge(String),
-    /// A file to edit is not a regular file.
-    #[error("`{path}` is a {kind}, not a regular file, so it cannot be edited")]
-    NotAFile {
-        /// The path.
-        path: String,
-        /// What it is.
-        kind: &'static str,
-    },
+    /// `/etc/passwd` or `/etc/group` cannot be read.
+    #[error(transparent)]
+    Accounts(#[from] users::AccountsError),
     /// `--uid` or `--gid` of 0.
     #[error("the runtime user must not be root (uid and gid 0 are refused for the user; gid 0 is allowed)")]
     Root,
@@ -92,65 +84,6 @@ pub fn is_code(path: &ImagePath, meta: &Meta) -> bool {
     name.ends_with(b".so") || name.windows(4).any(|w| w == b".so.") || name.ends_with(b".jar")
 }
 
-/// The account files, read through symlinks.
-struct Accounts {
-    passwd_path: ImagePath,
-    passwd_text: Option<Vec<u8>>,
-    passwd: Vec<PasswdEntry>,
-    group_path: ImagePath,
-    group_text: Option<Vec<u8>>,
-    groups: Vec<GroupEntry>,
-}
-
-fn read_text(scan: &Scan, path: &str) -> Result<(ImagePath, Option<Vec<u8>>), PlanError> {
-    let resolved = scan.view.resolve(&ImagePath::new(path))?;
-    let Some(node) = scan.view.get(&resolved) else {
-        return Ok((resolved, None));
-    };
-    if node.meta.kind != Kind::File {
-        return Err(PlanError::NotAFile {
-            path: resolved.display(),
-            kind: kind_name(node.meta.kind),
-        });
-    }
-    match &node.content {
-        Some(Content::Bytes(b)) => Ok((resolved, Some(b.as_ref().clone()))),
-        Some(Content::TooLarge) => Err(PlanError::TooLarge(resolved.display())),
-        _ => Ok((resolved, None)),
-    }
-}
-
-fn kind_name(kind: Kind) -> &'static str {
-    match kind {
-        Kind::File => "file",
-        Kind::Dir => "directory",
-        Kind::Symlink => "symlink",
-        Kind::Hardlink => "hard link",
-        Kind::Char => "character device",
-        Kind::Block => "block device",
-        Kind::Fifo => "named pipe",
-    }
-}
-
-fn read_accounts(scan: &Scan) -> Result<Accounts, PlanError> {
-    let (passwd_path, passwd_text) = read_text(scan, "/etc/passwd")?;
-    let (group_path, group_text) = read_text(scan, "/etc/group")?;
-    Ok(Accounts {
-        passwd: passwd_text
-            .as_deref()
-            .map(users::parse_passwd)
-            .unwrap_or_default(),
-        groups: group_text
-            .as_deref()
-            .map(users::parse_group)
-            .unwrap_or_default(),
-        passwd_path,
-        passwd_text,
-        group_path,
-        group_text,
-    })
-}
-
 /// The non-root account that owns files in the image, when there is exactly one that is
 /// not a distribution's own system account.
 fn obvious_service_user<'a>(
@@ -179,7 +112,7 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
         return Err(PlanError::Root);
     }
     let view = &scan.view;
-    let accounts = read_accounts(scan)?;
+    let accounts = users::Accounts::read(&scan.view)?;
     let user_before = config.user().map(String::from);
     let image_user =
         users::resolve_user(user_before.as_deref(), &accounts.passwd, &accounts.groups);
@@ -412,7 +345,7 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
             Some(node) if node.meta.kind != Kind::Dir => {
                 notes.push(format!(
                     "`{root}` is {what} but is a {}, not a directory; left as it is",
-                    kind_name(node.meta.kind)
+                    node.meta.kind.name()
                 ));
                 continue;
             }

@@ -1,6 +1,80 @@
 //! `/etc/passwd` and `/etc/group`: parsing, looking up the image's `User`, and adding the
 //! entry for the runtime user while leaving every other line as it is.
 
+use crate::layer::merged::ResolveError;
+use crate::layer::{Content, ImagePath, Kind, MergedView};
+
+/// Why the account files cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountsError {
+    /// The path sits behind a symlink loop.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// The file is larger than unroot reads.
+    #[error("`{0}` is larger than 1 MiB, too large to edit")]
+    TooLarge(String),
+    /// The file is not a regular file.
+    #[error("`{path}` is a {kind}, not a regular file, so it cannot be edited")]
+    NotAFile {
+        /// The path.
+        path: String,
+        /// What it is.
+        kind: &'static str,
+    },
+}
+
+/// The account files of an image, read through symlinks.
+#[derive(Clone, Debug, Default)]
+pub struct Accounts {
+    /// Where `/etc/passwd` leads.
+    pub passwd_path: ImagePath,
+    /// Its bytes, when it exists.
+    pub passwd_text: Option<Vec<u8>>,
+    /// Its entries.
+    pub passwd: Vec<PasswdEntry>,
+    /// Where `/etc/group` leads.
+    pub group_path: ImagePath,
+    /// Its bytes, when it exists.
+    pub group_text: Option<Vec<u8>>,
+    /// Its entries.
+    pub groups: Vec<GroupEntry>,
+}
+
+impl Accounts {
+    /// Reads `/etc/passwd` and `/etc/group` from the merged view (their bodies must have
+    /// been kept while scanning).
+    pub fn read(view: &MergedView) -> Result<Accounts, AccountsError> {
+        let (passwd_path, passwd_text) = read_text(view, "/etc/passwd")?;
+        let (group_path, group_text) = read_text(view, "/etc/group")?;
+        Ok(Accounts {
+            passwd: passwd_text.as_deref().map(parse_passwd).unwrap_or_default(),
+            groups: group_text.as_deref().map(parse_group).unwrap_or_default(),
+            passwd_path,
+            passwd_text,
+            group_path,
+            group_text,
+        })
+    }
+}
+
+fn read_text(view: &MergedView, path: &str) -> Result<(ImagePath, Option<Vec<u8>>), AccountsError> {
+    let resolved = view.resolve(&ImagePath::new(path))?;
+    let Some(node) = view.get(&resolved) else {
+        return Ok((resolved, None));
+    };
+    if node.meta.kind != Kind::File {
+        return Err(AccountsError::NotAFile {
+            path: resolved.display(),
+            kind: node.meta.kind.name(),
+        });
+    }
+    match &node.content {
+        Some(Content::Bytes(b)) => Ok((resolved, Some(b.as_ref().clone()))),
+        Some(Content::TooLarge) => Err(AccountsError::TooLarge(resolved.display())),
+        _ => Ok((resolved, None)),
+    }
+}
+
 /// One line of `/etc/passwd`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PasswdEntry {
