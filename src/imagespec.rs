@@ -130,6 +130,9 @@ pub struct EntrySpec {
     /// File content as text.
     #[serde(default)]
     pub text: Option<String>,
+    /// File content as base64 (for bytes that are not UTF-8).
+    #[serde(default)]
+    pub base64: Option<String>,
     /// File content copied from a file on this machine.
     #[serde(default)]
     pub host: Option<PathBuf>,
@@ -553,8 +556,20 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, e: &EntrySpec) -> Result<(), Spec
         "file" => {
             h.set_entry_type(tar::EntryType::Regular);
             h.set_mode(e.mode.unwrap_or(0o644));
-            let mut data: Box<dyn Read> = match (&e.text, &e.host, e.size) {
-                (Some(t), None, None) => Box::new(io::Cursor::new(t.clone().into_bytes())),
+            let text = match (&e.text, &e.base64) {
+                (Some(_), Some(_)) => {
+                    return Err(err("give one of `text`, `base64`, `host` and `size`".into()))
+                }
+                (Some(t), None) => Some(t.clone().into_bytes()),
+                (None, Some(b)) => Some(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b)
+                        .map_err(|_| err("`base64` is not base64".into()))?,
+                ),
+                (None, None) => None,
+            };
+            let mut data: Box<dyn Read> = match (&text, &e.host, e.size) {
+                (Some(t), None, None) => Box::new(io::Cursor::new(t.clone())),
                 (None, Some(p), None) => {
                     let f = File::open(p).map_err(|x| err(format!("`{}`: {x}", p.display())))?;
                     h.set_size(f.metadata()?.len());
@@ -562,9 +577,9 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, e: &EntrySpec) -> Result<(), Spec
                 }
                 (None, None, Some(n)) => Box::new(Noise::new(e.seed.unwrap_or(n), n)),
                 (None, None, None) => Box::new(io::empty()),
-                _ => return Err(err("give one of `text`, `host` and `size`".into())),
+                _ => return Err(err("give one of `text`, `base64`, `host` and `size`".into())),
             };
-            let len = match (&e.text, e.size) {
+            let len = match (&text, e.size) {
                 (Some(t), _) => t.len() as u64,
                 (_, Some(n)) => n,
                 _ => h.size().unwrap_or(0),

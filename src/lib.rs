@@ -13,5 +13,7 @@ pub mod transport;
 pub mod write;
 
 pub use error::Error;
+pub mod analyze;
 pub mod cli;
 pub mod imagespec;
+pub mod recipe;

@@ -9,14 +9,17 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use crate::analyze::MatchedRecipe;
 use crate::error::Error;
-use crate::layer::{LayerInfo, Scan};
+use crate::layer::scan::CapturePolicy;
+use crate::layer::{ImagePath, LayerInfo, Meta, Scan, Want};
 use crate::model::{media, ImageRef};
 use crate::model::{
     Descriptor, Digest, ImageConfig, ImageLocation, ImageManifest, Manifest, Platform,
 };
 use crate::plan::generic::{self, GenericCapture};
 use crate::plan::Plan;
+use crate::recipe::{self, Recipe};
 use crate::transport::registry::RegistryOptions;
 use crate::transport::{self, BlobProvider, BlobReader, OutputLayer, Source, TransportError};
 use crate::write::image::{assemble, Lineage};
@@ -226,11 +229,41 @@ pub fn resolve(source: &mut dyn Source, platform: &Platform) -> Result<ResolvedI
     })
 }
 
-/// Reads every layer once into a [`Scan`]. Blobs of a remote source that the sink will need
-/// again are kept in `cache_dir` while they stream past.
+/// What the scan keeps: what the generic conversion needs, plus the files the recipes
+/// read (their config, in memory and capped).
+struct Capture {
+    recipes: globset::GlobSet,
+}
+
+impl CapturePolicy for Capture {
+    fn want(&self, path: &ImagePath, meta: &Meta) -> Want {
+        match GenericCapture.want(path, meta) {
+            Want::Nothing if self.recipes.is_match(path.display()) => Want::Text,
+            other => other,
+        }
+    }
+}
+
+/// The service accounts the matched recipes prefer, in recipe order.
+pub fn preferred_users(matched: &[MatchedRecipe<'_>]) -> Vec<(String, String)> {
+    matched
+        .iter()
+        .flat_map(|m| {
+            m.recipe
+                .users
+                .iter()
+                .map(|u| (u.clone(), m.recipe.name.clone()))
+        })
+        .collect()
+}
+
+/// Reads every layer once into a [`Scan`], keeping the bodies the conversion and the
+/// recipes need. Blobs of a remote source that the sink will need again are kept in
+/// `cache_dir` while they stream past.
 pub fn scan_layers(
     source: &mut dyn Source,
     image: &ResolvedImage,
+    recipes: &[Recipe],
     keep_for_sink: bool,
     cache_dir: &Path,
     progress: &mut dyn Progress,
@@ -246,6 +279,9 @@ pub fn scan_layers(
         source: e,
     })?;
     let mut cache = BTreeMap::new();
+    let policy = Capture {
+        recipes: recipe::capture_set(recipes),
+    };
     let total = image.manifest.layers.len();
     for (i, (desc, diff_id)) in image.manifest.layers.iter().zip(&diff_ids).enumerate() {
         progress.message(&format!(
@@ -271,11 +307,11 @@ pub fn scan_layers(
                 inner: blob,
                 copy: io::BufWriter::with_capacity(256 * 1024, file),
             };
-            scan.add_layer(tee, desc, Some(diff_id), &GenericCapture)
+            scan.add_layer(tee, desc, Some(diff_id), &policy)
                 .map_err(layer_err)?;
             cache.insert(desc.digest.clone(), path);
         } else {
-            scan.add_layer(blob, desc, Some(diff_id), &GenericCapture)
+            scan.add_layer(blob, desc, Some(diff_id), &policy)
                 .map_err(layer_err)?;
         }
     }
@@ -309,7 +345,16 @@ pub fn convert(
             source: e,
         })?;
     let keep = !source.is_local() && !sink.can_reuse_blobs_of(source.location());
-    let (scan, cache) = scan_layers(source.as_mut(), &image, keep, work.path(), progress)?;
+    let recipes = Recipe::builtin();
+    let (scan, cache) = scan_layers(
+        source.as_mut(),
+        &image,
+        &recipes,
+        keep,
+        work.path(),
+        progress,
+    )?;
+    options.preferred_users = preferred_users(&MatchedRecipe::find(&recipes, &scan.view));
 
     let plan = generic::plan(&scan, &image.config, &options).map_err(|e| Error::Plan {
         location: request.source.to_string(),

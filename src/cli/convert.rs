@@ -49,6 +49,7 @@ pub fn request(args: &ConvertArgs) -> Result<ConvertRequest, Error> {
             gid: args.gid,
             ports,
             mtime: 0,
+            preferred_users: Vec::new(),
         },
         registry: RegistryOptions {
             creds,

@@ -41,6 +41,9 @@ pub struct Options {
     pub ports: PortMap,
     /// Modification time for new and edited files.
     pub mtime: u64,
+    /// Service accounts the matched recipes prefer, most preferred first, with the
+    /// recipe's name: `("www-data", "nginx")`.
+    pub preferred_users: Vec<(String, String)>,
 }
 
 /// Why the generic conversion cannot go on.
@@ -120,16 +123,31 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
 
     // The service user the image had: named in `User`, or the obvious owner of files.
     let former: Option<(u64, Option<u64>, String)> = match image_user.uid {
-        Some(0) => obvious_service_user(view, &accounts.passwd).map(|p| {
-            (
-                p.uid,
-                Some(p.gid),
-                format!(
-                    "`{}`, the only non-system account that owns files in the image",
-                    p.name
-                ),
-            )
-        }),
+        Some(0) => {
+            let preferred = opts.preferred_users.iter().find_map(|(name, recipe)| {
+                let p = accounts
+                    .passwd
+                    .iter()
+                    .find(|p| &p.name == name && p.uid != 0)?;
+                Some((
+                    p.uid,
+                    Some(p.gid),
+                    format!("`{}`, the service account of the {recipe} recipe", p.name),
+                ))
+            });
+            preferred.or_else(|| {
+                obvious_service_user(view, &accounts.passwd).map(|p| {
+                    (
+                        p.uid,
+                        Some(p.gid),
+                        format!(
+                            "`{}`, the only non-system account that owns files in the image",
+                            p.name
+                        ),
+                    )
+                })
+            })
+        }
         Some(uid) => Some((
             uid,
             image_user.gid,

@@ -1,0 +1,228 @@
+//! Privileged ports: `ExposedPorts` and `*PORT` variables below 1024, and the listen
+//! directives of the services the recipes know, following their includes.
+
+use super::{Analyzer, Facts, Finding, Fixer, Location, Rule, Severity};
+use crate::plan::ports::{is_port_variable, UNPRIVILEGED_START};
+use crate::recipe::{config_lines, ConfigProblem};
+
+/// The rules of this analyzer.
+pub static RULES: [Rule; 4] = [
+    Rule {
+        id: "UR201",
+        name: "privileged-exposed-port",
+        severity: Severity::Error,
+        summary: "The image exposes a port below 1024",
+        help: "A non-root process cannot bind ports below 1024 where `net.ipv4.ip_unprivileged_port_start` is 1024 (CRI-O, OpenShift, rootless podman). The exposed port documents where the service listens; it must move with the service.",
+        fix: "`unroot convert` moves it by the port map (80->8080, 443->8443, else +8000; `--port FROM:TO`)",
+        fixer: Fixer::Unroot,
+        refs: &[],
+    },
+    Rule {
+        id: "UR202",
+        name: "privileged-port-variable",
+        severity: Severity::Error,
+        summary: "An environment variable sets a port below 1024",
+        help: "Services that take their port from `PORT`, `HTTP_PORT` and the like will try to bind a privileged port and fail as a non-root user.",
+        fix: "`unroot convert` moves the value by the port map",
+        fixer: Fixer::Unroot,
+        refs: &[],
+    },
+    Rule {
+        id: "UR203",
+        name: "privileged-listen-directive",
+        severity: Severity::Error,
+        summary: "A service's config listens on a port below 1024",
+        help: "The service will fail to bind this port as a non-root user where `ip_unprivileged_port_start` is 1024; config edits by `sed` break silently when the file changes, which is why unroot reads the directive itself.",
+        fix: "move the port in the config (a recipe's edit); publish the new port instead",
+        fixer: Fixer::User,
+        refs: &[],
+    },
+    Rule {
+        id: "UR204",
+        name: "unreadable-config",
+        severity: Severity::Warning,
+        summary: "A service's config file could not be checked",
+        help: "The file is too large, binary, behind a symlink loop, or outside the files unroot keeps; ports and paths in it are not known.",
+        fix: "check the file by hand",
+        fixer: Fixer::User,
+        refs: &[],
+    },
+];
+
+/// Finds privileged ports.
+pub struct Ports;
+
+impl Analyzer for Ports {
+    fn name(&self) -> &'static str {
+        "ports"
+    }
+
+    fn rules(&self) -> &'static [Rule] {
+        &RULES
+    }
+
+    fn run(&self, facts: &Facts<'_>, out: &mut Vec<Finding>) {
+        for key in facts.config.exposed_ports() {
+            let port = key.split('/').next().and_then(|p| p.parse::<u16>().ok());
+            if let Some(p) = port.filter(|p| *p < UNPRIVILEGED_START) {
+                out.push(Finding::new(
+                    &RULES[0],
+                    Location::config("ExposedPorts"),
+                    format!("`{key}` is below 1024 (port {p})"),
+                ));
+            }
+        }
+        for var in facts.config.env() {
+            if let Some((k, v)) = var.split_once('=') {
+                if is_port_variable(k) {
+                    if let Ok(p) = v.trim().parse::<u16>() {
+                        if p > 0 && p < UNPRIVILEGED_START {
+                            out.push(Finding::new(
+                                &RULES[1],
+                                Location::config("Env"),
+                                format!("`{var}` sets port {p}"),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        for matched in facts.recipes {
+            let recipe = matched.recipe;
+            for file in &matched.files {
+                let text = match &file.text {
+                    Ok(t) => t,
+                    Err(problem) => {
+                        let why = match problem {
+                            ConfigProblem::TooLarge => "it is larger than 1 MiB",
+                            ConfigProblem::Binary => "it is not a text file",
+                            ConfigProblem::Loop => "its path is a symlink loop",
+                            ConfigProblem::NotCaptured => {
+                                "it is outside the files unroot keeps for this service"
+                            }
+                        };
+                        out.push(Finding::new(
+                            &RULES[3],
+                            Location::file(&file.path, file.layer, None),
+                            format!("{} config not checked: {why}", recipe.name),
+                        ));
+                        continue;
+                    }
+                };
+                for (n, line) in config_lines(text, recipe.comment.as_deref()).enumerate() {
+                    for pattern in &recipe.ports {
+                        for cap in pattern.regex.captures_iter(line) {
+                            let port = std::str::from_utf8(&cap["port"])
+                                .ok()
+                                .and_then(|p| p.parse::<u32>().ok());
+                            if let Some(p) =
+                                port.filter(|p| *p > 0 && *p < u32::from(UNPRIVILEGED_START))
+                            {
+                                out.push(Finding::new(
+                                    &RULES[2],
+                                    Location::file(&file.path, file.layer, Some(n + 1)),
+                                    format!(
+                                        "{} `{}` on port {p}: `{}`",
+                                        recipe.name,
+                                        pattern.directive,
+                                        String::from_utf8_lossy(line).trim()
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::testkit::{Analyzed, CLEAN};
+
+    /// nginx as the official image lays it out, plus Debian-style sites-enabled symlinks,
+    /// a commented-out listen, a huge file, a binary one and a non-UTF-8 one.
+    const NGINX: &str = r#"
+[config]
+Env = ["PORT=80", "HTTPS_PORT=443", "METRICS_PORT=9113", "SUPPORT=80"]
+ExposedPorts = ["80/tcp", "443/tcp", "9113/tcp", "53/udp"]
+
+[[layer]]
+[[layer.entry]]
+path = "/usr/sbin/nginx"
+size = 10
+mode = 0o755
+[[layer.entry]]
+path = "/etc/nginx/nginx.conf"
+text = """user  nginx;
+pid        /var/run/nginx.pid;
+http {
+    include       /etc/nginx/mime.types;
+    include /etc/nginx/conf.d/*.conf;
+    include sites-enabled/*;
+    include huge.conf;
+    include blob.bin;
+}
+"""
+[[layer.entry]]
+path = "/etc/nginx/mime.types"
+text = "types { text/html html; }\n"
+[[layer.entry]]
+path = "/etc/nginx/conf.d/default.conf"
+text = """server {
+    listen       80;
+    listen  [::]:80;
+    # listen 81;
+    listen 127.0.0.1:8080 default_server;
+    listen 443 ssl http2;
+}
+"""
+[[layer.entry]]
+path = "/etc/nginx/sites-available/legacy"
+text = "server { listen 8443 ssl; listen 70; }\n"
+[[layer.entry]]
+path = "/etc/nginx/sites-enabled/legacy"
+type = "symlink"
+target = "/etc/nginx/sites-available/legacy"
+[[layer.entry]]
+path = "/etc/nginx/huge.conf"
+size = 2000000
+[[layer.entry]]
+path = "/etc/nginx/blob.bin"
+text = "\u0000\u0001binary"
+
+[[layer]]
+[[layer.entry]]
+path = "/etc/nginx/conf.d/latin1.conf"
+base64 = "IyBjYWbpCnNlcnZlciB7IGxpc3RlbiAyMTsgfQo="  # Latin-1, not UTF-8
+"#;
+
+    #[test]
+    fn findings() {
+        let lines = Analyzed::from_spec(NGINX).run(&Ports);
+        assert_eq!(
+            lines,
+            [
+                "UR201 error config ExposedPorts: `443/tcp` is below 1024 (port 443)",
+                "UR201 error config ExposedPorts: `53/udp` is below 1024 (port 53)",
+                "UR201 error config ExposedPorts: `80/tcp` is below 1024 (port 80)",
+                "UR202 error config Env: `HTTPS_PORT=443` sets port 443",
+                "UR202 error config Env: `PORT=80` sets port 80",
+                "UR203 error /etc/nginx/conf.d/default.conf:2 (layer 1): nginx `listen` on port 80: `listen       80;`",
+                "UR203 error /etc/nginx/conf.d/default.conf:3 (layer 1): nginx `listen` on port 80: `listen  [::]:80;`",
+                "UR203 error /etc/nginx/conf.d/default.conf:6 (layer 1): nginx `listen` on port 443: `listen 443 ssl http2;`",
+                "UR203 error /etc/nginx/conf.d/latin1.conf:2 (layer 2): nginx `listen` on port 21: `server { listen 21; }`",
+                "UR203 error /etc/nginx/sites-enabled/legacy:1 (layer 1): nginx `listen` on port 70: `server { listen 8443 ssl; listen 70; }`",
+                "UR204 warning /etc/nginx/blob.bin (layer 1): nginx config not checked: it is not a text file",
+                "UR204 warning /etc/nginx/huge.conf (layer 1): nginx config not checked: it is larger than 1 MiB",
+            ]
+        );
+    }
+
+    #[test]
+    fn clean_image_reports_nothing() {
+        assert_eq!(Analyzed::from_spec(CLEAN).run(&Ports), Vec::<String>::new());
+    }
+}

@@ -1,0 +1,272 @@
+//! Paths a service writes at run time (pid files, temp, cache, run and lock directories,
+//! logs), as its recipe and config say, and whether the runtime user can write them.
+
+use super::{
+    writable_by, Analyzer, Facts, Finding, Fixer, Location, MatchedRecipe, Rule, Severity,
+};
+use crate::layer::{ImagePath, Kind};
+use crate::recipe::{config_lines, expand, PathKind};
+
+/// The rules of this analyzer.
+pub static RULES: [Rule; 2] = [
+    Rule {
+        id: "UR301",
+        name: "service-path-not-writable",
+        severity: Severity::Error,
+        summary: "The service writes a path its runtime user cannot write",
+        help: "Pid files, temp and cache directories under root-owned places (`/var/run`, `/var/cache`) make the service fail at start as a non-root user. On a read-only root filesystem they also need a tmpfs or a volume.",
+        fix: "point the path at /tmp or make the directory `UID:0` and group-writable (a recipe does this), and mount it writable",
+        fixer: Fixer::User,
+        refs: &[],
+    },
+    Rule {
+        id: "UR302",
+        name: "log-file-on-root-filesystem",
+        severity: Severity::Warning,
+        summary: "The service logs to a file instead of stdout or stderr",
+        help: "On a read-only root filesystem the service cannot write its log files, and logs in files are not collected by the container runtime. The official nginx image links its logs to /dev/stdout and /dev/stderr for this reason.",
+        fix: "link the log file to /dev/stdout or /dev/stderr, or point the directive at them",
+        fixer: Fixer::User,
+        refs: &[],
+    },
+];
+
+/// Checks the runtime paths of the matched services.
+pub struct RuntimePaths;
+
+/// Log destinations that are streams, not files.
+fn is_stream(value: &str) -> bool {
+    matches!(value, "off" | "stderr" | "stdout")
+        || value.starts_with("syslog:")
+        || value.starts_with('|')
+        || value.starts_with("/dev/std")
+        || value.starts_with("/dev/fd/")
+        || value.starts_with("/proc/self/fd/")
+}
+
+/// Every value a directive's group 1 takes in the service's config, in reading order.
+fn directive_values(matched: &MatchedRecipe<'_>, regex: &regex::bytes::Regex) -> Vec<String> {
+    let mut values = Vec::new();
+    for file in &matched.files {
+        if let Ok(text) = &file.text {
+            for line in config_lines(text, matched.recipe.comment.as_deref()) {
+                for cap in regex.captures_iter(line) {
+                    values.push(expand(&String::from_utf8_lossy(&cap[1]), &matched.vars));
+                }
+            }
+        }
+    }
+    values
+}
+
+/// An absolute path in the image for a config value (relative ones start at the base of
+/// the config entry that exists).
+fn image_path(matched: &MatchedRecipe<'_>, facts: &Facts<'_>, value: &str) -> ImagePath {
+    if value.starts_with('/') {
+        return ImagePath::new(value);
+    }
+    let base = matched
+        .recipe
+        .entries
+        .iter()
+        .find(|e| facts.view.exists(&e.path))
+        .map(|e| e.base.display())
+        .unwrap_or_default();
+    ImagePath::new(&format!("{base}/{value}"))
+}
+
+impl Analyzer for RuntimePaths {
+    fn name(&self) -> &'static str {
+        "runtime_paths"
+    }
+
+    fn rules(&self) -> &'static [Rule] {
+        &RULES
+    }
+
+    fn run(&self, facts: &Facts<'_>, out: &mut Vec<Finding>) {
+        let (uid, gid) = (facts.plan.identity.uid, facts.plan.identity.gid);
+        let view = facts.view;
+        for matched in facts.recipes {
+            let name = &matched.recipe.name;
+            for w in &matched.recipe.writable {
+                let value = match (&w.path, &w.config) {
+                    (Some(p), _) => Some(p.clone()),
+                    (None, Some(regex)) => directive_values(matched, regex)
+                        .into_iter()
+                        .next()
+                        .or_else(|| w.default.clone()),
+                    (None, None) => None,
+                };
+                let Some(value) = value.filter(|v| !v.is_empty() && !v.contains("${")) else {
+                    continue;
+                };
+                let path = image_path(matched, facts, &value);
+                if w.if_exists && !view.exists(&path) {
+                    continue;
+                }
+                let dir = match w.kind {
+                    PathKind::Dir => path.clone(),
+                    PathKind::File => path.parent().unwrap_or_default(),
+                };
+                if !writable_by(view, &dir, uid, gid) {
+                    let owner = view
+                        .resolve(&dir)
+                        .ok()
+                        .and_then(|r| view.get(&r).map(|n| (r, n)))
+                        .map(|(r, n)| {
+                            format!("`{r}` is {}:{} {:04o}", n.meta.uid, n.meta.gid, n.meta.mode)
+                        })
+                        .unwrap_or_else(|| format!("`{dir}` does not exist and cannot be created"));
+                    let layer = view.get(&path).or_else(|| view.get(&dir)).map(|n| n.layer);
+                    out.push(Finding::new(
+                        &RULES[0],
+                        Location::file(&path, layer, None),
+                        format!(
+                            "{name} writes its {} `{path}`; uid {uid} cannot ({owner})",
+                            w.what
+                        ),
+                    ));
+                }
+            }
+            for logs in &matched.recipe.logs {
+                let mut values = logs
+                    .config
+                    .as_ref()
+                    .map(|r| directive_values(matched, r))
+                    .unwrap_or_default();
+                if values.is_empty() {
+                    values = logs.default.clone();
+                }
+                for value in values {
+                    if is_stream(&value) || value.contains("${") {
+                        continue;
+                    }
+                    let path = image_path(matched, facts, &value);
+                    let Ok(resolved) = view.resolve(&path) else {
+                        continue;
+                    };
+                    if is_stream(&resolved.display()) {
+                        continue;
+                    }
+                    let node = view.get(&resolved);
+                    let what = match node.map(|n| n.meta.kind) {
+                        Some(Kind::File) => "is a regular file",
+                        None => "does not exist yet (the service creates it)",
+                        Some(_) => "is not linked to stdout or stderr",
+                    };
+                    out.push(Finding::new(
+                        &RULES[1],
+                        Location::file(&path, view.get(&path).map(|n| n.layer), None),
+                        format!("{name} logs to `{path}`, which {what}"),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::testkit::{Analyzed, CLEAN};
+
+    /// Debian's nginx layout: pid in /run, temp in /var/lib/nginx, logs as files.
+    const DEBIAN_NGINX: &str = r#"
+[[layer]]
+[[layer.entry]]
+path = "/etc/passwd"
+text = "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www-data:/var/www:/usr/sbin/nologin\n"
+[[layer.entry]]
+path = "/usr/sbin/nginx"
+size = 10
+mode = 0o755
+[[layer.entry]]
+path = "/run"
+type = "dir"
+[[layer.entry]]
+path = "/var/lib/nginx"
+type = "dir"
+[[layer.entry]]
+path = "/var/log/nginx"
+type = "dir"
+mode = 0o755
+[[layer.entry]]
+path = "/var/log/nginx/access.log"
+text = ""
+[[layer.entry]]
+path = "/etc/nginx/nginx.conf"
+text = """user www-data;
+pid /run/nginx.pid;
+error_log /var/log/nginx/error.log;
+http {
+    access_log /var/log/nginx/access.log;
+    access_log off;
+}
+"""
+"#;
+
+    /// The official image's layout: pid in /var/run, logs linked to the standard streams,
+    /// temp dirs owned by nginx.
+    const OFFICIAL_NGINX: &str = r#"
+[config]
+User = "101"
+[[layer]]
+[[layer.entry]]
+path = "/etc/passwd"
+text = "root:x:0:0:root:/root:/bin/sh\nnginx:x:101:101:nginx:/nonexistent:/bin/false\n"
+[[layer.entry]]
+path = "/usr/sbin/nginx"
+size = 10
+mode = 0o755
+[[layer.entry]]
+path = "/var/run"
+type = "dir"
+[[layer.entry]]
+path = "/var/cache/nginx"
+type = "dir"
+uid = 101
+gid = 0
+mode = 0o770
+[[layer.entry]]
+path = "/var/log/nginx/access.log"
+type = "symlink"
+target = "/dev/stdout"
+[[layer.entry]]
+path = "/var/log/nginx/error.log"
+type = "symlink"
+target = "/dev/stderr"
+[[layer.entry]]
+path = "/etc/nginx/nginx.conf"
+text = "pid /var/run/nginx.pid;\nerror_log  /var/log/nginx/error.log notice;\n"
+"#;
+
+    #[test]
+    fn debian_layout() {
+        assert_eq!(
+            Analyzed::from_spec(DEBIAN_NGINX).run(&RuntimePaths),
+            [
+                "UR301 error /run/nginx.pid (layer 1): nginx writes its pid file `/run/nginx.pid`; uid 33 cannot (`/run` is 0:0 0755)",
+                "UR301 error /var/lib/nginx (layer 1): nginx writes its temp files (Debian packages) `/var/lib/nginx`; uid 33 cannot (`/var/lib/nginx` is 0:0 0755)",
+                "UR302 warning /var/log/nginx/access.log (layer 1): nginx logs to `/var/log/nginx/access.log`, which is a regular file",
+                "UR302 warning /var/log/nginx/error.log: nginx logs to `/var/log/nginx/error.log`, which does not exist yet (the service creates it)",
+            ]
+        );
+    }
+
+    #[test]
+    fn official_layout_only_the_pid_file() {
+        assert_eq!(
+            Analyzed::from_spec(OFFICIAL_NGINX).run(&RuntimePaths),
+            ["UR301 error /var/run/nginx.pid (layer 1): nginx writes its pid file `/var/run/nginx.pid`; uid 101 cannot (`/var/run` is 0:0 0755)"]
+        );
+    }
+
+    #[test]
+    fn clean_image_reports_nothing() {
+        assert_eq!(
+            Analyzed::from_spec(CLEAN).run(&RuntimePaths),
+            Vec::<String>::new()
+        );
+    }
+}

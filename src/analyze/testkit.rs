@@ -1,0 +1,112 @@
+//! Builds analysis facts from an image spec, for the analyzers' own tests.
+
+use crate::analyze::{Analyzer, Facts, Finding, MatchedRecipe};
+use crate::imagespec::ImageSpec;
+use crate::layer::Scan;
+use crate::model::{ImageConfig, ImageLocation, Platform};
+use crate::pipeline::{self, Silent};
+use crate::plan::users::Accounts;
+use crate::plan::{generic, Plan};
+use crate::recipe::Recipe;
+use crate::transport;
+
+/// An image read for analysis.
+pub struct Analyzed {
+    pub scan: Scan,
+    pub config: ImageConfig,
+    pub accounts: Accounts,
+    pub plan: Plan,
+    pub recipes: Vec<Recipe>,
+}
+
+impl Analyzed {
+    /// Builds the spec into a temporary layout and scans it as `unroot analyze` does.
+    pub fn from_spec(spec: &str) -> Analyzed {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = ImageLocation::parse(&format!("oci:{}:t", dir.path().display())).unwrap();
+        ImageSpec::parse(spec, "test").unwrap().build(&loc).unwrap();
+        let mut source = transport::open_source(&loc, &Default::default()).unwrap();
+        let image = pipeline::resolve(source.as_mut(), &Platform::default()).unwrap();
+        let recipes = Recipe::builtin();
+        let (scan, _) = pipeline::scan_layers(
+            source.as_mut(),
+            &image,
+            &recipes,
+            false,
+            dir.path(),
+            &mut Silent,
+        )
+        .unwrap();
+        let accounts = Accounts::read(&scan.view).unwrap_or_default();
+        let matched = MatchedRecipe::find(&recipes, &scan.view);
+        let options = generic::Options {
+            preferred_users: pipeline::preferred_users(&matched),
+            ..Default::default()
+        };
+        let plan = generic::plan(&scan, &image.config, &options).unwrap();
+        drop(matched);
+        Analyzed {
+            scan,
+            config: image.config,
+            accounts,
+            plan,
+            recipes,
+        }
+    }
+
+    /// One analyzer's findings, one line each: `ID severity location: message`.
+    pub fn run(&self, analyzer: &dyn Analyzer) -> Vec<String> {
+        let matched = MatchedRecipe::find(&self.recipes, &self.scan.view);
+        let facts = Facts {
+            view: &self.scan.view,
+            layers: &self.scan.layers,
+            config: &self.config,
+            accounts: &self.accounts,
+            plan: &self.plan,
+            recipes: &matched,
+        };
+        let mut out: Vec<Finding> = Vec::new();
+        analyzer.run(&facts, &mut out);
+        for f in &out {
+            assert!(
+                analyzer.rules().iter().any(|r| std::ptr::eq(r, f.rule)),
+                "{} reports a rule it does not own",
+                analyzer.name()
+            );
+        }
+        out.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+        out.iter()
+            .map(|f| {
+                format!(
+                    "{} {} {}: {}",
+                    f.rule.id, f.rule.severity, f.location, f.message
+                )
+            })
+            .collect()
+    }
+}
+
+/// The spec of an image with nothing to report: a numeric non-root user with an entry,
+/// unprivileged ports, root-owned code.
+pub const CLEAN: &str = r#"
+[config]
+User = "10001:10001"
+Env = ["PORT=8080"]
+ExposedPorts = ["8080/tcp"]
+
+[[layer]]
+[[layer.entry]]
+path = "/etc/passwd"
+text = "root:x:0:0:root:/root:/sbin/nologin\napp:x:10001:10001::/nonexistent:/sbin/nologin\n"
+[[layer.entry]]
+path = "/etc/group"
+text = "root:x:0:\napp:x:10001:\n"
+[[layer.entry]]
+path = "/tmp"
+type = "dir"
+mode = 0o1777
+[[layer.entry]]
+path = "/usr/bin/app"
+size = 100
+mode = 0o755
+"#;
