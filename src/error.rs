@@ -24,6 +24,9 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// Something failed on this machine: a local file could not be read or written.
     pub const LOCAL: u8 = 3;
+    /// `analyze --fail-on LEVEL` (or `convert --fail-on`) found a finding at that level or
+    /// worse.
+    pub const FINDINGS: u8 = 4;
 }
 
 /// Everything that can stop a conversion.

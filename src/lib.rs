@@ -17,3 +17,4 @@ pub mod analyze;
 pub mod cli;
 pub mod imagespec;
 pub mod recipe;
+pub mod report;

@@ -20,23 +20,33 @@ impl Progress for Stderr {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let mut progress: Box<dyn Progress> = if cli.quiet {
+        Box::new(pipeline::Silent)
+    } else {
+        Box::new(Stderr)
+    };
     let result = match &cli.command {
-        Command::Convert(args) => unroot::cli::convert::request(args).and_then(|request| {
-            let mut progress: Box<dyn Progress> = if cli.quiet {
-                Box::new(pipeline::Silent)
-            } else {
-                Box::new(Stderr)
-            };
-            pipeline::convert(&request, progress.as_mut())
-        }),
+        Command::Convert(args) => unroot::cli::convert::request(args)
+            .and_then(|request| pipeline::convert(&request, progress.as_mut()))
+            .map(|result| {
+                let gate = args
+                    .fail_on
+                    .severity()
+                    .is_some_and(|s| result.report.fails(s));
+                (unroot::cli::convert::render(&result, args.format), gate)
+            }),
+        Command::Analyze(args) => unroot::cli::image_request(&args.image, &args.plan)
+            .and_then(|request| pipeline::analyze(&request, progress.as_mut()))
+            .map(|report| {
+                let gate = args.fail_on.severity().is_some_and(|s| report.fails(s));
+                (unroot::cli::analyze::render(args, &report), gate)
+            }),
     };
     match result {
-        Ok(report) => {
-            let text = unroot::cli::convert::render(&report);
-            let mut stdout = std::io::stdout().lock();
+        Ok((text, gate)) => {
             // A closed pipe (`| head`) is not an error worth reporting.
-            let _ = stdout.write_all(text.as_bytes());
-            ExitCode::from(exit::SUCCESS)
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            ExitCode::from(if gate { exit::FINDINGS } else { exit::SUCCESS })
         }
         Err(e) => {
             // Every message already carries its cause, so the chain is not printed again.

@@ -45,7 +45,7 @@ fn is_stream(value: &str) -> bool {
 }
 
 /// Every value a directive's group 1 takes in the service's config, in reading order.
-fn directive_values(matched: &MatchedRecipe<'_>, regex: &regex::bytes::Regex) -> Vec<String> {
+pub fn directive_values(matched: &MatchedRecipe<'_>, regex: &regex::bytes::Regex) -> Vec<String> {
     let mut values = Vec::new();
     for file in &matched.files {
         if let Ok(text) = &file.text {

@@ -1,8 +1,11 @@
 //! The command line: clap definitions (pure data) and the rendering of results. No image
 //! logic lives here.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::analyze::Severity;
+
+pub mod analyze;
 pub mod convert;
 
 const AFTER_HELP: &str = "\
@@ -19,9 +22,10 @@ Credentials come from --creds, $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/
 
 Exit codes:
   0  success
-  1  the conversion failed: the image or the registry refused, was missing or damaged
+  1  the image or the registry refused, was missing or damaged
   2  usage error: bad flags, malformed reference, unknown transport
-  3  a local file could not be read or written";
+  3  a local file could not be read or written
+  4  --fail-on: a finding at that severity or worse";
 
 /// Convert container images that run as root into images that run unprivileged.
 #[derive(Debug, Parser)]
@@ -44,9 +48,93 @@ pub enum Command {
     /// Reads SRC, streams its layers once, and writes the same layers plus one new layer
     /// and a new config: a numeric non-root USER (with a passwd entry), executables owned by
     /// root, runtime-writable directories owned UID:0 with group write, and ports below 1024
-    /// moved (80->8080, 443->8443, else +8000).
+    /// moved (80->8080, 443->8443, else +8000). Prints what changed, what remains, and how
+    /// to run the result.
     #[command(after_help = AFTER_HELP)]
     Convert(ConvertArgs),
+
+    /// Report what ties an image to root, and how to run it unprivileged.
+    ///
+    /// Reads the image once and reports findings (runs as root, privileged ports, paths the
+    /// service cannot write, code owned by the user, setuid files, file capabilities, ids
+    /// out of range, ...), each with a stable id, severity, location and fix; what
+    /// `unroot convert` would do; and the converted image's runtime contract.
+    #[command(after_help = AFTER_HELP)]
+    Analyze(AnalyzeArgs),
+}
+
+/// Report formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A readable table grouped by severity.
+    Text,
+    /// JSON, schema `schemas/report-v1.schema.json`.
+    Json,
+    /// SARIF 2.1.0 (GitHub code scanning).
+    Sarif,
+}
+
+/// Parts of the runtime contract to print alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Emit {
+    /// The Kubernetes securityContext, ports and emptyDir volumes (YAML).
+    K8s,
+    /// The `docker run` command line.
+    Docker,
+}
+
+/// `--fail-on` levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    /// Any error-level finding.
+    Error,
+    /// Any warning or error.
+    Warning,
+    /// Any finding.
+    Info,
+    /// Never (the default).
+    Never,
+}
+
+impl FailOn {
+    /// The severity it gates on.
+    pub fn severity(self) -> Option<Severity> {
+        match self {
+            FailOn::Error => Some(Severity::Error),
+            FailOn::Warning => Some(Severity::Warning),
+            FailOn::Info => Some(Severity::Info),
+            FailOn::Never => None,
+        }
+    }
+}
+
+/// Arguments that choose the image and how the conversion is planned.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The runtime user id [default: the image's own non-root user, else 65532].
+    #[arg(long, value_name = "UID", help_heading = "Conversion")]
+    pub uid: Option<u64>,
+
+    /// The runtime group id [default: the user's primary group, else the UID].
+    #[arg(long, value_name = "GID", help_heading = "Conversion")]
+    pub gid: Option<u64>,
+
+    /// Move a port: FROM:TO (repeatable), e.g. `--port 80:9090`.
+    #[arg(long = "port", value_name = "FROM:TO", help_heading = "Conversion")]
+    pub ports: Vec<String>,
+
+    /// The platform to read from a multi-platform image.
+    #[arg(
+        long,
+        value_name = "OS/ARCH[/VARIANT]",
+        default_value = "linux/amd64",
+        help_heading = "Conversion"
+    )]
+    pub platform: String,
+
+    /// Registry access.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 /// Arguments of `unroot convert`.
@@ -60,27 +148,6 @@ pub struct ConvertArgs {
     #[arg(long = "to", value_name = "DEST")]
     pub destination: Option<String>,
 
-    /// The runtime user id [default: the image's own non-root user, else 65532].
-    #[arg(long, value_name = "UID", help_heading = "Conversion")]
-    pub uid: Option<u64>,
-
-    /// The runtime group id [default: the user's primary group, else the UID].
-    #[arg(long, value_name = "GID", help_heading = "Conversion")]
-    pub gid: Option<u64>,
-
-    /// Move a port: FROM:TO (repeatable), e.g. `--port 80:9090`.
-    #[arg(long = "port", value_name = "FROM:TO", help_heading = "Conversion")]
-    pub ports: Vec<String>,
-
-    /// The platform to convert from a multi-platform image.
-    #[arg(
-        long,
-        value_name = "OS/ARCH[/VARIANT]",
-        default_value = "linux/amd64",
-        help_heading = "Conversion"
-    )]
-    pub platform: String,
-
     /// Times of the new config, history entry and files (seconds since 1970) [default: the
     /// source image's creation time].
     #[arg(
@@ -91,9 +158,41 @@ pub struct ConvertArgs {
     )]
     pub source_date_epoch: Option<i64>,
 
-    /// Registry access.
+    /// The report's format.
+    #[arg(long, value_enum, default_value = "text", help_heading = "Output")]
+    pub format: Format,
+
+    /// Exit with 4 when the converted image still has a finding at this level or worse.
+    #[arg(long, value_enum, default_value = "never", help_heading = "Output")]
+    pub fail_on: FailOn,
+
+    /// Image and conversion choices.
     #[command(flatten)]
-    pub registry: RegistryArgs,
+    pub plan: PlanArgs,
+}
+
+/// Arguments of `unroot analyze`.
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// The image to analyze.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+
+    /// The report's format.
+    #[arg(long, value_enum, default_value = "text", help_heading = "Output")]
+    pub format: Format,
+
+    /// Print only this part of the runtime contract.
+    #[arg(long, value_enum, help_heading = "Output")]
+    pub emit: Option<Emit>,
+
+    /// Exit with 4 when a finding is at this level or worse.
+    #[arg(long, value_enum, default_value = "never", help_heading = "Output")]
+    pub fail_on: FailOn,
+
+    /// Image and conversion choices (they shape the runtime contract).
+    #[command(flatten)]
+    pub plan: PlanArgs,
 }
 
 /// How to reach registries.
@@ -112,4 +211,42 @@ pub struct RegistryArgs {
     /// (never needed for localhost, 127.0.0.1 and [::1]).
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, help_heading = "Registry")]
     pub tls_verify: bool,
+}
+
+/// The image request that plan arguments describe.
+pub fn image_request(
+    image: &str,
+    args: &PlanArgs,
+) -> Result<crate::pipeline::ImageRequest, crate::Error> {
+    use crate::model::{ImageLocation, Platform};
+    use crate::plan::{generic, ports::PortMap};
+    use crate::transport::{auth::Credentials, registry::RegistryOptions};
+    Ok(crate::pipeline::ImageRequest {
+        source: ImageLocation::parse(image)?,
+        platform: Platform::parse(&args.platform)?,
+        generic: generic::Options {
+            uid: args.uid,
+            gid: args.gid,
+            ports: PortMap::new(&args.ports)?,
+            mtime: 0,
+            preferred_users: Vec::new(),
+        },
+        registry: RegistryOptions {
+            creds: args
+                .registry
+                .creds
+                .as_deref()
+                .map(Credentials::parse)
+                .transpose()?,
+            tls_verify: args.registry.tls_verify,
+        },
+    })
+}
+
+/// The name a converted image is run by in the contract's commands.
+pub fn run_name(location: &crate::model::ImageLocation) -> String {
+    match location {
+        crate::model::ImageLocation::Registry(r) => r.to_string(),
+        other => other.to_string(),
+    }
 }

@@ -112,6 +112,24 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The new layer as merge input, to see the converted image's filesystem without
+    /// reading the layer back.
+    pub fn layer_changes(&self) -> Vec<crate::layer::merged::LayerChange> {
+        use crate::layer::{Change, Content};
+        self.changes
+            .iter()
+            .map(|(path, c)| crate::layer::merged::LayerChange {
+                path: path.clone(),
+                change: Change::Put(c.meta.clone()),
+                content: match &c.body {
+                    Body::Empty => None,
+                    Body::Bytes(b) => Some(Content::Bytes(b.clone())),
+                    Body::Spooled { offset, .. } => Some(Content::Spooled { offset: *offset }),
+                },
+            })
+            .collect()
+    }
+
     /// The config `User` value: `UID:GID`.
     pub fn user(&self) -> String {
         format!("{}:{}", self.identity.uid, self.identity.gid)

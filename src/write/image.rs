@@ -49,14 +49,7 @@ pub fn assemble(
     new_layer: Option<&OutputLayer>,
     lineage: &Lineage<'_>,
 ) -> Result<OutputImage, AssembleError> {
-    let mut config = config.clone();
-    config.set_user(&plan.user());
-    if let Some(ports) = &plan.exposed_ports {
-        config.set_exposed_ports(ports.clone());
-    }
-    if let Some(env) = &plan.env {
-        config.set_env(env.clone());
-    }
+    let mut config = converted_config(config, plan);
     let comment = summary(plan);
     if let Some(layer) = new_layer {
         config.push_layer(
@@ -115,6 +108,19 @@ pub fn assemble(
         config_desc,
         layers,
     })
+}
+
+/// The config with the plan's changes: `User`, `ExposedPorts`, `Env` (no history yet).
+pub fn converted_config(config: &ImageConfig, plan: &Plan) -> ImageConfig {
+    let mut config = config.clone();
+    config.set_user(&plan.user());
+    if let Some(ports) = &plan.exposed_ports {
+        config.set_exposed_ports(ports.clone());
+    }
+    if let Some(env) = &plan.env {
+        config.set_env(env.clone());
+    }
+    config
 }
 
 /// One line saying what the conversion did, for the history entry.

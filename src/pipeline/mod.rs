@@ -1,43 +1,52 @@
-//! The one place that wires a conversion together: source -> manifest and config -> one
-//! pass over the layers -> plan -> new layer, config and manifest -> sink.
+//! The one place that wires the work together: source -> manifest and config -> one pass
+//! over the layers -> plan -> analysis and report; for a conversion, then new layer,
+//! config and manifest -> sink.
 //!
 //! Invariant: nothing is written to the destination until every layer has been read and
 //! verified and the new layer is complete; the sink then writes blobs before the manifest.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::analyze::MatchedRecipe;
+use crate::analyze::{self, Facts, MatchedRecipe};
 use crate::error::Error;
-use crate::layer::scan::CapturePolicy;
-use crate::layer::{ImagePath, LayerInfo, Meta, Scan, Want};
-use crate::model::{media, ImageRef};
-use crate::model::{
-    Descriptor, Digest, ImageConfig, ImageLocation, ImageManifest, Manifest, Platform,
-};
-use crate::plan::generic::{self, GenericCapture};
+use crate::layer::{LayerInfo, MergedView};
+use crate::model::{media, Descriptor, Digest, ImageConfig, ImageLocation, ImageRef, Platform};
+use crate::plan::generic;
+use crate::plan::users::Accounts;
 use crate::plan::Plan;
-use crate::recipe::{self, Recipe};
+use crate::recipe::Recipe;
+use crate::report::{Contract, ImageInfo, Report};
 use crate::transport::registry::RegistryOptions;
 use crate::transport::{self, BlobProvider, BlobReader, OutputLayer, Source, TransportError};
-use crate::write::image::{assemble, Lineage};
+use crate::write::image::{assemble, converted_config, Lineage};
 use crate::write::layer::write_layer;
 
-/// What to convert, where to, and how.
+mod read;
+
+pub use read::{preferred_users, resolve, scan_layers, ResolvedImage};
+
+/// What to read and how to plan its conversion: shared by `analyze` and `convert`.
 #[derive(Clone, Debug)]
-pub struct ConvertRequest {
+pub struct ImageRequest {
     /// The image to read.
     pub source: ImageLocation,
-    /// Where to write; `None` for the default (`<tag>-unprivileged` next to the source).
-    pub destination: Option<ImageLocation>,
     /// The platform to pick from an index.
     pub platform: Platform,
     /// `--uid`, `--gid`, the port map.
     pub generic: generic::Options,
     /// Credentials and TLS.
     pub registry: RegistryOptions,
+}
+
+/// What to convert, where to, and how.
+#[derive(Clone, Debug)]
+pub struct ConvertRequest {
+    /// The image and how to plan.
+    pub image: ImageRequest,
+    /// Where to write; `None` for the default (`<tag>-unprivileged` next to the source).
+    pub destination: Option<ImageLocation>,
     /// `SOURCE_DATE_EPOCH`, for the times of the new config, history entry and files.
     pub source_date_epoch: Option<i64>,
     /// The `created_by` of the history entry.
@@ -47,22 +56,16 @@ pub struct ConvertRequest {
 /// What a conversion did.
 #[derive(Debug)]
 pub struct ConvertReport {
-    /// The source.
-    pub source: ImageLocation,
-    /// The digest of the source manifest that was converted (the platform's).
-    pub source_digest: Digest,
-    /// The platform, when the source was an index.
-    pub platform: Option<Platform>,
     /// The destination.
     pub destination: ImageLocation,
     /// The destination manifest's digest (the config's for docker archives).
     pub digest: Digest,
-    /// Every change.
-    pub plan: Plan,
-    /// The source layers, as read.
-    pub layers: Vec<LayerInfo>,
     /// The new layer: digest, compressed size, entries; `None` when no file changed.
     pub new_layer: Option<(Digest, u64, usize)>,
+    /// Bytes of file content in the new layer.
+    pub content_bytes: u64,
+    /// The report on the converted image: remaining findings, the changes, the contract.
+    pub report: Report,
 }
 
 /// Receives progress messages (one line each) as a conversion goes.
@@ -122,200 +125,93 @@ pub fn default_destination(source: &ImageLocation) -> Result<ImageLocation, Erro
     })
 }
 
-/// A single-platform image, resolved from a source.
-pub struct ResolvedImage {
-    /// Its manifest.
-    pub manifest: ImageManifest,
-    /// The manifest's digest.
-    pub digest: Digest,
-    /// Its config.
-    pub config: ImageConfig,
-    /// The platform picked from an index, if the source was one.
-    pub platform: Option<Platform>,
+/// Analyzes one image: reads it once and reports what ties it to root, what the conversion
+/// would do, and the converted image's runtime contract.
+pub fn analyze(request: &ImageRequest, progress: &mut dyn Progress) -> Result<Report, Error> {
+    let mut source = transport::open_source(&request.source, &request.registry)?;
+    progress.message(&format!("resolving {}", request.source));
+    let image = resolve(source.as_mut(), &request.platform)?;
+    let work = work_dir()?;
+    let recipes = Recipe::builtin();
+    let (scan, _) = scan_layers(
+        source.as_mut(),
+        &image,
+        &recipes,
+        false,
+        work.path(),
+        progress,
+    )?;
+    let plan = plan(request, &scan, &image.config, &recipes)?;
+    let converted = converted_config(&image.config, &plan);
+    Ok(report(
+        &request.source,
+        &image,
+        &scan.view,
+        &scan.layers,
+        &image.config,
+        &converted,
+        &plan,
+        &recipes,
+    ))
 }
 
-/// Fetches the manifest (picking the platform from an index) and the config, and checks
-/// that the image is one unroot can convert.
-pub fn resolve(source: &mut dyn Source, platform: &Platform) -> Result<ResolvedImage, Error> {
-    let location = source.location().to_string();
-    let manifest_err = |source| Error::Manifest {
-        location: location.clone(),
-        source,
-    };
-    let raw = source.manifest()?;
-    let (raw, picked) =
-        match Manifest::parse(&raw.bytes, raw.media_type.as_deref()).map_err(manifest_err)? {
-            Manifest::Index(index) => {
-                let desc = index
-                    .select(platform)
-                    .cloned()
-                    .ok_or_else(|| Error::NoPlatform {
-                        location: location.clone(),
-                        wanted: platform.to_string(),
-                        available: index.platforms(),
-                    })?;
-                let child = source.manifest_by_digest(&desc)?;
-                (child, desc.platform.clone())
-            }
-            Manifest::Image(_) => (raw, None),
-        };
-    let manifest =
-        match Manifest::parse(&raw.bytes, raw.media_type.as_deref()).map_err(manifest_err)? {
-            Manifest::Image(m) => m,
-            Manifest::Index(_) => {
-                return Err(Error::Unsupported {
-                    location,
-                    reason: "an index entry is itself an index; nested indexes are not supported"
-                        .into(),
-                })
-            }
-        };
-    let unsupported = |reason: String| Error::Unsupported {
-        location: location.clone(),
-        reason,
-    };
-    for layer in &manifest.layers {
-        if media::is_foreign_layer(&layer.media_type) {
-            return Err(unsupported(format!(
-                "layer {} is a foreign (Windows) layer; Windows images cannot run unprivileged this way",
-                layer.digest
-            )));
-        }
-        if media::oci_layer_type(&layer.media_type).is_none() {
-            return Err(unsupported(format!(
-                "layer {} has the media type `{}`, which is not an image layer",
-                layer.digest, layer.media_type
-            )));
-        }
-    }
-    if manifest.config.media_type != media::OCI_CONFIG
-        && manifest.config.media_type != media::DOCKER_CONFIG
-    {
-        return Err(unsupported(format!(
-            "its config has the media type `{}`: this is an artifact, not a container image",
-            manifest.config.media_type
-        )));
-    }
-    let reader = source.blob(&manifest.config)?;
-    let config_bytes = transport::read_small_blob(reader, &manifest.config, source.location())?;
-    let config = ImageConfig::parse(&config_bytes).map_err(|e| Error::Config {
-        location: location.clone(),
+fn work_dir() -> Result<tempfile::TempDir, Error> {
+    tempfile::Builder::new()
+        .prefix("unroot-")
+        .tempdir()
+        .map_err(|e| Error::Io {
+            op: "create a temporary directory in",
+            path: std::env::temp_dir(),
+            source: e,
+        })
+}
+
+fn plan(
+    request: &ImageRequest,
+    scan: &crate::layer::Scan,
+    config: &ImageConfig,
+    recipes: &[Recipe],
+) -> Result<Plan, Error> {
+    let mut options = request.generic.clone();
+    options.preferred_users = preferred_users(&MatchedRecipe::find(recipes, &scan.view));
+    generic::plan(scan, config, &options).map_err(|e| Error::Plan {
+        location: request.source.to_string(),
         source: e,
-    })?;
-    if let Some(os) = config.os().filter(|os| *os != "linux") {
-        return Err(unsupported(format!(
-            "it is a `{os}` image; unroot converts Linux images"
-        )));
-    }
-    let diff_ids = config.diff_ids().map_err(|e| Error::Config {
-        location: location.clone(),
-        source: e,
-    })?;
-    if diff_ids.len() != manifest.layers.len() {
-        return Err(Error::Config {
-            location,
-            source: crate::model::config::ConfigError(format!(
-                "it lists {} diff_ids for {} layers",
-                diff_ids.len(),
-                manifest.layers.len()
-            )),
-        });
-    }
-    Ok(ResolvedImage {
-        manifest,
-        digest: raw.digest,
-        config,
-        platform: picked,
     })
 }
 
-/// What the scan keeps: what the generic conversion needs, plus the files the recipes
-/// read (their config, in memory and capped).
-struct Capture {
-    recipes: globset::GlobSet,
-}
-
-impl CapturePolicy for Capture {
-    fn want(&self, path: &ImagePath, meta: &Meta) -> Want {
-        match GenericCapture.want(path, meta) {
-            Want::Nothing if self.recipes.is_match(path.display()) => Want::Text,
-            other => other,
-        }
-    }
-}
-
-/// The service accounts the matched recipes prefer, in recipe order.
-pub fn preferred_users(matched: &[MatchedRecipe<'_>]) -> Vec<(String, String)> {
-    matched
-        .iter()
-        .flat_map(|m| {
-            m.recipe
-                .users
-                .iter()
-                .map(|u| (u.clone(), m.recipe.name.clone()))
-        })
-        .collect()
-}
-
-/// Reads every layer once into a [`Scan`], keeping the bodies the conversion and the
-/// recipes need. Blobs of a remote source that the sink will need again are kept in
-/// `cache_dir` while they stream past.
-pub fn scan_layers(
-    source: &mut dyn Source,
+/// Analyzes `view` (with `config`) and builds the report; the contract describes the image
+/// with `contract_config`.
+#[allow(clippy::too_many_arguments)] // One call site each in analyze and convert.
+fn report(
+    location: &ImageLocation,
     image: &ResolvedImage,
+    view: &MergedView,
+    layers: &[LayerInfo],
+    config: &ImageConfig,
+    contract_config: &ImageConfig,
+    plan: &Plan,
     recipes: &[Recipe],
-    keep_for_sink: bool,
-    cache_dir: &Path,
-    progress: &mut dyn Progress,
-) -> Result<(Scan, BTreeMap<Digest, PathBuf>), Error> {
-    let location = source.location().to_string();
-    let diff_ids = image.config.diff_ids().map_err(|e| Error::Config {
-        location: location.clone(),
-        source: e,
-    })?;
-    let mut scan = Scan::new().map_err(|e| Error::Io {
-        op: "create a temporary file in",
-        path: std::env::temp_dir(),
-        source: e,
-    })?;
-    let mut cache = BTreeMap::new();
-    let policy = Capture {
-        recipes: recipe::capture_set(recipes),
+) -> Report {
+    let matched = MatchedRecipe::find(recipes, view);
+    let accounts = Accounts::read(view).unwrap_or_default();
+    let facts = Facts {
+        view,
+        layers,
+        config,
+        accounts: &accounts,
+        plan,
+        recipes: &matched,
     };
-    let total = image.manifest.layers.len();
-    for (i, (desc, diff_id)) in image.manifest.layers.iter().zip(&diff_ids).enumerate() {
-        progress.message(&format!(
-            "reading layer {}/{total} {} ({})",
-            i + 1,
-            desc.digest.short(),
-            human_bytes(desc.size)
-        ));
-        let blob = source.blob(desc)?;
-        let keep = keep_for_sink && !cache.contains_key(&desc.digest);
-        let layer_err = |e| Error::Layer {
-            location: location.clone(),
-            source: Box::new(e),
-        };
-        if keep {
-            let path = cache_dir.join(desc.digest.hex());
-            let file = File::create(&path).map_err(|e| Error::Io {
-                op: "create",
-                path: path.clone(),
-                source: e,
-            })?;
-            let tee = Tee {
-                inner: blob,
-                copy: io::BufWriter::with_capacity(256 * 1024, file),
-            };
-            scan.add_layer(tee, desc, Some(diff_id), &policy)
-                .map_err(layer_err)?;
-            cache.insert(desc.digest.clone(), path);
-        } else {
-            scan.add_layer(blob, desc, Some(diff_id), &policy)
-                .map_err(layer_err)?;
-        }
-    }
-    Ok((scan, cache))
+    let findings = analyze::analyze(&facts);
+    let contract = Contract::new(view, contract_config, plan, &matched);
+    let info = ImageInfo {
+        location: location.to_string(),
+        digest: image.digest.to_string(),
+        platform: image.platform.as_ref().map(|p| p.to_string()),
+        user: image.config.user().map(String::from),
+    };
+    Report::new(info, &findings, &matched, plan, contract)
 }
 
 /// Converts one image: the whole pipeline.
@@ -323,30 +219,22 @@ pub fn convert(
     request: &ConvertRequest,
     progress: &mut dyn Progress,
 ) -> Result<ConvertReport, Error> {
+    let from = &request.image;
     let destination = match &request.destination {
         Some(d) => d.clone(),
-        None => default_destination(&request.source)?,
+        None => default_destination(&from.source)?,
     };
-    let mut source = transport::open_source(&request.source, &request.registry)?;
-    let mut sink = transport::open_sink(&destination, &request.registry)?;
+    let mut source = transport::open_source(&from.source, &from.registry)?;
+    let mut sink = transport::open_sink(&destination, &from.registry)?;
 
-    progress.message(&format!("resolving {}", request.source));
-    let image = resolve(source.as_mut(), &request.platform)?;
+    progress.message(&format!("resolving {}", from.source));
+    let image = resolve(source.as_mut(), &from.platform)?;
     let created = created_time(request.source_date_epoch, image.config.created());
-    let mut options = request.generic.clone();
-    options.mtime = created.1;
 
-    let work = tempfile::Builder::new()
-        .prefix("unroot-")
-        .tempdir()
-        .map_err(|e| Error::Io {
-            op: "create a temporary directory in",
-            path: std::env::temp_dir(),
-            source: e,
-        })?;
+    let work = work_dir()?;
     let keep = !source.is_local() && !sink.can_reuse_blobs_of(source.location());
     let recipes = Recipe::builtin();
-    let (scan, cache) = scan_layers(
+    let (mut scan, cache) = scan_layers(
         source.as_mut(),
         &image,
         &recipes,
@@ -354,12 +242,9 @@ pub fn convert(
         work.path(),
         progress,
     )?;
-    options.preferred_users = preferred_users(&MatchedRecipe::find(&recipes, &scan.view));
-
-    let plan = generic::plan(&scan, &image.config, &options).map_err(|e| Error::Plan {
-        location: request.source.to_string(),
-        source: e,
-    })?;
+    let mut with_mtime = from.clone();
+    with_mtime.generic.mtime = created.1;
+    let plan = plan(&with_mtime, &scan, &image.config, &recipes)?;
 
     let new_layer = if plan.changes.is_empty() {
         None
@@ -392,7 +277,7 @@ pub fn convert(
             uncompressed_size: info.uncompressed_size,
         })
         .collect();
-    let base_name = base_name(&request.source);
+    let base_name = base_name(&from.source);
     let output = assemble(
         &image.manifest,
         &image.config,
@@ -416,15 +301,49 @@ pub fn convert(
             .map(|l| (l.digest.clone(), l.file.path().to_path_buf())),
     };
     let digest = sink.write(&output, &mut blobs)?;
+
+    // The report is about the image as converted: the plan's layer merged over the view.
+    let mut layers = scan.layers.clone();
+    if let Some(l) = &new_layer {
+        layers.push(LayerInfo {
+            digest: l.digest.clone(),
+            diff_id: l.diff_id.clone(),
+            uncompressed_size: l.uncompressed_size,
+            compression: crate::layer::Compression::Gzip,
+            entries: l.entries as u64,
+        });
+    }
+    scan.view.apply_layer(plan.layer_changes());
+    let converted = ImageConfig::parse(&output.config).map_err(|e| Error::Config {
+        location: destination.to_string(),
+        source: e,
+    })?;
+    let mut report = report(
+        &from.source,
+        &image,
+        &scan.view,
+        &layers,
+        &converted,
+        &converted,
+        &plan,
+        &recipes,
+    );
+    report.destination = Some(crate::report::Destination {
+        location: destination.to_string(),
+        digest: digest.to_string(),
+        new_layer: new_layer.as_ref().map(|l| crate::report::NewLayerOut {
+            digest: l.digest.to_string(),
+            size: l.size,
+            entries: l.entries,
+            content_bytes: plan.content_bytes(),
+        }),
+    });
     Ok(ConvertReport {
-        source: request.source.clone(),
-        source_digest: image.digest,
-        platform: image.platform,
         destination,
         digest,
-        plan,
-        layers: scan.layers,
+        content_bytes: plan.content_bytes(),
         new_layer: new_layer.map(|l| (l.digest, l.size, l.entries)),
+        report,
     })
 }
 
@@ -477,23 +396,6 @@ pub fn human_bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// Copies what it reads into a file (the blob cache of remote sources).
-struct Tee<R, W: Write> {
-    inner: R,
-    copy: W,
-}
-
-impl<R: Read, W: Write> Read for Tee<R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.copy.write_all(&buf[..n])?;
-        if n == 0 && !buf.is_empty() {
-            self.copy.flush()?;
-        }
-        Ok(n)
     }
 }
 

@@ -1,0 +1,229 @@
+//! Reading: the manifest and config of one platform, then one pass over the layers.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::{human_bytes, Progress};
+use crate::analyze::MatchedRecipe;
+use crate::error::Error;
+use crate::layer::scan::CapturePolicy;
+use crate::layer::{ImagePath, Meta, Scan, Want};
+use crate::model::{media, Digest, ImageConfig, ImageManifest, Manifest, Platform};
+use crate::plan::generic::GenericCapture;
+use crate::recipe::{self, Recipe};
+use crate::transport::{self, Source};
+
+/// A single-platform image, resolved from a source.
+pub struct ResolvedImage {
+    /// Its manifest.
+    pub manifest: ImageManifest,
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// Its config.
+    pub config: ImageConfig,
+    /// The platform picked from an index, if the source was one.
+    pub platform: Option<Platform>,
+}
+
+/// Fetches the manifest (picking the platform from an index) and the config, and checks
+/// that the image is one unroot can convert.
+pub fn resolve(source: &mut dyn Source, platform: &Platform) -> Result<ResolvedImage, Error> {
+    let location = source.location().to_string();
+    let manifest_err = |source| Error::Manifest {
+        location: location.clone(),
+        source,
+    };
+    let raw = source.manifest()?;
+    let (raw, picked) =
+        match Manifest::parse(&raw.bytes, raw.media_type.as_deref()).map_err(manifest_err)? {
+            Manifest::Index(index) => {
+                let desc = index
+                    .select(platform)
+                    .cloned()
+                    .ok_or_else(|| Error::NoPlatform {
+                        location: location.clone(),
+                        wanted: platform.to_string(),
+                        available: index.platforms(),
+                    })?;
+                let child = source.manifest_by_digest(&desc)?;
+                (child, desc.platform.clone())
+            }
+            Manifest::Image(_) => (raw, None),
+        };
+    let manifest =
+        match Manifest::parse(&raw.bytes, raw.media_type.as_deref()).map_err(manifest_err)? {
+            Manifest::Image(m) => m,
+            Manifest::Index(_) => {
+                return Err(Error::Unsupported {
+                    location,
+                    reason: "an index entry is itself an index; nested indexes are not supported"
+                        .into(),
+                })
+            }
+        };
+    let unsupported = |reason: String| Error::Unsupported {
+        location: location.clone(),
+        reason,
+    };
+    for layer in &manifest.layers {
+        if media::is_foreign_layer(&layer.media_type) {
+            return Err(unsupported(format!(
+                "layer {} is a foreign (Windows) layer; Windows images cannot run unprivileged this way",
+                layer.digest
+            )));
+        }
+        if media::oci_layer_type(&layer.media_type).is_none() {
+            return Err(unsupported(format!(
+                "layer {} has the media type `{}`, which is not an image layer",
+                layer.digest, layer.media_type
+            )));
+        }
+    }
+    if manifest.config.media_type != media::OCI_CONFIG
+        && manifest.config.media_type != media::DOCKER_CONFIG
+    {
+        return Err(unsupported(format!(
+            "its config has the media type `{}`: this is an artifact, not a container image",
+            manifest.config.media_type
+        )));
+    }
+    let reader = source.blob(&manifest.config)?;
+    let config_bytes = transport::read_small_blob(reader, &manifest.config, source.location())?;
+    let config = ImageConfig::parse(&config_bytes).map_err(|e| Error::Config {
+        location: location.clone(),
+        source: e,
+    })?;
+    if let Some(os) = config.os().filter(|os| *os != "linux") {
+        return Err(unsupported(format!(
+            "it is a `{os}` image; unroot converts Linux images"
+        )));
+    }
+    let diff_ids = config.diff_ids().map_err(|e| Error::Config {
+        location: location.clone(),
+        source: e,
+    })?;
+    if diff_ids.len() != manifest.layers.len() {
+        return Err(Error::Config {
+            location,
+            source: crate::model::config::ConfigError(format!(
+                "it lists {} diff_ids for {} layers",
+                diff_ids.len(),
+                manifest.layers.len()
+            )),
+        });
+    }
+    Ok(ResolvedImage {
+        manifest,
+        digest: raw.digest,
+        config,
+        platform: picked,
+    })
+}
+
+/// What the scan keeps: what the generic conversion needs, plus the files the recipes
+/// read (their config, in memory and capped).
+struct Capture {
+    recipes: globset::GlobSet,
+}
+
+impl CapturePolicy for Capture {
+    fn want(&self, path: &ImagePath, meta: &Meta) -> Want {
+        match GenericCapture.want(path, meta) {
+            Want::Nothing if self.recipes.is_match(path.display()) => Want::Text,
+            other => other,
+        }
+    }
+}
+
+/// The service accounts the matched recipes prefer, in recipe order.
+pub fn preferred_users(matched: &[MatchedRecipe<'_>]) -> Vec<(String, String)> {
+    matched
+        .iter()
+        .flat_map(|m| {
+            m.recipe
+                .users
+                .iter()
+                .map(|u| (u.clone(), m.recipe.name.clone()))
+        })
+        .collect()
+}
+
+/// Reads every layer once into a [`Scan`], keeping the bodies the conversion and the
+/// recipes need. Blobs of a remote source that the sink will need again are kept in
+/// `cache_dir` while they stream past.
+pub fn scan_layers(
+    source: &mut dyn Source,
+    image: &ResolvedImage,
+    recipes: &[Recipe],
+    keep_for_sink: bool,
+    cache_dir: &Path,
+    progress: &mut dyn Progress,
+) -> Result<(Scan, BTreeMap<Digest, PathBuf>), Error> {
+    let location = source.location().to_string();
+    let diff_ids = image.config.diff_ids().map_err(|e| Error::Config {
+        location: location.clone(),
+        source: e,
+    })?;
+    let mut scan = Scan::new().map_err(|e| Error::Io {
+        op: "create a temporary file in",
+        path: std::env::temp_dir(),
+        source: e,
+    })?;
+    let mut cache = BTreeMap::new();
+    let policy = Capture {
+        recipes: recipe::capture_set(recipes),
+    };
+    let total = image.manifest.layers.len();
+    for (i, (desc, diff_id)) in image.manifest.layers.iter().zip(&diff_ids).enumerate() {
+        progress.message(&format!(
+            "reading layer {}/{total} {} ({})",
+            i + 1,
+            desc.digest.short(),
+            human_bytes(desc.size)
+        ));
+        let blob = source.blob(desc)?;
+        let keep = keep_for_sink && !cache.contains_key(&desc.digest);
+        let layer_err = |e| Error::Layer {
+            location: location.clone(),
+            source: Box::new(e),
+        };
+        if keep {
+            let path = cache_dir.join(desc.digest.hex());
+            let file = File::create(&path).map_err(|e| Error::Io {
+                op: "create",
+                path: path.clone(),
+                source: e,
+            })?;
+            let tee = Tee {
+                inner: blob,
+                copy: io::BufWriter::with_capacity(256 * 1024, file),
+            };
+            scan.add_layer(tee, desc, Some(diff_id), &policy)
+                .map_err(layer_err)?;
+            cache.insert(desc.digest.clone(), path);
+        } else {
+            scan.add_layer(blob, desc, Some(diff_id), &policy)
+                .map_err(layer_err)?;
+        }
+    }
+    Ok((scan, cache))
+}
+
+/// Copies what it reads into a file (the blob cache of remote sources).
+struct Tee<R, W: Write> {
+    inner: R,
+    copy: W,
+}
+
+impl<R: Read, W: Write> Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.copy.write_all(&buf[..n])?;
+        if n == 0 && !buf.is_empty() {
+            self.copy.flush()?;
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,295 @@
+//! The runtime contract of a converted image: its user, ports, the paths that must stay
+//! writable, and how to run it that way with docker and Kubernetes (a `securityContext`
+//! that passes the Pod Security Standards "restricted" profile).
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::analyze::MatchedRecipe;
+use crate::layer::{ImagePath, Kind, MergedView};
+use crate::model::ImageConfig;
+use crate::plan::Plan;
+use crate::recipe::PathKind;
+
+/// A port the converted image listens on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Port {
+    /// The port.
+    pub port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// The privileged port it replaced, if it moved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moved_from: Option<u16>,
+}
+
+/// How to run the converted image unprivileged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Contract {
+    /// The numeric user.
+    pub uid: u64,
+    /// The numeric group.
+    pub gid: u64,
+    /// Ports to publish.
+    pub ports: Vec<Port>,
+    /// Directories to mount writable (tmpfs / emptyDir) on a read-only root filesystem.
+    pub writable: Vec<String>,
+    /// Whether the root filesystem can be read-only.
+    pub read_only_root_filesystem: bool,
+    /// What the user should know.
+    pub notes: Vec<String>,
+}
+
+impl Contract {
+    /// The contract of the image the plan produces (`config` is the converted config).
+    pub fn new(
+        view: &MergedView,
+        config: &ImageConfig,
+        plan: &Plan,
+        recipes: &[MatchedRecipe<'_>],
+    ) -> Contract {
+        let mut notes = Vec::new();
+        let moved: Vec<(u16, u16)> = plan.port_moves.clone();
+        let mut ports = Vec::new();
+        for key in config.exposed_ports() {
+            let (p, proto) = key.split_once('/').unwrap_or((&key, "tcp"));
+            if let Ok(port) = p.parse::<u16>() {
+                let moved_from = moved.iter().find(|(_, to)| *to == port).map(|(f, _)| *f);
+                ports.push(Port {
+                    port,
+                    protocol: proto.to_string(),
+                    moved_from,
+                });
+            }
+        }
+        ports.sort_by_key(|p| (p.port, p.protocol.clone()));
+
+        // Directories the service writes: volumes, the recipes' runtime paths, and the
+        // plan's writable directories.
+        let mut wanted: BTreeSet<ImagePath> = BTreeSet::new();
+        for v in config.volumes() {
+            wanted.insert(
+                view.resolve(&ImagePath::new(&v))
+                    .unwrap_or_else(|_| ImagePath::new(&v)),
+            );
+        }
+        for matched in recipes {
+            for w in &matched.recipe.writable {
+                let value = match (&w.path, &w.config) {
+                    (Some(p), _) => Some(p.clone()),
+                    (None, Some(regex)) => {
+                        crate::analyze::runtime_paths::directive_values(matched, regex)
+                            .into_iter()
+                            .next()
+                            .or_else(|| w.default.clone())
+                    }
+                    _ => None,
+                };
+                let Some(value) = value.filter(|v| v.starts_with('/') && !v.contains("${")) else {
+                    continue;
+                };
+                let path = ImagePath::new(&value);
+                if w.if_exists && !view.exists(&path) {
+                    continue;
+                }
+                let dir = match w.kind {
+                    PathKind::Dir => path,
+                    PathKind::File => path.parent().unwrap_or_default(),
+                };
+                wanted.insert(view.resolve(&dir).unwrap_or(dir));
+            }
+        }
+        wanted.extend(plan.writable.iter().cloned());
+        // A tmpfs or emptyDir starts empty: it would hide files the image has there.
+        let mut dirs: BTreeSet<ImagePath> = BTreeSet::new();
+        dirs.insert(ImagePath::new("/tmp"));
+        let mut read_only = true;
+        for w in wanted {
+            if view.below(&w).any(|(_, n)| n.meta.kind != Kind::Dir) {
+                read_only = false;
+                notes.push(format!(
+                    "`{w}` must be writable and holds files from the image: a tmpfs or emptyDir would hide them, so the root filesystem stays writable (or mount a volume filled from the image there)"
+                ));
+            } else {
+                dirs.insert(w);
+            }
+        }
+        // Only the top-most of nested directories needs a mount.
+        let mut tops: Vec<ImagePath> = Vec::new();
+        for d in dirs {
+            if !d.is_root() && !tops.iter().any(|t| d.is_below(t)) {
+                tops.push(d);
+            }
+        }
+        Contract {
+            uid: plan.identity.uid,
+            gid: plan.identity.gid,
+            ports,
+            writable: tops.iter().map(|p| p.display()).collect(),
+            read_only_root_filesystem: read_only,
+            notes,
+        }
+    }
+
+    /// `docker run` flags that run the image as the contract says.
+    pub fn docker_command(&self, image: &str) -> String {
+        let mut cmd = String::from("docker run --rm");
+        if self.read_only_root_filesystem {
+            cmd.push_str(" --read-only");
+        }
+        for w in &self.writable {
+            let _ = write!(cmd, " --tmpfs {w}");
+        }
+        let _ = write!(
+            cmd,
+            " --user {}:{} --cap-drop ALL --security-opt no-new-privileges",
+            self.uid, self.gid
+        );
+        for p in &self.ports {
+            let suffix = if p.protocol == "tcp" {
+                String::new()
+            } else {
+                format!("/{}", p.protocol)
+            };
+            let _ = write!(cmd, " -p {0}:{0}{suffix}", p.port);
+        }
+        let _ = write!(cmd, " {image}");
+        cmd
+    }
+
+    /// The container part of a Kubernetes pod spec, as YAML.
+    pub fn kubernetes_yaml(&self, image: &str) -> String {
+        let mut y = String::new();
+        let _ = writeln!(
+            y,
+            "# unroot: the converted image's runtime contract (Pod Security Standards: restricted)"
+        );
+        let _ = writeln!(y, "containers:");
+        let _ = writeln!(y, "  - name: app");
+        let _ = writeln!(y, "    image: {image}");
+        let _ = writeln!(y, "    securityContext:");
+        let _ = writeln!(y, "      runAsNonRoot: true");
+        let _ = writeln!(y, "      runAsUser: {}", self.uid);
+        let _ = writeln!(y, "      runAsGroup: {}", self.gid);
+        let _ = writeln!(y, "      allowPrivilegeEscalation: false");
+        let _ = writeln!(
+            y,
+            "      readOnlyRootFilesystem: {}",
+            self.read_only_root_filesystem
+        );
+        let _ = writeln!(y, "      capabilities:");
+        let _ = writeln!(y, "        drop: [\"ALL\"]");
+        let _ = writeln!(y, "      seccompProfile:");
+        let _ = writeln!(y, "        type: RuntimeDefault");
+        if !self.ports.is_empty() {
+            let _ = writeln!(y, "    ports:");
+            for p in &self.ports {
+                let _ = writeln!(y, "      - containerPort: {}", p.port);
+                let _ = writeln!(y, "        protocol: {}", p.protocol.to_uppercase());
+            }
+        }
+        if !self.writable.is_empty() {
+            let _ = writeln!(y, "    volumeMounts:");
+            for w in &self.writable {
+                let _ = writeln!(y, "      - name: {}", volume_name(w));
+                let _ = writeln!(y, "        mountPath: {w}");
+            }
+            let _ = writeln!(y, "volumes:");
+            for w in &self.writable {
+                let _ = writeln!(y, "  - name: {}", volume_name(w));
+                let _ = writeln!(y, "    emptyDir: {{}}");
+            }
+        }
+        y
+    }
+
+    /// The same as [`Contract::kubernetes_yaml`], as JSON.
+    pub fn kubernetes_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "securityContext": {
+                "runAsNonRoot": true,
+                "runAsUser": self.uid,
+                "runAsGroup": self.gid,
+                "allowPrivilegeEscalation": false,
+                "readOnlyRootFilesystem": self.read_only_root_filesystem,
+                "capabilities": {"drop": ["ALL"]},
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "ports": self.ports.iter().map(|p| serde_json::json!({"containerPort": p.port, "protocol": p.protocol.to_uppercase()})).collect::<Vec<_>>(),
+            "volumeMounts": self.writable.iter().map(|w| serde_json::json!({"name": volume_name(w), "mountPath": w})).collect::<Vec<_>>(),
+            "volumes": self.writable.iter().map(|w| serde_json::json!({"name": volume_name(w), "emptyDir": {}})).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// A DNS-1123 label for a mount path: `/var/cache/nginx` -> `var-cache-nginx`.
+pub fn volume_name(path: &str) -> String {
+    let mut name: String = path
+        .trim_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    while name.contains("--") {
+        name = name.replace("--", "-");
+    }
+    let name = name.trim_matches('-');
+    let name = if name.is_empty() { "root" } else { name };
+    name.chars()
+        .take(63)
+        .collect::<String>()
+        .trim_end_matches('-')
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_names_are_dns_labels() {
+        assert_eq!(volume_name("/var/cache/nginx"), "var-cache-nginx");
+        assert_eq!(volume_name("/tmp"), "tmp");
+        assert_eq!(volume_name("/data/My_App..x"), "data-my-app-x");
+        assert_eq!(volume_name(&format!("/{}", "a".repeat(100))).len(), 63);
+    }
+
+    #[test]
+    fn docker_and_kubernetes() {
+        let c = Contract {
+            uid: 101,
+            gid: 101,
+            ports: vec![Port {
+                port: 8080,
+                protocol: "tcp".into(),
+                moved_from: Some(80),
+            }],
+            writable: vec!["/tmp".into(), "/var/cache/nginx".into()],
+            read_only_root_filesystem: true,
+            notes: vec![],
+        };
+        assert_eq!(
+            c.docker_command("img"),
+            "docker run --rm --read-only --tmpfs /tmp --tmpfs /var/cache/nginx --user 101:101 --cap-drop ALL --security-opt no-new-privileges -p 8080:8080 img"
+        );
+        let y = c.kubernetes_yaml("img");
+        for line in [
+            "runAsNonRoot: true",
+            "runAsUser: 101",
+            "allowPrivilegeEscalation: false",
+            "drop: [\"ALL\"]",
+            "type: RuntimeDefault",
+            "mountPath: /var/cache/nginx",
+            "emptyDir: {}",
+        ] {
+            assert!(y.contains(line), "{line} missing in\n{y}");
+        }
+    }
+}

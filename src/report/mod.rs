@@ -1,0 +1,305 @@
+//! Reports: what an analysis found and what a conversion did, in the forms people and
+//! pipelines use: a text table, JSON (versioned schema in `schemas/`), and SARIF 2.1.0.
+//!
+//! Invariant: a report holds no times and no host paths beyond the locations the user
+//! named, and every list is sorted, so the same image gives the same bytes.
+
+use serde::Serialize;
+
+use crate::analyze::{Finding, Fixer, Location, MatchedRecipe, Severity};
+use crate::plan::{Plan, Reason};
+
+pub mod contract;
+pub mod sarif;
+pub mod text;
+
+pub use contract::Contract;
+
+/// The version of the JSON report's schema (`schemas/report-v1.schema.json`).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What an analysis (or a conversion) found.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Always [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The tool and its version.
+    pub tool: Tool,
+    /// The image analyzed (for a conversion: the source).
+    pub image: ImageInfo,
+    /// For a conversion: what was written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Destination>,
+    /// Counts.
+    pub summary: Summary,
+    /// The findings, sorted by severity, rule and location.
+    pub findings: Vec<FindingOut>,
+    /// The recipes that match the image.
+    pub recipes: Vec<RecipeOut>,
+    /// What `unroot convert` does (for a conversion: did) to the image.
+    pub conversion: Conversion,
+    /// How to run the converted image.
+    pub contract: Contract,
+}
+
+/// The tool.
+#[derive(Clone, Debug, Serialize)]
+pub struct Tool {
+    /// `unroot`.
+    pub name: &'static str,
+    /// Its version.
+    pub version: &'static str,
+}
+
+impl Default for Tool {
+    fn default() -> Self {
+        Tool {
+            name: "unroot",
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+/// The image a report is about.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImageInfo {
+    /// Its location, as given.
+    pub location: String,
+    /// Its manifest digest.
+    pub digest: String,
+    /// The platform, when picked from an index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// Its `User`, as configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// What a conversion wrote.
+#[derive(Clone, Debug, Serialize)]
+pub struct Destination {
+    /// Where.
+    pub location: String,
+    /// The manifest digest (the config's for docker archives).
+    pub digest: String,
+    /// The new layer, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_layer: Option<NewLayerOut>,
+}
+
+/// The layer a conversion added.
+#[derive(Clone, Debug, Serialize)]
+pub struct NewLayerOut {
+    /// Its digest.
+    pub digest: String,
+    /// Its compressed size.
+    pub size: u64,
+    /// Its entries.
+    pub entries: usize,
+    /// Bytes of file content it carries.
+    pub content_bytes: u64,
+}
+
+/// Finding counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Error-level findings.
+    pub errors: usize,
+    /// Warnings.
+    pub warnings: usize,
+    /// Informational findings.
+    pub infos: usize,
+    /// Findings `unroot convert` fixes by default.
+    pub fixable_by_unroot: usize,
+}
+
+/// A finding as reported.
+#[derive(Clone, Debug, Serialize)]
+pub struct FindingOut {
+    /// Rule id (`UR101`).
+    pub id: &'static str,
+    /// Rule name (`root-user`).
+    pub name: &'static str,
+    /// Severity.
+    pub severity: Severity,
+    /// Where.
+    pub location: Location,
+    /// What, here.
+    pub message: String,
+    /// The rule's summary.
+    pub summary: &'static str,
+    /// How it is fixed.
+    pub fix: &'static str,
+    /// Who fixes it.
+    pub fixer: Fixer,
+    /// Equivalent checks of other scanners.
+    pub refs: &'static [&'static str],
+}
+
+impl From<&Finding> for FindingOut {
+    fn from(f: &Finding) -> FindingOut {
+        FindingOut {
+            id: f.rule.id,
+            name: f.rule.name,
+            severity: f.rule.severity,
+            location: f.location.clone(),
+            message: f.message.clone(),
+            summary: f.rule.summary,
+            fix: f.rule.fix,
+            fixer: f.rule.fixer,
+            refs: f.rule.refs,
+        }
+    }
+}
+
+/// A matched recipe.
+#[derive(Clone, Debug, Serialize)]
+pub struct RecipeOut {
+    /// Its name.
+    pub name: String,
+    /// What it is for.
+    pub summary: String,
+    /// The file that made it match.
+    pub signature: String,
+    /// The service's config files found.
+    pub config_files: Vec<String>,
+}
+
+/// What the conversion does.
+#[derive(Clone, Debug, Serialize)]
+pub struct Conversion {
+    /// `User` before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_before: Option<String>,
+    /// `User` after, `UID:GID`.
+    pub user: String,
+    /// The account's name.
+    pub user_name: String,
+    /// Why this user.
+    pub user_reason: String,
+    /// Ports moved.
+    pub port_moves: Vec<PortMove>,
+    /// Directories made writable for the runtime user.
+    pub writable: Vec<String>,
+    /// Every path the new layer holds, with why.
+    pub changes: Vec<ChangeOut>,
+    /// What the conversion leaves as it is, and why.
+    pub notes: Vec<String>,
+}
+
+/// A moved port.
+#[derive(Clone, Debug, Serialize)]
+pub struct PortMove {
+    /// The privileged port.
+    pub from: u16,
+    /// Where it moved.
+    pub to: u16,
+}
+
+/// One path of the new layer.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChangeOut {
+    /// The path.
+    pub path: String,
+    /// Why (`passwd-entry`, `reowned`, `code-dir`, `writable`, `created-dir`, ...).
+    pub reason: &'static str,
+    /// The explanation.
+    pub description: String,
+    /// Owner and mode before (`uid:gid mode`), when it existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+    /// Owner and mode after.
+    pub after: String,
+}
+
+impl Conversion {
+    /// Describes a plan.
+    pub fn from_plan(plan: &Plan) -> Conversion {
+        let owner = |m: &crate::layer::Meta| format!("{}:{} {:04o}", m.uid, m.gid, m.mode);
+        Conversion {
+            user_before: plan.user_before.clone(),
+            user: plan.user(),
+            user_name: plan.identity.name.clone(),
+            user_reason: plan.identity.why.clone(),
+            port_moves: plan
+                .port_moves
+                .iter()
+                .map(|&(from, to)| PortMove { from, to })
+                .collect(),
+            writable: plan.writable.iter().map(|w| w.display()).collect(),
+            changes: plan
+                .changes
+                .iter()
+                .map(|(path, c)| ChangeOut {
+                    path: path.display(),
+                    reason: match c.reason {
+                        Reason::PasswdEntry => "passwd-entry",
+                        Reason::GroupEntry => "group-entry",
+                        Reason::Reowned { .. } => "reowned",
+                        Reason::CodeDir { .. } => "code-dir",
+                        Reason::Writable => "writable",
+                        Reason::CreatedDir => "created-dir",
+                    },
+                    description: c.reason.describe(),
+                    before: c.before.as_ref().map(owner),
+                    after: owner(&c.meta),
+                })
+                .collect(),
+            notes: plan.notes.clone(),
+        }
+    }
+}
+
+impl Report {
+    /// Builds a report.
+    pub fn new(
+        image: ImageInfo,
+        findings: &[Finding],
+        recipes: &[MatchedRecipe<'_>],
+        plan: &Plan,
+        contract: Contract,
+    ) -> Report {
+        let mut summary = Summary::default();
+        for f in findings {
+            match f.rule.severity {
+                Severity::Error => summary.errors += 1,
+                Severity::Warning => summary.warnings += 1,
+                Severity::Info => summary.infos += 1,
+            }
+            if f.rule.fixer == Fixer::Unroot {
+                summary.fixable_by_unroot += 1;
+            }
+        }
+        Report {
+            schema_version: SCHEMA_VERSION,
+            tool: Tool::default(),
+            image,
+            destination: None,
+            summary,
+            findings: findings.iter().map(FindingOut::from).collect(),
+            recipes: recipes
+                .iter()
+                .map(|m| RecipeOut {
+                    name: m.recipe.name.clone(),
+                    summary: m.recipe.summary.clone(),
+                    signature: m.signature.display(),
+                    config_files: m.files.iter().map(|f| f.path.display()).collect(),
+                })
+                .collect(),
+            conversion: Conversion::from_plan(plan),
+            contract,
+        }
+    }
+
+    /// Whether any finding is at `level` or worse.
+    pub fn fails(&self, level: Severity) -> bool {
+        self.findings.iter().any(|f| f.severity <= level)
+    }
+
+    /// The report as pretty JSON (followed by a newline).
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("reports serialize");
+        s.push('\n');
+        s
+    }
+}

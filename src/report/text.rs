@@ -1,0 +1,198 @@
+//! The human-readable report: findings grouped by severity and rule, what the conversion
+//! does, and the runtime contract.
+
+use std::fmt::Write as _;
+
+use super::Report;
+use crate::analyze::{Fixer, Severity};
+use crate::pipeline::human_bytes;
+
+/// Renders a report as text. `converted` is the image name the contract's commands use.
+pub fn render(report: &Report, converted: &str) -> String {
+    let mut out = String::new();
+    match &report.destination {
+        None => {
+            let _ = writeln!(
+                out,
+                "analyzed {} ({})",
+                report.image.location, report.image.digest
+            );
+        }
+        Some(d) => {
+            let _ = writeln!(
+                out,
+                "converted {} ({})",
+                report.image.location, report.image.digest
+            );
+            let _ = writeln!(out, "       to {} ({})", d.location, d.digest);
+            match &d.new_layer {
+                Some(l) => {
+                    let _ = writeln!(
+                        out,
+                        "new layer {} ({}, {} entries, {} of file content)",
+                        l.digest,
+                        human_bytes(l.size),
+                        l.entries,
+                        human_bytes(l.content_bytes)
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "new layer none (no file changes; only the config changed)"
+                    );
+                }
+            }
+        }
+    }
+    if let Some(p) = &report.image.platform {
+        let _ = writeln!(out, "platform  {p}");
+    }
+    if report.destination.is_some() && !report.findings.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nWHAT REMAINS in the converted image (unroot does not change these)"
+        );
+    }
+    for severity in [Severity::Error, Severity::Warning, Severity::Info] {
+        let findings: Vec<_> = report
+            .findings
+            .iter()
+            .filter(|f| f.severity == severity)
+            .collect();
+        if findings.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "\n{}", severity.name().to_uppercase());
+        let mut i = 0;
+        while i < findings.len() {
+            let rule = findings[i].id;
+            let group: Vec<_> = findings[i..].iter().take_while(|f| f.id == rule).collect();
+            let first = group[0];
+            let who = if first.fixer == Fixer::Unroot {
+                " [unroot convert fixes this]"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "  {} {}: {}{who}", first.id, first.name, first.summary);
+            for f in &group {
+                let _ = writeln!(out, "      {}: {}", f.location, f.message);
+            }
+            let _ = writeln!(out, "      fix: {}", first.fix);
+            if !first.refs.is_empty() {
+                let _ = writeln!(out, "      see also: {}", first.refs.join(", "));
+            }
+            i += group.len();
+        }
+    }
+    if report.findings.is_empty() {
+        let _ = writeln!(out, "\nno findings");
+    }
+
+    if !report.recipes.is_empty() {
+        let _ = writeln!(out, "\nRECIPES");
+        for r in &report.recipes {
+            let _ = writeln!(out, "  {} ({}): found {}", r.name, r.summary, r.signature);
+        }
+    }
+
+    let c = &report.conversion;
+    let _ = writeln!(
+        out,
+        "\n{}",
+        if report.destination.is_some() {
+            "CONVERSION"
+        } else {
+            "CONVERSION (what `unroot convert` would do)"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  user      {} -> {} (`{}`: {})",
+        c.user_before.as_deref().unwrap_or("root (unset)"),
+        c.user,
+        c.user_name,
+        c.user_reason
+    );
+    if !c.port_moves.is_empty() {
+        let moves: Vec<String> = c
+            .port_moves
+            .iter()
+            .map(|m| format!("{} -> {}", m.from, m.to))
+            .collect();
+        let _ = writeln!(out, "  ports     {}", moves.join(", "));
+    }
+    if !c.writable.is_empty() {
+        let _ = writeln!(out, "  writable  {}", c.writable.join(" "));
+    }
+    if !c.changes.is_empty() {
+        let _ = writeln!(
+            out,
+            "  changes   {} paths in the new layer:",
+            c.changes.len()
+        );
+        let width = c.changes.iter().map(|ch| ch.path.len()).max().unwrap_or(0);
+        for ch in &c.changes {
+            let owner = match &ch.before {
+                Some(b) if *b != ch.after => format!("{b} -> {}", ch.after),
+                _ => ch.after.clone(),
+            };
+            let _ = writeln!(out, "    {:width$}  {owner}  {}", ch.path, ch.description);
+        }
+    }
+    for n in &c.notes {
+        let _ = writeln!(out, "  note: {n}");
+    }
+
+    let k = &report.contract;
+    let _ = writeln!(out, "\nRUNTIME CONTRACT (the converted image)");
+    let _ = writeln!(out, "  user      {}:{}", k.uid, k.gid);
+    if !k.ports.is_empty() {
+        let ports: Vec<String> = k
+            .ports
+            .iter()
+            .map(|p| match p.moved_from {
+                Some(f) => format!("{}/{} (was {f})", p.port, p.protocol),
+                None => format!("{}/{}", p.port, p.protocol),
+            })
+            .collect();
+        let _ = writeln!(out, "  ports     {}", ports.join(", "));
+    }
+    let _ = writeln!(out, "  writable  {}", k.writable.join(" "));
+    let _ = writeln!(
+        out,
+        "  read-only root filesystem: {}",
+        if k.read_only_root_filesystem {
+            "yes"
+        } else {
+            "no"
+        }
+    );
+    for n in &k.notes {
+        let _ = writeln!(out, "  note: {n}");
+    }
+    let _ = writeln!(out, "  docker    {}", k.docker_command(converted));
+    let _ = writeln!(
+        out,
+        "  kubernetes: `--emit k8s` prints the securityContext and volumes"
+    );
+
+    let s = &report.summary;
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    let counts = format!(
+        "{}, {}, {} info",
+        plural(s.errors, "error"),
+        plural(s.warnings, "warning"),
+        s.infos
+    );
+    if report.destination.is_some() {
+        let _ = writeln!(out, "\nremaining in the converted image: {counts}");
+    } else {
+        let _ = writeln!(
+            out,
+            "\n{counts} ({} fixed by `unroot convert`)",
+            s.fixable_by_unroot
+        );
+    }
+    out
+}
