@@ -265,31 +265,6 @@ pub fn analyze(facts: &Facts<'_>) -> Vec<Finding> {
     out
 }
 
-#[cfg(test)]
-pub(crate) mod testkit;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rule_ids_are_unique_and_well_formed() {
-        let rules = rules();
-        let mut ids: Vec<&str> = rules.iter().map(|r| r.id).collect();
-        ids.dedup();
-        assert_eq!(ids.len(), rules.len(), "duplicate rule ids");
-        for r in rules {
-            assert!(r.id.starts_with("UR") && r.id.len() == 5, "{}", r.id);
-            assert!(
-                r.name.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'),
-                "{}",
-                r.name
-            );
-            assert!(!r.summary.ends_with('.'), "{}: no trailing period", r.id);
-        }
-    }
-}
-
 /// Whether `uid:gid` may write `path` (a directory: create in it; a file: write it, or
 /// create it when it does not exist). Follows symlinks; a missing directory counts as
 /// writable when its nearest existing ancestor is.
@@ -317,4 +292,29 @@ pub fn writable_by(view: &MergedView, path: &ImagePath, uid: u64, gid: u64) -> b
         p = here.parent();
     }
     false
+}
+
+#[cfg(test)]
+pub(crate) mod testkit;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_ids_are_unique_and_well_formed() {
+        let rules = rules();
+        let mut ids: Vec<&str> = rules.iter().map(|r| r.id).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), rules.len(), "duplicate rule ids");
+        for r in rules {
+            assert!(r.id.starts_with("UR") && r.id.len() == 5, "{}", r.id);
+            assert!(
+                r.name.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'),
+                "{}",
+                r.name
+            );
+            assert!(!r.summary.ends_with('.'), "{}: no trailing period", r.id);
+        }
+    }
 }

@@ -118,11 +118,16 @@ impl Analyzer for Ports {
                             if let Some(p) =
                                 port.filter(|p| *p > 0 && *p < u32::from(UNPRIVILEGED_START))
                             {
+                                let via = if file.path == file.resolved {
+                                    String::new()
+                                } else {
+                                    format!(" (included as `{}`)", file.path)
+                                };
                                 out.push(Finding::new(
                                     &RULES[2],
-                                    Location::file(&file.path, file.layer, Some(n + 1)),
+                                    Location::file(&file.resolved, file.layer, Some(n + 1)),
                                     format!(
-                                        "{} `{}` on port {p}: `{}`",
+                                        "{} `{}` on port {p}: `{}`{via}",
                                         recipe.name,
                                         pattern.directive,
                                         String::from_utf8_lossy(line).trim()
@@ -214,7 +219,7 @@ base64 = "IyBjYWbpCnNlcnZlciB7IGxpc3RlbiAyMTsgfQo="  # Latin-1, not UTF-8
                 "UR203 error /etc/nginx/conf.d/default.conf:3 (layer 1): nginx `listen` on port 80: `listen  [::]:80;`",
                 "UR203 error /etc/nginx/conf.d/default.conf:6 (layer 1): nginx `listen` on port 443: `listen 443 ssl http2;`",
                 "UR203 error /etc/nginx/conf.d/latin1.conf:2 (layer 2): nginx `listen` on port 21: `server { listen 21; }`",
-                "UR203 error /etc/nginx/sites-enabled/legacy:1 (layer 1): nginx `listen` on port 70: `server { listen 8443 ssl; listen 70; }`",
+                "UR203 error /etc/nginx/sites-available/legacy:1 (layer 1): nginx `listen` on port 70: `server { listen 8443 ssl; listen 70; }` (included as `/etc/nginx/sites-enabled/legacy`)",
                 "UR204 warning /etc/nginx/blob.bin (layer 1): nginx config not checked: it is not a text file",
                 "UR204 warning /etc/nginx/huge.conf (layer 1): nginx config not checked: it is larger than 1 MiB",
             ]
