@@ -1,6 +1,7 @@
 //! Integration tests: the `unroot` binary against real images, the real `distribution`
 //! registry, skopeo and umoci as independent readers.
 
+mod analyze;
 mod errors;
 mod golden;
 mod runtime;
