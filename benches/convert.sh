@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Measures, in one run and on the same generated image served by a local registry:
 #   unroot convert   registry -> another repository of the same registry
+#   unroot analyze   of the image in the registry
 #   skopeo copy      registry -> another repository of the same registry
 #   zcat             of every layer blob (the floor for reading the layers once)
 # and prints medians, ratios to zcat, and peak memory (max RSS).
@@ -73,6 +74,7 @@ measure() {
 zcat "${blob_files[@]}" >/dev/null
 for i in $(seq "$runs"); do
   measure "$work/unroot" "$unroot" convert -q "docker://$reg/bench/src:latest" --to "docker://$reg/bench/unroot-$i:latest"
+  measure "$work/analyze" "$unroot" analyze -q --format json "docker://$reg/bench/src:latest"
   measure "$work/skopeo" skopeo copy --quiet --src-tls-verify=false --dest-tls-verify=false \
     "docker://$reg/bench/src:latest" "docker://$reg/bench/skopeo-$i:latest"
   measure "$work/zcat" sh -c 'zcat "$@" > /dev/null' zcat "${blob_files[@]}"
@@ -85,11 +87,12 @@ printf '\nimage: %d layers, %.1f MB compressed, %.1f MB uncompressed; %d runs ea
   "$(echo "$layers" | wc -l)" "$(echo "$compressed / 1048576" | bc -l)" "$(echo "$uncompressed / 1048576" | bc -l)" "$runs"
 printf '| %-52s | %8s | %8s | %10s |\n' "command" "seconds" "vs zcat" "max RSS"
 printf '|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..54})" "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..12})"
-for tool in unroot skopeo zcat; do
+for tool in unroot analyze skopeo zcat; do
   t=$(cut -d' ' -f1 "$work/$tool" | median)
   m=$(max_rss < "$work/$tool")
   case $tool in
     unroot) label="unroot convert (registry -> new repo, same registry)" ;;
+    analyze) label="unroot analyze (registry)" ;;
     skopeo) label="skopeo copy (registry -> new repo, same registry)" ;;
     zcat) label="zcat of all layers" ;;
   esac
