@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::cli::{image_request, run_name, ConvertArgs, Format};
+use crate::cli::{image_request, ConvertArgs, Format};
 use crate::error::Error;
 use crate::model::ImageLocation;
 use crate::pipeline::{ConvertReport, ConvertRequest};
@@ -39,7 +39,7 @@ pub fn request(args: &ConvertArgs) -> Result<ConvertRequest, Error> {
 /// The result in the asked format.
 pub fn render(result: &ConvertReport, format: Format) -> String {
     match format {
-        Format::Text => text::render(&result.report, &run_name(&result.destination)),
+        Format::Text => text::render(&result.report),
         Format::Json => result.report.to_json(),
         Format::Sarif => sarif::render(&result.report),
     }

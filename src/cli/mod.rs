@@ -242,11 +242,3 @@ pub fn image_request(
         },
     })
 }
-
-/// The name a converted image is run by in the contract's commands.
-pub fn run_name(location: &crate::model::ImageLocation) -> String {
-    match location {
-        crate::model::ImageLocation::Registry(r) => r.to_string(),
-        other => other.to_string(),
-    }
-}

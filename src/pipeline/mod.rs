@@ -143,8 +143,11 @@ pub fn analyze(request: &ImageRequest, progress: &mut dyn Progress) -> Result<Re
     )?;
     let plan = plan(request, &scan, &image.config, &recipes)?;
     let converted = converted_config(&image.config, &plan);
+    // The contract describes the image `unroot convert` writes by default.
+    let run_as = default_destination(&request.source).ok();
     Ok(report(
         &request.source,
+        run_as.as_ref(),
         &image,
         &scan.view,
         &scan.layers,
@@ -185,6 +188,7 @@ fn plan(
 #[allow(clippy::too_many_arguments)] // One call site each in analyze and convert.
 fn report(
     location: &ImageLocation,
+    run_as: Option<&ImageLocation>,
     image: &ResolvedImage,
     view: &MergedView,
     layers: &[LayerInfo],
@@ -204,7 +208,8 @@ fn report(
         recipes: &matched,
     };
     let findings = analyze::analyze(&facts);
-    let contract = Contract::new(view, contract_config, plan, &matched);
+    let name = run_as.map_or_else(|| "IMAGE".to_string(), run_name);
+    let contract = Contract::new(view, contract_config, plan, &matched, &name);
     let info = ImageInfo {
         location: location.to_string(),
         digest: image.digest.to_string(),
@@ -320,6 +325,7 @@ pub fn convert(
     })?;
     let mut report = report(
         &from.source,
+        Some(&destination),
         &image,
         &scan.view,
         &layers,
@@ -345,6 +351,15 @@ pub fn convert(
         new_layer: new_layer.map(|l| (l.digest, l.size, l.entries)),
         report,
     })
+}
+
+/// The name an image is run by: a registry reference as docker takes it, else the
+/// location.
+pub fn run_name(location: &ImageLocation) -> String {
+    match location {
+        ImageLocation::Registry(r) => r.to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// The name recorded in `org.opencontainers.image.base.name`: the registry reference, or

@@ -40,6 +40,12 @@ pub struct Contract {
     pub read_only_root_filesystem: bool,
     /// What the user should know.
     pub notes: Vec<String>,
+    /// The image the commands run (the conversion's destination).
+    pub image: String,
+    /// The `docker run` command line.
+    pub docker: String,
+    /// The Kubernetes container settings: securityContext, ports, volumeMounts, volumes.
+    pub kubernetes: serde_json::Value,
 }
 
 impl Contract {
@@ -49,6 +55,7 @@ impl Contract {
         config: &ImageConfig,
         plan: &Plan,
         recipes: &[MatchedRecipe<'_>],
+        image: &str,
     ) -> Contract {
         let mut notes = Vec::new();
         let moved: Vec<(u16, u16)> = plan.port_moves.clone();
@@ -123,18 +130,25 @@ impl Contract {
                 tops.push(d);
             }
         }
-        Contract {
+        let mut contract = Contract {
             uid: plan.identity.uid,
             gid: plan.identity.gid,
             ports,
             writable: tops.iter().map(|p| p.display()).collect(),
             read_only_root_filesystem: read_only,
             notes,
-        }
+            image: image.to_string(),
+            docker: String::new(),
+            kubernetes: serde_json::Value::Null,
+        };
+        contract.docker = contract.docker_command();
+        contract.kubernetes = contract.kubernetes_json();
+        contract
     }
 
     /// `docker run` flags that run the image as the contract says.
-    pub fn docker_command(&self, image: &str) -> String {
+    pub fn docker_command(&self) -> String {
+        let image = &self.image;
         let mut cmd = String::from("docker run --rm");
         if self.read_only_root_filesystem {
             cmd.push_str(" --read-only");
@@ -160,7 +174,8 @@ impl Contract {
     }
 
     /// The container part of a Kubernetes pod spec, as YAML.
-    pub fn kubernetes_yaml(&self, image: &str) -> String {
+    pub fn kubernetes_yaml(&self) -> String {
+        let image = &self.image;
         let mut y = String::new();
         let _ = writeln!(
             y,
@@ -274,12 +289,15 @@ mod tests {
             writable: vec!["/tmp".into(), "/var/cache/nginx".into()],
             read_only_root_filesystem: true,
             notes: vec![],
+            image: "img".into(),
+            docker: String::new(),
+            kubernetes: serde_json::Value::Null,
         };
         assert_eq!(
-            c.docker_command("img"),
+            c.docker_command(),
             "docker run --rm --read-only --tmpfs /tmp --tmpfs /var/cache/nginx --user 101:101 --cap-drop ALL --security-opt no-new-privileges -p 8080:8080 img"
         );
-        let y = c.kubernetes_yaml("img");
+        let y = c.kubernetes_yaml();
         for line in [
             "runAsNonRoot: true",
             "runAsUser: 101",

@@ -86,7 +86,11 @@ pub fn render(report: &Report) -> String {
                 "rules": rule_json,
             }},
             "automationDetails": {"id": format!("unroot/{}", report.image.location)},
-            "properties": {"image": report.image.location, "digest": report.image.digest},
+            "properties": {
+                "image": report.image.location,
+                "digest": report.image.digest,
+                "contract": report.contract,
+            },
             "results": results,
         }],
     });

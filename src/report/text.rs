@@ -7,8 +7,8 @@ use super::Report;
 use crate::analyze::{Fixer, Severity};
 use crate::pipeline::human_bytes;
 
-/// Renders a report as text. `converted` is the image name the contract's commands use.
-pub fn render(report: &Report, converted: &str) -> String {
+/// Renders a report as text.
+pub fn render(report: &Report) -> String {
     let mut out = String::new();
     match &report.destination {
         None => {
@@ -171,7 +171,7 @@ pub fn render(report: &Report, converted: &str) -> String {
     for n in &k.notes {
         let _ = writeln!(out, "  note: {n}");
     }
-    let _ = writeln!(out, "  docker    {}", k.docker_command(converted));
+    let _ = writeln!(out, "  docker    {}", k.docker);
     let _ = writeln!(
         out,
         "  kubernetes: `--emit k8s` prints the securityContext and volumes"
