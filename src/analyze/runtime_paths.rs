@@ -4,7 +4,8 @@
 use super::{
     writable_by, Analyzer, Facts, Finding, Fixer, Location, MatchedRecipe, Rule, Severity,
 };
-use crate::layer::{ImagePath, Kind};
+use crate::layer::{ImagePath, Kind, MergedView};
+use crate::recipe::Writable;
 use crate::recipe::{config_lines, expand, PathKind};
 
 /// The rules of this analyzer.
@@ -59,9 +60,42 @@ pub fn directive_values(matched: &MatchedRecipe<'_>, regex: &regex::bytes::Regex
     values
 }
 
+/// The runtime-writable paths of a matched service, as its config (or the recipe's
+/// default) names them: each with its recipe entry, the path, and the directory that must
+/// be writable (the path itself, or the directory of a file).
+pub fn service_paths<'r>(
+    matched: &'r MatchedRecipe<'_>,
+    view: &MergedView,
+) -> Vec<(&'r Writable, ImagePath, ImagePath)> {
+    let mut out = Vec::new();
+    for w in &matched.recipe.writable {
+        let value = match (&w.path, &w.config) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(regex)) => directive_values(matched, regex)
+                .into_iter()
+                .next()
+                .or_else(|| w.default.clone()),
+            (None, None) => None,
+        };
+        let Some(value) = value.filter(|v| !v.is_empty() && !v.contains("${")) else {
+            continue;
+        };
+        let path = image_path(matched, view, &value);
+        if w.if_exists && !view.exists(&path) {
+            continue;
+        }
+        let dir = match w.kind {
+            PathKind::Dir => path.clone(),
+            PathKind::File => path.parent().unwrap_or_default(),
+        };
+        out.push((w, path, dir));
+    }
+    out
+}
+
 /// An absolute path in the image for a config value (relative ones start at the base of
 /// the config entry that exists).
-fn image_path(matched: &MatchedRecipe<'_>, facts: &Facts<'_>, value: &str) -> ImagePath {
+fn image_path(matched: &MatchedRecipe<'_>, view: &MergedView, value: &str) -> ImagePath {
     if value.starts_with('/') {
         return ImagePath::new(value);
     }
@@ -69,7 +103,7 @@ fn image_path(matched: &MatchedRecipe<'_>, facts: &Facts<'_>, value: &str) -> Im
         .recipe
         .entries
         .iter()
-        .find(|e| facts.view.exists(&e.path))
+        .find(|e| view.exists(&e.path))
         .map(|e| e.base.display())
         .unwrap_or_default();
     ImagePath::new(&format!("{base}/{value}"))
@@ -89,26 +123,7 @@ impl Analyzer for RuntimePaths {
         let view = facts.view;
         for matched in facts.recipes {
             let name = &matched.recipe.name;
-            for w in &matched.recipe.writable {
-                let value = match (&w.path, &w.config) {
-                    (Some(p), _) => Some(p.clone()),
-                    (None, Some(regex)) => directive_values(matched, regex)
-                        .into_iter()
-                        .next()
-                        .or_else(|| w.default.clone()),
-                    (None, None) => None,
-                };
-                let Some(value) = value.filter(|v| !v.is_empty() && !v.contains("${")) else {
-                    continue;
-                };
-                let path = image_path(matched, facts, &value);
-                if w.if_exists && !view.exists(&path) {
-                    continue;
-                }
-                let dir = match w.kind {
-                    PathKind::Dir => path.clone(),
-                    PathKind::File => path.parent().unwrap_or_default(),
-                };
+            for (w, path, dir) in service_paths(matched, view) {
                 if !writable_by(view, &dir, uid, gid) {
                     let owner = view
                         .resolve(&dir)
@@ -142,7 +157,7 @@ impl Analyzer for RuntimePaths {
                     if is_stream(&value) || value.contains("${") {
                         continue;
                     }
-                    let path = image_path(matched, facts, &value);
+                    let path = image_path(matched, view, &value);
                     let Ok(resolved) = view.resolve(&path) else {
                         continue;
                     };

@@ -11,7 +11,6 @@ use crate::analyze::MatchedRecipe;
 use crate::layer::{ImagePath, Kind, MergedView};
 use crate::model::ImageConfig;
 use crate::plan::Plan;
-use crate::recipe::PathKind;
 
 /// A port the converted image listens on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -83,28 +82,7 @@ impl Contract {
             );
         }
         for matched in recipes {
-            for w in &matched.recipe.writable {
-                let value = match (&w.path, &w.config) {
-                    (Some(p), _) => Some(p.clone()),
-                    (None, Some(regex)) => {
-                        crate::analyze::runtime_paths::directive_values(matched, regex)
-                            .into_iter()
-                            .next()
-                            .or_else(|| w.default.clone())
-                    }
-                    _ => None,
-                };
-                let Some(value) = value.filter(|v| v.starts_with('/') && !v.contains("${")) else {
-                    continue;
-                };
-                let path = ImagePath::new(&value);
-                if w.if_exists && !view.exists(&path) {
-                    continue;
-                }
-                let dir = match w.kind {
-                    PathKind::Dir => path,
-                    PathKind::File => path.parent().unwrap_or_default(),
-                };
+            for (_, _, dir) in crate::analyze::runtime_paths::service_paths(matched, view) {
                 wanted.insert(view.resolve(&dir).unwrap_or(dir));
             }
         }
