@@ -79,6 +79,17 @@ pub enum Error {
         /// Why.
         source: PlanError,
     },
+    /// A recipe cannot be loaded.
+    #[error(transparent)]
+    Recipe(#[from] crate::recipe::RecipeError),
+    /// A recipe cannot be applied to the image.
+    #[error("{location}: {source}")]
+    RecipeApply {
+        /// The image.
+        location: String,
+        /// Why.
+        source: crate::recipe::edit::ApplyError,
+    },
     /// The output cannot be assembled.
     #[error(transparent)]
     Assemble(#[from] AssembleError),
@@ -141,6 +152,10 @@ impl Error {
                 .first()
                 .map(|p| format!("pick one with `--platform {p}`")),
             Error::NoDestination { .. } => Some("name one with `--to`, e.g. `--to oci:out:latest`".into()),
+            Error::RecipeApply { .. } => Some(
+                "the service's files differ from what the recipe expects; run with `--no-recipes` for the generic conversion, or adapt the recipe (`unroot recipes show NAME`)".into(),
+            ),
+            Error::Recipe(crate::recipe::RecipeError::Unknown { .. }) => Some("`unroot recipes list` lists the built-in recipes".into()),
             Error::Manifest { source: ManifestError::Schema1, .. } => Some(
                 "schema 1 images are deprecated; re-push the image with a current tool (e.g. `skopeo copy`) to get a schema 2 manifest".into(),
             ),

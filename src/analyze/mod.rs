@@ -14,7 +14,7 @@ use crate::layer::{ImagePath, LayerInfo, MergedView};
 use crate::model::ImageConfig;
 use crate::plan::users::Accounts;
 use crate::plan::Plan;
-use crate::recipe::{self, ConfigFile, Recipe};
+use crate::recipe::{self, ConfigFile, Recipe, Selection};
 
 pub mod ids;
 pub mod ownership;
@@ -190,21 +190,29 @@ pub struct MatchedRecipe<'a> {
 }
 
 impl<'a> MatchedRecipe<'a> {
-    /// Matches every recipe against the view.
-    pub fn find(recipes: &'a [Recipe], view: &MergedView) -> Vec<MatchedRecipe<'a>> {
-        recipes
-            .iter()
-            .filter_map(|r| {
-                let signature = r.matches(view)?;
-                let vars = recipe::variables(r, view);
-                let files = recipe::config_files(r, view, &vars);
-                Some(MatchedRecipe {
-                    recipe: r,
-                    signature,
-                    files,
-                    vars,
-                })
+    /// The recipes of a selection that apply to the view: candidates whose signature
+    /// matches, and forced ones.
+    pub fn find(selection: &'a Selection, view: &MergedView) -> Vec<MatchedRecipe<'a>> {
+        let found = |r: &'a Recipe, forced: bool| {
+            let signature = match r.matches(view) {
+                Some(s) => s,
+                None if forced => ImagePath::root(),
+                None => return None,
+            };
+            let vars = recipe::variables(r, view);
+            let files = recipe::config_files(r, view, &vars);
+            Some(MatchedRecipe {
+                recipe: r,
+                signature,
+                files,
+                vars,
             })
+        };
+        selection
+            .candidates
+            .iter()
+            .filter_map(|r| found(r, false))
+            .chain(selection.forced.iter().filter_map(|r| found(r, true)))
             .collect()
     }
 }

@@ -110,7 +110,7 @@ impl Analyzer for Ports {
                     }
                 };
                 for (n, line) in config_lines(text, recipe.comment.as_deref()).enumerate() {
-                    for pattern in &recipe.ports {
+                    for pattern in recipe.ports.iter().filter(|p| p.files.is_none()) {
                         for cap in pattern.regex.captures_iter(line) {
                             let port = std::str::from_utf8(&cap["port"])
                                 .ok()

@@ -69,6 +69,9 @@ pub fn service_paths<'r>(
 ) -> Vec<(&'r Writable, ImagePath, ImagePath)> {
     let mut out = Vec::new();
     for w in &matched.recipe.writable {
+        if w.when.as_ref().is_some_and(|p| !view.exists(p)) {
+            continue;
+        }
         let value = match (&w.path, &w.config) {
             (Some(p), _) => Some(p.clone()),
             (None, Some(regex)) => directive_values(matched, regex)
@@ -124,7 +127,8 @@ impl Analyzer for RuntimePaths {
         for matched in facts.recipes {
             let name = &matched.recipe.name;
             for (w, path, dir) in service_paths(matched, view) {
-                if !writable_by(view, &dir, uid, gid) {
+                // /tmp is a tmpfs in the runtime contract: always writable.
+                if !dir.is_below(&ImagePath::new("/tmp")) && !writable_by(view, &dir, uid, gid) {
                     let owner = view
                         .resolve(&dir)
                         .ok()

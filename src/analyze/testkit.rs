@@ -7,7 +7,7 @@ use crate::model::{ImageConfig, ImageLocation, Platform};
 use crate::pipeline::{self, Silent};
 use crate::plan::users::Accounts;
 use crate::plan::{generic, Plan};
-use crate::recipe::Recipe;
+use crate::recipe::Selection;
 use crate::transport;
 
 /// An image read for analysis.
@@ -16,7 +16,7 @@ pub struct Analyzed {
     pub config: ImageConfig,
     pub accounts: Accounts,
     pub plan: Plan,
-    pub recipes: Vec<Recipe>,
+    pub recipes: Selection,
 }
 
 impl Analyzed {
@@ -27,24 +27,25 @@ impl Analyzed {
         ImageSpec::parse(spec, "test").unwrap().build(&loc).unwrap();
         let mut source = transport::open_source(&loc, &Default::default()).unwrap();
         let image = pipeline::resolve(source.as_mut(), &Platform::default()).unwrap();
-        let recipes = Recipe::builtin();
+        let recipes = Selection::default();
         let (scan, _) = pipeline::scan_layers(
             source.as_mut(),
             &image,
-            &recipes,
+            &recipes.all(),
             false,
             dir.path(),
             &mut Silent,
         )
         .unwrap();
         let accounts = Accounts::read(&scan.view).unwrap_or_default();
-        let matched = MatchedRecipe::find(&recipes, &scan.view);
-        let options = generic::Options {
-            preferred_users: pipeline::preferred_users(&matched),
-            ..Default::default()
+        let request = pipeline::ImageRequest {
+            source: loc.clone(),
+            platform: Platform::default(),
+            generic: generic::Options::default(),
+            registry: Default::default(),
+            recipes: recipes.clone(),
         };
-        let plan = generic::plan(&scan, &image.config, &options).unwrap();
-        drop(matched);
+        let plan = pipeline::plan(&request, &scan, &image.config, &recipes).unwrap();
         Analyzed {
             scan,
             config: image.config,

@@ -123,6 +123,15 @@ pub struct PlanArgs {
     #[arg(long = "port", value_name = "FROM:TO", help_heading = "Conversion")]
     pub ports: Vec<String>,
 
+    /// Use this recipe (a built-in name or a recipe file) whether or not its signature
+    /// matches (repeatable).
+    #[arg(long = "recipe", value_name = "NAME|FILE", help_heading = "Conversion")]
+    pub recipes: Vec<String>,
+
+    /// Use no built-in recipe (only `--recipe` ones).
+    #[arg(long, help_heading = "Conversion")]
+    pub no_recipes: bool,
+
     /// The platform to read from a multi-platform image.
     #[arg(
         long,
@@ -228,9 +237,15 @@ pub fn image_request(
             uid: args.uid,
             gid: args.gid,
             ports: PortMap::new(&args.ports)?,
-            mtime: 0,
-            preferred_users: Vec::new(),
+            ..Default::default()
         },
+        recipes: crate::recipe::Selection::new(
+            args.no_recipes,
+            args.recipes
+                .iter()
+                .map(|r| crate::recipe::Recipe::load(r))
+                .collect::<Result<_, _>>()?,
+        ),
         registry: RegistryOptions {
             creds: args
                 .registry

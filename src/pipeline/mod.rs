@@ -16,7 +16,7 @@ use crate::model::{media, Descriptor, Digest, ImageConfig, ImageLocation, ImageR
 use crate::plan::generic;
 use crate::plan::users::Accounts;
 use crate::plan::Plan;
-use crate::recipe::Recipe;
+use crate::recipe::Selection;
 use crate::report::{Contract, ImageInfo, Report};
 use crate::transport::registry::RegistryOptions;
 use crate::transport::{self, BlobProvider, BlobReader, OutputLayer, Source, TransportError};
@@ -38,6 +38,8 @@ pub struct ImageRequest {
     pub generic: generic::Options,
     /// Credentials and TLS.
     pub registry: RegistryOptions,
+    /// The recipes to use.
+    pub recipes: Selection,
 }
 
 /// What to convert, where to, and how.
@@ -132,16 +134,16 @@ pub fn analyze(request: &ImageRequest, progress: &mut dyn Progress) -> Result<Re
     progress.message(&format!("resolving {}", request.source));
     let image = resolve(source.as_mut(), &request.platform)?;
     let work = work_dir()?;
-    let recipes = Recipe::builtin();
+    let recipes = &request.recipes;
     let (scan, _) = scan_layers(
         source.as_mut(),
         &image,
-        &recipes,
+        &recipes.all(),
         false,
         work.path(),
         progress,
     )?;
-    let plan = plan(request, &scan, &image.config, &recipes)?;
+    let plan = plan(request, &scan, &image.config, recipes)?;
     let converted = converted_config(&image.config, &plan);
     // The contract describes the image `unroot convert` writes by default.
     let run_as = default_destination(&request.source).ok();
@@ -154,7 +156,7 @@ pub fn analyze(request: &ImageRequest, progress: &mut dyn Progress) -> Result<Re
         &image.config,
         &converted,
         &plan,
-        &recipes,
+        recipes,
     ))
 }
 
@@ -169,18 +171,42 @@ fn work_dir() -> Result<tempfile::TempDir, Error> {
         })
 }
 
-fn plan(
+/// Plans the conversion: the recipes that match are applied first (their edits, the
+/// directories they make writable, their preferred users), then the generic conversion.
+pub fn plan(
     request: &ImageRequest,
     scan: &crate::layer::Scan,
     config: &ImageConfig,
-    recipes: &[Recipe],
+    recipes: &Selection,
 ) -> Result<Plan, Error> {
+    let matched = MatchedRecipe::find(recipes, &scan.view);
+    let mut outcomes = Vec::new();
+    for m in &matched {
+        let outcome =
+            crate::recipe::edit::apply(m, &scan.view, &request.generic.ports).map_err(|e| {
+                Error::RecipeApply {
+                    location: request.source.to_string(),
+                    source: e,
+                }
+            })?;
+        outcomes.push((m.recipe.name.clone(), outcome));
+    }
     let mut options = request.generic.clone();
-    options.preferred_users = preferred_users(&MatchedRecipe::find(recipes, &scan.view));
-    generic::plan(scan, config, &options).map_err(|e| Error::Plan {
+    options.preferred_users = preferred_users(&matched);
+    options.recipe_writable = outcomes
+        .iter()
+        .flat_map(|(name, o)| {
+            o.writable_dirs
+                .iter()
+                .map(move |d| (d.clone(), name.clone()))
+        })
+        .collect();
+    let mut plan = generic::plan(scan, config, &options).map_err(|e| Error::Plan {
         location: request.source.to_string(),
         source: e,
-    })
+    })?;
+    plan.add_recipe_outcomes(&outcomes, &scan.view, &config.env(), options.mtime);
+    Ok(plan)
 }
 
 /// Analyzes `view` (with `config`) and builds the report; the contract describes the image
@@ -195,7 +221,7 @@ fn report(
     config: &ImageConfig,
     contract_config: &ImageConfig,
     plan: &Plan,
-    recipes: &[Recipe],
+    recipes: &Selection,
 ) -> Report {
     let matched = MatchedRecipe::find(recipes, view);
     let accounts = Accounts::read(view).unwrap_or_default();
@@ -238,18 +264,18 @@ pub fn convert(
 
     let work = work_dir()?;
     let keep = !source.is_local() && !sink.can_reuse_blobs_of(source.location());
-    let recipes = Recipe::builtin();
+    let recipes = &from.recipes;
     let (mut scan, cache) = scan_layers(
         source.as_mut(),
         &image,
-        &recipes,
+        &recipes.all(),
         keep,
         work.path(),
         progress,
     )?;
     let mut with_mtime = from.clone();
     with_mtime.generic.mtime = created.1;
-    let plan = plan(&with_mtime, &scan, &image.config, &recipes)?;
+    let plan = plan(&with_mtime, &scan, &image.config, recipes)?;
 
     let new_layer = if plan.changes.is_empty() {
         None
@@ -332,7 +358,7 @@ pub fn convert(
         &converted,
         &converted,
         &plan,
-        &recipes,
+        recipes,
     );
     report.destination = Some(crate::report::Destination {
         location: destination.to_string(),

@@ -44,6 +44,8 @@ pub struct Options {
     /// Service accounts the matched recipes prefer, most preferred first, with the
     /// recipe's name: `("www-data", "nginx")`.
     pub preferred_users: Vec<(String, String)>,
+    /// Directories the matched recipes say the service writes, with the recipe's name.
+    pub recipe_writable: Vec<(ImagePath, String)>,
 }
 
 /// Why the generic conversion cannot go on.
@@ -207,7 +209,13 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
             };
             changes.insert(
                 accounts.passwd_path.clone(),
-                text_change(text, before, opts.mtime, Reason::PasswdEntry),
+                text_change(
+                    text,
+                    before,
+                    accounts.passwd_text.as_ref(),
+                    opts.mtime,
+                    Reason::PasswdEntry,
+                ),
             );
             name
         }
@@ -223,7 +231,13 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
         };
         changes.insert(
             accounts.group_path.clone(),
-            text_change(text, before, opts.mtime, Reason::GroupEntry),
+            text_change(
+                text,
+                before,
+                accounts.group_text.as_ref(),
+                opts.mtime,
+                Reason::GroupEntry,
+            ),
         );
     }
     let home = accounts
@@ -269,6 +283,7 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
                                 uid: target.meta.uid,
                             },
                             before: Some(meta.clone()),
+                            original: None,
                         },
                     );
                 }
@@ -295,13 +310,14 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
                 },
                 reason: Reason::Reowned { uid: meta.uid },
                 before: Some(meta.clone()),
+                original: None,
             },
         );
     }
 
     // Directories the service writes.
     let mut writable: BTreeSet<ImagePath> = BTreeSet::new();
-    let mut writable_roots: Vec<(ImagePath, &str)> = Vec::new();
+    let mut writable_roots: Vec<(ImagePath, String)> = Vec::new();
     // A directory that holds code (anywhere below it) is not one the service must write:
     // were it writable, the user could swap the root-owned binaries in it.
     let mut holds_code: BTreeSet<ImagePath> = BTreeSet::new();
@@ -329,15 +345,16 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
                         body: Body::Empty,
                         reason: Reason::CodeDir { uid: node.meta.uid },
                         before: Some(node.meta.clone()),
+                        original: None,
                     },
                 );
             } else {
-                writable_roots.push((path.clone(), "owned by the service user"));
+                writable_roots.push((path.clone(), "owned by the service user".to_string()));
             }
         }
     }
     for v in config.volumes() {
-        writable_roots.push((view.resolve(&ImagePath::new(&v))?, "a volume"));
+        writable_roots.push((view.resolve(&ImagePath::new(&v))?, "a volume".to_string()));
     }
     if !matches!(
         home.as_str(),
@@ -348,9 +365,19 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
             notes.push(format!(
                 "the user's home `{home}` holds executables, so it is not made writable"
             ));
+        } else if view.below(&home).any(|(_, n)| n.meta.kind != Kind::Dir)
+            && !owned_by_former(view, &home, &former)
+        {
+            // A service account's "home" is often its content (www-data: /var/www).
+            notes.push(format!(
+                "the user's home `{home}` holds files it does not own, so it is not made writable"
+            ));
         } else {
-            writable_roots.push((home, "the user's home"));
+            writable_roots.push((home, "the user's home".to_string()));
         }
+    }
+    for (dir, recipe) in &opts.recipe_writable {
+        writable_roots.push((dir.clone(), format!("written by the {recipe} service")));
     }
     for (root, what) in writable_roots {
         if root.is_root() {
@@ -443,7 +470,20 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
         port_moves: moves.into_iter().collect(),
         writable: tops,
         notes,
+        recipes: Vec::new(),
     })
+}
+
+/// Whether the former service user owns `dir`.
+fn owned_by_former(
+    view: &MergedView,
+    dir: &ImagePath,
+    former: &Option<(u64, Option<u64>, String)>,
+) -> bool {
+    match (view.get(dir), former) {
+        (Some(n), Some((uid, _, _))) => n.meta.uid == *uid,
+        _ => false,
+    }
 }
 
 /// The metadata of a file made root's and not writable by group or others.
@@ -459,7 +499,13 @@ fn port_of(key: &str) -> Result<u16, std::num::ParseIntError> {
     key.split('/').next().unwrap_or_default().parse()
 }
 
-fn text_change(text: Vec<u8>, before: Option<Meta>, mtime: u64, reason: Reason) -> FileChange {
+fn text_change(
+    text: Vec<u8>,
+    before: Option<Meta>,
+    original: Option<&Vec<u8>>,
+    mtime: u64,
+    reason: Reason,
+) -> FileChange {
     let mut meta = before.clone().unwrap_or(Meta {
         kind: Kind::File,
         mode: 0o644,
@@ -479,6 +525,7 @@ fn text_change(text: Vec<u8>, before: Option<Meta>, mtime: u64, reason: Reason) 
         body: Body::Bytes(std::sync::Arc::new(text)),
         reason,
         before,
+        original: Some(std::sync::Arc::new(original.cloned().unwrap_or_default())),
     }
 }
 
@@ -502,6 +549,7 @@ fn make_writable(
             body: Body::Empty,
             reason: Reason::Writable,
             before: Some(meta.clone()),
+            original: None,
         },
     );
 }
@@ -522,5 +570,6 @@ fn new_dir(uid: u64, mtime: u64) -> FileChange {
         body: Body::Empty,
         reason: Reason::CreatedDir,
         before: None,
+        original: None,
     }
 }

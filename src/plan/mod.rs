@@ -47,6 +47,13 @@ pub enum Reason {
     Writable,
     /// A directory the service writes that did not exist.
     CreatedDir,
+    /// A file a recipe edited.
+    Edited {
+        /// The recipe.
+        recipe: String,
+        /// What it changed, in order.
+        edits: Vec<String>,
+    },
 }
 
 impl Reason {
@@ -59,6 +66,7 @@ impl Reason {
             Reason::CodeDir { uid } => format!("directory of uid {uid} that holds code: now root-owned, not writable by the user"),
             Reason::Writable => "runtime-writable: owner UID, group 0, group-writable".into(),
             Reason::CreatedDir => "created as a runtime-writable directory".into(),
+            Reason::Edited { recipe, edits } => format!("{recipe} recipe: {}", edits.join("; ")),
         }
     }
 }
@@ -74,6 +82,8 @@ pub struct FileChange {
     pub reason: Reason,
     /// Its metadata before, when it existed.
     pub before: Option<Meta>,
+    /// Its content before, for files whose content changed.
+    pub original: Option<Arc<Vec<u8>>>,
 }
 
 /// The runtime identity of the converted image.
@@ -109,9 +119,66 @@ pub struct Plan {
     pub writable: Vec<ImagePath>,
     /// Things the user should know (what was not changed and why).
     pub notes: Vec<String>,
+    /// The recipes applied, by name.
+    pub recipes: Vec<String>,
 }
 
 impl Plan {
+    /// Adds what recipes did: edited files, moved ports, environment. `env` is the
+    /// config's `Env` before the plan.
+    pub fn add_recipe_outcomes(
+        &mut self,
+        outcomes: &[(String, crate::recipe::edit::Outcome)],
+        view: &crate::layer::MergedView,
+        env: &[String],
+        mtime: u64,
+    ) {
+        for (recipe, outcome) in outcomes {
+            self.recipes.push(recipe.clone());
+            for f in &outcome.files {
+                let Some(node) = view.get(&f.path) else {
+                    continue;
+                };
+                let mut meta = node.meta.clone();
+                meta.size = f.text.len() as u64;
+                meta.mtime = mtime;
+                self.changes.insert(
+                    f.path.clone(),
+                    FileChange {
+                        meta,
+                        body: Body::Bytes(Arc::new(f.text.clone())),
+                        reason: Reason::Edited {
+                            recipe: recipe.clone(),
+                            edits: f.edits.clone(),
+                        },
+                        before: Some(node.meta.clone()),
+                        original: Some(f.original.clone()),
+                    },
+                );
+            }
+            for m in &outcome.port_moves {
+                if !self.port_moves.contains(m) {
+                    self.port_moves.push(*m);
+                }
+            }
+            if !outcome.env.is_empty() {
+                let mut vars = self.env.clone().unwrap_or_else(|| env.to_vec());
+                for (name, value) in &outcome.env {
+                    let line = format!("{name}={value}");
+                    match vars
+                        .iter_mut()
+                        .find(|v| v.split_once('=').is_some_and(|(k, _)| k == name))
+                    {
+                        Some(v) => *v = line,
+                        None => vars.push(line),
+                    }
+                }
+                self.env = Some(vars);
+            }
+        }
+        self.port_moves.sort();
+    }
+
     /// The new layer as merge input, to see the converted image's filesystem without
     /// reading the layer back.
     pub fn layer_changes(&self) -> Vec<crate::layer::merged::LayerChange> {

@@ -1,19 +1,24 @@
 //! Recipes: declarative knowledge of services (TOML files under `recipes/`, built into the
 //! binary). A recipe is matched by a signature in the image (a file that is present), never
 //! by the image's name, so derived images match too. It says where the service's config
-//! lives and how it includes more, which directives carry listen ports, which paths the
-//! service writes at run time, and where it logs.
+//! lives and how it includes more, which directives carry listen ports (moved by the port
+//! map), which paths the service writes at run time (redirected to /tmp, or made writable),
+//! where it logs, and which other edits make it run unprivileged.
 //!
 //! Invariant: a recipe that loads has every regex compiled and every glob valid; errors
 //! name the recipe file with line and column.
-
-use std::collections::{BTreeMap, BTreeSet};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use regex::bytes::Regex;
 use serde::Deserialize;
 
-use crate::layer::{Content, ImagePath, Kind, MergedView};
+use crate::layer::{ImagePath, Kind, MergedView};
+
+mod config;
+pub mod edit;
+mod spec;
+
+pub use config::{config_files, config_lines, expand, variables, ConfigFile, ConfigProblem};
 
 /// The recipes shipped with unroot, as (file name, TOML text).
 pub const BUILTIN: &[(&str, &str)] = &[
@@ -22,101 +27,18 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../recipes/apache.toml"),
     ),
     (
+        "recipes/haproxy.toml",
+        include_str!("../../recipes/haproxy.toml"),
+    ),
+    (
         "recipes/nginx.toml",
         include_str!("../../recipes/nginx.toml"),
     ),
+    (
+        "recipes/redis.toml",
+        include_str!("../../recipes/redis.toml"),
+    ),
 ];
-
-/// A recipe file as written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RecipeFile {
-    name: String,
-    summary: String,
-    #[serde(rename = "match")]
-    matcher: MatchSpec,
-    #[serde(default)]
-    service: ServiceSpec,
-    #[serde(default)]
-    config: Option<ConfigSpec>,
-    #[serde(default)]
-    ports: Vec<PortSpec>,
-    #[serde(default)]
-    writable: Vec<WritableSpec>,
-    #[serde(default)]
-    logs: Vec<LogSpec>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MatchSpec {
-    any: Vec<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ServiceSpec {
-    #[serde(default)]
-    users: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigSpec {
-    entry: Vec<EntrySpec>,
-    #[serde(default)]
-    capture: Vec<String>,
-    #[serde(default)]
-    include: Option<String>,
-    #[serde(default)]
-    comment: Option<String>,
-    #[serde(default)]
-    variables: Option<VariablesSpec>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EntrySpec {
-    path: String,
-    base: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VariablesSpec {
-    file: String,
-    pattern: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PortSpec {
-    directive: String,
-    pattern: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WritableSpec {
-    what: String,
-    kind: PathKind,
-    #[serde(default)]
-    path: Option<String>,
-    #[serde(default)]
-    config: Option<String>,
-    #[serde(default)]
-    default: Option<String>,
-    #[serde(default)]
-    if_exists: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LogSpec {
-    config: Option<String>,
-    #[serde(default)]
-    default: Vec<String>,
-}
 
 /// Whether a runtime-writable path is a file or a directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -139,7 +61,7 @@ pub enum RecipeError {
         /// The parser's message, with line and column.
         message: String,
     },
-    /// A regex or glob does not compile.
+    /// A regex or glob does not compile, or a field is missing.
     #[error("recipe `{file}`: `{field}`: {message}")]
     Pattern {
         /// The recipe file.
@@ -148,6 +70,20 @@ pub enum RecipeError {
         field: String,
         /// The compiler's message.
         message: String,
+    },
+    /// A recipe file cannot be read.
+    #[error("cannot read recipe `{file}`: {message}")]
+    Read {
+        /// The file.
+        file: String,
+        /// Why.
+        message: String,
+    },
+    /// `--recipe NAME` names no built-in recipe and no file.
+    #[error("no recipe `{name}`: it is neither a built-in recipe ({}) nor a file", builtin_names().join(", "))]
+    Unknown {
+        /// What was asked for.
+        name: String,
     },
 }
 
@@ -160,13 +96,26 @@ pub struct Entry {
     pub base: ImagePath,
 }
 
-/// A directive that carries a listen port.
+/// A directive that carries a listen port, which the conversion moves by the port map.
 #[derive(Debug, Clone)]
 pub struct PortPattern {
     /// Its name in messages (`listen`, `Listen`, `VirtualHost`).
     pub directive: String,
     /// The regex, with a `port` group.
     pub regex: Regex,
+    /// Globs of other files where the port is moved too (entrypoint scripts); the config
+    /// files always.
+    pub files: Option<Vec<String>>,
+}
+
+/// Text to add to a config when a directive is missing.
+#[derive(Debug, Clone)]
+pub struct Insert {
+    /// The line after which to insert (a block opener such as `http {`); `None`: at the
+    /// top of the first config file.
+    pub into: Option<Regex>,
+    /// The text, one directive per line.
+    pub text: String,
 }
 
 /// A path the service writes at run time.
@@ -184,6 +133,15 @@ pub struct Writable {
     pub default: Option<String>,
     /// Only when the path exists in the image.
     pub if_exists: bool,
+    /// Only when this path exists in the image.
+    pub when: Option<ImagePath>,
+    /// Where the conversion moves it (the directive's value is replaced).
+    pub redirect: Option<String>,
+    /// What the conversion adds when no directive names the path.
+    pub insert: Option<Insert>,
+    /// The conversion makes the directory (the fixed path, or the one the directive
+    /// names) `UID:0` and group-writable, when it exists.
+    pub make_writable: bool,
 }
 
 /// Where the service logs.
@@ -193,6 +151,47 @@ pub struct Logs {
     pub config: Option<Regex>,
     /// The paths when no directive names one.
     pub default: Vec<String>,
+    /// Where the conversion points log files that are not streams (`/dev/stdout`).
+    pub to: Option<String>,
+}
+
+/// What an edit does.
+#[derive(Debug, Clone)]
+pub enum EditAction {
+    /// Replaces every match of the pattern (`$1`, `${name}` refer to groups).
+    Replace {
+        /// The pattern.
+        pattern: Regex,
+        /// The replacement.
+        with: String,
+    },
+    /// Comments out every line whose directive matches.
+    Remove {
+        /// The pattern.
+        pattern: Regex,
+    },
+    /// Inserts text after the first line that matches `into` (or at the top), unless
+    /// `unless` matches somewhere in the files already.
+    Insert {
+        /// Where.
+        insert: Insert,
+        /// The directive that makes the insert unnecessary.
+        unless: Option<Regex>,
+    },
+}
+
+/// An edit of the service's files.
+#[derive(Debug, Clone)]
+pub struct Edit {
+    /// Its name in messages and reports.
+    pub name: String,
+    /// Globs of the files it edits; `None`: the service's config files.
+    pub files: Option<Vec<String>>,
+    /// What it does.
+    pub action: EditAction,
+    /// Whether matching nothing is fine. Otherwise it is an error: a silent no-op is how
+    /// `sed`-based conversions break when a file changes.
+    pub optional: bool,
 }
 
 /// A loaded recipe.
@@ -204,13 +203,15 @@ pub struct Recipe {
     pub summary: String,
     /// The file it came from.
     pub file: String,
+    /// Its TOML text.
+    pub source: String,
     /// Paths whose presence means the service is in the image.
     pub signature: Vec<ImagePath>,
     /// The service's own accounts, most preferred first.
     pub users: Vec<String>,
     /// Config entry points.
     pub entries: Vec<Entry>,
-    /// Globs of files to keep while scanning.
+    /// Globs of files to keep while scanning (the config's and the edits').
     pub capture: Vec<String>,
     /// The include directive (group 1: path or glob).
     pub include: Option<Regex>,
@@ -224,133 +225,25 @@ pub struct Recipe {
     pub writable: Vec<Writable>,
     /// Log locations.
     pub logs: Vec<Logs>,
+    /// Other edits, in order.
+    pub edits: Vec<Edit>,
+    /// Environment variables the conversion sets.
+    pub env: Vec<(String, String)>,
 }
 
-fn compile(file: &str, field: &str, pattern: &str) -> Result<Regex, RecipeError> {
-    regex::bytes::RegexBuilder::new(pattern)
-        .multi_line(true)
-        .build()
-        .map_err(|e| RecipeError::Pattern {
-            file: file.to_string(),
-            field: field.to_string(),
-            message: e
+/// The names of the built-in recipes.
+pub fn builtin_names() -> Vec<String> {
+    BUILTIN
+        .iter()
+        .map(|(file, _)| {
+            file.trim_start_matches("recipes/")
+                .trim_end_matches(".toml")
                 .to_string()
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .trim()
-                .to_string(),
         })
+        .collect()
 }
 
 impl Recipe {
-    /// Parses and checks a recipe; `file` names it in errors.
-    pub fn parse(text: &str, file: &str) -> Result<Recipe, RecipeError> {
-        let spec: RecipeFile = toml::from_str(text).map_err(|e| RecipeError::Syntax {
-            file: file.to_string(),
-            message: e.to_string().trim().replace('\n', " "),
-        })?;
-        let config = spec.config.clone();
-        let mut ports = Vec::new();
-        for (i, p) in spec.ports.iter().enumerate() {
-            let regex = compile(file, &format!("ports[{i}].pattern"), &p.pattern)?;
-            if regex.capture_names().all(|n| n != Some("port")) {
-                return Err(RecipeError::Pattern {
-                    file: file.to_string(),
-                    field: format!("ports[{i}].pattern"),
-                    message: "the pattern needs a `(?P<port>...)` group".into(),
-                });
-            }
-            ports.push(PortPattern {
-                directive: p.directive.clone(),
-                regex,
-            });
-        }
-        let mut writable = Vec::new();
-        for (i, w) in spec.writable.iter().enumerate() {
-            if w.path.is_none() && w.config.is_none() {
-                return Err(RecipeError::Pattern {
-                    file: file.to_string(),
-                    field: format!("writable[{i}]"),
-                    message: "give `path` or `config`".into(),
-                });
-            }
-            writable.push(Writable {
-                what: w.what.clone(),
-                kind: w.kind,
-                path: w.path.clone(),
-                config: w
-                    .config
-                    .as_deref()
-                    .map(|c| compile(file, &format!("writable[{i}].config"), c))
-                    .transpose()?,
-                default: w.default.clone(),
-                if_exists: w.if_exists,
-            });
-        }
-        let mut logs = Vec::new();
-        for (i, l) in spec.logs.iter().enumerate() {
-            logs.push(Logs {
-                config: l
-                    .config
-                    .as_deref()
-                    .map(|c| compile(file, &format!("logs[{i}].config"), c))
-                    .transpose()?,
-                default: l.default.clone(),
-            });
-        }
-        let capture = config
-            .as_ref()
-            .map(|c| c.capture.clone())
-            .unwrap_or_default();
-        for (i, g) in capture.iter().enumerate() {
-            Glob::new(g).map_err(|e| RecipeError::Pattern {
-                file: file.to_string(),
-                field: format!("config.capture[{i}]"),
-                message: e.to_string(),
-            })?;
-        }
-        Ok(Recipe {
-            name: spec.name,
-            summary: spec.summary,
-            file: file.to_string(),
-            signature: spec.matcher.any.iter().map(|p| ImagePath::new(p)).collect(),
-            users: spec.service.users,
-            entries: config
-                .as_ref()
-                .map(|c| {
-                    c.entry
-                        .iter()
-                        .map(|e| Entry {
-                            path: ImagePath::new(&e.path),
-                            base: ImagePath::new(&e.base),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            capture,
-            include: config
-                .as_ref()
-                .and_then(|c| c.include.as_deref())
-                .map(|p| compile(file, "config.include", p))
-                .transpose()?,
-            comment: config.as_ref().and_then(|c| c.comment.clone()),
-            variables: config
-                .as_ref()
-                .and_then(|c| c.variables.as_ref())
-                .map(|v| {
-                    Ok::<_, RecipeError>((
-                        ImagePath::new(&v.file),
-                        compile(file, "config.variables.pattern", &v.pattern)?,
-                    ))
-                })
-                .transpose()?,
-            ports,
-            writable,
-            logs,
-        })
-    }
-
     /// The recipes built into unroot.
     pub fn builtin() -> Vec<Recipe> {
         BUILTIN
@@ -359,6 +252,27 @@ impl Recipe {
                 Recipe::parse(text, file).expect("built-in recipes are checked by the tests")
             })
             .collect()
+    }
+
+    /// A built-in recipe by name, or a recipe file.
+    pub fn load(name_or_file: &str) -> Result<Recipe, RecipeError> {
+        if let Some(r) = Recipe::builtin()
+            .into_iter()
+            .find(|r| r.name == name_or_file)
+        {
+            return Ok(r);
+        }
+        let path = std::path::Path::new(name_or_file);
+        if !path.exists() {
+            return Err(RecipeError::Unknown {
+                name: name_or_file.to_string(),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| RecipeError::Read {
+            file: name_or_file.to_string(),
+            message: e.to_string(),
+        })?;
+        Recipe::parse(&text, name_or_file)
     }
 
     /// The signature path found in the image, if the recipe matches.
@@ -389,217 +303,43 @@ pub fn capture_set(recipes: &[Recipe]) -> GlobSet {
     b.build().unwrap_or_else(|_| GlobSet::empty())
 }
 
-/// One config file of a service, as found by following includes.
+/// Which recipes a conversion or analysis uses.
 #[derive(Debug, Clone)]
-pub struct ConfigFile {
-    /// The path as the include (or entry) named it.
-    pub path: ImagePath,
-    /// Where it leads after symlinks.
-    pub resolved: ImagePath,
-    /// The layer that holds it.
-    pub layer: Option<usize>,
-    /// Its text, when it could be read; else why not.
-    pub text: Result<std::sync::Arc<Vec<u8>>, ConfigProblem>,
+pub struct Selection {
+    /// Recipes that apply when their signature matches.
+    pub candidates: Vec<Recipe>,
+    /// Recipes that apply whatever the image holds (`--recipe`).
+    pub forced: Vec<Recipe>,
 }
 
-/// Why a config file could not be read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigProblem {
-    /// Larger than the capture cap.
-    TooLarge,
-    /// Contains NUL bytes: not a text file.
-    Binary,
-    /// A symlink loop.
-    Loop,
-    /// Not kept while scanning (outside the recipe's capture globs).
-    NotCaptured,
-}
-
-/// The most config files followed through includes, against include loops and bombs.
-const MAX_CONFIG_FILES: usize = 500;
-
-/// Finds the service's config files: the entry points that exist, and every file their
-/// includes name (globs expanded in the image), in reading order, each once.
-pub fn config_files(
-    recipe: &Recipe,
-    view: &MergedView,
-    vars: &BTreeMap<String, String>,
-) -> Vec<ConfigFile> {
-    let mut out: Vec<ConfigFile> = Vec::new();
-    let mut seen: BTreeSet<ImagePath> = BTreeSet::new();
-    for entry in &recipe.entries {
-        if !view.exists(&entry.path) {
-            continue;
-        }
-        let mut queue = vec![entry.path.clone()];
-        while let Some(path) = queue.pop() {
-            if out.len() >= MAX_CONFIG_FILES {
-                break;
-            }
-            let file = read_config(view, &path);
-            if !seen.insert(file.resolved.clone()) {
-                continue;
-            }
-            let mut included = Vec::new();
-            if let (Ok(text), Some(include)) = (&file.text, &recipe.include) {
-                for line in config_lines(text, recipe.comment.as_deref()) {
-                    for cap in include.captures_iter(line) {
-                        let target = expand(&String::from_utf8_lossy(&cap[1]), vars);
-                        included.extend(expand_glob(view, &entry.base, &target));
-                    }
-                }
-            }
-            out.push(file);
-            // Depth first, in the order the includes appear.
-            queue.extend(included.into_iter().rev());
-        }
-    }
-    out
-}
-
-fn read_config(view: &MergedView, path: &ImagePath) -> ConfigFile {
-    let resolved = match view.resolve(path) {
-        Ok(r) => r,
-        Err(_) => {
-            return ConfigFile {
-                path: path.clone(),
-                resolved: path.clone(),
-                layer: None,
-                text: Err(ConfigProblem::Loop),
-            }
-        }
-    };
-    let node = view.get(&resolved);
-    let text = match node.and_then(|n| n.content.as_ref()) {
-        Some(Content::Bytes(b)) if b.contains(&0) => Err(ConfigProblem::Binary),
-        Some(Content::Bytes(b)) => Ok(b.clone()),
-        Some(Content::TooLarge) => Err(ConfigProblem::TooLarge),
-        _ => Err(ConfigProblem::NotCaptured),
-    };
-    ConfigFile {
-        path: path.clone(),
-        layer: node.map(|n| n.layer),
-        resolved,
-        text,
-    }
-}
-
-/// The lines of a config file with comments removed (byte lines: files need not be UTF-8).
-pub fn config_lines<'a>(
-    text: &'a [u8],
-    comment: Option<&'a str>,
-) -> impl Iterator<Item = &'a [u8]> + 'a {
-    text.split(|&b| b == b'\n').map(move |line| match comment {
-        Some(c) => {
-            let c = c.as_bytes();
-            let trimmed = line
-                .iter()
-                .position(|b| !b.is_ascii_whitespace())
-                .map_or(&line[..0], |i| &line[i..]);
-            if trimmed.starts_with(c) {
-                &line[..0]
-            } else {
-                // A comment after a directive: ` # ...` (not inside a word such as `a#b`).
-                match line
-                    .windows(c.len() + 1)
-                    .position(|w| w[0].is_ascii_whitespace() && &w[1..] == c)
-                {
-                    Some(i) => &line[..i],
-                    None => line,
-                }
-            }
-        }
-        None => line,
-    })
-}
-
-/// Expands `$NAME` and `${NAME}`; unknown names expand to nothing (as the shell does).
-pub fn expand(text: &str, vars: &BTreeMap<String, String>) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        let (name, len) = if let Some(inner) = after.strip_prefix('{') {
-            match inner.find('}') {
-                Some(end) => (&inner[..end], end + 2),
-                None => ("", 0),
-            }
+impl Selection {
+    /// The built-in recipes (unless `no_builtin`) plus the forced ones.
+    pub fn new(no_builtin: bool, forced: Vec<Recipe>) -> Selection {
+        let candidates = if no_builtin {
+            Vec::new()
         } else {
-            let end = after
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(after.len());
-            (&after[..end], end)
+            Recipe::builtin()
+                .into_iter()
+                .filter(|b| !forced.iter().any(|f| f.name == b.name))
+                .collect()
         };
-        if len == 0 {
-            out.push('$');
-            rest = after;
-            continue;
-        }
-        out.push_str(vars.get(name).map(String::as_str).unwrap_or_default());
-        rest = &after[len..];
+        Selection { candidates, forced }
     }
-    out.push_str(rest);
-    out
+
+    /// Every recipe of the selection.
+    pub fn all(&self) -> Vec<Recipe> {
+        self.candidates
+            .iter()
+            .chain(&self.forced)
+            .cloned()
+            .collect()
+    }
 }
 
-/// The variables a recipe reads from the image (Debian's `envvars`).
-pub fn variables(recipe: &Recipe, view: &MergedView) -> BTreeMap<String, String> {
-    let mut vars = BTreeMap::new();
-    let Some((path, regex)) = &recipe.variables else {
-        return vars;
-    };
-    let file = read_config(view, path);
-    if let Ok(text) = &file.text {
-        for line in config_lines(text, Some("#")) {
-            if let Some(c) = regex.captures(line) {
-                let name = String::from_utf8_lossy(&c[1]).into_owned();
-                let value = String::from_utf8_lossy(&c[2]).trim_matches('"').to_string();
-                let value = expand(&value, &vars);
-                vars.insert(name, value);
-            }
-        }
+impl Default for Selection {
+    fn default() -> Self {
+        Selection::new(false, Vec::new())
     }
-    vars
-}
-
-/// Resolves a path named in a config: absolute as it is, relative against `base`; a glob
-/// is expanded against the files of the image.
-fn expand_glob(view: &MergedView, base: &ImagePath, target: &str) -> Vec<ImagePath> {
-    let absolute = if target.starts_with('/') {
-        target.to_string()
-    } else {
-        format!("{}/{target}", base.display())
-    };
-    if !absolute.contains(['*', '?', '[']) {
-        return vec![ImagePath::new(&absolute)];
-    }
-    // Walk below the part before the first wildcard.
-    let fixed = &absolute[..absolute.find(['*', '?', '[']).expect("has a wildcard")];
-    let dir = ImagePath::new(&fixed[..fixed.rfind('/').unwrap_or(0)]);
-    let Ok(glob) = globset::GlobBuilder::new(&absolute)
-        .literal_separator(true)
-        .build()
-    else {
-        return Vec::new();
-    };
-    let matcher = glob.compile_matcher();
-    let dir = view.resolve(&dir).unwrap_or(dir);
-    view.below(&dir)
-        .filter(|(_, n)| matches!(n.meta.kind, Kind::File | Kind::Symlink | Kind::Hardlink))
-        .map(|(p, _)| p)
-        .filter(|p| {
-            // Match the path as named in the config (under the unresolved directory).
-            let rel = &p.as_bytes()[dir.as_bytes().len()..];
-            let named = format!(
-                "{}{}",
-                fixed[..fixed.rfind('/').unwrap_or(0)].trim_end_matches('/'),
-                String::from_utf8_lossy(rel)
-            );
-            matcher.is_match(&named)
-        })
-        .cloned()
-        .collect()
 }
 
 #[cfg(test)]
@@ -611,7 +351,7 @@ mod tests {
         let recipes = Recipe::builtin();
         assert_eq!(
             recipes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
-            ["apache", "nginx"]
+            ["apache", "haproxy", "nginx", "redis"]
         );
     }
 
@@ -638,24 +378,5 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("unknown field `bogus`"), "{err}");
-    }
-
-    #[test]
-    fn expands_variables_like_the_shell() {
-        let mut vars = BTreeMap::new();
-        vars.insert("DIR".to_string(), "/var/log/apache2".to_string());
-        assert_eq!(
-            expand("${DIR}/error.log", &vars),
-            "/var/log/apache2/error.log"
-        );
-        assert_eq!(expand("$DIR$SUFFIX/x", &vars), "/var/log/apache2/x");
-        assert_eq!(expand("cost $", &vars), "cost $");
-    }
-
-    #[test]
-    fn strips_comments() {
-        let text = b"listen 80; # old\n  # listen 81;\nuser a#b;\n";
-        let lines: Vec<&[u8]> = config_lines(text, Some("#")).collect();
-        assert_eq!(lines, [&b"listen 80;"[..], b"", b"user a#b;", b""]);
     }
 }

@@ -239,6 +239,7 @@ impl Conversion {
                         Reason::CodeDir { .. } => "code-dir",
                         Reason::Writable => "writable",
                         Reason::CreatedDir => "created-dir",
+                        Reason::Edited { .. } => "edited",
                     },
                     description: c.reason.describe(),
                     before: c.before.as_ref().map(owner),

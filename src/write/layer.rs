@@ -211,6 +211,7 @@ mod tests {
             body,
             reason: crate::plan::Reason::Writable,
             before: None,
+            original: None,
         };
         let mut cap = meta(Kind::File, 0o755, 0);
         cap.size = 4;

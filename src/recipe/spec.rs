@@ -1,0 +1,388 @@
+//! The recipe file format (TOML) and its checks; see `recipes/README.md`.
+
+use globset::Glob;
+use regex::bytes::Regex;
+use serde::Deserialize;
+
+use super::{
+    Edit, EditAction, Entry, Insert, Logs, PathKind, PortPattern, Recipe, RecipeError, Writable,
+};
+use crate::layer::ImagePath;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecipeFile {
+    name: String,
+    summary: String,
+    #[serde(rename = "match")]
+    matcher: MatchSpec,
+    #[serde(default)]
+    service: ServiceSpec,
+    #[serde(default)]
+    config: Option<ConfigSpec>,
+    #[serde(default)]
+    ports: Vec<PortSpec>,
+    #[serde(default)]
+    writable: Vec<WritableSpec>,
+    #[serde(default)]
+    logs: Vec<LogSpec>,
+    #[serde(default)]
+    edit: Vec<EditSpec>,
+    #[serde(default)]
+    env: Vec<EnvSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MatchSpec {
+    any: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceSpec {
+    #[serde(default)]
+    users: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigSpec {
+    entry: Vec<EntrySpec>,
+    #[serde(default)]
+    capture: Vec<String>,
+    #[serde(default)]
+    include: Option<String>,
+    #[serde(default)]
+    comment: Option<String>,
+    #[serde(default)]
+    variables: Option<VariablesSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntrySpec {
+    path: String,
+    base: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VariablesSpec {
+    file: String,
+    pattern: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PortSpec {
+    directive: String,
+    pattern: String,
+    #[serde(default)]
+    files: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InsertSpec {
+    #[serde(default)]
+    into: Option<String>,
+    text: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WritableSpec {
+    what: String,
+    kind: PathKind,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    config: Option<String>,
+    #[serde(default)]
+    default: Option<String>,
+    #[serde(default)]
+    if_exists: bool,
+    #[serde(default)]
+    when: Option<String>,
+    #[serde(default)]
+    redirect: Option<String>,
+    #[serde(default)]
+    insert: Option<InsertSpec>,
+    #[serde(default)]
+    make_writable: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogSpec {
+    config: Option<String>,
+    #[serde(default)]
+    default: Vec<String>,
+    #[serde(default)]
+    to: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum EditKind {
+    Replace,
+    Remove,
+    Insert,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EditSpec {
+    name: String,
+    kind: EditKind,
+    #[serde(default)]
+    files: Option<Vec<String>>,
+    #[serde(default)]
+    pattern: Option<String>,
+    #[serde(default)]
+    with: Option<String>,
+    #[serde(default)]
+    into: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    unless: Option<String>,
+    #[serde(default)]
+    optional: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvSpec {
+    name: String,
+    value: String,
+}
+
+struct Checker<'a> {
+    file: &'a str,
+}
+
+impl Checker<'_> {
+    fn err(&self, field: &str, message: impl Into<String>) -> RecipeError {
+        RecipeError::Pattern {
+            file: self.file.to_string(),
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn regex(&self, field: &str, pattern: &str) -> Result<Regex, RecipeError> {
+        regex::bytes::RegexBuilder::new(pattern)
+            .multi_line(true)
+            .build()
+            .map_err(|e| {
+                self.err(
+                    field,
+                    e.to_string().lines().last().unwrap_or_default().trim(),
+                )
+            })
+    }
+
+    fn glob(&self, field: &str, glob: &str) -> Result<(), RecipeError> {
+        Glob::new(glob)
+            .map(|_| ())
+            .map_err(|e| self.err(field, e.to_string()))
+    }
+
+    fn insert(&self, field: &str, spec: &InsertSpec) -> Result<Insert, RecipeError> {
+        Ok(Insert {
+            into: spec
+                .into
+                .as_deref()
+                .map(|p| self.regex(&format!("{field}.into"), p))
+                .transpose()?,
+            text: spec.text.clone(),
+        })
+    }
+}
+
+impl Recipe {
+    /// Parses and checks a recipe; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Recipe, RecipeError> {
+        let spec: RecipeFile = toml::from_str(text).map_err(|e| RecipeError::Syntax {
+            file: file.to_string(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        let c = Checker { file };
+        let config = spec.config.clone();
+
+        let mut ports = Vec::new();
+        for (i, p) in spec.ports.iter().enumerate() {
+            let field = format!("ports[{i}].pattern");
+            let regex = c.regex(&field, &p.pattern)?;
+            if regex.capture_names().all(|n| n != Some("port")) {
+                return Err(c.err(&field, "the pattern needs a `(?P<port>...)` group"));
+            }
+            if let Some(files) = &p.files {
+                for (j, g) in files.iter().enumerate() {
+                    c.glob(&format!("ports[{i}].files[{j}]"), g)?;
+                }
+            }
+            ports.push(PortPattern {
+                directive: p.directive.clone(),
+                regex,
+                files: p.files.clone(),
+            });
+        }
+
+        let mut writable = Vec::new();
+        for (i, w) in spec.writable.iter().enumerate() {
+            let field = format!("writable[{i}]");
+            if w.path.is_none() && w.config.is_none() {
+                return Err(c.err(&field, "give `path` or `config`"));
+            }
+            if w.redirect.is_some() && w.config.is_none() {
+                return Err(c.err(
+                    &field,
+                    "`redirect` moves a path a directive names, so it needs `config`",
+                ));
+            }
+            writable.push(Writable {
+                what: w.what.clone(),
+                kind: w.kind,
+                path: w.path.clone(),
+                config: w
+                    .config
+                    .as_deref()
+                    .map(|p| c.regex(&format!("{field}.config"), p))
+                    .transpose()?,
+                default: w.default.clone(),
+                if_exists: w.if_exists,
+                when: w.when.as_deref().map(ImagePath::new),
+                redirect: w.redirect.clone(),
+                insert: w
+                    .insert
+                    .as_ref()
+                    .map(|ins| c.insert(&format!("{field}.insert"), ins))
+                    .transpose()?,
+                make_writable: w.make_writable,
+            });
+        }
+
+        let mut logs = Vec::new();
+        for (i, l) in spec.logs.iter().enumerate() {
+            logs.push(Logs {
+                config: l
+                    .config
+                    .as_deref()
+                    .map(|p| c.regex(&format!("logs[{i}].config"), p))
+                    .transpose()?,
+                default: l.default.clone(),
+                to: l.to.clone(),
+            });
+        }
+
+        let mut capture = config
+            .as_ref()
+            .map(|c| c.capture.clone())
+            .unwrap_or_default();
+        // The files the port moves and the edits change must be kept while scanning.
+        capture.extend(
+            spec.ports
+                .iter()
+                .flat_map(|p| p.files.clone().unwrap_or_default()),
+        );
+        for (i, g) in capture.iter().enumerate() {
+            c.glob(&format!("config.capture[{i}]"), g)?;
+        }
+
+        let mut edits = Vec::new();
+        for (i, e) in spec.edit.iter().enumerate() {
+            let field = format!("edit[{i}]");
+            let need = |v: &Option<String>, what: &str| {
+                v.clone().ok_or_else(|| {
+                    c.err(
+                        &field,
+                        format!("a `{:?}` edit needs `{what}`", e.kind).to_lowercase(),
+                    )
+                })
+            };
+            let action = match e.kind {
+                EditKind::Replace => EditAction::Replace {
+                    pattern: c.regex(&format!("{field}.pattern"), &need(&e.pattern, "pattern")?)?,
+                    with: need(&e.with, "with")?,
+                },
+                EditKind::Remove => EditAction::Remove {
+                    pattern: c.regex(&format!("{field}.pattern"), &need(&e.pattern, "pattern")?)?,
+                },
+                EditKind::Insert => EditAction::Insert {
+                    insert: Insert {
+                        into: e
+                            .into
+                            .as_deref()
+                            .map(|p| c.regex(&format!("{field}.into"), p))
+                            .transpose()?,
+                        text: need(&e.text, "text")?,
+                    },
+                    unless: e
+                        .unless
+                        .as_deref()
+                        .map(|p| c.regex(&format!("{field}.unless"), p))
+                        .transpose()?,
+                },
+            };
+            if let Some(files) = &e.files {
+                for (j, g) in files.iter().enumerate() {
+                    c.glob(&format!("{field}.files[{j}]"), g)?;
+                    // The files an edit changes must be kept while scanning.
+                    capture.push(g.clone());
+                }
+            }
+            edits.push(Edit {
+                name: e.name.clone(),
+                files: e.files.clone(),
+                action,
+                optional: e.optional,
+            });
+        }
+
+        Ok(Recipe {
+            name: spec.name,
+            summary: spec.summary,
+            file: file.to_string(),
+            source: text.to_string(),
+            signature: spec.matcher.any.iter().map(|p| ImagePath::new(p)).collect(),
+            users: spec.service.users,
+            entries: config
+                .as_ref()
+                .map(|cfg| {
+                    cfg.entry
+                        .iter()
+                        .map(|e| Entry {
+                            path: ImagePath::new(&e.path),
+                            base: ImagePath::new(&e.base),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            capture,
+            include: config
+                .as_ref()
+                .and_then(|cfg| cfg.include.as_deref())
+                .map(|p| c.regex("config.include", p))
+                .transpose()?,
+            comment: config.as_ref().and_then(|cfg| cfg.comment.clone()),
+            variables: config
+                .as_ref()
+                .and_then(|cfg| cfg.variables.as_ref())
+                .map(|v| {
+                    Ok::<_, RecipeError>((
+                        ImagePath::new(&v.file),
+                        c.regex("config.variables.pattern", &v.pattern)?,
+                    ))
+                })
+                .transpose()?,
+            ports,
+            writable,
+            logs,
+            edits,
+            env: spec.env.into_iter().map(|e| (e.name, e.value)).collect(),
+        })
+    }
+}
