@@ -365,8 +365,9 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
             notes.push(format!(
                 "the user's home `{home}` holds executables, so it is not made writable"
             ));
-        } else if view.below(&home).any(|(_, n)| n.meta.kind != Kind::Dir)
-            && !owned_by_former(view, &home, &former)
+        } else if view
+            .below(&home)
+            .any(|(_, n)| n.meta.kind != Kind::Dir && n.meta.uid != uid)
         {
             // A service account's "home" is often its content (www-data: /var/www).
             notes.push(format!(
@@ -472,18 +473,6 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
         notes,
         recipes: Vec::new(),
     })
-}
-
-/// Whether the former service user owns `dir`.
-fn owned_by_former(
-    view: &MergedView,
-    dir: &ImagePath,
-    former: &Option<(u64, Option<u64>, String)>,
-) -> bool {
-    match (view.get(dir), former) {
-        (Some(n), Some((uid, _, _))) => n.meta.uid == *uid,
-        _ => false,
-    }
 }
 
 /// The metadata of a file made root's and not writable by group or others.
