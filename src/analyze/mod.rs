@@ -20,6 +20,7 @@ pub mod ids;
 pub mod ownership;
 pub mod ports;
 pub mod privileges;
+pub mod recipes;
 pub mod runtime_paths;
 pub mod user;
 
@@ -252,6 +253,7 @@ pub fn analyzers() -> Vec<Box<dyn Analyzer>> {
         Box::new(ownership::Ownership),
         Box::new(privileges::Privileges),
         Box::new(ids::Ids),
+        Box::new(recipes::Recipes),
     ]
 }
 

@@ -45,7 +45,14 @@ impl Analyzed {
             registry: Default::default(),
             recipes: recipes.clone(),
         };
-        let plan = pipeline::plan(&request, &scan, &image.config, &recipes).unwrap();
+        let plan = pipeline::plan(
+            &request,
+            &scan,
+            &image.config,
+            &recipes,
+            pipeline::RecipeFailure::Record,
+        )
+        .unwrap();
         Analyzed {
             scan,
             config: image.config,

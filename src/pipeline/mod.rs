@@ -143,7 +143,13 @@ pub fn analyze(request: &ImageRequest, progress: &mut dyn Progress) -> Result<Re
         work.path(),
         progress,
     )?;
-    let plan = plan(request, &scan, &image.config, recipes)?;
+    let plan = plan(
+        request,
+        &scan,
+        &image.config,
+        recipes,
+        RecipeFailure::Record,
+    )?;
     let converted = converted_config(&image.config, &plan);
     // The contract describes the image `unroot convert` writes by default.
     let run_as = default_destination(&request.source).ok();
@@ -171,6 +177,15 @@ fn work_dir() -> Result<tempfile::TempDir, Error> {
         })
 }
 
+/// How a recipe that does not apply is handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecipeFailure {
+    /// It stops the conversion.
+    Stop,
+    /// It is recorded in the plan (and reported as a finding).
+    Record,
+}
+
 /// Plans the conversion: the recipes that match are applied first (their edits, the
 /// directories they make writable, their preferred users), then the generic conversion.
 pub fn plan(
@@ -178,18 +193,24 @@ pub fn plan(
     scan: &crate::layer::Scan,
     config: &ImageConfig,
     recipes: &Selection,
+    failure: RecipeFailure,
 ) -> Result<Plan, Error> {
     let matched = MatchedRecipe::find(recipes, &scan.view);
     let mut outcomes = Vec::new();
+    let mut problems = Vec::new();
     for m in &matched {
-        let outcome =
-            crate::recipe::edit::apply(m, &scan.view, &request.generic.ports).map_err(|e| {
-                Error::RecipeApply {
+        match crate::recipe::edit::apply(m, &scan.view, &request.generic.ports) {
+            Ok(outcome) => outcomes.push((m.recipe.name.clone(), outcome)),
+            Err(e) if failure == RecipeFailure::Record => {
+                problems.push((m.recipe.name.clone(), e.to_string()))
+            }
+            Err(e) => {
+                return Err(Error::RecipeApply {
                     location: request.source.to_string(),
                     source: e,
-                }
-            })?;
-        outcomes.push((m.recipe.name.clone(), outcome));
+                })
+            }
+        }
     }
     let mut options = request.generic.clone();
     options.preferred_users = preferred_users(&matched);
@@ -206,6 +227,7 @@ pub fn plan(
         source: e,
     })?;
     plan.add_recipe_outcomes(&outcomes, &scan.view, &config.env(), options.mtime);
+    plan.recipe_problems = problems;
     Ok(plan)
 }
 
@@ -275,7 +297,13 @@ pub fn convert(
     )?;
     let mut with_mtime = from.clone();
     with_mtime.generic.mtime = created.1;
-    let plan = plan(&with_mtime, &scan, &image.config, recipes)?;
+    let plan = plan(
+        &with_mtime,
+        &scan,
+        &image.config,
+        recipes,
+        RecipeFailure::Stop,
+    )?;
 
     let new_layer = if plan.changes.is_empty() {
         None

@@ -472,6 +472,7 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
         writable: tops,
         notes,
         recipes: Vec::new(),
+        recipe_problems: Vec::new(),
     })
 }
 

@@ -121,6 +121,9 @@ pub struct Plan {
     pub notes: Vec<String>,
     /// The recipes applied, by name.
     pub recipes: Vec<String>,
+    /// Recipes that match but could not be applied, with why (analysis only: a
+    /// conversion stops instead).
+    pub recipe_problems: Vec<(String, String)>,
 }
 
 impl Plan {

@@ -430,12 +430,17 @@ pub fn apply(
             continue;
         }
         let done = match &edit.action {
-            EditAction::Replace { pattern, with } => {
-                work.edit_lines(&targets, &edit.name, |code| {
+            EditAction::Replace {
+                pattern,
+                with,
+                unless,
+            } => {
+                let changed = work.edit_lines(&targets, &edit.name, |code| {
                     pattern
                         .is_match(code)
                         .then(|| pattern.replace_all(code, with.as_bytes()).into_owned())
-                }) > 0
+                }) > 0;
+                changed || unless.as_ref().is_some_and(|u| work.any_line(&targets, u))
             }
             EditAction::Remove { pattern } => {
                 let comment = recipe.comment.clone().unwrap_or_else(|| "#".to_string());

@@ -164,6 +164,8 @@ pub enum EditAction {
         pattern: Regex,
         /// The replacement.
         with: String,
+        /// What shows the edit is already done (in an image converted before).
+        unless: Option<Regex>,
     },
     /// Comments out every line whose directive matches.
     Remove {

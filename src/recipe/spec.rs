@@ -307,6 +307,11 @@ impl Recipe {
                 EditKind::Replace => EditAction::Replace {
                     pattern: c.regex(&format!("{field}.pattern"), &need(&e.pattern, "pattern")?)?,
                     with: need(&e.with, "with")?,
+                    unless: e
+                        .unless
+                        .as_deref()
+                        .map(|p| c.regex(&format!("{field}.unless"), p))
+                        .transpose()?,
                 },
                 EditKind::Remove => EditAction::Remove {
                     pattern: c.regex(&format!("{field}.pattern"), &need(&e.pattern, "pattern")?)?,
