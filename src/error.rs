@@ -173,7 +173,8 @@ impl Error {
             Error::Location(_)
             | Error::Port(_)
             | Error::Platform(_)
-            | Error::NoDestination { .. } => exit::USAGE,
+            | Error::NoDestination { .. }
+            | Error::Recipe(_) => exit::USAGE,
             Error::Auth(AuthError::BadCreds) => exit::USAGE,
             Error::Io { .. } => exit::LOCAL,
             Error::Transport(t) if matches!(**t, TransportError::Io { .. }) => exit::LOCAL,

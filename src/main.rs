@@ -41,6 +41,7 @@ fn main() -> ExitCode {
                 let gate = args.fail_on.severity().is_some_and(|s| report.fails(s));
                 (unroot::cli::analyze::render(args, &report), gate)
             }),
+        Command::Recipes(command) => unroot::cli::recipes::run(command).map(|text| (text, false)),
     };
     match result {
         Ok((text, gate)) => {

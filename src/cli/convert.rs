@@ -33,6 +33,7 @@ pub fn request(args: &ConvertArgs) -> Result<ConvertRequest, Error> {
         destination,
         source_date_epoch: args.source_date_epoch,
         created_by,
+        dry_run: args.dry_run,
     })
 }
 

@@ -7,6 +7,7 @@ use crate::analyze::Severity;
 
 pub mod analyze;
 pub mod convert;
+pub mod recipes;
 
 const AFTER_HELP: &str = "\
 Image locations (as skopeo spells them):
@@ -61,6 +62,27 @@ pub enum Command {
     /// `unroot convert` would do; and the converted image's runtime contract.
     #[command(after_help = AFTER_HELP)]
     Analyze(AnalyzeArgs),
+
+    /// List, show and check recipes (declarative service conversions, see recipes/README.md).
+    #[command(subcommand)]
+    Recipes(RecipesCommand),
+}
+
+/// `unroot recipes ...`
+#[derive(Debug, Subcommand)]
+pub enum RecipesCommand {
+    /// List the built-in recipes and what makes each match.
+    List,
+    /// Print a built-in recipe's TOML.
+    Show {
+        /// The recipe's name (see `unroot recipes list`).
+        name: String,
+    },
+    /// Check a recipe file: syntax, fields, patterns (errors point at line and column).
+    Check {
+        /// The recipe file.
+        file: String,
+    },
 }
 
 /// Report formats.
@@ -166,6 +188,11 @@ pub struct ConvertArgs {
         help_heading = "Conversion"
     )]
     pub source_date_epoch: Option<i64>,
+
+    /// Print the plan (a diff of every edited file, ownership and mode changes, config
+    /// changes, the new layer's size and the digest it would have) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 
     /// The report's format.
     #[arg(long, value_enum, default_value = "text", help_heading = "Output")]

@@ -53,6 +53,8 @@ pub struct ConvertRequest {
     pub source_date_epoch: Option<i64>,
     /// The `created_by` of the history entry.
     pub created_by: String,
+    /// Plan and report only: write nothing.
+    pub dry_run: bool,
 }
 
 /// What a conversion did.
@@ -264,7 +266,15 @@ fn report(
         platform: image.platform.as_ref().map(|p| p.to_string()),
         user: image.config.user().map(String::from),
     };
-    Report::new(info, &findings, &matched, plan, contract)
+    Report::new(
+        info,
+        &findings,
+        &matched,
+        plan,
+        &image.config,
+        contract_config,
+        contract,
+    )
 }
 
 /// Converts one image: the whole pipeline.
@@ -278,14 +288,21 @@ pub fn convert(
         None => default_destination(&from.source)?,
     };
     let mut source = transport::open_source(&from.source, &from.registry)?;
-    let mut sink = transport::open_sink(&destination, &from.registry)?;
+    let mut sink = if request.dry_run {
+        None
+    } else {
+        Some(transport::open_sink(&destination, &from.registry)?)
+    };
 
     progress.message(&format!("resolving {}", from.source));
     let image = resolve(source.as_mut(), &from.platform)?;
     let created = created_time(request.source_date_epoch, image.config.created());
 
     let work = work_dir()?;
-    let keep = !source.is_local() && !sink.can_reuse_blobs_of(source.location());
+    let keep = !source.is_local()
+        && sink
+            .as_ref()
+            .is_some_and(|s| !s.can_reuse_blobs_of(source.location()));
     let recipes = &from.recipes;
     let (mut scan, cache) = scan_layers(
         source.as_mut(),
@@ -351,15 +368,24 @@ pub fn convert(
         },
     )?;
 
-    progress.message(&format!("writing {destination}"));
-    let mut blobs = Blobs {
-        source: source.as_mut(),
-        cache: &cache,
-        new_layer: new_layer
-            .as_ref()
-            .map(|l| (l.digest.clone(), l.file.path().to_path_buf())),
+    let digest = match sink.as_mut() {
+        Some(sink) => {
+            progress.message(&format!("writing {destination}"));
+            let mut blobs = Blobs {
+                source: source.as_mut(),
+                cache: &cache,
+                new_layer: new_layer
+                    .as_ref()
+                    .map(|l| (l.digest.clone(), l.file.path().to_path_buf())),
+            };
+            sink.write(&output, &mut blobs)?
+        }
+        // What the manifest would be (docker archives name images by their config).
+        None if matches!(destination, ImageLocation::DockerArchive { .. }) => {
+            output.config_desc.digest.clone()
+        }
+        None => output.manifest_desc.digest.clone(),
     };
-    let digest = sink.write(&output, &mut blobs)?;
 
     // The report is about the image as converted: the plan's layer merged over the view.
     let mut layers = scan.layers.clone();
@@ -391,6 +417,7 @@ pub fn convert(
     report.destination = Some(crate::report::Destination {
         location: destination.to_string(),
         digest: digest.to_string(),
+        written: sink.is_some(),
         new_layer: new_layer.as_ref().map(|l| crate::report::NewLayerOut {
             digest: l.digest.to_string(),
             size: l.size,

@@ -205,9 +205,23 @@ impl Checker<'_> {
 impl Recipe {
     /// Parses and checks a recipe; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Recipe, RecipeError> {
-        let spec: RecipeFile = toml::from_str(text).map_err(|e| RecipeError::Syntax {
-            file: file.to_string(),
-            message: e.to_string().trim().replace('\n', " "),
+        let spec: RecipeFile = toml::from_str(text).map_err(|e| {
+            // The parser's message is a header with the position, a picture of the line,
+            // and the problem: keep the first and the last.
+            let full = e.to_string();
+            let lines: Vec<&str> = full
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let message = match (lines.first(), lines.last()) {
+                (Some(first), Some(last)) if lines.len() > 1 => format!("{first}: {last}"),
+                _ => full.trim().to_string(),
+            };
+            RecipeError::Syntax {
+                file: file.to_string(),
+                message,
+            }
         })?;
         let c = Checker { file };
         let config = spec.config.clone();

@@ -7,7 +7,8 @@
 use serde::Serialize;
 
 use crate::analyze::{Finding, Fixer, Location, MatchedRecipe, Severity};
-use crate::plan::{Plan, Reason};
+use crate::model::ImageConfig;
+use crate::plan::{Body, Plan, Reason};
 
 pub mod contract;
 pub mod sarif;
@@ -82,6 +83,8 @@ pub struct Destination {
     pub location: String,
     /// The manifest digest (the config's for docker archives).
     pub digest: String,
+    /// Whether it was written (`false` for `--dry-run`: what would be written).
+    pub written: bool,
     /// The new layer, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub new_layer: Option<NewLayerOut>,
@@ -185,6 +188,12 @@ pub struct Conversion {
     pub changes: Vec<ChangeOut>,
     /// What the conversion leaves as it is, and why.
     pub notes: Vec<String>,
+    /// The recipes applied.
+    pub recipes: Vec<String>,
+    /// Config fields that change.
+    pub config_changes: Vec<ConfigChange>,
+    /// Bytes of file content the new layer carries.
+    pub content_bytes: u64,
 }
 
 /// A moved port.
@@ -201,7 +210,7 @@ pub struct PortMove {
 pub struct ChangeOut {
     /// The path.
     pub path: String,
-    /// Why (`passwd-entry`, `reowned`, `code-dir`, `writable`, `created-dir`, ...).
+    /// Why (`passwd-entry`, `reowned`, `code-dir`, `writable`, `created-dir`, `edited`).
     pub reason: &'static str,
     /// The explanation.
     pub description: String,
@@ -210,11 +219,53 @@ pub struct ChangeOut {
     pub before: Option<String>,
     /// Owner and mode after.
     pub after: String,
+    /// For files whose content changed: a unified diff.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+/// A field of the image config that changes.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConfigChange {
+    /// `User`, `ExposedPorts` or `Env`.
+    pub field: &'static str,
+    /// Its value before.
+    pub before: serde_json::Value,
+    /// Its value after.
+    pub after: serde_json::Value,
 }
 
 impl Conversion {
-    /// Describes a plan.
-    pub fn from_plan(plan: &Plan) -> Conversion {
+    /// Describes a plan; `before` and `after` are the configs around it.
+    pub fn from_plan(plan: &Plan, before: &ImageConfig, after: &ImageConfig) -> Conversion {
+        let mut config_changes = Vec::new();
+        let (u0, u1) = (
+            before.user().unwrap_or_default(),
+            after.user().unwrap_or_default(),
+        );
+        if u0 != u1 {
+            config_changes.push(ConfigChange {
+                field: "User",
+                before: u0.into(),
+                after: u1.into(),
+            });
+        }
+        for (field, b, a) in [
+            (
+                "ExposedPorts",
+                before.exposed_ports(),
+                after.exposed_ports(),
+            ),
+            ("Env", before.env(), after.env()),
+        ] {
+            if b != a {
+                config_changes.push(ConfigChange {
+                    field,
+                    before: b.into(),
+                    after: a.into(),
+                });
+            }
+        }
         let owner = |m: &crate::layer::Meta| format!("{}:{} {:04o}", m.uid, m.gid, m.mode);
         Conversion {
             user_before: plan.user_before.clone(),
@@ -244,20 +295,42 @@ impl Conversion {
                     description: c.reason.describe(),
                     before: c.before.as_ref().map(owner),
                     after: owner(&c.meta),
+                    diff: match (&c.original, &c.body) {
+                        (Some(old), Body::Bytes(new)) => Some(unified_diff(path, old, new)),
+                        _ => None,
+                    },
                 })
                 .collect(),
             notes: plan.notes.clone(),
+            recipes: plan.recipes.clone(),
+            config_changes,
+            content_bytes: plan.content_bytes(),
         }
     }
 }
 
+/// A unified diff of a file's old and new text (lossy for bytes that are not UTF-8).
+pub fn unified_diff(path: &crate::layer::ImagePath, old: &[u8], new: &[u8]) -> String {
+    let (old, new) = (String::from_utf8_lossy(old), String::from_utf8_lossy(new));
+    let a = format!("a{path}");
+    let b = format!("b{path}");
+    similar::TextDiff::from_lines(old.as_ref(), new.as_ref())
+        .unified_diff()
+        .context_radius(2)
+        .header(&a, &b)
+        .to_string()
+}
+
 impl Report {
-    /// Builds a report.
+    /// Builds a report; `before` and `after` are the configs around the plan.
+    #[allow(clippy::too_many_arguments)] // The parts of a report, each needed once.
     pub fn new(
         image: ImageInfo,
         findings: &[Finding],
         recipes: &[MatchedRecipe<'_>],
         plan: &Plan,
+        before: &ImageConfig,
+        after: &ImageConfig,
         contract: Contract,
     ) -> Report {
         let mut summary = Summary::default();
@@ -287,7 +360,7 @@ impl Report {
                     config_files: m.files.iter().map(|f| f.path.display()).collect(),
                 })
                 .collect(),
-            conversion: Conversion::from_plan(plan),
+            conversion: Conversion::from_plan(plan, before, after),
             contract,
         }
     }

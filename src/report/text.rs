@@ -19,12 +19,18 @@ pub fn render(report: &Report) -> String {
             );
         }
         Some(d) => {
+            let verb = if d.written {
+                "converted"
+            } else {
+                "would convert"
+            };
+            let pad = " ".repeat(verb.len() - 2);
             let _ = writeln!(
                 out,
-                "converted {} ({})",
+                "{verb} {} ({})",
                 report.image.location, report.image.digest
             );
-            let _ = writeln!(out, "       to {} ({})", d.location, d.digest);
+            let _ = writeln!(out, "{pad}to {} ({})", d.location, d.digest);
             match &d.new_layer {
                 Some(l) => {
                     let _ = writeln!(
@@ -140,8 +146,21 @@ pub fn render(report: &Report) -> String {
             let _ = writeln!(out, "    {:width$}  {owner}  {}", ch.path, ch.description);
         }
     }
+    for change in &c.config_changes {
+        let _ = writeln!(
+            out,
+            "  config    {}: {} -> {}",
+            change.field, change.before, change.after
+        );
+    }
     for n in &c.notes {
         let _ = writeln!(out, "  note: {n}");
+    }
+    // A dry run shows every edit in full.
+    if report.destination.as_ref().is_some_and(|d| !d.written) {
+        for ch in c.changes.iter().filter(|ch| ch.diff.is_some()) {
+            let _ = write!(out, "\n{}", ch.diff.as_deref().unwrap_or_default());
+        }
     }
 
     let k = &report.contract;
