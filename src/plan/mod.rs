@@ -145,6 +145,13 @@ impl Plan {
                 let mut meta = node.meta.clone();
                 meta.size = f.text.len() as u64;
                 meta.mtime = mtime;
+                // A config only its owner and group may read (redis: redis:redis 0640)
+                // becomes readable by group 0 too, so an arbitrary UID in group 0
+                // (OpenShift) can start the service.
+                if meta.mode & 0o004 == 0 {
+                    meta.gid = 0;
+                    meta.mode |= 0o040;
+                }
                 self.changes.insert(
                     f.path.clone(),
                     FileChange {

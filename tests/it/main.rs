@@ -4,6 +4,8 @@
 mod analyze;
 mod errors;
 mod golden;
+mod hostimage;
 mod runtime;
+mod services;
 mod support;
 mod transports;

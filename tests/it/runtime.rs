@@ -45,10 +45,10 @@ text = "hello from an unprivileged container\n"
 "##;
 
 /// The host range the container's ids map to, as podman does with a default /etc/subuid.
-const HOST_BASE: u32 = 100_000;
+pub(crate) const HOST_BASE: u32 = 100_000;
 
 /// An unpacked bundle, configured the strict way.
-struct Bundle {
+pub(crate) struct Bundle {
     dir: PathBuf,
 }
 
@@ -56,7 +56,13 @@ impl Bundle {
     /// Unpacks `layout:tag` with umoci (ids shifted into the user namespace's range) and
     /// hardens its config: no effective capabilities, read-only root, tmpfs /tmp, privileged
     /// ports at 1024. `user` overrides the image's user (`(uid, gid)`).
-    fn new(s: &Scratch, layout: &Path, tag: &str, name: &str, user: Option<(u32, u32)>) -> Bundle {
+    pub(crate) fn new(
+        s: &Scratch,
+        layout: &Path,
+        tag: &str,
+        name: &str,
+        user: Option<(u32, u32)>,
+    ) -> Bundle {
         let dir = s.path(name);
         let map = format!("0:{HOST_BASE}:65536");
         tool(
@@ -104,7 +110,7 @@ impl Bundle {
     }
 
     /// Runs in the foreground until the process exits (at most 20 s).
-    fn run_to_exit(&self, id: &str) -> Output {
+    pub(crate) fn run_to_exit(&self, id: &str) -> Output {
         let out = tool(
             "timeout",
             &[
@@ -121,7 +127,7 @@ impl Bundle {
     }
 
     /// Starts detached.
-    fn start(&self, id: &str) -> Container {
+    pub(crate) fn start(&self, id: &str) -> Container {
         // Detached, the container inherits runc's stdio: give it none, or waiting for runc's
         // output would wait for the container.
         let status = Command::new("runc")
@@ -142,15 +148,15 @@ impl Bundle {
 }
 
 /// A running container, killed and deleted when dropped.
-struct Container {
+pub(crate) struct Container {
     id: String,
-    pid: u32,
+    pub(crate) pid: u32,
 }
 
 impl Container {
     /// GETs `http://127.0.0.1:PORT/` inside the container's network namespace, retrying
     /// while the server starts.
-    fn get(&self, port: u16) -> String {
+    pub(crate) fn get(&self, port: u16) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         let url = format!("http://127.0.0.1:{port}/");
         loop {
@@ -176,10 +182,25 @@ impl Container {
     }
 
     /// The host uid the process runs as.
-    fn host_uid(&self) -> u32 {
+    pub(crate) fn host_uid(&self) -> u32 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap();
         let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
         line.split_whitespace().nth(2).unwrap().parse().unwrap()
+    }
+}
+
+impl Container {
+    /// Runs a command on the host inside the container's network namespace.
+    pub(crate) fn in_netns(&self, cmd: &[&str]) -> Output {
+        let pid = self.pid.to_string();
+        let mut args = vec!["-t", pid.as_str(), "-n"];
+        args.extend_from_slice(cmd);
+        tool("nsenter", &args)
+    }
+
+    /// Whether the process still runs.
+    pub(crate) fn alive(&self) -> bool {
+        self.pid != 0 && Path::new(&format!("/proc/{}", self.pid)).exists()
     }
 }
 
@@ -195,7 +216,7 @@ impl Drop for Container {
     }
 }
 
-fn unique(prefix: &str, s: &Scratch) -> String {
+pub(crate) fn unique(prefix: &str, s: &Scratch) -> String {
     let tail = s
         .dir
         .path()

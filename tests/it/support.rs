@@ -77,12 +77,16 @@ pub struct Scratch {
 }
 
 impl Scratch {
+    /// A fresh scratch directory; kept after the test when `UNROOT_TEST_KEEP=1` (to look
+    /// at what a failing test built).
     pub fn new() -> Scratch {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("unroot-test-");
+        if std::env::var_os("UNROOT_TEST_KEEP").is_some_and(|v| v == "1") {
+            builder.disable_cleanup(true);
+        }
         Scratch {
-            dir: tempfile::Builder::new()
-                .prefix("unroot-test-")
-                .tempdir()
-                .expect("temp dir"),
+            dir: builder.tempdir().expect("temp dir"),
         }
     }
 

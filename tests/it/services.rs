@@ -1,0 +1,454 @@
+//! Each recipe, proven by running: realistic images assembled from this machine's Debian
+//! packages are converted, then run with runc in a user namespace as the image's numeric
+//! non-root user, with no effective capabilities, `ip_unprivileged_port_start` at 1024, a
+//! read-only root filesystem and a tmpfs on /tmp; a request to the moved port must answer.
+//! Also as an arbitrary UID in group 0 (OpenShift). The original, run the same way, must
+//! not answer: the conversion is what makes the difference.
+
+use std::time::{Duration, Instant};
+
+use crate::hostimage::HostImage;
+use crate::runtime::{unique, Bundle, Container, HOST_BASE};
+use crate::support::Scratch;
+
+/// How to ask a service whether it works.
+enum Probe {
+    /// `GET /` answers and the body contains the text.
+    Http { port: u16, expect: &'static str },
+    /// `redis-cli ping` answers `PONG`.
+    Redis { port: u16 },
+}
+
+impl Probe {
+    fn port(&self) -> u16 {
+        match self {
+            Probe::Http { port, .. } | Probe::Redis { port } => *port,
+        }
+    }
+
+    /// Asks once on `port`.
+    fn ask(&self, c: &Container, port: u16) -> Result<(), String> {
+        if !c.alive() {
+            return Err("the container is not running".into());
+        }
+        let p = port.to_string();
+        let out = match self {
+            Probe::Http { .. } => c.in_netns(&[
+                "curl",
+                "-sS",
+                "--max-time",
+                "2",
+                &format!("http://127.0.0.1:{p}/"),
+            ]),
+            Probe::Redis { .. } => c.in_netns(&["redis-cli", "-p", &p, "ping"]),
+        };
+        let want = match self {
+            Probe::Http { expect, .. } => *expect,
+            Probe::Redis { .. } => "PONG",
+        };
+        if out.code == 0 && out.stdout.contains(want) {
+            Ok(())
+        } else {
+            Err(format!(
+                "exit {}: {}{}",
+                out.code,
+                out.stdout.chars().take(200).collect::<String>(),
+                out.stderr
+            ))
+        }
+    }
+
+    /// Asks until it answers (the service may still be starting), for at most 15 s.
+    fn answers(&self, c: &Container, port: u16) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match self.ask(c, port) {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() > deadline || !c.alive() => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(150)),
+            }
+        }
+    }
+}
+
+/// Converts the image, runs the original and the result, and returns the new layer's size.
+fn prove(name: &str, image: HostImage, probe: Probe, moved_from: u16, uid: u32) -> u64 {
+    let s = Scratch::new();
+    let layout = s.path("img");
+    let src = format!("oci:{}:original", layout.display());
+    crate::support::build(&image.spec(), &src);
+    let out = s
+        .unroot(&[
+            "convert",
+            "-q",
+            "--format",
+            "json",
+            &src,
+            "--to",
+            &format!("oci:{}:unprivileged", layout.display()),
+        ])
+        .success();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let left: Vec<&serde_json::Value> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .collect();
+    assert!(
+        left.is_empty(),
+        "{name}: errors remain after conversion: {left:#?}"
+    );
+    assert!(
+        report["conversion"]["recipes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == name),
+        "{name}: the recipe did not apply"
+    );
+    assert_eq!(report["contract"]["uid"], uid, "{name}: runtime user");
+
+    // The original, run the same way (its own user, no capabilities, read-only root),
+    // answers on neither port.
+    let original = Bundle::new(&s, &layout, "original", "orig", None);
+    let c = original.start(&unique("orig", &s));
+    std::thread::sleep(Duration::from_millis(1500));
+    for port in [moved_from, probe.port()] {
+        assert!(
+            probe.ask(&c, port).is_err(),
+            "{name}: the original answers on {port}: the test proves nothing"
+        );
+    }
+    drop(c);
+
+    // The converted image answers on the moved port, as its numeric non-root user.
+    let converted = Bundle::new(&s, &layout, "unprivileged", "conv", None);
+    let c = converted.start(&unique("conv", &s));
+    if let Err(e) = probe.answers(&c, probe.port()) {
+        drop(c);
+        let out = converted.run_to_exit(&unique("diag", &s));
+        panic!("{name}: the converted image does not answer on {}: {e}\nrun in the foreground it printed:\n{}\n{}", probe.port(), out.stdout, out.stderr);
+    }
+    assert_eq!(c.host_uid(), HOST_BASE + uid, "{name}: runs as uid {uid}");
+    drop(c);
+
+    // An arbitrary UID in group 0, as OpenShift runs images.
+    let arbitrary = Bundle::new(&s, &layout, "unprivileged", "any", Some((54321, 0)));
+    let c = arbitrary.start(&unique("any", &s));
+    if let Err(e) = probe.answers(&c, probe.port()) {
+        drop(c);
+        let out = arbitrary.run_to_exit(&unique("diag", &s));
+        panic!("{name}: the converted image does not answer as uid 54321 gid 0: {e}\nrun in the foreground it printed:\n{}\n{}", out.stdout, out.stderr);
+    }
+    drop(c);
+
+    report["destination"]["new_layer"]["size"].as_u64().unwrap()
+}
+
+fn host_uid(user: &str) -> u32 {
+    std::fs::read_to_string("/etc/passwd")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with(&format!("{user}:")))
+        .and_then(|l| l.split(':').nth(2)?.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no user `{user}` on this machine: run ./scripts/test, which installs the packages"
+            )
+        })
+}
+
+/// nginx as Debian packages it: `user www-data;`, /run/nginx.pid, sites-enabled, temp files
+/// in /var/lib/nginx, logs as files.
+#[test]
+fn nginx_debian_layout() {
+    let mut i = HostImage::new(
+        r#"[config]
+Env = ["PATH=/usr/sbin:/usr/bin"]
+Cmd = ["nginx", "-g", "daemon off;"]
+ExposedPorts = ["80/tcp"]
+"#,
+    );
+    i.base();
+    i.binary("/usr/sbin/nginx");
+    i.tree("/etc/nginx");
+    i.tree("/usr/share/nginx");
+    for e in std::fs::read_dir("/usr/lib/nginx/modules")
+        .unwrap()
+        .flatten()
+    {
+        i.binary(&e.path().to_string_lossy());
+    }
+    // The nginx package's page (Apache's package puts an index.html there too).
+    i.path("/var/www/html/index.nginx-debian.html");
+    i.dir("/var/lib/nginx", 0o755, 0, 0);
+    i.dir("/var/log/nginx", 0o755, 0, 4);
+    i.accounts(&["root", "www-data"], &["root", "adm", "www-data"]);
+    let size = prove(
+        "nginx",
+        i,
+        Probe::Http {
+            port: 8080,
+            expect: "Welcome to nginx!",
+        },
+        80,
+        33,
+    );
+    eprintln!("nginx (Debian layout): new layer {size} bytes");
+}
+
+/// nginx in the official image's layout: `user nginx;`, /var/run/nginx.pid, conf.d, logs
+/// linked to the standard streams, /var/cache/nginx.
+#[test]
+fn nginx_official_layout() {
+    let mut i = HostImage::new(
+        r#"[config]
+Env = ["PATH=/usr/sbin:/usr/bin"]
+Cmd = ["nginx", "-g", "daemon off;"]
+ExposedPorts = ["80/tcp"]
+StopSignal = "SIGQUIT"
+"#,
+    );
+    i.base();
+    i.binary("/usr/sbin/nginx");
+    i.path("/etc/nginx/mime.types");
+    i.text(
+        "/etc/nginx/nginx.conf",
+        "\nuser  nginx;\nworker_processes  auto;\n\nerror_log  /var/log/nginx/error.log notice;\npid        /var/run/nginx.pid;\n\n\nevents {\n    worker_connections  1024;\n}\n\n\nhttp {\n    include       /etc/nginx/mime.types;\n    default_type  application/octet-stream;\n\n    log_format  main  '$remote_addr - $remote_user [$time_local] \"$request\" '\n                      '$status $body_bytes_sent \"$http_referer\" '\n                      '\"$http_user_agent\" \"$http_x_forwarded_for\"';\n\n    access_log  /var/log/nginx/access.log  main;\n\n    sendfile        on;\n    keepalive_timeout  65;\n\n    include /etc/nginx/conf.d/*.conf;\n}\n",
+        0o644,
+        0,
+        0,
+    );
+    i.text(
+        "/etc/nginx/conf.d/default.conf",
+        "server {\n    listen       80;\n    listen  [::]:80;\n    server_name  localhost;\n\n    location / {\n        root   /usr/share/nginx/html;\n        index  index.html index.htm;\n    }\n}\n",
+        0o644,
+        0,
+        0,
+    );
+    i.text(
+        "/usr/share/nginx/html/index.html",
+        "<h1>Welcome to nginx, official layout!</h1>\n",
+        0o644,
+        0,
+        0,
+    );
+    i.dir("/var/cache/nginx", 0o755, 0, 0);
+    i.dir("/var/log/nginx", 0o755, 0, 0);
+    i.symlink("/var/log/nginx/access.log", "/dev/stdout");
+    i.symlink("/var/log/nginx/error.log", "/dev/stderr");
+    i.text(
+        "/etc/passwd",
+        "root:x:0:0:root:/root:/bin/sh\nnginx:x:101:101:nginx user:/nonexistent:/bin/false\n",
+        0o644,
+        0,
+        0,
+    );
+    i.text("/etc/group", "root:x:0:\nnginx:x:101:\n", 0o644, 0, 0);
+    let size = prove(
+        "nginx",
+        i,
+        Probe::Http {
+            port: 8080,
+            expect: "official layout",
+        },
+        80,
+        101,
+    );
+    eprintln!("nginx (official layout): new layer {size} bytes");
+}
+
+/// Apache as Debian packages it, started the way Debian-based images do (a foreground
+/// script that reads /etc/apache2/envvars).
+#[test]
+fn apache_debian_layout() {
+    let mut i = HostImage::new(
+        r#"[config]
+Env = ["PATH=/usr/sbin:/usr/bin"]
+Cmd = ["apache2-foreground"]
+ExposedPorts = ["80/tcp"]
+StopSignal = "SIGWINCH"
+"#,
+    );
+    i.base();
+    i.binary("/usr/sbin/apache2");
+    i.tree("/etc/apache2");
+    i.path("/usr/lib/apache2/modules");
+    for e in std::fs::read_dir("/usr/lib/apache2/modules")
+        .unwrap()
+        .flatten()
+    {
+        i.binary(&e.path().to_string_lossy());
+    }
+    i.path("/etc/mime.types");
+    i.tree("/var/www/html");
+    i.dir("/var/log/apache2", 0o750, 0, 4);
+    i.busybox(&["sh", "mkdir", "rm"]);
+    i.text(
+        "/usr/local/bin/apache2-foreground",
+        "#!/bin/sh\nset -e\n. /etc/apache2/envvars\nmkdir -p \"$APACHE_RUN_DIR\" \"$APACHE_LOCK_DIR\"\nrm -f \"$APACHE_PID_FILE\"\nexec apache2 -DFOREGROUND \"$@\"\n",
+        0o755,
+        0,
+        0,
+    );
+    i.symlink(
+        "/usr/sbin/apache2-foreground",
+        "/usr/local/bin/apache2-foreground",
+    );
+    i.accounts(&["root", "www-data"], &["root", "adm", "www-data"]);
+    let size = prove(
+        "apache",
+        i,
+        Probe::Http {
+            port: 8080,
+            expect: "Apache2 Debian Default Page",
+        },
+        80,
+        33,
+    );
+    eprintln!("apache (Debian layout): new layer {size} bytes");
+}
+
+/// Apache in the official httpd image's layout: /usr/local/apache2, `httpd-foreground`,
+/// `User daemon`, logs to /proc/self/fd, the pid file in logs/.
+#[test]
+fn apache_official_layout() {
+    let mut i = HostImage::new(
+        r#"[config]
+Env = ["PATH=/usr/local/apache2/bin:/usr/bin"]
+Cmd = ["httpd-foreground"]
+ExposedPorts = ["80/tcp"]
+StopSignal = "SIGWINCH"
+WorkingDir = "/usr/local/apache2"
+"#,
+    );
+    i.base();
+    // This machine's apache2 binary stands in for the official build; its compiled-in
+    // server root differs, so httpd-foreground names the official one.
+    i.binary("/usr/sbin/apache2");
+    i.copy("/usr/sbin/apache2", "/usr/local/apache2/bin/httpd", 0o755);
+    let modules = ["mpm_event", "authz_core", "authz_host", "mime", "dir"];
+    for m in modules {
+        let host = format!("/usr/lib/apache2/modules/mod_{m}.so");
+        i.binary(&host);
+        i.copy(
+            &host,
+            &format!("/usr/local/apache2/modules/mod_{m}.so"),
+            0o644,
+        );
+    }
+    let load: String = modules
+        .iter()
+        .map(|m| format!("LoadModule {m}_module modules/mod_{m}.so\n"))
+        .collect();
+    i.text(
+        "/usr/local/apache2/conf/httpd.conf",
+        &format!(
+            "ServerRoot \"/usr/local/apache2\"\nListen 80\n{load}<IfModule unixd_module>\nUser daemon\nGroup daemon\n</IfModule>\nServerAdmin you@example.com\nServerName localhost\n<Directory />\n    AllowOverride none\n    Require all denied\n</Directory>\nDocumentRoot \"/usr/local/apache2/htdocs\"\n<Directory \"/usr/local/apache2/htdocs\">\n    Require all granted\n</Directory>\nDirectoryIndex index.html\nErrorLog /proc/self/fd/2\nLogLevel warn\nLogFormat \"%h %l %u %t \\\"%r\\\" %>s %b\" common\nCustomLog /proc/self/fd/1 common\nTypesConfig conf/mime.types\n"
+        ),
+        0o644,
+        0,
+        0,
+    );
+    i.copy(
+        "/etc/mime.types",
+        "/usr/local/apache2/conf/mime.types",
+        0o644,
+    );
+    i.text(
+        "/usr/local/apache2/htdocs/index.html",
+        "<html><body><h1>It works!</h1></body></html>\n",
+        0o644,
+        0,
+        0,
+    );
+    i.dir("/usr/local/apache2/logs", 0o755, 0, 0);
+    i.busybox(&["sh", "rm"]);
+    i.text(
+        "/usr/local/apache2/bin/httpd-foreground",
+        "#!/bin/sh\nset -e\nrm -f /usr/local/apache2/logs/httpd.pid\nexec /usr/local/apache2/bin/httpd -d /usr/local/apache2 -f conf/httpd.conf -DFOREGROUND \"$@\"\n",
+        0o755,
+        0,
+        0,
+    );
+    i.text(
+        "/etc/passwd",
+        "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n",
+        0o644,
+        0,
+        0,
+    );
+    i.text("/etc/group", "root:x:0:\ndaemon:x:1:\n", 0o644, 0, 0);
+    let size = prove(
+        "apache",
+        i,
+        Probe::Http {
+            port: 8080,
+            expect: "It works!",
+        },
+        80,
+        1,
+    );
+    eprintln!("apache (official httpd layout): new layer {size} bytes");
+}
+
+/// Redis as Debian packages it: daemonized, pid in /run/redis, a log file in /var/log/redis,
+/// the config readable by the redis account only.
+#[test]
+fn redis_debian() {
+    let mut i = HostImage::new(
+        r#"[config]
+Env = ["PATH=/usr/sbin:/usr/bin"]
+Cmd = ["redis-server", "/etc/redis/redis.conf"]
+ExposedPorts = ["6379/tcp"]
+"#,
+    );
+    i.base();
+    i.binary("/usr/bin/redis-server");
+    i.tree("/etc/redis");
+    i.path("/var/lib/redis");
+    i.path("/var/log/redis");
+    i.accounts(&["root", "redis"], &["root", "adm", "redis"]);
+    let size = prove(
+        "redis",
+        i,
+        Probe::Redis { port: 6379 },
+        6379,
+        host_uid("redis"),
+    );
+    eprintln!("redis (Debian): new layer {size} bytes");
+}
+
+/// HAProxy as Debian packages it (chroot, user and group, daemon, a stats socket in
+/// /run/haproxy) with a frontend on port 80.
+#[test]
+fn haproxy_debian() {
+    let mut i = HostImage::new(
+        r#"[config]
+Env = ["PATH=/usr/sbin:/usr/bin"]
+Cmd = ["haproxy", "-f", "/etc/haproxy/haproxy.cfg"]
+ExposedPorts = ["80/tcp"]
+StopSignal = "SIGUSR1"
+"#,
+    );
+    i.base();
+    i.binary("/usr/sbin/haproxy");
+    i.tree("/etc/haproxy");
+    let cfg = std::fs::read_to_string("/etc/haproxy/haproxy.cfg").unwrap()
+        + "\nfrontend web\n\tbind :80\n\tmode http\n\thttp-request return status 200 content-type text/plain string \"hello from haproxy\"\n";
+    i.text("/etc/haproxy/haproxy.cfg", &cfg, 0o644, 0, 0);
+    i.tree("/var/lib/haproxy");
+    i.accounts(&["root", "haproxy"], &["root", "haproxy"]);
+    let size = prove(
+        "haproxy",
+        i,
+        Probe::Http {
+            port: 8080,
+            expect: "hello from haproxy",
+        },
+        80,
+        host_uid("haproxy"),
+    );
+    eprintln!("haproxy (Debian): new layer {size} bytes");
+}
