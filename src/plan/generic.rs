@@ -356,10 +356,7 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
     for v in config.volumes() {
         writable_roots.push((view.resolve(&ImagePath::new(&v))?, "a volume".to_string()));
     }
-    if !matches!(
-        home.as_str(),
-        "/" | "" | "/nonexistent" | "/root" | "/dev/null"
-    ) {
+    if !is_system_dir(&home) {
         let home = view.resolve(&ImagePath::new(&home))?;
         if holds_code.contains(&home) {
             notes.push(format!(
@@ -474,6 +471,40 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
         recipes: Vec::new(),
         recipe_problems: Vec::new(),
     })
+}
+
+/// Homes that are system directories (Debian's `daemon` lives in /usr/sbin, `bin` in /bin):
+/// never made writable.
+fn is_system_dir(home: &str) -> bool {
+    let home = home.trim_end_matches('/');
+    matches!(
+        home,
+        "" | "/nonexistent"
+            | "/root"
+            | "/dev/null"
+            | "/bin"
+            | "/sbin"
+            | "/lib"
+            | "/etc"
+            | "/usr"
+            | "/usr/bin"
+            | "/usr/sbin"
+            | "/usr/lib"
+            | "/usr/local"
+            | "/usr/local/bin"
+            | "/usr/local/sbin"
+            | "/var"
+            | "/var/spool/lpd"
+            | "/var/mail"
+            | "/var/backups"
+            | "/var/cache/man"
+            | "/dev"
+            | "/proc"
+            | "/sys"
+            | "/tmp"
+    ) || home.starts_with("/proc/")
+        || home.starts_with("/sys/")
+        || home.starts_with("/dev/")
 }
 
 /// The metadata of a file made root's and not writable by group or others.
