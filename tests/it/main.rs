@@ -5,6 +5,7 @@ mod analyze;
 mod errors;
 mod golden;
 mod hostimage;
+mod recipes;
 mod runtime;
 mod services;
 mod support;

@@ -1,0 +1,299 @@
+//! The recipe engine from the command line: user recipes, forcing and turning recipes off,
+//! loud failures, syntax errors with positions, and `--dry-run`.
+
+use crate::support::{files_below, Scratch};
+
+/// A tiny service whose config a user recipe edits.
+const SERVICE: &str = r##"
+[config]
+Cmd = ["/usr/bin/svc"]
+ExposedPorts = ["70/tcp"]
+
+[[layer]]
+[[layer.entry]]
+path = "/etc/passwd"
+text = "root:x:0:0:root:/root:/bin/sh\nsvc:x:500:500::/nonexistent:/sbin/nologin\n"
+[[layer.entry]]
+path = "/usr/bin/svc"
+text = "#!/bin/sh\n"
+mode = 0o755
+[[layer.entry]]
+path = "/etc/svc/svc.conf"
+text = "listen_port = 70 ; comment\nstate_dir = /var/state\nrun_as = root\n"
+"##;
+
+const RECIPE: &str = r#"
+name = "svc"
+summary = "a test service"
+[match]
+any = ["/usr/bin/svc"]
+[service]
+users = ["svc"]
+[config]
+entry = [{ path = "/etc/svc/svc.conf", base = "/etc/svc" }]
+capture = ["/etc/svc/**"]
+comment = ";"
+[[ports]]
+directive = "listen_port"
+pattern = '^\s*listen_port\s*=\s*(?P<port>\d+)'
+[[writable]]
+what = "state"
+kind = "dir"
+config = '^\s*state_dir\s*=\s*(\S+)'
+redirect = "/tmp/svc-state"
+[[edit]]
+name = "drop run_as"
+kind = "remove"
+pattern = '^\s*run_as\b'
+[[env]]
+name = "SVC_MODE"
+value = "unprivileged"
+"#;
+
+fn setup(s: &Scratch) -> (String, String) {
+    let src = s.build("img", "v1", SERVICE);
+    let recipe = s.path("svc.toml");
+    std::fs::write(&recipe, RECIPE).unwrap();
+    (src, recipe.display().to_string())
+}
+
+#[test]
+fn a_user_recipe_edits_moves_ports_redirects_and_sets_env() {
+    let s = Scratch::new();
+    let (src, recipe) = setup(&s);
+    let dest = format!("oci:{}:out", s.path("out").display());
+    let out = s
+        .unroot(&[
+            "convert", "-q", "--format", "json", &src, "--recipe", &recipe, "--to", &dest,
+        ])
+        .success();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["conversion"]["recipes"], serde_json::json!(["svc"]));
+    assert_eq!(
+        report["conversion"]["user"], "500:500",
+        "the recipe's preferred user"
+    );
+    let change = report["conversion"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["path"] == "/etc/svc/svc.conf")
+        .unwrap();
+    let diff = change["diff"].as_str().unwrap();
+    for line in [
+        "-listen_port = 70 ; comment",
+        "+listen_port = 8070 ; comment",
+        "+state_dir = /tmp/svc-state",
+        "+; run_as = root",
+    ] {
+        assert!(diff.lines().any(|l| l == line), "{line} not in\n{diff}");
+    }
+    let env = &report["conversion"]["config_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["field"] == "Env")
+        .unwrap()["after"];
+    assert!(
+        env.as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v == "SVC_MODE=unprivileged"),
+        "{env}"
+    );
+}
+
+#[test]
+fn no_recipes_means_the_generic_conversion_only() {
+    let s = Scratch::new();
+    let (src, recipe) = setup(&s);
+    let dest = format!("oci:{}:out", s.path("out").display());
+    let out = s
+        .unroot(&[
+            "convert",
+            "-q",
+            "--format",
+            "json",
+            &src,
+            "--recipe",
+            &recipe,
+            "--no-recipes",
+            "--to",
+            &dest,
+        ])
+        .success();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    // `--no-recipes` turns the built-in ones off; the one asked for by name still applies.
+    assert_eq!(report["conversion"]["recipes"], serde_json::json!(["svc"]));
+    let out = s
+        .unroot(&[
+            "convert",
+            "-q",
+            "--format",
+            "json",
+            &src,
+            "--no-recipes",
+            "--to",
+            &dest,
+        ])
+        .success();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["conversion"]["recipes"], serde_json::json!([]));
+    assert!(report["conversion"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["path"] != "/etc/svc/svc.conf"));
+}
+
+#[test]
+fn an_edit_that_matches_nothing_stops_the_conversion() {
+    let s = Scratch::new();
+    let spec = SERVICE.replace("run_as = root\\n", "");
+    let src = s.build("img", "v1", &spec);
+    let recipe = s.path("svc.toml");
+    std::fs::write(&recipe, RECIPE).unwrap();
+    let out = s
+        .unroot(&[
+            "convert",
+            &src,
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--to",
+            &format!("oci:{}", s.path("out").display()),
+        ])
+        .failure(1);
+    assert!(
+        out.error_line()
+            .ends_with("recipe `svc`: edit `drop run_as` matched nothing in `/etc/svc/svc.conf`"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("hint: the service's files differ from what the recipe expects"),
+        "{}",
+        out.stderr
+    );
+    assert!(!s.path("out").exists());
+    assert_eq!(files_below(&s.tmp()), Vec::<String>::new());
+    // The analysis reports it instead of stopping.
+    let out = s
+        .unroot(&["analyze", "-q", &src, "--recipe", recipe.to_str().unwrap()])
+        .success();
+    assert!(
+        out.stdout.contains("UR701 recipe-does-not-apply"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn recipe_errors_point_at_the_place() {
+    let s = Scratch::new();
+    let bad = s.path("bad.toml");
+    std::fs::write(&bad, "name = \"x\"\nsummary = \"y\"\n[match]\nany = [\"/a\"]\n[[ports]]\ndirective = \"d\"\npattern = '(unclosed'\n").unwrap();
+    let out = s
+        .unroot(&["recipes", "check", bad.to_str().unwrap()])
+        .failure(2);
+    assert!(
+        out.error_line().contains("`ports[0].pattern`: "),
+        "{}",
+        out.stderr
+    );
+    std::fs::write(&bad, "name = \"x\"\nsummary = \"y\"\n[match]\nany = [\"/a\"]\n[[edit]]\nname = \"e\"\nkind = \"replace\"\npattern = 'a'\nbogus = 1\n").unwrap();
+    let out = s
+        .unroot(&["recipes", "check", bad.to_str().unwrap()])
+        .failure(2);
+    assert!(
+        out.error_line()
+            .contains("TOML parse error at line 9, column 1"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.error_line().contains("unknown field `bogus`"),
+        "{}",
+        out.stderr
+    );
+    let out = s
+        .unroot(&["convert", "x", "--recipe", "no-such-recipe"])
+        .failure(2);
+    assert!(
+        out.error_line().contains("no recipe `no-such-recipe`"),
+        "{}",
+        out.stderr
+    );
+    for name in ["nginx", "apache", "redis", "haproxy"] {
+        let out = s.unroot(&["recipes", "show", name]).success();
+        let file = s.path(&format!("{name}.toml"));
+        std::fs::write(&file, out.stdout).unwrap();
+        let out = s
+            .unroot(&["recipes", "check", file.to_str().unwrap()])
+            .success();
+        assert!(
+            out.stdout.starts_with(&format!("ok: recipe `{name}`")),
+            "{}",
+            out.stdout
+        );
+    }
+    let out = s.unroot(&["recipes", "list"]).success();
+    assert_eq!(out.stdout.lines().count(), 4, "{}", out.stdout);
+}
+
+#[test]
+fn dry_run_shows_the_plan_and_writes_nothing() {
+    let s = Scratch::new();
+    let src = format!(
+        "oci:{}/golden-images/nginx-debian/image:latest",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let dest = format!("oci:{}:x", s.path("out").display());
+    let plan = s
+        .unroot(&["convert", "-q", "--dry-run", &src, "--to", &dest])
+        .success();
+    assert!(!s.path("out").exists(), "a dry run wrote the destination");
+    assert!(
+        plan.stdout
+            .contains("--- a/etc/nginx/nginx.conf\n+++ b/etc/nginx/nginx.conf"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("-pid /run/nginx.pid;\n"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("+pid /tmp/nginx.pid;\n"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("config    User: \"\" -> \"33:33\""),
+        "{}",
+        plan.stdout
+    );
+    // The digest it announces is the one the conversion writes.
+    let announced = plan
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .rsplit('(')
+        .next()
+        .unwrap()
+        .trim_end_matches(')')
+        .to_string();
+    let real = s.unroot(&["convert", "-q", &src, "--to", &dest]).success();
+    assert!(
+        real.stdout
+            .lines()
+            .nth(1)
+            .unwrap()
+            .ends_with(&format!("({announced})")),
+        "{}\n{}",
+        plan.stdout,
+        real.stdout
+    );
+}
