@@ -108,6 +108,16 @@ fn prove(name: &str, image: HostImage, probe: Probe, moved_from: u16, uid: u32) 
         "{name}: the recipe did not apply"
     );
     assert_eq!(report["contract"]["uid"], uid, "{name}: runtime user");
+    let (before, after) = (
+        layer_digests(&layout, "original"),
+        layer_digests(&layout, "unprivileged"),
+    );
+    assert_eq!(after.len(), before.len() + 1, "{name}: one new layer");
+    assert_eq!(
+        after[..before.len()],
+        before[..],
+        "{name}: the original layers, unchanged"
+    );
 
     // The original, run the same way (its own user, no capabilities, read-only root),
     // answers on neither port.
@@ -144,6 +154,32 @@ fn prove(name: &str, image: HostImage, probe: Probe, moved_from: u16, uid: u32) 
     drop(c);
 
     report["destination"]["new_layer"]["size"].as_u64().unwrap()
+}
+
+/// The layer digests of a tagged image in a layout.
+fn layer_digests(layout: &std::path::Path, tag: &str) -> Vec<String> {
+    let read = |p: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let index = read(layout.join("index.json"));
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap();
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let manifest = read(blob(entry["digest"].as_str().unwrap()));
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn host_uid(user: &str) -> u32 {
