@@ -33,8 +33,8 @@ pub static RULES: [Rule; 4] = [
         severity: Severity::Error,
         summary: "A service's config listens on a port below 1024",
         help: "The service will fail to bind this port as a non-root user where `ip_unprivileged_port_start` is 1024; config edits by `sed` break silently when the file changes, which is why unroot reads the directive itself.",
-        fix: "move the port in the config (a recipe's edit); publish the new port instead",
-        fixer: Fixer::User,
+        fix: "`unroot convert` moves it by the port map, through the service's recipe",
+        fixer: Fixer::Unroot,
         refs: &[],
     },
     Rule {

@@ -16,8 +16,8 @@ pub static RULES: [Rule; 2] = [
         severity: Severity::Error,
         summary: "The service writes a path its runtime user cannot write",
         help: "Pid files, temp and cache directories under root-owned places (`/var/run`, `/var/cache`) make the service fail at start as a non-root user. On a read-only root filesystem they also need a tmpfs or a volume.",
-        fix: "point the path at /tmp or make the directory `UID:0` and group-writable (a recipe does this), and mount it writable",
-        fixer: Fixer::User,
+        fix: "`unroot convert` points it at /tmp or makes the directory `UID:0` and group-writable, as the service's recipe says; mount it writable",
+        fixer: Fixer::Unroot,
         refs: &[],
     },
     Rule {
@@ -26,8 +26,8 @@ pub static RULES: [Rule; 2] = [
         severity: Severity::Warning,
         summary: "The service logs to a file instead of stdout or stderr",
         help: "On a read-only root filesystem the service cannot write its log files, and logs in files are not collected by the container runtime. The official nginx image links its logs to /dev/stdout and /dev/stderr for this reason.",
-        fix: "link the log file to /dev/stdout or /dev/stderr, or point the directive at them",
-        fixer: Fixer::User,
+        fix: "`unroot convert` points the directive at /dev/stdout or /dev/stderr, as the service's recipe says",
+        fixer: Fixer::Unroot,
         refs: &[],
     },
 ];
@@ -128,7 +128,8 @@ impl Analyzer for RuntimePaths {
             let name = &matched.recipe.name;
             for (w, path, dir) in service_paths(matched, view) {
                 // /tmp is a tmpfs in the runtime contract: always writable.
-                if !dir.is_below(&ImagePath::new("/tmp")) && !writable_by(view, &dir, uid, gid) {
+                let tmp = ImagePath::new("/tmp");
+                if dir != tmp && !dir.is_below(&tmp) && !writable_by(view, &dir, uid, gid) {
                     let owner = view
                         .resolve(&dir)
                         .ok()

@@ -410,6 +410,15 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
         }
         writable.insert(root);
     }
+    // The runtime contract mounts a tmpfs on /tmp and services are pointed there: an image
+    // without it (scratch) gets one, world-writable with the sticky bit as usual.
+    let tmp = ImagePath::new("/tmp");
+    if !view.exists(&tmp) {
+        let mut dir = new_dir(0, opts.mtime);
+        dir.meta.gid = 0;
+        dir.meta.mode = 0o1777;
+        changes.insert(tmp, dir);
+    }
     // Keep only the top-most writable directories in the list shown to users.
     let mut tops: Vec<ImagePath> = Vec::new();
     for w in writable {

@@ -440,6 +440,8 @@ uid = 500
             "drwxr-xr-x 0/0 0 srv/",
             "drwxrwxr-x 500/0 0 srv/data/",
             "-rwxr-xr-x 0/0 300000 srv/tool",
+            // No /tmp in the image: the runtime contract needs one.
+            "drwxrwxrwt 0/0 0 tmp/",
         ]
     );
 }
