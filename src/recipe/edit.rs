@@ -550,6 +550,55 @@ mod tests {
         assert_eq!(split_code(b"x\r\n", None), (&b"x"[..], &b"\r\n"[..]));
     }
 
+    /// The nginx recipe on a config that already sets some temp paths (under /var/cache):
+    /// those move, the missing ones are added, none is duplicated.
+    #[test]
+    fn nginx_temp_paths_are_moved_or_added_never_duplicated() {
+        let spec = r#"
+[[layer]]
+[[layer.entry]]
+path = "/usr/sbin/nginx"
+size = 10
+mode = 0o755
+[[layer.entry]]
+path = "/etc/nginx/nginx.conf"
+text = "events {}\nhttp {\n    proxy_temp_path /var/cache/nginx/proxy_temp 1 2;\n    client_body_temp_path /tmp/already;\n    server { listen 80; listen [::]:80 ipv6only=on; listen 127.0.0.1:8081; }\n}\n"
+"#;
+        let analyzed = crate::analyze::testkit::Analyzed::from_spec(spec);
+        let change = &analyzed.plan.changes[&ImagePath::new("/etc/nginx/nginx.conf")];
+        let crate::plan::Body::Bytes(text) = &change.body else {
+            panic!("edited")
+        };
+        let text = String::from_utf8_lossy(text);
+        for directive in [
+            "proxy_temp_path",
+            "client_body_temp_path",
+            "fastcgi_temp_path",
+            "uwsgi_temp_path",
+            "scgi_temp_path",
+            "pid",
+        ] {
+            assert_eq!(
+                text.matches(&format!("{directive} ")).count(),
+                1,
+                "{directive} in\n{text}"
+            );
+        }
+        assert!(
+            text.contains("proxy_temp_path /tmp/proxy_temp 1 2;"),
+            "{text}"
+        );
+        assert!(
+            text.contains("client_body_temp_path /tmp/already;"),
+            "a path already in /tmp stays: {text}"
+        );
+        assert!(
+            text.contains("listen 8080; listen [::]:8080 ipv6only=on; listen 127.0.0.1:8081;"),
+            "{text}"
+        );
+        assert!(text.starts_with("pid /tmp/nginx.pid;\n"), "{text}");
+    }
+
     #[test]
     fn replaces_only_the_group() {
         let re = Regex::new(r"listen\s+(?:\S*:)?(\d+)").unwrap();
