@@ -28,12 +28,12 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Convert(args) => unroot::cli::convert::request(args)
             .and_then(|request| pipeline::convert(&request, progress.as_mut()))
-            .map(|result| {
-                let gate = args
-                    .fail_on
-                    .severity()
-                    .is_some_and(|s| result.report.fails(s));
-                (unroot::cli::convert::render(&result, args.format), gate)
+            .map(|outcome| {
+                let gate = match (&outcome, args.fail_on.severity()) {
+                    (pipeline::ConvertOutcome::Converted(r), Some(s)) => r.report.fails(s),
+                    _ => false,
+                };
+                (unroot::cli::convert::render(&outcome, args.format), gate)
             }),
         Command::Analyze(args) => unroot::cli::image_request(&args.image, &args.plan)
             .and_then(|request| pipeline::analyze(&request, progress.as_mut()))

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use crate::cli::{image_request, ConvertArgs, Format};
 use crate::error::Error;
 use crate::model::ImageLocation;
-use crate::pipeline::{ConvertReport, ConvertRequest};
+use crate::pipeline::{ConvertOutcome, ConvertRequest};
 use crate::report::{sarif, text};
 
 /// Turns the arguments into a request, checking every value before any work starts.
@@ -16,7 +16,7 @@ pub fn request(args: &ConvertArgs) -> Result<ConvertRequest, Error> {
         .as_deref()
         .map(ImageLocation::parse)
         .transpose()?;
-    let mut created_by = String::from("unroot convert");
+    let mut created_by = String::from(crate::pipeline::CREATED_BY);
     if let Some(uid) = args.plan.uid {
         let _ = write!(created_by, " --uid {uid}");
     }
@@ -38,10 +38,20 @@ pub fn request(args: &ConvertArgs) -> Result<ConvertRequest, Error> {
 }
 
 /// The result in the asked format.
-pub fn render(result: &ConvertReport, format: Format) -> String {
-    match format {
-        Format::Text => text::render(&result.report),
-        Format::Json => result.report.to_json(),
-        Format::Sarif => sarif::render(&result.report),
+pub fn render(outcome: &ConvertOutcome, format: Format) -> String {
+    match (outcome, format) {
+        (ConvertOutcome::Converted(result), Format::Text) => text::render(&result.report),
+        (ConvertOutcome::Converted(result), Format::Json) => result.report.to_json(),
+        (ConvertOutcome::Converted(result), Format::Sarif) => sarif::render(&result.report),
+        (ConvertOutcome::AlreadyConverted { location, digest, created_by }, Format::Text) => format!(
+            "{location} ({digest}) is already converted (its history has `{created_by}`): nothing to do\n"
+        ),
+        (ConvertOutcome::AlreadyConverted { location, digest, created_by }, _) => {
+            let v = serde_json::json!({
+                "schema_version": crate::report::SCHEMA_VERSION,
+                "already_converted": {"location": location.to_string(), "digest": digest.to_string(), "created_by": created_by},
+            });
+            format!("{}\n", serde_json::to_string_pretty(&v).expect("JSON"))
+        }
     }
 }

@@ -169,6 +169,23 @@ impl ImageConfig {
             .unwrap_or_default()
     }
 
+    /// The `created_by` of each history entry, oldest first.
+    pub fn history_created_by(&self) -> Vec<String> {
+        self.root
+            .get("history")
+            .and_then(Value::as_array)
+            .map(|h| {
+                h.iter()
+                    .filter_map(|e| {
+                        e.get("created_by")
+                            .and_then(Value::as_str)
+                            .map(String::from)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// `rootfs.diff_ids`, one per layer, base first.
     pub fn diff_ids(&self) -> Result<Vec<Digest>, ConfigError> {
         let Some(rootfs) = self.root.get("rootfs") else {

@@ -57,6 +57,26 @@ pub struct ConvertRequest {
     pub dry_run: bool,
 }
 
+/// The prefix of the history entry a conversion writes; finding it means the image was
+/// converted already.
+pub const CREATED_BY: &str = "unroot convert";
+
+/// What `convert` did.
+#[derive(Debug)]
+pub enum ConvertOutcome {
+    /// It wrote (or, for a dry run, planned) a converted image.
+    Converted(Box<ConvertReport>),
+    /// The source was converted by unroot already: nothing was written.
+    AlreadyConverted {
+        /// The source.
+        location: ImageLocation,
+        /// Its digest.
+        digest: Digest,
+        /// The history entry that says so.
+        created_by: String,
+    },
+}
+
 /// What a conversion did.
 #[derive(Debug)]
 pub struct ConvertReport {
@@ -281,7 +301,7 @@ fn report(
 pub fn convert(
     request: &ConvertRequest,
     progress: &mut dyn Progress,
-) -> Result<ConvertReport, Error> {
+) -> Result<ConvertOutcome, Error> {
     let from = &request.image;
     let destination = match &request.destination {
         Some(d) => d.clone(),
@@ -296,6 +316,19 @@ pub fn convert(
 
     progress.message(&format!("resolving {}", from.source));
     let image = resolve(source.as_mut(), &from.platform)?;
+    if let Some(entry) = image
+        .config
+        .history_created_by()
+        .into_iter()
+        .find(|c| c.starts_with(CREATED_BY))
+    {
+        // A second conversion would only stack another layer on the first.
+        return Ok(ConvertOutcome::AlreadyConverted {
+            location: from.source.clone(),
+            digest: image.digest,
+            created_by: entry,
+        });
+    }
     let created = created_time(request.source_date_epoch, image.config.created());
 
     let work = work_dir()?;
@@ -425,13 +458,13 @@ pub fn convert(
             content_bytes: plan.content_bytes(),
         }),
     });
-    Ok(ConvertReport {
+    Ok(ConvertOutcome::Converted(Box::new(ConvertReport {
         destination,
         digest,
         content_bytes: plan.content_bytes(),
         new_layer: new_layer.map(|l| (l.digest, l.size, l.entries)),
         report,
-    })
+    })))
 }
 
 /// The name an image is run by: a registry reference as docker takes it, else the

@@ -658,3 +658,41 @@ fn registry_with_bearer_tokens() {
         assert!(registry.has_tag(tag, Some("dave:token-pw")), "{tag}");
     }
 }
+
+#[test]
+fn converting_a_converted_image_is_a_no_op() {
+    let s = Scratch::new();
+    let src = s.build("img", "v1", &sample_spec());
+    let once = format!("oci:{}:once", s.path("img").display());
+    s.unroot(&["convert", "-q", &src, "--to", &once]).success();
+    let twice = format!("oci:{}:twice", s.path("img").display());
+    let out = s
+        .unroot(&["convert", "-q", &once, "--to", &twice])
+        .success();
+    assert!(
+        out.stdout
+            .contains("is already converted (its history has `unroot convert`): nothing to do"),
+        "{}",
+        out.stdout
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.path("img/index.json")).unwrap()).unwrap();
+    assert_eq!(
+        index["manifests"].as_array().unwrap().len(),
+        2,
+        "nothing was written"
+    );
+    let out = s
+        .unroot(&["convert", "-q", "--format", "json", &once, "--to", &twice])
+        .success();
+    let notice: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(notice["already_converted"]["created_by"], "unroot convert");
+    let schema: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/report-v1.schema.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(jsonschema::validator_for(&schema)
+        .unwrap()
+        .is_valid(&notice));
+}
