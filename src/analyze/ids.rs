@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use super::{Analyzer, Facts, Finding, Fixer, Location, Rule, Severity};
-use crate::plan::generic::MAX_MAPPED_ID;
 
 /// The rules of this analyzer.
 pub static RULES: [Rule; 3] = [
@@ -14,7 +13,7 @@ pub static RULES: [Rule; 3] = [
         severity: Severity::Error,
         summary: "A file is owned by a uid or gid above 65535",
         help: "Rootless runtimes map 65536 ids by default (/etc/subuid); unpacking a layer with an owner outside that range fails (\"potentially insufficient UIDs or GIDs available in user namespace\"). A new layer cannot fix it: the runtime fails on the lower layer first, so that layer must be rewritten.",
-        fix: "rewrite the layers that hold them with ids in range",
+        fix: "`unroot convert --remap-ids` rewrites the layers that hold them (ids above 65535 become the runtime UID and group 0), keeping every other layer as it is",
         fixer: Fixer::User,
         refs: &[],
     },
@@ -53,32 +52,21 @@ impl Analyzer for Ids {
     }
 
     fn run(&self, facts: &Facts<'_>, out: &mut Vec<Finding>) {
-        // Per layer, the out-of-range owners and how many paths have them: each layer
-        // is reported once with an example, since it is the layer that must be rewritten.
-        let mut per_layer: BTreeMap<usize, (usize, &crate::layer::ImagePath, u64, u64)> =
-            BTreeMap::new();
-        for (path, node) in facts.view.iter() {
-            let m = &node.meta;
-            if m.uid > MAX_MAPPED_ID || m.gid > MAX_MAPPED_ID {
-                let e = per_layer
-                    .entry(node.layer)
-                    .or_insert((0, path, m.uid, m.gid));
-                e.0 += 1;
-            }
-        }
-        for (layer, (count, path, uid, gid)) in per_layer {
-            let digest = facts
-                .layers
-                .get(layer)
-                .map(|l| l.digest.short().to_string())
-                .unwrap_or_default();
+        // Per layer (hidden entries count too: runtimes unpack every layer in order and
+        // fail on the first such entry), with an example.
+        for (layer, info) in facts.layers.iter().enumerate() {
+            let Some((path, uid, gid)) = &info.out_of_range_example else {
+                continue;
+            };
+            let count = info.out_of_range;
             out.push(Finding::new(
                 &RULES[0],
                 Location::file(path, Some(layer), None),
                 format!(
-                    "owned by {uid}:{gid}; layer {} ({digest}) holds {count} such path{}",
+                    "owned by {uid}:{gid}; layer {} ({}) holds {count} such entr{}",
                     layer + 1,
-                    if count == 1 { "" } else { "s" }
+                    info.digest.short(),
+                    if count == 1 { "y" } else { "ies" }
                 ),
             ));
         }
@@ -165,7 +153,7 @@ gid = 4000000000
             "{}",
             lines[0]
         );
-        assert!(lines[0].ends_with(") holds 2 such paths"), "{}", lines[0]);
+        assert!(lines[0].ends_with(") holds 2 such entries"), "{}", lines[0]);
         assert!(
             lines[1].starts_with(
                 "UR601 error /srv/c (layer 2): owned by 4000000000:4000000000; layer 2 ("

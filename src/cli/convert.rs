@@ -23,6 +23,9 @@ pub fn request(args: &ConvertArgs) -> Result<ConvertRequest, Error> {
     if let Some(gid) = args.plan.gid {
         let _ = write!(created_by, " --gid {gid}");
     }
+    if args.remap_ids {
+        let _ = write!(created_by, " --remap-ids");
+    }
     let mut port_args = args.plan.ports.clone();
     port_args.sort();
     for p in port_args {
@@ -34,6 +37,7 @@ pub fn request(args: &ConvertArgs) -> Result<ConvertRequest, Error> {
         source_date_epoch: args.source_date_epoch,
         created_by,
         dry_run: args.dry_run,
+        remap_ids: args.remap_ids,
     })
 }
 

@@ -189,6 +189,11 @@ pub struct ConvertArgs {
     )]
     pub source_date_epoch: Option<i64>,
 
+    /// Rewrite the layers that hold files owned by ids above 65535 (rootless runtimes cannot
+    /// unpack them), mapping those ids to the runtime UID and group 0; other layers stay.
+    #[arg(long, help_heading = "Conversion")]
+    pub remap_ids: bool,
+
     /// Print the plan (a diff of every edited file, ownership and mode changes, config
     /// changes, the new layer's size and the digest it would have) and write nothing.
     #[arg(long)]

@@ -125,6 +125,19 @@ impl MergedView {
         }
     }
 
+    /// Maps the owners of `layer`'s nodes that are above `max`: uids to `uid`, gids to 0
+    /// (what a rewritten layer holds).
+    pub fn remap_ids(&mut self, layer: usize, max: u64, uid: u64) {
+        for node in self.nodes.values_mut().filter(|n| n.layer == layer) {
+            if node.meta.uid > max {
+                node.meta.uid = uid;
+            }
+            if node.meta.gid > max {
+                node.meta.gid = 0;
+            }
+        }
+    }
+
     /// The node at exactly this path (no link following).
     pub fn get(&self, path: &ImagePath) -> Option<&Node> {
         self.nodes.get(path)

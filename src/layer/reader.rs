@@ -58,7 +58,15 @@ pub struct LayerInfo {
     pub compression: Compression,
     /// Number of tar entries that changed the filesystem.
     pub entries: u64,
+    /// Entries owned by a uid or gid above 65535 (rootless runtimes cannot unpack them),
+    /// counted over every entry of the layer, hidden ones included.
+    pub out_of_range: u64,
+    /// The first of them: path, uid, gid.
+    pub out_of_range_example: Option<(ImagePath, u64, u64)>,
 }
+
+/// The highest id the default rootless range (65536 ids from /etc/subuid) maps.
+pub const MAX_MAPPED_ID: u64 = 65535;
 
 /// Why a layer could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +182,8 @@ pub fn read_layer<R: Read>(
         uncompressed_size,
         compression,
         entries,
+        out_of_range: 0,
+        out_of_range_example: None,
     })
 }
 

@@ -12,7 +12,7 @@ use crate::transport::blobstore::RangeReader;
 use super::entry::{Change, Kind, Meta};
 use super::merged::{Content, LayerChange, MergedView};
 use super::path::ImagePath;
-use super::reader::{read_layer, LayerError, LayerInfo, VisitError};
+use super::reader::{read_layer, LayerError, LayerInfo, VisitError, MAX_MAPPED_ID};
 
 /// The largest text file kept in memory; bigger ones are marked [`Content::TooLarge`].
 pub const TEXT_CAP: u64 = 1024 * 1024;
@@ -113,7 +113,15 @@ impl Scan {
     ) -> Result<&LayerInfo, LayerError> {
         let mut changes: Vec<LayerChange> = Vec::new();
         let spool = &mut self.spool;
-        let info = read_layer(blob, desc, diff_id, &mut |path, change, body| {
+        let mut out_of_range = 0u64;
+        let mut example = None;
+        let mut info = read_layer(blob, desc, diff_id, &mut |path, change, body| {
+            if let Change::Put(meta) = &change {
+                if meta.uid > MAX_MAPPED_ID || meta.gid > MAX_MAPPED_ID {
+                    out_of_range += 1;
+                    example.get_or_insert_with(|| (path.clone(), meta.uid, meta.gid));
+                }
+            }
             let content = match &change {
                 Change::Put(meta) if meta.kind == Kind::File => {
                     keep(policy.want(&path, meta), meta, body, spool)
@@ -128,6 +136,8 @@ impl Scan {
             });
             Ok(())
         })?;
+        info.out_of_range = out_of_range;
+        info.out_of_range_example = example;
         self.view.apply_layer(changes);
         self.layers.push(info);
         Ok(self.layers.last().expect("just pushed"))

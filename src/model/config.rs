@@ -205,6 +205,19 @@ impl ImageConfig {
             .collect()
     }
 
+    /// Replaces the diff_id of layer `index` (a rewritten layer).
+    pub fn set_diff_id(&mut self, index: usize, diff_id: &Digest) {
+        if let Some(slot) = self
+            .root
+            .get_mut("rootfs")
+            .and_then(|r| r.get_mut("diff_ids"))
+            .and_then(Value::as_array_mut)
+            .and_then(|ids| ids.get_mut(index))
+        {
+            *slot = Value::String(diff_id.to_string());
+        }
+    }
+
     /// Appends a history entry for a change without a layer (`empty_layer`), and sets
     /// `created`.
     pub fn push_history_only(&mut self, created: &str, created_by: &str, comment: &str) {

@@ -55,6 +55,8 @@ pub struct ConvertRequest {
     pub created_by: String,
     /// Plan and report only: write nothing.
     pub dry_run: bool,
+    /// Rewrite the layers that hold owners above 65535.
+    pub remap_ids: bool,
 }
 
 /// The prefix of the history entry a conversion writes; finding it means the image was
@@ -375,7 +377,7 @@ pub fn convert(
         diff_id: l.diff_id.clone(),
         uncompressed_size: l.uncompressed_size,
     });
-    let base_layers: Vec<OutputLayer> = image
+    let mut base_layers: Vec<OutputLayer> = image
         .manifest
         .layers
         .iter()
@@ -386,10 +388,60 @@ pub fn convert(
             uncompressed_size: info.uncompressed_size,
         })
         .collect();
+    // Layers with owners a rootless runtime cannot map are rewritten when asked (a layer on
+    // top cannot fix them); every other layer stays as it is.
+    let mut config = image.config.clone();
+    let mut rewritten = Vec::new();
+    let mut plan = plan;
+    if request.remap_ids {
+        for (i, info) in scan
+            .layers
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.out_of_range > 0)
+        {
+            let desc = &image.manifest.layers[i];
+            progress.message(&format!(
+                "rewriting layer {} {} ({} entries owned by ids above 65535)",
+                i + 1,
+                desc.digest.short(),
+                info.out_of_range
+            ));
+            let blob = match cache.get(&desc.digest) {
+                Some(path) => Box::new(std::fs::File::open(path).map_err(|e| Error::Io {
+                    op: "open",
+                    path: path.clone(),
+                    source: e,
+                })?) as transport::BlobReader,
+                None => source.blob(desc)?,
+            };
+            let remapped =
+                crate::write::remap::remap_layer(blob, desc, plan.identity.uid, work.path())
+                    .map_err(|e| TransportError::from_read(e, source.location()))?;
+            let layer = remapped.layer;
+            plan.notes.push(format!(
+                "layer {} ({}) rewritten as {}: {} entries owned by ids above 65535 now belong to {}:0",
+                i + 1,
+                desc.digest,
+                layer.digest,
+                remapped.remapped,
+                plan.identity.uid
+            ));
+            base_layers[i] = OutputLayer {
+                desc: Descriptor::new(media::OCI_LAYER_GZIP, layer.digest.clone(), layer.size),
+                diff_id: layer.diff_id.clone(),
+                uncompressed_size: layer.uncompressed_size,
+            };
+            config.set_diff_id(i, &layer.diff_id);
+            scan.view
+                .remap_ids(i, crate::layer::reader::MAX_MAPPED_ID, plan.identity.uid);
+            rewritten.push((i, layer));
+        }
+    }
     let base_name = base_name(&from.source);
     let output = assemble(
         &image.manifest,
-        &image.config,
+        &config,
         &base_layers,
         &plan,
         new_output.as_ref(),
@@ -404,12 +456,16 @@ pub fn convert(
     let digest = match sink.as_mut() {
         Some(sink) => {
             progress.message(&format!("writing {destination}"));
+            let mut local = cache.clone();
+            if let Some(l) = &new_layer {
+                local.insert(l.digest.clone(), l.file.path().to_path_buf());
+            }
+            for (_, l) in &rewritten {
+                local.insert(l.digest.clone(), l.file.path().to_path_buf());
+            }
             let mut blobs = Blobs {
                 source: source.as_mut(),
-                cache: &cache,
-                new_layer: new_layer
-                    .as_ref()
-                    .map(|l| (l.digest.clone(), l.file.path().to_path_buf())),
+                local: &local,
             };
             sink.write(&output, &mut blobs)?
         }
@@ -422,6 +478,17 @@ pub fn convert(
 
     // The report is about the image as converted: the plan's layer merged over the view.
     let mut layers = scan.layers.clone();
+    for (i, l) in &rewritten {
+        layers[*i] = LayerInfo {
+            digest: l.digest.clone(),
+            diff_id: l.diff_id.clone(),
+            uncompressed_size: l.uncompressed_size,
+            compression: crate::layer::Compression::Gzip,
+            entries: l.entries as u64,
+            out_of_range: 0,
+            out_of_range_example: None,
+        };
+    }
     if let Some(l) = &new_layer {
         layers.push(LayerInfo {
             digest: l.digest.clone(),
@@ -429,6 +496,8 @@ pub fn convert(
             uncompressed_size: l.uncompressed_size,
             compression: crate::layer::Compression::Gzip,
             entries: l.entries as u64,
+            out_of_range: 0,
+            out_of_range_example: None,
         });
     }
     scan.view.apply_layer(plan.layer_changes());
@@ -528,21 +597,16 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-/// Gives the sink the new layer from its file, cached blobs from the cache, and the rest
-/// from the source.
+/// Gives the sink the layers written here (the new one, rewritten ones) and the cached
+/// ones from their files, and the rest from the source.
 struct Blobs<'a> {
     source: &'a mut dyn Source,
-    cache: &'a BTreeMap<Digest, PathBuf>,
-    new_layer: Option<(Digest, PathBuf)>,
+    local: &'a BTreeMap<Digest, PathBuf>,
 }
 
 impl BlobProvider for Blobs<'_> {
     fn open(&mut self, desc: &Descriptor) -> Result<BlobReader, TransportError> {
-        let local = match &self.new_layer {
-            Some((d, p)) if *d == desc.digest => Some(p),
-            _ => self.cache.get(&desc.digest),
-        };
-        match local {
+        match self.local.get(&desc.digest) {
             Some(path) => Ok(Box::new(
                 File::open(path).map_err(TransportError::io("open", path))?,
             )),

@@ -27,8 +27,7 @@ use super::{Body, FileChange, Identity, Plan, Reason};
 /// `nonroot`).
 pub const DEFAULT_UID: u64 = 65532;
 
-/// The highest UID that the default rootless range (65536 ids) maps.
-pub const MAX_MAPPED_ID: u64 = 65535;
+pub use crate::layer::reader::MAX_MAPPED_ID;
 
 /// Choices the user made on the command line.
 #[derive(Clone, Debug, Default)]

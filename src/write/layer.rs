@@ -37,47 +37,79 @@ pub struct NewLayer {
     pub entries: usize,
 }
 
-/// Writes `changes` (sorted by path; hard links after everything else) as a tar.gz into a temporary file in `dir`.
+/// The tar stream of a layer being written: gzip-compressed (fixed level and header) into
+/// a temporary file, with the digests of both forms computed as it goes.
+pub struct LayerWriter {
+    file: tempfile::NamedTempFile,
+    tar: tar::Builder<
+        HashingWriter<flate2::write::GzEncoder<HashingWriter<BufWriter<std::fs::File>>>>,
+    >,
+}
+
+impl LayerWriter {
+    /// A new layer in a temporary file in `dir`.
+    pub fn new(dir: &Path) -> io::Result<LayerWriter> {
+        let file = tempfile::Builder::new()
+            .prefix(".unroot-layer-")
+            .tempfile_in(dir)?;
+        let out = file.reopen()?;
+        let compressed = HashingWriter::new(BufWriter::with_capacity(256 * 1024, out));
+        let gz = GzBuilder::new()
+            .mtime(0)
+            .operating_system(255)
+            .write(compressed, Level::new(GZIP_LEVEL));
+        Ok(LayerWriter {
+            file,
+            tar: tar::Builder::new(HashingWriter::new(gz)),
+        })
+    }
+
+    /// The tar builder, to append entries.
+    pub fn tar(&mut self) -> &mut tar::Builder<impl Write> {
+        &mut self.tar
+    }
+
+    /// Ends the archive (of `entries` entries) and the compression; the file is complete
+    /// and rewound.
+    pub fn finish(self, entries: usize) -> io::Result<NewLayer> {
+        let uncompressed = self.tar.into_inner()?;
+        let (gz, diff_id, uncompressed_size) = uncompressed.finish();
+        let compressed = gz.finish()?;
+        let (mut buffered, digest, size) = compressed.finish();
+        buffered.flush()?;
+        let out = buffered.into_inner().map_err(|e| e.into_error())?;
+        out.sync_all()?;
+        let mut file = self.file;
+        file.as_file_mut().rewind()?;
+        Ok(NewLayer {
+            file,
+            digest,
+            size,
+            diff_id,
+            uncompressed_size,
+            entries,
+        })
+    }
+}
+
+/// Writes `changes` (sorted by path; hard links after everything else) as a tar.gz into a
+/// temporary file in `dir`.
 pub fn write_layer<'a>(
     changes: impl IntoIterator<Item = (&'a ImagePath, &'a FileChange)>,
     spool: &BodySpool,
     dir: &Path,
 ) -> io::Result<NewLayer> {
-    let mut file = tempfile::Builder::new()
-        .prefix(".unroot-layer-")
-        .tempfile_in(dir)?;
-    let compressed = HashingWriter::new(BufWriter::with_capacity(256 * 1024, file.as_file_mut()));
-    let gz = GzBuilder::new()
-        .mtime(0)
-        .operating_system(255)
-        .write(compressed, Level::new(GZIP_LEVEL));
-    let uncompressed = HashingWriter::new(gz);
-    let mut tar = tar::Builder::new(uncompressed);
+    let mut writer = LayerWriter::new(dir)?;
     // Hard links go last, so their targets (in this layer) are always written before them.
     let (links, others): (Vec<_>, Vec<_>) = changes
         .into_iter()
         .partition(|(_, c)| c.meta.kind == Kind::Hardlink);
-    let mut entries = 0usize;
+    let mut entries = 0;
     for (path, change) in others.into_iter().chain(links) {
-        append_entry(&mut tar, path, &change.meta, &change.body, spool)?;
+        append_entry(writer.tar(), path, &change.meta, &change.body, spool)?;
         entries += 1;
     }
-    let uncompressed = tar.into_inner()?;
-    let (gz, diff_id, uncompressed_size) = uncompressed.finish();
-    let compressed = gz.finish()?;
-    let (mut buffered, digest, size) = compressed.finish();
-    buffered.flush()?;
-    drop(buffered);
-    file.as_file_mut().sync_all()?;
-    file.as_file_mut().rewind()?;
-    Ok(NewLayer {
-        file,
-        digest,
-        size,
-        diff_id,
-        uncompressed_size,
-        entries,
-    })
+    writer.finish(entries)
 }
 
 fn append_entry<W: Write>(
@@ -138,7 +170,7 @@ fn append_entry<W: Write>(
 }
 
 /// Writes a PAX extended header with `SCHILY.xattr.*` records for the next entry.
-fn append_pax_xattrs<W: Write>(
+pub(crate) fn append_pax_xattrs<W: Write>(
     tar: &mut tar::Builder<W>,
     path: &ImagePath,
     meta: &Meta,

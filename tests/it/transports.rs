@@ -701,3 +701,98 @@ fn converting_a_converted_image_is_a_no_op() {
         .unwrap()
         .is_valid(&notice));
 }
+
+#[test]
+fn remap_ids_rewrites_only_the_layers_that_need_it() {
+    let spec = r#"
+[config]
+User = "1000"
+[[layer]]
+[[layer.entry]]
+path = "/etc/passwd"
+text = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n"
+[[layer]]
+[[layer.entry]]
+path = "/opt/vendor"
+type = "dir"
+uid = 100000
+gid = 100000
+[[layer.entry]]
+path = "/opt/vendor/data.txt"
+text = "made on a build host with a high uid\n"
+uid = 100000
+gid = 100000
+[[layer.entry]]
+path = "/opt/vendor/very/long/path/name/that/needs/a/gnu/long/name/entry/in/the/tar/archive/to/be/stored/data.bin"
+size = 5000
+uid = 123456
+xattrs = { "user.note" = "aGVsbG8=" }
+[[layer]]
+[[layer.entry]]
+path = "/srv/ok"
+text = "fine\n"
+"#;
+    let s = Scratch::new();
+    let src = s.build("img", "v1", spec);
+    // Without the flag the conversion goes on, and reports the error.
+    let plain = format!("oci:{}:plain", s.path("out").display());
+    let out = s
+        .unroot(&["convert", "-q", "--format", "json", &src, "--to", &plain])
+        .success();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["id"] == "UR601"),
+        "{report:#}"
+    );
+    // With it, only the second layer changes; its entries are owned by 1000:0 now.
+    let fixed = format!("oci:{}:fixed", s.path("out").display());
+    let out = s
+        .unroot(&[
+            "convert",
+            "-q",
+            "--format",
+            "json",
+            "--remap-ids",
+            &src,
+            "--to",
+            &fixed,
+        ])
+        .success();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["id"] != "UR601"),
+        "{report:#}"
+    );
+    let notes = report["conversion"]["notes"].as_array().unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.as_str().unwrap().starts_with("layer 2 (sha256:")),
+        "{notes:?}"
+    );
+    let (before, after) = (layers(&inspect(&src)), layers(&inspect(&fixed)));
+    assert_eq!(after.len(), 4);
+    assert_eq!(before[0], after[0]);
+    assert_ne!(before[1], after[1]);
+    assert_eq!(before[2], after[2]);
+    // umoci unpacks the result; owners and content as expected.
+    let rootfs = umoci_unpack(&s, &s.path("out"), "fixed", "bundle");
+    assert_eq!(owner(&rootfs.join("opt/vendor/data.txt")).0, 1000);
+    assert_eq!(owner(&rootfs.join("opt/vendor/data.txt")).1, 0);
+    let long = rootfs.join("opt/vendor/very/long/path/name/that/needs/a/gnu/long/name/entry/in/the/tar/archive/to/be/stored/data.bin");
+    assert_eq!(std::fs::metadata(&long).unwrap().len(), 5000);
+    assert_eq!(owner(&long).0, 1000);
+    // The same input converts to the same digests.
+    let again = format!("oci:{}:again", s.path("out").display());
+    s.unroot(&["convert", "-q", "--remap-ids", &src, "--to", &again])
+        .success();
+    assert_eq!(inspect(&fixed)["Digest"], inspect(&again)["Digest"]);
+}
