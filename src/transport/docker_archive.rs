@@ -15,7 +15,7 @@ use crate::model::{
 };
 
 use super::blobstore::{FileStore, TarStore};
-use super::oci_archive::{append_bytes, file_header, write_archive_atomically, ErrorCapture};
+use super::oci_archive::{file_header, ArchiveWriter, ErrorCapture};
 use super::{BlobProvider, BlobReader, OutputImage, RawManifest, Sink, Source, TransportError};
 
 /// One image of `manifest.json`.
@@ -247,12 +247,18 @@ impl Source for DockerArchiveSource {
 /// Writes an image as a docker archive (an existing file is replaced only on success).
 pub struct DockerArchiveSink {
     location: ImageLocation,
+    /// The image written so far: its `manifest.json` entry, manifest and config digests,
+    /// and the archive being written.
+    entry: Option<(ArchiveEntry, Digest, Digest, ArchiveWriter)>,
 }
 
 impl DockerArchiveSink {
     /// A sink for `docker-archive:FILE[:REF]`; `REF` becomes the image's `RepoTags`.
     pub fn new(location: ImageLocation) -> DockerArchiveSink {
-        DockerArchiveSink { location }
+        DockerArchiveSink {
+            location,
+            entry: None,
+        }
     }
 }
 
@@ -261,45 +267,75 @@ impl Sink for DockerArchiveSink {
         &self.location
     }
 
-    fn write(
+    fn put_image(
         &mut self,
         image: &OutputImage,
         blobs: &mut dyn BlobProvider,
-    ) -> Result<Digest, TransportError> {
+    ) -> Result<(), TransportError> {
         let ImageLocation::DockerArchive { file, reference } = &self.location else {
             unreachable!("a docker-archive: location")
         };
+        if self.entry.is_some() {
+            return Err(self.one_image());
+        }
         if let Some(r) = reference {
             ImageRef::parse(r).map_err(|e| TransportError::Refused {
                 location: self.location.to_string(),
                 reason: e.to_string(),
             })?;
         }
-        let location = self.location.clone();
-        write_archive_atomically(file, |out| {
-            let mut tar = tar::Builder::new(out);
-            let config_name = format!("{}.json", image.config_desc.digest.hex());
-            append_bytes(&mut tar, &config_name, &image.config)?;
-            let mut layer_names = Vec::new();
-            for layer in &image.layers {
-                let name = format!("{}.tar", layer.diff_id.hex());
-                if !layer_names.contains(&name) {
-                    let reader = blobs.open(&layer.desc)?;
-                    append_uncompressed(&mut tar, &name, layer, reader, &location)?;
-                }
-                layer_names.push(name);
+        let mut archive = ArchiveWriter::create(file, &self.location)?;
+        let config_name = format!("{}.json", image.config_desc.digest.hex());
+        archive.bytes(&config_name, &image.config)?;
+        let mut layer_names = Vec::new();
+        for layer in &image.layers {
+            let name = format!("{}.tar", layer.diff_id.hex());
+            if !archive.has(&name) {
+                let reader = blobs.open(&layer.desc)?;
+                append_uncompressed(archive.tar(), &name, layer, reader, &self.location)?;
+                archive.mark(&name);
             }
-            let entry = ArchiveEntry {
+            layer_names.push(name);
+        }
+        self.entry = Some((
+            ArchiveEntry {
                 config: config_name,
                 repo_tags: reference.clone().map(|r| vec![r]),
                 layers: layer_names,
-            };
-            append_bytes(&mut tar, "manifest.json", &to_canonical_bytes(&vec![entry]))?;
-            tar.into_inner()
-                .map(|_| ())
-                .map_err(TransportError::io("write", file))
-        })?;
-        Ok(image.config_desc.digest.clone())
+            },
+            image.manifest_desc.digest.clone(),
+            image.config_desc.digest.clone(),
+            archive,
+        ));
+        Ok(())
+    }
+
+    fn put_index(&mut self, _index: &[u8], _desc: &Descriptor) -> Result<(), TransportError> {
+        Err(self.one_image())
+    }
+
+    fn commit(&mut self, top: &Descriptor) -> Result<Digest, TransportError> {
+        let Some((entry, manifest, config, mut archive)) = self.entry.take() else {
+            return Err(TransportError::Refused {
+                location: self.location.to_string(),
+                reason: "no image was written".into(),
+            });
+        };
+        if manifest != top.digest {
+            return Err(self.one_image());
+        }
+        archive.bytes("manifest.json", &to_canonical_bytes(&vec![entry]))?;
+        archive.finish()?;
+        Ok(config)
+    }
+}
+
+impl DockerArchiveSink {
+    fn one_image(&self) -> TransportError {
+        TransportError::Refused {
+            location: self.location.to_string(),
+            reason: "a docker archive holds one image of one platform; pick a platform with `--platform`".into(),
+        }
     }
 }
 

@@ -98,14 +98,31 @@ pub trait Sink {
         false
     }
 
-    /// Writes the image: blobs first, the manifest and tag last. Returns the digest under
-    /// which the image is known at the destination (the manifest's; the config's for
-    /// docker archives).
+    /// Writes an image's blobs and its manifest; nothing is visible under the tag yet.
+    fn put_image(
+        &mut self,
+        image: &OutputImage,
+        blobs: &mut dyn BlobProvider,
+    ) -> Result<(), TransportError>;
+
+    /// Writes an index whose manifests were put before; nothing is visible yet.
+    fn put_index(&mut self, index: &[u8], desc: &Descriptor) -> Result<(), TransportError>;
+
+    /// Makes `top` (a manifest or index put before) visible under the location's tag and
+    /// ends the write. Returns the digest under which the image is known at the destination
+    /// (the manifest's; the config's for docker archives). A sink dropped before its commit
+    /// removes what it can of what it wrote.
+    fn commit(&mut self, top: &Descriptor) -> Result<Digest, TransportError>;
+
+    /// Writes one image and tags it: blobs first, the manifest and tag last.
     fn write(
         &mut self,
         image: &OutputImage,
         blobs: &mut dyn BlobProvider,
-    ) -> Result<Digest, TransportError>;
+    ) -> Result<Digest, TransportError> {
+        self.put_image(image, blobs)?;
+        self.commit(&image.manifest_desc)
+    }
 }
 
 /// Opens a source for a location.

@@ -1,7 +1,7 @@
 //! OCI layouts packed in a tar file (`oci-archive:FILE[:TAG]`), read in place (indexed,
 //! not unpacked) and written in one pass to a temporary file that is renamed into place.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -30,15 +30,31 @@ pub fn open_source(location: ImageLocation) -> Result<LayoutReader<TarStore>, Tr
     Ok(LayoutReader::new(store, location, tag, "OCI archive"))
 }
 
-/// Writes an image as a new OCI archive (an existing file is replaced only on success).
+/// Writes an image as a new OCI archive (an existing file is replaced only on commit).
 pub struct OciArchiveSink {
     location: ImageLocation,
+    archive: Option<ArchiveWriter>,
 }
 
 impl OciArchiveSink {
     /// A sink for `oci-archive:FILE[:TAG]`.
     pub fn new(location: ImageLocation) -> OciArchiveSink {
-        OciArchiveSink { location }
+        OciArchiveSink {
+            location,
+            archive: None,
+        }
+    }
+
+    fn archive(&mut self) -> Result<&mut ArchiveWriter, TransportError> {
+        if self.archive.is_none() {
+            let ImageLocation::OciArchive { file, .. } = &self.location else {
+                unreachable!("an oci-archive: location")
+            };
+            let mut archive = ArchiveWriter::create(file, &self.location)?;
+            archive.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+            self.archive = Some(archive);
+        }
+        Ok(self.archive.as_mut().expect("just set"))
     }
 }
 
@@ -47,88 +63,152 @@ impl Sink for OciArchiveSink {
         &self.location
     }
 
-    fn write(
+    fn put_image(
         &mut self,
         image: &OutputImage,
         blobs: &mut dyn BlobProvider,
-    ) -> Result<Digest, TransportError> {
-        let ImageLocation::OciArchive { file, tag } = &self.location else {
+    ) -> Result<(), TransportError> {
+        let archive = self.archive()?;
+        for layer in &image.layers {
+            if !archive.has(&blob_path(&layer.desc.digest)) {
+                archive.blob(&layer.desc, blobs.open(&layer.desc)?)?;
+            }
+        }
+        archive.bytes(&blob_path(&image.config_desc.digest), &image.config)?;
+        archive.bytes(&blob_path(&image.manifest_desc.digest), &image.manifest)
+    }
+
+    fn put_index(&mut self, index: &[u8], desc: &Descriptor) -> Result<(), TransportError> {
+        self.archive()?.bytes(&blob_path(&desc.digest), index)
+    }
+
+    fn commit(&mut self, top: &Descriptor) -> Result<Digest, TransportError> {
+        let ImageLocation::OciArchive { tag, .. } = &self.location else {
             unreachable!("an oci-archive: location")
         };
-        let tag = tag.as_deref().unwrap_or(DEFAULT_TAG);
-        let location = self.location.clone();
-        write_archive_atomically(file, |out| {
-            let mut tar = tar::Builder::new(out);
-            append_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-            for layer in &image.layers {
-                let reader = blobs.open(&layer.desc)?;
-                append_blob(&mut tar, &layer.desc, reader, &location)?;
+        let mut entry = top.clone();
+        entry.annotations.insert(
+            REF_NAME.to_string(),
+            tag.as_deref().unwrap_or(DEFAULT_TAG).to_string(),
+        );
+        let index = ImageIndex {
+            schema_version: 2,
+            media_type: Some(media::OCI_INDEX.to_string()),
+            manifests: vec![entry],
+            annotations: BTreeMap::new(),
+        };
+        let mut archive = match self.archive.take() {
+            Some(a) => a,
+            None => {
+                self.archive()?;
+                self.archive.take().expect("just made")
             }
-            append_bytes(
-                &mut tar,
-                &blob_path(&image.config_desc.digest),
-                &image.config,
-            )?;
-            append_bytes(
-                &mut tar,
-                &blob_path(&image.manifest_desc.digest),
-                &image.manifest,
-            )?;
-            let mut entry = image.manifest_desc.clone();
-            entry
-                .annotations
-                .insert(REF_NAME.to_string(), tag.to_string());
-            let index = ImageIndex {
-                schema_version: 2,
-                media_type: Some(media::OCI_INDEX.to_string()),
-                manifests: vec![entry],
-                annotations: BTreeMap::new(),
-            };
-            append_bytes(&mut tar, "index.json", &to_canonical_bytes(&index))?;
-            tar.into_inner()
-                .and_then(|w| w.flush())
-                .map_err(TransportError::io("write", file))
-        })?;
-        Ok(image.manifest_desc.digest.clone())
+        };
+        archive.bytes("index.json", &to_canonical_bytes(&index))?;
+        archive.finish()?;
+        Ok(top.digest.clone())
     }
 }
 
-/// Runs `fill` on a temporary file next to `target`, then renames it to `target`; on any
-/// failure the temporary file is removed and `target` is untouched.
-pub fn write_archive_atomically(
-    target: &Path,
-    fill: impl FnOnce(&mut BufWriter<&File>) -> Result<(), TransportError>,
-) -> Result<(), TransportError> {
-    let dir = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if target.is_dir() {
-        return Err(TransportError::Refused {
-            location: target.display().to_string(),
-            reason: "it is a directory".into(),
-        });
+/// A tar file being written next to its target: members are appended as they come, and the
+/// file replaces the target only at [`ArchiveWriter::finish`] (dropped before, it is
+/// deleted).
+pub struct ArchiveWriter {
+    target: PathBuf,
+    location: ImageLocation,
+    tmp: tempfile::NamedTempFile,
+    tar: tar::Builder<BufWriter<File>>,
+    written: BTreeSet<String>,
+}
+
+impl ArchiveWriter {
+    /// Starts an archive that will replace `target`.
+    pub fn create(
+        target: &Path,
+        location: &ImageLocation,
+    ) -> Result<ArchiveWriter, TransportError> {
+        let dir = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if target.is_dir() {
+            return Err(TransportError::Refused {
+                location: location.to_string(),
+                reason: format!("`{}` is a directory", target.display()),
+            });
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix(".unroot-")
+            .suffix(".tar.tmp")
+            .tempfile_in(&dir)
+            .map_err(TransportError::io("create a file in", &dir))?;
+        let out = tmp
+            .reopen()
+            .map_err(TransportError::io("write", tmp.path()))?;
+        Ok(ArchiveWriter {
+            target: target.to_path_buf(),
+            location: location.clone(),
+            tar: tar::Builder::new(BufWriter::with_capacity(256 * 1024, out)),
+            tmp,
+            written: BTreeSet::new(),
+        })
     }
-    let tmp = tempfile::Builder::new()
-        .prefix(".unroot-")
-        .suffix(".tar.tmp")
-        .tempfile_in(&dir)
-        .map_err(TransportError::io("create a file in", &dir))?;
-    {
-        let mut out = BufWriter::with_capacity(256 * 1024, tmp.as_file());
-        fill(&mut out)?;
-        out.flush().map_err(TransportError::io("write", target))?;
+
+    /// Whether a member of that name was written.
+    pub fn has(&self, name: &str) -> bool {
+        self.written.contains(name)
     }
-    tmp.as_file()
-        .sync_all()
-        .map_err(TransportError::io("write", target))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644));
+
+    /// Appends a small in-memory member (once per name).
+    pub fn bytes(&mut self, name: &str, bytes: &[u8]) -> Result<(), TransportError> {
+        if self.written.insert(name.to_string()) {
+            append_bytes(&mut self.tar, name, bytes)?;
+        }
+        Ok(())
     }
-    tmp.persist(target)
-        .map_err(|e| TransportError::io("write", target)(e.error))?;
-    Ok(())
+
+    /// Appends a blob under `blobs/ALG/HEX`, verifying it as it streams.
+    pub fn blob(&mut self, desc: &Descriptor, reader: BlobReader) -> Result<(), TransportError> {
+        let name = blob_path(&desc.digest);
+        if self.written.insert(name) {
+            append_blob(&mut self.tar, desc, reader, &self.location)?;
+        }
+        Ok(())
+    }
+
+    /// Records a member appended through [`ArchiveWriter::tar`].
+    pub fn mark(&mut self, name: &str) {
+        self.written.insert(name.to_string());
+    }
+
+    /// The tar builder, for members of other shapes.
+    pub fn tar(&mut self) -> &mut tar::Builder<BufWriter<File>> {
+        &mut self.tar
+    }
+
+    /// Ends the archive and renames it onto the target.
+    pub fn finish(self) -> Result<(), TransportError> {
+        let target = self.target;
+        let mut out = self
+            .tar
+            .into_inner()
+            .map_err(TransportError::io("write", &target))?;
+        out.flush().map_err(TransportError::io("write", &target))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| TransportError::io("write", &target)(e.into_error()))?;
+        file.sync_all()
+            .map_err(TransportError::io("write", &target))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ =
+                std::fs::set_permissions(self.tmp.path(), std::fs::Permissions::from_mode(0o644));
+        }
+        self.tmp
+            .persist(&target)
+            .map_err(|e| TransportError::io("write", &target)(e.error))?;
+        Ok(())
+    }
 }
 
 /// A tar header for a regular file with fixed metadata, so archives are reproducible.

@@ -172,15 +172,130 @@ impl<S: FileStore> Source for LayoutReader<S> {
 /// The default tag when a destination layout or archive names none.
 pub const DEFAULT_TAG: &str = "latest";
 
-/// Writes an image into a layout directory, adding or replacing its tag.
+/// Writes images into a layout directory, adding or replacing the location's tag.
+///
+/// Blobs go in first (a layout that did not exist is built in a staging directory); the tag
+/// appears only at [`Sink::commit`], with `index.json` replaced by rename. Dropped before
+/// the commit, the sink removes what it wrote.
 pub struct OciLayoutSink {
     location: ImageLocation,
+    stage: Option<Stage>,
+}
+
+/// A write in progress.
+struct Stage {
+    /// Where the blobs go: the layout itself, or the staging directory of a new one.
+    root: PathBuf,
+    /// For a new layout: the staging directory to rename into place.
+    staging: Option<PathBuf>,
+    /// Files this write created in an existing layout (removed if it fails).
+    created: Vec<PathBuf>,
 }
 
 impl OciLayoutSink {
     /// A sink for `oci:DIR[:TAG]`.
     pub fn new(location: ImageLocation) -> OciLayoutSink {
-        OciLayoutSink { location }
+        OciLayoutSink {
+            location,
+            stage: None,
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        let ImageLocation::OciLayout { dir, .. } = &self.location else {
+            unreachable!("an oci: location")
+        };
+        dir
+    }
+
+    /// Checks the destination and prepares where the blobs go.
+    fn stage(&mut self) -> Result<&mut Stage, TransportError> {
+        if self.stage.is_none() {
+            let dir = self.dir().to_path_buf();
+            let refuse = |reason: String| TransportError::Refused {
+                location: self.location.to_string(),
+                reason,
+            };
+            if dir.exists() && !dir.is_dir() {
+                return Err(refuse(format!(
+                    "`{}` exists and is not a directory",
+                    dir.display()
+                )));
+            }
+            let existing = dir.join("index.json").is_file();
+            let empty_dir = dir.is_dir()
+                && fs::read_dir(&dir)
+                    .map_err(TransportError::io("read", &dir))?
+                    .next()
+                    .is_none();
+            if dir.is_dir() && !existing && !empty_dir {
+                return Err(refuse(format!(
+                    "`{}` exists and is not an OCI layout (it has no `index.json`)",
+                    dir.display()
+                )));
+            }
+            let stage = if existing || empty_dir {
+                Stage {
+                    root: dir,
+                    staging: None,
+                    created: Vec::new(),
+                }
+            } else {
+                let parent = match dir.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                    _ => PathBuf::from("."),
+                };
+                fs::create_dir_all(&parent)
+                    .map_err(TransportError::io("create directory", &parent))?;
+                let staging = tempfile::Builder::new()
+                    .prefix(".unroot-staging-")
+                    .tempdir_in(&parent)
+                    .map_err(TransportError::io("create a staging directory in", &parent))?
+                    .keep();
+                Stage {
+                    root: staging.clone(),
+                    staging: Some(staging),
+                    created: Vec::new(),
+                }
+            };
+            self.stage = Some(stage);
+        }
+        Ok(self.stage.as_mut().expect("just set"))
+    }
+
+    /// Writes a blob unless the layout has it.
+    fn put(
+        &mut self,
+        desc: &Descriptor,
+        reader: impl FnOnce() -> Result<BlobReader, TransportError>,
+    ) -> Result<(), TransportError> {
+        let location = self.location.clone();
+        let stage = self.stage()?;
+        let target = stage.root.join(blob_path(&desc.digest));
+        if target.is_file() {
+            return Ok(());
+        }
+        put_blob(&stage.root, desc, reader()?, &location)?;
+        stage.created.push(target);
+        Ok(())
+    }
+}
+
+impl Drop for OciLayoutSink {
+    fn drop(&mut self) {
+        // Not committed: remove what this write added.
+        if let Some(stage) = self.stage.take() {
+            match stage.staging {
+                Some(staging) => {
+                    let _ = fs::remove_dir_all(staging);
+                }
+                None => {
+                    for p in stage.created.iter().rev() {
+                        let _ = fs::remove_file(p);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -189,145 +304,77 @@ impl Sink for OciLayoutSink {
         &self.location
     }
 
-    fn write(
+    fn put_image(
         &mut self,
         image: &OutputImage,
         blobs: &mut dyn BlobProvider,
-    ) -> Result<Digest, TransportError> {
+    ) -> Result<(), TransportError> {
+        for layer in &image.layers {
+            self.put(&layer.desc, || blobs.open(&layer.desc))?;
+        }
+        self.put(&image.config_desc, || {
+            Ok(Box::new(io::Cursor::new(image.config.clone())))
+        })?;
+        self.put(&image.manifest_desc, || {
+            Ok(Box::new(io::Cursor::new(image.manifest.clone())))
+        })
+    }
+
+    fn put_index(&mut self, index: &[u8], desc: &Descriptor) -> Result<(), TransportError> {
+        let bytes = index.to_vec();
+        self.put(desc, || Ok(Box::new(io::Cursor::new(bytes))))
+    }
+
+    fn commit(&mut self, top: &Descriptor) -> Result<Digest, TransportError> {
         let ImageLocation::OciLayout { dir, tag } = &self.location else {
             unreachable!("an oci: location")
         };
-        let tag = tag.as_deref().unwrap_or(DEFAULT_TAG);
-        let refuse = |reason: String| TransportError::Refused {
-            location: self.location.to_string(),
-            reason,
-        };
-        let existing = dir.join("index.json").is_file();
-        if dir.exists() && !dir.is_dir() {
-            return Err(refuse(format!(
-                "`{}` exists and is not a directory",
-                dir.display()
-            )));
+        let (dir, tag) = (
+            dir.clone(),
+            tag.as_deref().unwrap_or(DEFAULT_TAG).to_string(),
+        );
+        let location = self.location.clone();
+        let stage = self.stage()?;
+        let root = stage.root.clone();
+        let layout_file = root.join("oci-layout");
+        if !layout_file.exists() {
+            write_atomic(&layout_file, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+            stage.created.push(layout_file);
         }
-        let empty_dir = dir.is_dir()
-            && fs::read_dir(dir)
-                .map_err(TransportError::io("read", dir))?
-                .next()
-                .is_none();
-        if dir.is_dir() && !existing && !empty_dir {
-            return Err(refuse(format!(
-                "`{}` exists and is not an OCI layout (it has no `index.json`)",
-                dir.display()
-            )));
-        }
-
-        if existing || empty_dir {
-            // Add to the layout in place; remember new blobs to remove them on failure.
-            let mut created = Vec::new();
-            let result = write_layout(dir, tag, image, blobs, &mut created, &self.location);
-            if result.is_err() {
-                for p in created.iter().rev() {
-                    let _ = fs::remove_file(p);
-                }
+        let index_path = root.join("index.json");
+        let mut index = if index_path.is_file() {
+            LayoutReader::new(DirStore::new(&root), location.clone(), None, "OCI layout").index()?
+        } else {
+            ImageIndex {
+                schema_version: 2,
+                media_type: Some(media::OCI_INDEX.to_string()),
+                manifests: Vec::new(),
+                annotations: BTreeMap::new(),
             }
-            return result.map(|_| image.manifest_desc.digest.clone());
-        }
-
-        // A new layout: build it aside, then rename it into place.
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
         };
-        fs::create_dir_all(&parent).map_err(TransportError::io("create directory", &parent))?;
-        let staging = tempfile::Builder::new()
-            .prefix(".unroot-staging-")
-            .tempdir_in(&parent)
-            .map_err(TransportError::io("create a staging directory in", &parent))?;
-        let mut created = Vec::new();
-        write_layout(
-            staging.path(),
-            tag,
-            image,
-            blobs,
-            &mut created,
-            &self.location,
-        )?;
-        let staged = staging.keep();
-        // Make the layout readable like a directory made with the default umask.
-        let _ = set_mode(&staged, 0o755);
-        if let Err(e) = fs::rename(&staged, dir) {
-            let _ = fs::remove_dir_all(&staged);
-            return Err(TransportError::io("create", dir)(e));
+        index
+            .manifests
+            .retain(|d| d.annotations.get(REF_NAME).map(String::as_str) != Some(tag.as_str()));
+        let mut entry = top.clone();
+        entry.annotations.insert(REF_NAME.to_string(), tag);
+        index.manifests.push(entry);
+        write_atomic(&index_path, &to_canonical_bytes(&index))?;
+        let stage = self.stage.take().expect("staged above");
+        if let Some(staging) = stage.staging {
+            // Make the layout readable like a directory made with the default umask.
+            let _ = set_mode(&staging, 0o755);
+            if let Err(e) = fs::rename(&staging, &dir) {
+                let _ = fs::remove_dir_all(&staging);
+                return Err(TransportError::io("create", &dir)(e));
+            }
         }
-        Ok(image.manifest_desc.digest.clone())
+        Ok(top.digest.clone())
     }
 }
 
 fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
-}
-
-/// Writes blobs, config, manifest and finally `index.json` into `root`.
-fn write_layout(
-    root: &Path,
-    tag: &str,
-    image: &OutputImage,
-    blobs: &mut dyn BlobProvider,
-    created: &mut Vec<PathBuf>,
-    location: &ImageLocation,
-) -> Result<(), TransportError> {
-    let layout_file = root.join("oci-layout");
-    if !layout_file.exists() {
-        write_atomic(&layout_file, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-        created.push(layout_file);
-    }
-    for layer in &image.layers {
-        let target = root.join(blob_path(&layer.desc.digest));
-        if target.is_file() {
-            continue;
-        }
-        let reader = blobs.open(&layer.desc)?;
-        put_blob(root, &layer.desc, reader, location)?;
-        created.push(target);
-    }
-    for (desc, bytes) in [
-        (&image.config_desc, &image.config),
-        (&image.manifest_desc, &image.manifest),
-    ] {
-        let target = root.join(blob_path(&desc.digest));
-        if !target.is_file() {
-            put_blob(
-                root,
-                desc,
-                Box::new(io::Cursor::new(bytes.clone())),
-                location,
-            )?;
-            created.push(target);
-        }
-    }
-
-    let index_path = root.join("index.json");
-    let mut index = if index_path.is_file() {
-        let reader = LayoutReader::new(DirStore::new(root), location.clone(), None, "OCI layout");
-        reader.index()?
-    } else {
-        ImageIndex {
-            schema_version: 2,
-            media_type: Some(media::OCI_INDEX.to_string()),
-            manifests: Vec::new(),
-            annotations: BTreeMap::new(),
-        }
-    };
-    index
-        .manifests
-        .retain(|d| d.annotations.get(REF_NAME).map(String::as_str) != Some(tag));
-    let mut entry = image.manifest_desc.clone();
-    entry
-        .annotations
-        .insert(REF_NAME.to_string(), tag.to_string());
-    index.manifests.push(entry);
-    write_atomic(&index_path, &to_canonical_bytes(&index))
 }
 
 /// Copies a blob into `root/blobs/...`, verifying it on the way; the file appears only

@@ -407,6 +407,8 @@ impl Read for ChannelReader {
 /// same registry), then the config, then the manifest under the tag.
 pub struct RegistrySink {
     remote: Remote,
+    /// Manifests and indexes pushed by digest, to tag at the commit.
+    pushed: std::collections::BTreeMap<Digest, Vec<u8>>,
 }
 
 impl RegistrySink {
@@ -418,6 +420,7 @@ impl RegistrySink {
     ) -> Result<RegistrySink, TransportError> {
         Ok(RegistrySink {
             remote: Remote::new(location, image, options)?,
+            pushed: Default::default(),
         })
     }
 
@@ -513,6 +516,29 @@ fn fill(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
+impl RegistrySink {
+    /// Pushes a manifest or index by digest (invisible until tagged), or under `reference`.
+    fn push_manifest(
+        &self,
+        reference: &Reference,
+        bytes: &[u8],
+        desc: &Descriptor,
+    ) -> Result<(), TransportError> {
+        let r = &self.remote;
+        let content_type = desc
+            .media_type
+            .parse()
+            .expect("media types are valid header values");
+        runtime()
+            .block_on(
+                r.client
+                    .push_manifest_raw(reference, bytes.to_vec(), content_type),
+            )
+            .map_err(|e| r.error("manifest upload", e))?;
+        Ok(())
+    }
+}
+
 impl Sink for RegistrySink {
     fn location(&self) -> &ImageLocation {
         &self.remote.location
@@ -522,11 +548,11 @@ impl Sink for RegistrySink {
         matches!(source, ImageLocation::Registry(r) if r.registry() == self.remote.image.registry())
     }
 
-    fn write(
+    fn put_image(
         &mut self,
         image: &OutputImage,
         blobs: &mut dyn BlobProvider,
-    ) -> Result<Digest, TransportError> {
+    ) -> Result<(), TransportError> {
         let mount_from = match blobs.origin() {
             ImageLocation::Registry(r) if r.registry() == self.remote.image.registry() => {
                 Some(r.clone())
@@ -553,32 +579,50 @@ impl Sink for RegistrySink {
                 Box::new(io::Cursor::new(image.config.clone())),
             )?;
         }
+        let by_digest = self
+            .remote
+            .reference
+            .clone_with_digest(image.manifest_desc.digest.to_string());
+        self.push_manifest(&by_digest, &image.manifest, &image.manifest_desc)?;
+        self.pushed
+            .insert(image.manifest_desc.digest.clone(), image.manifest.clone());
+        Ok(())
+    }
+
+    fn put_index(&mut self, index: &[u8], desc: &Descriptor) -> Result<(), TransportError> {
+        let by_digest = self
+            .remote
+            .reference
+            .clone_with_digest(desc.digest.to_string());
+        self.push_manifest(&by_digest, index, desc)?;
+        self.pushed.insert(desc.digest.clone(), index.to_vec());
+        Ok(())
+    }
+
+    fn commit(&mut self, top: &Descriptor) -> Result<Digest, TransportError> {
         let r = &self.remote;
-        let target = match (r.image.tag(), r.image.digest()) {
-            (Some(_), _) => r.reference.clone(),
-            (None, Some(d)) if *d == image.manifest_desc.digest => r.reference.clone(),
+        let bytes =
+            self.pushed
+                .get(&top.digest)
+                .cloned()
+                .ok_or_else(|| TransportError::Refused {
+                    location: r.location.to_string(),
+                    reason: format!("{} was not written before being tagged", top.digest),
+                })?;
+        match (r.image.tag(), r.image.digest()) {
+            (Some(_), _) | (None, None) => self.push_manifest(&r.reference.clone(), &bytes, top)?,
+            // A destination pinned by digest gets nothing more (the manifest is there).
+            (None, Some(d)) if *d == top.digest => {}
             (None, Some(d)) => {
                 return Err(TransportError::Refused {
                     location: r.location.to_string(),
                     reason: format!(
                         "the destination pins {d}, but the converted image is {}",
-                        image.manifest_desc.digest
+                        top.digest
                     ),
                 })
             }
-            (None, None) => r.reference.clone(),
-        };
-        let content_type = image
-            .manifest_desc
-            .media_type
-            .parse()
-            .expect("media types are valid header values");
-        runtime()
-            .block_on(
-                r.client
-                    .push_manifest_raw(&target, image.manifest.clone(), content_type),
-            )
-            .map_err(|e| r.error("manifest upload", e))?;
-        Ok(image.manifest_desc.digest.clone())
+        }
+        Ok(top.digest.clone())
     }
 }
