@@ -29,17 +29,20 @@ fn main() -> ExitCode {
         Command::Convert(args) => unroot::cli::convert::request(args)
             .and_then(|request| pipeline::convert(&request, progress.as_mut()))
             .map(|outcome| {
-                let gate = match (&outcome, args.fail_on.severity()) {
-                    (pipeline::ConvertOutcome::Converted(r), Some(s)) => r.report.fails(s),
-                    _ => false,
-                };
+                let gate = args
+                    .fail_on
+                    .severity()
+                    .is_some_and(|s| unroot::cli::convert::fails(&outcome, s));
                 (unroot::cli::convert::render(&outcome, args.format), gate)
             }),
         Command::Analyze(args) => unroot::cli::image_request(&args.image, &args.plan)
             .and_then(|request| pipeline::analyze(&request, progress.as_mut()))
-            .map(|report| {
-                let gate = args.fail_on.severity().is_some_and(|s| report.fails(s));
-                (unroot::cli::analyze::render(args, &report), gate)
+            .map(|analysis| {
+                let gate = args
+                    .fail_on
+                    .severity()
+                    .is_some_and(|s| unroot::cli::analyze::fails(&analysis, s));
+                (unroot::cli::analyze::render(args, &analysis), gate)
             }),
         Command::Recipes(command) => unroot::cli::recipes::run(command).map(|text| (text, false)),
     };

@@ -40,7 +40,7 @@ impl Analyzed {
         let accounts = Accounts::read(&scan.view).unwrap_or_default();
         let request = pipeline::ImageRequest {
             source: loc.clone(),
-            platform: Platform::default(),
+            platform: None,
             generic: generic::Options::default(),
             registry: Default::default(),
             recipes: recipes.clone(),

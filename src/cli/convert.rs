@@ -6,7 +6,7 @@ use crate::cli::{image_request, ConvertArgs, Format};
 use crate::error::Error;
 use crate::model::ImageLocation;
 use crate::pipeline::{ConvertOutcome, ConvertRequest};
-use crate::report::{sarif, text};
+use crate::report::{sarif, text, IndexDestination, IndexReport};
 
 /// Turns the arguments into a request, checking every value before any work starts.
 pub fn request(args: &ConvertArgs) -> Result<ConvertRequest, Error> {
@@ -47,6 +47,35 @@ pub fn render(outcome: &ConvertOutcome, format: Format) -> String {
         (ConvertOutcome::Converted(result), Format::Text) => text::render(&result.report),
         (ConvertOutcome::Converted(result), Format::Json) => result.report.to_json(),
         (ConvertOutcome::Converted(result), Format::Sarif) => sarif::render(&result.report),
+        (
+            ConvertOutcome::ConvertedIndex {
+                source,
+                source_digest,
+                destination,
+                digest,
+                written,
+                platforms,
+                dropped,
+            },
+            format,
+        ) => {
+            let report = IndexReport::new(
+                source.to_string(),
+                source_digest.to_string(),
+                Some(IndexDestination {
+                    location: destination.to_string(),
+                    digest: digest.to_string(),
+                    written: *written,
+                }),
+                dropped.clone(),
+                platforms.iter().map(|(p, r)| (p.clone(), r.report.clone())).collect(),
+            );
+            match format {
+                Format::Text => text::render_index(&report),
+                Format::Json => report.to_json(),
+                Format::Sarif => sarif::render_index(&report),
+            }
+        }
         (ConvertOutcome::AlreadyConverted { location, digest, created_by }, Format::Text) => format!(
             "{location} ({digest}) is already converted (its history has `{created_by}`): nothing to do\n"
         ),
@@ -57,5 +86,16 @@ pub fn render(outcome: &ConvertOutcome, format: Format) -> String {
             });
             format!("{}\n", serde_json::to_string_pretty(&v).expect("JSON"))
         }
+    }
+}
+
+/// Whether the outcome has a finding at `level` or worse (for `--fail-on`).
+pub fn fails(outcome: &ConvertOutcome, level: crate::analyze::Severity) -> bool {
+    match outcome {
+        ConvertOutcome::Converted(r) => r.report.fails(level),
+        ConvertOutcome::ConvertedIndex { platforms, .. } => {
+            platforms.iter().any(|(_, r)| r.report.fails(level))
+        }
+        ConvertOutcome::AlreadyConverted { .. } => false,
     }
 }

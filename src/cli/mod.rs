@@ -154,14 +154,10 @@ pub struct PlanArgs {
     #[arg(long, help_heading = "Conversion")]
     pub no_recipes: bool,
 
-    /// The platform to read from a multi-platform image.
-    #[arg(
-        long,
-        value_name = "OS/ARCH[/VARIANT]",
-        default_value = "linux/amd64",
-        help_heading = "Conversion"
-    )]
-    pub platform: String,
+    /// The platform to read from a multi-platform image [default: every platform: `convert`
+    /// writes an index of them all, `analyze` reports each].
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", help_heading = "Conversion")]
+    pub platform: Option<String>,
 
     /// Registry access.
     #[command(flatten)]
@@ -264,7 +260,7 @@ pub fn image_request(
     use crate::transport::{auth::Credentials, registry::RegistryOptions};
     Ok(crate::pipeline::ImageRequest {
         source: ImageLocation::parse(image)?,
-        platform: Platform::parse(&args.platform)?,
+        platform: args.platform.as_deref().map(Platform::parse).transpose()?,
         generic: generic::Options {
             uid: args.uid,
             gid: args.gid,

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use crate::analyze::{self, Facts, MatchedRecipe};
 use crate::error::Error;
 use crate::layer::{LayerInfo, MergedView};
-use crate::model::{media, Descriptor, Digest, ImageConfig, ImageLocation, ImageRef, Platform};
+use crate::model::{
+    media, Descriptor, Digest, ImageConfig, ImageIndex, ImageLocation, ImageRef, Platform,
+};
 use crate::plan::generic;
 use crate::plan::users::Accounts;
 use crate::plan::Plan;
@@ -32,8 +34,9 @@ pub use read::{preferred_users, resolve, scan_layers, ResolvedImage};
 pub struct ImageRequest {
     /// The image to read.
     pub source: ImageLocation,
-    /// The platform to pick from an index.
-    pub platform: Platform,
+    /// The platform to pick from an index; `None`: every platform (convert) or every
+    /// platform in turn (analyze).
+    pub platform: Option<Platform>,
     /// `--uid`, `--gid`, the port map.
     pub generic: generic::Options,
     /// Credentials and TLS.
@@ -68,6 +71,23 @@ pub const CREATED_BY: &str = "unroot convert";
 pub enum ConvertOutcome {
     /// It wrote (or, for a dry run, planned) a converted image.
     Converted(Box<ConvertReport>),
+    /// An index: every platform converted, then a new index.
+    ConvertedIndex {
+        /// The source index.
+        source: ImageLocation,
+        /// Its digest.
+        source_digest: Digest,
+        /// Where it was written.
+        destination: ImageLocation,
+        /// The new index's digest.
+        digest: Digest,
+        /// Whether it was written (`false` for a dry run).
+        written: bool,
+        /// Each platform's conversion, in the index's order.
+        platforms: Vec<(String, Box<ConvertReport>)>,
+        /// Entries not carried over (attestations), with why.
+        dropped: Vec<String>,
+    },
     /// The source was converted by unroot already: nothing was written.
     AlreadyConverted {
         /// The source.
@@ -153,20 +173,79 @@ pub fn default_destination(source: &ImageLocation) -> Result<ImageLocation, Erro
 
 /// Analyzes one image: reads it once and reports what ties it to root, what the conversion
 /// would do, and the converted image's runtime contract.
-pub fn analyze(request: &ImageRequest, progress: &mut dyn Progress) -> Result<Report, Error> {
+pub fn analyze(request: &ImageRequest, progress: &mut dyn Progress) -> Result<Analysis, Error> {
     let mut source = transport::open_source(&request.source, &request.registry)?;
+    let location = request.source.to_string();
     progress.message(&format!("resolving {}", request.source));
-    let image = resolve(source.as_mut(), &request.platform)?;
+    let (entries, index) = match read::resolve_top(source.as_mut())? {
+        read::Top::Image(raw) => (vec![(None, raw)], None),
+        read::Top::Index(index, _) if request.platform.is_some() => {
+            let desc = read::select(
+                &index,
+                request.platform.as_ref().expect("checked"),
+                &location,
+            )?;
+            let raw = source.manifest_by_digest(&desc)?;
+            (vec![(desc.platform.clone(), raw)], None)
+        }
+        read::Top::Index(index, raw) => {
+            let mut entries = Vec::new();
+            for desc in index
+                .manifests
+                .iter()
+                .filter(|d| !ImageIndex::is_attestation(d))
+            {
+                entries.push((desc.platform.clone(), source.manifest_by_digest(desc)?));
+            }
+            (entries, Some(raw.digest))
+        }
+    };
+    let mut reports = Vec::new();
+    for (platform, raw) in entries {
+        let image = read::load_image(source.as_mut(), raw, platform.clone())?;
+        if let Some(p) = &platform {
+            progress.message(&format!("analyzing {p}"));
+        }
+        reports.push((
+            platform.map_or_else(|| "unknown".to_string(), |p| p.to_string()),
+            analyze_image(request, source.as_mut(), image, progress)?,
+        ));
+    }
+    Ok(match index {
+        None => Analysis::Image(Box::new(reports.pop().expect("one image").1)),
+        Some(digest) => Analysis::Index {
+            location: request.source.clone(),
+            digest,
+            platforms: reports,
+        },
+    })
+}
+
+/// What `analyze` found.
+#[derive(Debug)]
+pub enum Analysis {
+    /// One image's report.
+    Image(Box<Report>),
+    /// An index: each platform's report, in the index's order.
+    Index {
+        /// The index.
+        location: ImageLocation,
+        /// Its digest.
+        digest: Digest,
+        /// Each platform and its report.
+        platforms: Vec<(String, Report)>,
+    },
+}
+
+fn analyze_image(
+    request: &ImageRequest,
+    source: &mut dyn Source,
+    image: ResolvedImage,
+    progress: &mut dyn Progress,
+) -> Result<Report, Error> {
     let work = work_dir()?;
     let recipes = &request.recipes;
-    let (scan, _) = scan_layers(
-        source.as_mut(),
-        &image,
-        &recipes.all(),
-        false,
-        work.path(),
-        progress,
-    )?;
+    let (scan, _) = scan_layers(source, &image, &recipes.all(), false, work.path(), progress)?;
     let plan = plan(
         request,
         &scan,
@@ -299,7 +378,9 @@ fn report(
     )
 }
 
-/// Converts one image: the whole pipeline.
+/// Converts an image: the whole pipeline. A single image becomes one image; an index
+/// (without `--platform`) becomes an index of every platform converted, in the same order,
+/// attestations dropped, written after all of its images.
 pub fn convert(
     request: &ConvertRequest,
     progress: &mut dyn Progress,
@@ -315,22 +396,167 @@ pub fn convert(
     } else {
         Some(transport::open_sink(&destination, &from.registry)?)
     };
+    let location = from.source.to_string();
 
     progress.message(&format!("resolving {}", from.source));
-    let image = resolve(source.as_mut(), &from.platform)?;
-    if let Some(entry) = image
-        .config
-        .history_created_by()
-        .into_iter()
-        .find(|c| c.starts_with(CREATED_BY))
-    {
-        // A second conversion would only stack another layer on the first.
-        return Ok(ConvertOutcome::AlreadyConverted {
-            location: from.source.clone(),
-            digest: image.digest,
-            created_by: entry,
-        });
+    let (entries, index) = match read::resolve_top(source.as_mut())? {
+        read::Top::Image(raw) => (vec![(None, raw)], None),
+        read::Top::Index(index, _) if from.platform.is_some() => {
+            let desc = read::select(&index, from.platform.as_ref().expect("checked"), &location)?;
+            let raw = source.manifest_by_digest(&desc)?;
+            (vec![(Some(desc), raw)], None)
+        }
+        read::Top::Index(index, raw) => {
+            if matches!(destination, ImageLocation::DockerArchive { .. }) {
+                return Err(Error::Unsupported {
+                    location: destination.to_string(),
+                    reason: format!("{location} has {} platforms and a docker archive holds one; pick one with `--platform`", index.platforms().len()),
+                });
+            }
+            let mut entries = Vec::new();
+            for desc in index
+                .manifests
+                .iter()
+                .filter(|d| !ImageIndex::is_attestation(d))
+            {
+                let raw = source.manifest_by_digest(desc)?;
+                entries.push((Some(desc.clone()), raw));
+            }
+            (entries, Some((index, raw)))
+        }
+    };
+
+    let mut converted: Vec<(Option<Descriptor>, ConvertReport, Descriptor)> = Vec::new();
+    for (n, (entry, raw)) in entries.into_iter().enumerate() {
+        let platform = entry.as_ref().and_then(|e| e.platform.clone());
+        let image = read::load_image(source.as_mut(), raw, platform.clone())?;
+        if n == 0 {
+            if let Some(c) = image
+                .config
+                .history_created_by()
+                .into_iter()
+                .find(|c| c.starts_with(CREATED_BY))
+            {
+                // A second conversion would only stack another layer on the first.
+                return Ok(ConvertOutcome::AlreadyConverted {
+                    location: from.source.clone(),
+                    digest: image.digest,
+                    created_by: c,
+                });
+            }
+        }
+        if let Some(p) = &platform {
+            progress.message(&format!("converting {p}"));
+        }
+        let (report, manifest) = convert_image(
+            request,
+            source.as_mut(),
+            sink.as_mut(),
+            &destination,
+            image,
+            progress,
+        )?;
+        converted.push((entry, report, manifest));
     }
+
+    let Some((index, index_raw)) = index else {
+        let (_, mut report, manifest) = converted.pop().expect("one image");
+        if let Some(sink) = sink.as_mut() {
+            let digest = sink.commit(&manifest)?;
+            report.digest = digest.clone();
+            if let Some(d) = report.report.destination.as_mut() {
+                d.digest = digest.to_string();
+            }
+        }
+        return Ok(ConvertOutcome::Converted(Box::new(report)));
+    };
+
+    // The new index: the same platforms in the same order, the index's annotations kept.
+    let mut annotations = index.annotations.clone();
+    annotations.insert(
+        crate::write::image::BASE_NAME.to_string(),
+        base_name(&from.source),
+    );
+    annotations.insert(
+        crate::write::image::BASE_DIGEST.to_string(),
+        index_raw.digest.to_string(),
+    );
+    let manifests = converted
+        .iter()
+        .map(|(entry, _, manifest)| {
+            let mut d = manifest.clone();
+            if let Some(e) = entry {
+                d.platform = e.platform.clone();
+                d.annotations = e.annotations.clone();
+            }
+            d
+        })
+        .collect();
+    let new_index = ImageIndex {
+        schema_version: 2,
+        media_type: Some(media::OCI_INDEX.to_string()),
+        manifests,
+        annotations,
+    };
+    let bytes = crate::model::manifest::to_canonical_bytes(&new_index);
+    let desc = Descriptor::new(
+        media::OCI_INDEX,
+        Digest::sha256_of(&bytes),
+        bytes.len() as u64,
+    );
+    if let Some(sink) = sink.as_mut() {
+        progress.message(&format!(
+            "writing the index of {} platforms to {destination}",
+            converted.len()
+        ));
+        sink.put_index(&bytes, &desc)?;
+        sink.commit(&desc)?;
+    }
+    let dropped = index
+        .manifests
+        .iter()
+        .filter(|d| ImageIndex::is_attestation(d))
+        .map(|d| {
+            format!(
+                "{} ({}): it refers to the source image's digests, so it would be stale",
+                d.digest,
+                d.annotations
+                    .get("vnd.docker.reference.type")
+                    .map_or("attestation", String::as_str)
+            )
+        })
+        .collect();
+    Ok(ConvertOutcome::ConvertedIndex {
+        source: from.source.clone(),
+        source_digest: index_raw.digest,
+        destination,
+        digest: desc.digest,
+        written: sink.is_some(),
+        platforms: converted
+            .into_iter()
+            .map(|(e, r, _)| {
+                (
+                    e.and_then(|e| e.platform)
+                        .map_or_else(|| "unknown".to_string(), |p| p.to_string()),
+                    Box::new(r),
+                )
+            })
+            .collect(),
+        dropped,
+    })
+}
+
+/// Converts one platform's image and puts its blobs and manifest to the sink (no tag);
+/// returns its report and manifest descriptor.
+fn convert_image(
+    request: &ConvertRequest,
+    source: &mut dyn Source,
+    mut sink: Option<&mut Box<dyn crate::transport::Sink>>,
+    destination: &ImageLocation,
+    image: ResolvedImage,
+    progress: &mut dyn Progress,
+) -> Result<(ConvertReport, Descriptor), Error> {
+    let from = &request.image;
     let created = created_time(request.source_date_epoch, image.config.created());
 
     let work = work_dir()?;
@@ -339,14 +565,8 @@ pub fn convert(
             .as_ref()
             .is_some_and(|s| !s.can_reuse_blobs_of(source.location()));
     let recipes = &from.recipes;
-    let (mut scan, cache) = scan_layers(
-        source.as_mut(),
-        &image,
-        &recipes.all(),
-        keep,
-        work.path(),
-        progress,
-    )?;
+    let (mut scan, cache) =
+        scan_layers(source, &image, &recipes.all(), keep, work.path(), progress)?;
     let mut with_mtime = from.clone();
     with_mtime.generic.mtime = created.1;
     let plan = plan(
@@ -455,7 +675,7 @@ pub fn convert(
 
     let digest = match sink.as_mut() {
         Some(sink) => {
-            progress.message(&format!("writing {destination}"));
+            progress.message(&format!("writing the image to {destination}"));
             let mut local = cache.clone();
             if let Some(l) = &new_layer {
                 local.insert(l.digest.clone(), l.file.path().to_path_buf());
@@ -464,10 +684,11 @@ pub fn convert(
                 local.insert(l.digest.clone(), l.file.path().to_path_buf());
             }
             let mut blobs = Blobs {
-                source: source.as_mut(),
+                source: &mut *source,
                 local: &local,
             };
-            sink.write(&output, &mut blobs)?
+            sink.put_image(&output, &mut blobs)?;
+            output.manifest_desc.digest.clone()
         }
         // What the manifest would be (docker archives name images by their config).
         None if matches!(destination, ImageLocation::DockerArchive { .. }) => {
@@ -507,7 +728,7 @@ pub fn convert(
     })?;
     let mut report = report(
         &from.source,
-        Some(&destination),
+        Some(destination),
         &image,
         &scan.view,
         &layers,
@@ -527,13 +748,16 @@ pub fn convert(
             content_bytes: plan.content_bytes(),
         }),
     });
-    Ok(ConvertOutcome::Converted(Box::new(ConvertReport {
-        destination,
-        digest,
-        content_bytes: plan.content_bytes(),
-        new_layer: new_layer.map(|l| (l.digest, l.size, l.entries)),
-        report,
-    })))
+    Ok((
+        ConvertReport {
+            destination: destination.clone(),
+            digest,
+            content_bytes: plan.content_bytes(),
+            new_layer: new_layer.map(|l| (l.digest, l.size, l.entries)),
+            report,
+        },
+        output.manifest_desc,
+    ))
 }
 
 /// The name an image is run by: a registry reference as docker takes it, else the

@@ -10,10 +10,12 @@ use crate::analyze::MatchedRecipe;
 use crate::error::Error;
 use crate::layer::scan::CapturePolicy;
 use crate::layer::{ImagePath, Meta, Scan, Want};
-use crate::model::{media, Digest, ImageConfig, ImageManifest, Manifest, Platform};
+use crate::model::{
+    media, Descriptor, Digest, ImageConfig, ImageIndex, ImageManifest, Manifest, Platform,
+};
 use crate::plan::generic::GenericCapture;
 use crate::recipe::{self, Recipe};
-use crate::transport::{self, Source};
+use crate::transport::{self, RawManifest, Source};
 
 /// A single-platform image, resolved from a source.
 pub struct ResolvedImage {
@@ -27,31 +29,68 @@ pub struct ResolvedImage {
     pub platform: Option<Platform>,
 }
 
+/// What a source's location names.
+pub enum Top {
+    /// A single-platform image manifest.
+    Image(RawManifest),
+    /// An index of images.
+    Index(ImageIndex, RawManifest),
+}
+
+/// Fetches and parses the manifest or index the source names.
+pub fn resolve_top(source: &mut dyn Source) -> Result<Top, Error> {
+    let location = source.location().to_string();
+    let raw = source.manifest()?;
+    match Manifest::parse(&raw.bytes, raw.media_type.as_deref()).map_err(|e| Error::Manifest {
+        location,
+        source: e,
+    })? {
+        Manifest::Index(index) => Ok(Top::Index(index, raw)),
+        Manifest::Image(_) => Ok(Top::Image(raw)),
+    }
+}
+
+/// The index entry for `platform`, or an error listing those there are.
+pub fn select(
+    index: &ImageIndex,
+    platform: &Platform,
+    location: &str,
+) -> Result<Descriptor, Error> {
+    index
+        .select(platform)
+        .cloned()
+        .ok_or_else(|| Error::NoPlatform {
+            location: location.to_string(),
+            wanted: platform.to_string(),
+            available: index.platforms(),
+        })
+}
+
 /// Fetches the manifest (picking the platform from an index) and the config, and checks
 /// that the image is one unroot can convert.
 pub fn resolve(source: &mut dyn Source, platform: &Platform) -> Result<ResolvedImage, Error> {
+    let location = source.location().to_string();
+    match resolve_top(source)? {
+        Top::Image(raw) => load_image(source, raw, None),
+        Top::Index(index, _) => {
+            let desc = select(&index, platform, &location)?;
+            let child = source.manifest_by_digest(&desc)?;
+            load_image(source, child, desc.platform.clone())
+        }
+    }
+}
+
+/// Parses an image manifest, checks it, and fetches its config.
+pub fn load_image(
+    source: &mut dyn Source,
+    raw: RawManifest,
+    picked: Option<Platform>,
+) -> Result<ResolvedImage, Error> {
     let location = source.location().to_string();
     let manifest_err = |source| Error::Manifest {
         location: location.clone(),
         source,
     };
-    let raw = source.manifest()?;
-    let (raw, picked) =
-        match Manifest::parse(&raw.bytes, raw.media_type.as_deref()).map_err(manifest_err)? {
-            Manifest::Index(index) => {
-                let desc = index
-                    .select(platform)
-                    .cloned()
-                    .ok_or_else(|| Error::NoPlatform {
-                        location: location.clone(),
-                        wanted: platform.to_string(),
-                        available: index.platforms(),
-                    })?;
-                let child = source.manifest_by_digest(&desc)?;
-                (child, desc.platform.clone())
-            }
-            Manifest::Image(_) => (raw, None),
-        };
     let manifest =
         match Manifest::parse(&raw.bytes, raw.media_type.as_deref()).map_err(manifest_err)? {
             Manifest::Image(m) => m,

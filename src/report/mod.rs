@@ -61,6 +61,92 @@ impl Default for Tool {
     }
 }
 
+/// What `analyze` and `convert` report about an index: each platform's report, in the
+/// index's order.
+#[derive(Clone, Debug, Serialize)]
+pub struct IndexReport {
+    /// Always [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The tool and its version.
+    pub tool: Tool,
+    /// The index.
+    pub index: IndexInfo,
+    /// One report per platform.
+    pub platforms: Vec<PlatformReport>,
+}
+
+/// The index a report is about.
+#[derive(Clone, Debug, Serialize)]
+pub struct IndexInfo {
+    /// Its location, as given.
+    pub location: String,
+    /// Its digest.
+    pub digest: String,
+    /// For a conversion: the new index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<IndexDestination>,
+    /// Entries not carried over (attestations), with why.
+    pub dropped: Vec<String>,
+}
+
+/// The index a conversion wrote.
+#[derive(Clone, Debug, Serialize)]
+pub struct IndexDestination {
+    /// Where.
+    pub location: String,
+    /// The new index's digest.
+    pub digest: String,
+    /// Whether it was written (`false` for `--dry-run`).
+    pub written: bool,
+}
+
+/// One platform's report.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlatformReport {
+    /// `os/arch[/variant]`.
+    pub platform: String,
+    /// The report.
+    pub report: Report,
+}
+
+impl IndexReport {
+    /// Builds an index report from each platform's report.
+    pub fn new(
+        location: String,
+        digest: String,
+        destination: Option<IndexDestination>,
+        dropped: Vec<String>,
+        platforms: Vec<(String, Report)>,
+    ) -> IndexReport {
+        IndexReport {
+            schema_version: SCHEMA_VERSION,
+            tool: Tool::default(),
+            index: IndexInfo {
+                location,
+                digest,
+                destination,
+                dropped,
+            },
+            platforms: platforms
+                .into_iter()
+                .map(|(platform, report)| PlatformReport { platform, report })
+                .collect(),
+        }
+    }
+
+    /// Whether any platform has a finding at `level` or worse.
+    pub fn fails(&self, level: Severity) -> bool {
+        self.platforms.iter().any(|p| p.report.fails(level))
+    }
+
+    /// The report as pretty JSON (followed by a newline).
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("reports serialize");
+        s.push('\n');
+        s
+    }
+}
+
 /// The image a report is about.
 #[derive(Clone, Debug, Serialize)]
 pub struct ImageInfo {

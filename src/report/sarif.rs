@@ -25,6 +25,30 @@ fn security_severity(s: Severity) -> &'static str {
 
 /// Renders a report as a SARIF 2.1.0 log.
 pub fn render(report: &Report) -> String {
+    log(vec![run(report, None)])
+}
+
+/// Renders an index report: one run per platform.
+pub fn render_index(report: &super::IndexReport) -> String {
+    log(report
+        .platforms
+        .iter()
+        .map(|p| run(&p.report, Some(&p.platform)))
+        .collect())
+}
+
+fn log(runs: Vec<Value>) -> String {
+    let log = json!({
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": runs,
+    });
+    let mut s = serde_json::to_string_pretty(&log).expect("SARIF serializes");
+    s.push('\n');
+    s
+}
+
+fn run(report: &Report, platform: Option<&str>) -> Value {
     let all = rules();
     let rule_json: Vec<Value> = all
         .iter()
@@ -75,28 +99,26 @@ pub fn render(report: &Report) -> String {
             })
         })
         .collect();
-    let log = json!({
-        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
-        "version": "2.1.0",
-        "runs": [{
-            "tool": {"driver": {
-                "name": "unroot",
-                "version": report.tool.version,
-                "semanticVersion": report.tool.version,
-                "rules": rule_json,
-            }},
-            "automationDetails": {"id": format!("unroot/{}", report.image.location)},
-            "properties": {
-                "image": report.image.location,
-                "digest": report.image.digest,
-                "contract": report.contract,
-            },
-            "results": results,
-        }],
-    });
-    let mut s = serde_json::to_string_pretty(&log).expect("SARIF serializes");
-    s.push('\n');
-    s
+    let id = match platform {
+        Some(p) => format!("unroot/{}/{p}", report.image.location),
+        None => format!("unroot/{}", report.image.location),
+    };
+    json!({
+        "tool": {"driver": {
+            "name": "unroot",
+            "version": report.tool.version,
+            "semanticVersion": report.tool.version,
+            "rules": rule_json,
+        }},
+        "automationDetails": {"id": id},
+        "properties": {
+            "image": report.image.location,
+            "digest": report.image.digest,
+            "platform": platform,
+            "contract": report.contract,
+        },
+        "results": results,
+    })
 }
 
 /// `root-user` -> `RootUser`.

@@ -215,3 +215,43 @@ pub fn render(report: &Report) -> String {
     }
     out
 }
+
+/// Renders an index report: a header, then each platform's report.
+pub fn render_index(report: &super::IndexReport) -> String {
+    let mut out = String::new();
+    let i = &report.index;
+    match &i.destination {
+        None => {
+            let _ = writeln!(
+                out,
+                "analyzed {} ({}), {} platforms",
+                i.location,
+                i.digest,
+                report.platforms.len()
+            );
+        }
+        Some(d) => {
+            let verb = if d.written {
+                "converted"
+            } else {
+                "would convert"
+            };
+            let pad = " ".repeat(verb.len() - 2);
+            let _ = writeln!(out, "{verb} {} ({})", i.location, i.digest);
+            let _ = writeln!(
+                out,
+                "{pad}to {} ({}), an index of {} platforms",
+                d.location,
+                d.digest,
+                report.platforms.len()
+            );
+        }
+    }
+    for d in &i.dropped {
+        let _ = writeln!(out, "dropped {d}");
+    }
+    for p in &report.platforms {
+        let _ = write!(out, "\n=== {} ===\n{}", p.platform, render(&p.report));
+    }
+    out
+}
