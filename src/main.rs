@@ -18,6 +18,15 @@ impl Progress for Stderr {
     }
 }
 
+/// Retry messages from the registry client, unless `-q`.
+fn notify(quiet: bool) -> unroot::transport::registry::Notify {
+    if quiet {
+        Default::default()
+    } else {
+        unroot::transport::registry::Notify::to(|line| eprintln!("unroot: {line}"))
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut progress: Box<dyn Progress> = if cli.quiet {
@@ -27,7 +36,10 @@ fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Command::Convert(args) => unroot::cli::convert::request(args)
-            .and_then(|request| pipeline::convert(&request, progress.as_mut()))
+            .and_then(|mut request| {
+                request.image.registry.notify = notify(cli.quiet);
+                pipeline::convert(&request, progress.as_mut())
+            })
             .map(|outcome| {
                 let gate = args
                     .fail_on
@@ -36,7 +48,10 @@ fn main() -> ExitCode {
                 (unroot::cli::convert::render(&outcome, args.format), gate)
             }),
         Command::Analyze(args) => unroot::cli::image_request(&args.image, &args.plan)
-            .and_then(|request| pipeline::analyze(&request, progress.as_mut()))
+            .and_then(|mut request| {
+                request.registry.notify = notify(cli.quiet);
+                pipeline::analyze(&request, progress.as_mut())
+            })
             .map(|analysis| {
                 let gate = args
                     .fail_on

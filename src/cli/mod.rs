@@ -248,6 +248,12 @@ pub struct RegistryArgs {
     /// (never needed for localhost, 127.0.0.1 and [::1]).
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, help_heading = "Registry")]
     pub tls_verify: bool,
+
+    /// Retry a registry request this many times after a timeout, a dropped connection, or
+    /// HTTP 408/429/5xx, waiting 1 s, 2 s, 4 s, ... or what the registry's Retry-After
+    /// asks (at most 60 s); 0 turns retries off.
+    #[arg(long, value_name = "N", default_value_t = 4, help_heading = "Registry")]
+    pub retries: u32,
 }
 
 /// The image request that plan arguments describe.
@@ -282,6 +288,11 @@ pub fn image_request(
                 .map(Credentials::parse)
                 .transpose()?,
             tls_verify: args.registry.tls_verify,
+            retry: crate::transport::registry::RetryPolicy {
+                retries: args.registry.retries,
+                ..Default::default()
+            },
+            notify: Default::default(),
         },
     })
 }

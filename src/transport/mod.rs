@@ -268,6 +268,18 @@ pub enum TransportError {
         /// Why.
         source: ManifestError,
     },
+    /// A registry kept failing with errors that retrying could have fixed.
+    #[error("{last} (gave up after {attempts} {} in {seconds} s{})", if *.attempts == 1 { "attempt" } else { "attempts" }, match .asked_to_wait { Some(s) => format!("; it asked to wait {s} s more"), None => String::new() })]
+    GaveUp {
+        /// How many times it was tried.
+        attempts: u32,
+        /// How long it was tried.
+        seconds: u64,
+        /// A `Retry-After` longer than unroot waits, in seconds.
+        asked_to_wait: Option<u64>,
+        /// The last error.
+        last: Box<TransportError>,
+    },
     /// The destination cannot be written as asked.
     #[error("cannot write {location}: {reason}")]
     Refused {
@@ -324,6 +336,9 @@ impl TransportError {
             } => available
                 .first()
                 .map(|t| format!("name one, e.g. `{}`", with_tag(location, t))),
+            TransportError::GaveUp { last, .. } => Some(last.hint().unwrap_or_else(|| {
+                "the registry is failing or overloaded: try again later, or allow more with `--retries N`".to_string()
+            })),
             _ => None,
         }
     }
