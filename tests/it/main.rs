@@ -3,6 +3,7 @@
 
 mod analyze;
 mod errors;
+mod faults;
 mod golden;
 mod hostimage;
 mod recipes;

@@ -382,7 +382,7 @@ impl Client {
                 }
             };
             self.notify.line(&format!(
-                "{what}: {error}; trying again in {:.1} s (attempt {} of {})",
+                "{error}; trying again in {:.1} s (attempt {} of {})",
                 wait.as_secs_f64(),
                 attempts + 1,
                 self.retry.retries + 1
@@ -774,8 +774,9 @@ impl Read for BlobStream {
             self.resumes += 1;
             let wait = client.retry.wait(self.resumes, None).unwrap_or_default();
             client.notify.line(&format!(
-                "{}: {failure} after {} of {} bytes; resuming in {:.1} s",
+                "{}: {} after {} of {} bytes; resuming in {:.1} s",
                 self.what,
+                error_chain(&failure),
                 self.received,
                 self.expected,
                 wait.as_secs_f64()
@@ -943,7 +944,7 @@ fn is_transient(e: &reqwest::Error) -> bool {
 }
 
 /// What really happened, without the HTTP library's generic wrappers.
-fn error_chain(e: &reqwest::Error) -> String {
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut source: Option<&dyn std::error::Error> = Some(e);
     while let Some(s) = source {
@@ -951,6 +952,7 @@ fn error_chain(e: &reqwest::Error) -> String {
         let generic = text.starts_with("error sending request")
             || text.starts_with("client error")
             || text.starts_with("error decoding response body")
+            || text.starts_with("request or response body error")
             || parts.last().is_some_and(|p| p.contains(&text));
         if !generic {
             parts.push(text);
