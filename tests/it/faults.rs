@@ -324,6 +324,7 @@ fn transient_failures_are_retried_and_give_the_same_image() {
         "faults not met: {:?}",
         proxy.unmet()
     );
+    assert_eq!(proxy.log().iter().filter(|l| l.faulted).count(), 6);
     assert!(out.stderr.contains("trying again in"), "{}", out.stderr);
     assert!(out.stderr.contains("resuming"), "{}", out.stderr);
     // The cut download went on from where it stopped, not from the start.

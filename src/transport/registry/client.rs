@@ -354,7 +354,6 @@ impl Client {
     /// Runs `op` until it succeeds, fails for good, or the retry policy is spent.
     pub(super) fn retrying<T>(
         &self,
-        what: &str,
         mut op: impl FnMut() -> Result<T, Attempt>,
     ) -> Result<T, TransportError> {
         let started = Instant::now();
@@ -404,7 +403,7 @@ impl Client {
     ) -> Result<(Vec<u8>, Option<String>), TransportError> {
         let url = self.url(&format!("v2/{repo}/manifests/{reference}"));
         let accept = accept.join(", ");
-        self.retrying(what, || {
+        self.retrying(|| {
             let response = self.send(&[pull(repo)], &mut || {
                 Ok(self.http.get(url.clone()).header(ACCEPT, &accept))
             })?;
@@ -429,7 +428,7 @@ impl Client {
     pub(super) fn blob_exists(&self, repo: &str, digest: &Digest) -> Result<bool, TransportError> {
         let url = self.url(&format!("v2/{repo}/blobs/{digest}"));
         let what = format!("blob {digest}");
-        self.retrying(&what, || {
+        self.retrying(|| {
             let response = self.send(&[push(repo)], &mut || Ok(self.http.head(url.clone())))?;
             let response = self.check_transient(&what, response)?;
             match response.status() {
@@ -449,7 +448,7 @@ impl Client {
         let url = self.url(&format!("v2/{repo}/blobs/{}", desc.digest));
         let what = format!("blob {}", desc.digest);
         let scopes = vec![pull(repo)];
-        let response = self.retrying(&what, || self.blob_request(&url, &scopes, &what, 0))?;
+        let response = self.retrying(|| self.blob_request(&url, &scopes, &what, 0))?;
         Ok(Box::new(BlobStream {
             client: self.clone(),
             url,
@@ -533,7 +532,7 @@ impl Client {
             .append_pair("mount", &digest.to_string())
             .append_pair("from", from);
         let what = format!("mount of blob {digest}");
-        self.retrying(&what, || {
+        self.retrying(|| {
             let response = self.send(&[push(repo), pull(from)], &mut || {
                 Ok(self.http.post(url.clone()).header(CONTENT_LENGTH, 0))
             })?;
@@ -557,7 +556,7 @@ impl Client {
         open: &mut dyn FnMut() -> Result<BlobReader, TransportError>,
     ) -> Result<(), TransportError> {
         let what = format!("upload of blob {}", desc.digest);
-        self.retrying(&what, || {
+        self.retrying(|| {
             let (location, min_chunk) = self.start_upload(repo, &what)?;
             let reader = open()?;
             if self.chunked.load(Ordering::Relaxed) {
@@ -724,7 +723,7 @@ impl Client {
     ) -> Result<(), TransportError> {
         let url = self.url(&format!("v2/{repo}/manifests/{reference}"));
         let what = "manifest upload";
-        self.retrying(what, || {
+        self.retrying(|| {
             let response = self.send(&[push(repo)], &mut || {
                 Ok(self
                     .http
@@ -784,9 +783,7 @@ impl Read for BlobStream {
             std::thread::sleep(wait);
             let from = self.received;
             self.response = client
-                .retrying(&self.what, || {
-                    client.blob_request(&self.url, &self.scopes, &self.what, from)
-                })
+                .retrying(|| client.blob_request(&self.url, &self.scopes, &self.what, from))
                 .map_err(io::Error::other)?;
         }
     }
