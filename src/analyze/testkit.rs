@@ -34,6 +34,7 @@ impl Analyzed {
             &recipes.all(),
             false,
             dir.path(),
+            0,
             &mut Silent,
         )
         .unwrap();
@@ -44,6 +45,7 @@ impl Analyzed {
             generic: generic::Options::default(),
             registry: Default::default(),
             recipes: recipes.clone(),
+            jobs: 0,
         };
         let plan = pipeline::plan(
             &request,

@@ -159,6 +159,11 @@ pub struct PlanArgs {
     #[arg(long, value_name = "OS/ARCH[/VARIANT]", help_heading = "Conversion")]
     pub platform: Option<String>,
 
+    /// Read this many layers at once (download, decompress, parse) [default: one per
+    /// core, at most 4].
+    #[arg(long, value_name = "N", help_heading = "Transfer")]
+    pub jobs: Option<usize>,
+
     /// Registry access.
     #[command(flatten)]
     pub registry: RegistryArgs,
@@ -294,5 +299,6 @@ pub fn image_request(
             },
             notify: Default::default(),
         },
+        jobs: args.jobs.unwrap_or(0),
     })
 }

@@ -3,8 +3,8 @@
 //! in a spool file on disk, so no layer is ever read twice.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::sync::Arc;
+use std::io::{self, Read};
+use std::sync::{Arc, Mutex};
 
 use crate::model::{Descriptor, Digest};
 use crate::transport::blobstore::RangeReader;
@@ -34,10 +34,11 @@ pub trait CapturePolicy {
     fn want(&self, path: &ImagePath, meta: &Meta) -> Want;
 }
 
-/// A temporary file that holds kept bodies, appended in reading order.
+/// A temporary file that holds kept bodies. Layers read on several threads append to it
+/// one body at a time; readers read by offset.
 pub struct BodySpool {
     file: File,
-    len: u64,
+    len: Mutex<u64>,
 }
 
 impl BodySpool {
@@ -46,33 +47,44 @@ impl BodySpool {
     pub fn new() -> io::Result<BodySpool> {
         Ok(BodySpool {
             file: tempfile::tempfile()?,
-            len: 0,
+            len: Mutex::new(0),
         })
     }
 
     /// Bytes held.
     pub fn len(&self) -> u64 {
-        self.len
+        *self.len.lock().expect("not poisoned")
     }
 
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
-    fn append(&mut self, body: &mut dyn Read, size: u64) -> io::Result<u64> {
-        let offset = self.len;
-        let mut w = io::BufWriter::new(&mut self.file);
-        let copied = io::copy(&mut body.take(size), &mut w)?;
-        w.flush()?;
-        drop(w);
-        if copied != size {
+    fn append(&self, body: &mut dyn Read, size: u64) -> io::Result<u64> {
+        use std::os::unix::fs::FileExt;
+        let mut len = self.len.lock().expect("not poisoned");
+        let offset = *len;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut body = body.take(size);
+        let mut at = offset;
+        loop {
+            let n = match body.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.file.write_all_at(&buf[..n], at)?;
+            at += n as u64;
+        }
+        if at - offset != size {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "file body ended early",
             ));
         }
-        self.len += size;
+        *len = at;
         Ok(offset)
     }
 
@@ -89,7 +101,7 @@ pub struct Scan {
     /// Per layer, base first.
     pub layers: Vec<LayerInfo>,
     /// Bodies kept on disk.
-    pub spool: BodySpool,
+    pub spool: Arc<BodySpool>,
 }
 
 impl Scan {
@@ -98,7 +110,7 @@ impl Scan {
         Ok(Scan {
             view: MergedView::new(),
             layers: Vec::new(),
-            spool: BodySpool::new()?,
+            spool: Arc::new(BodySpool::new()?),
         })
     }
 
@@ -111,38 +123,63 @@ impl Scan {
         diff_id: Option<&Digest>,
         policy: &dyn CapturePolicy,
     ) -> Result<&LayerInfo, LayerError> {
-        let mut changes: Vec<LayerChange> = Vec::new();
-        let spool = &mut self.spool;
-        let mut out_of_range = 0u64;
-        let mut example = None;
-        let mut info = read_layer(blob, desc, diff_id, &mut |path, change, body| {
-            if let Change::Put(meta) = &change {
-                if meta.uid > MAX_MAPPED_ID || meta.gid > MAX_MAPPED_ID {
-                    out_of_range += 1;
-                    example.get_or_insert_with(|| (path.clone(), meta.uid, meta.gid));
-                }
-            }
-            let content = match &change {
-                Change::Put(meta) if meta.kind == Kind::File => {
-                    keep(policy.want(&path, meta), meta, body, spool)
-                        .map_err(|e| VisitError(format!("reading `{path}`: {e}")))?
-                }
-                _ => None,
-            };
-            changes.push(LayerChange {
-                path,
-                change,
-                content,
-            });
-            Ok(())
-        })?;
-        info.out_of_range = out_of_range;
-        info.out_of_range_example = example;
-        self.view.apply_layer(changes);
-        self.layers.push(info);
-        Ok(self.layers.last().expect("just pushed"))
+        let layer = read_unmerged(blob, desc, diff_id, policy, &self.spool)?;
+        Ok(self.merge(layer))
     }
 
+    /// Merges a layer read by [`read_unmerged`]; layers must come base first.
+    pub fn merge(&mut self, layer: UnmergedLayer) -> &LayerInfo {
+        self.view.apply_layer(layer.changes);
+        self.layers.push(layer.info);
+        self.layers.last().expect("just pushed")
+    }
+}
+
+/// A layer read and verified, waiting to be merged in order.
+pub struct UnmergedLayer {
+    info: LayerInfo,
+    changes: Vec<LayerChange>,
+}
+
+/// Reads a layer, verifying its digest and diff_id, keeping the bodies `policy` wants in
+/// `spool`. Layers can be read on several threads at once and merged in order after.
+pub fn read_unmerged<R: Read>(
+    blob: R,
+    desc: &Descriptor,
+    diff_id: Option<&Digest>,
+    policy: &dyn CapturePolicy,
+    spool: &BodySpool,
+) -> Result<UnmergedLayer, LayerError> {
+    let mut changes: Vec<LayerChange> = Vec::new();
+    let mut out_of_range = 0u64;
+    let mut example = None;
+    let mut info = read_layer(blob, desc, diff_id, &mut |path, change, body| {
+        if let Change::Put(meta) = &change {
+            if meta.uid > MAX_MAPPED_ID || meta.gid > MAX_MAPPED_ID {
+                out_of_range += 1;
+                example.get_or_insert_with(|| (path.clone(), meta.uid, meta.gid));
+            }
+        }
+        let content = match &change {
+            Change::Put(meta) if meta.kind == Kind::File => {
+                keep(policy.want(&path, meta), meta, body, spool)
+                    .map_err(|e| VisitError(format!("reading `{path}`: {e}")))?
+            }
+            _ => None,
+        };
+        changes.push(LayerChange {
+            path,
+            change,
+            content,
+        });
+        Ok(())
+    })?;
+    info.out_of_range = out_of_range;
+    info.out_of_range_example = example;
+    Ok(UnmergedLayer { info, changes })
+}
+
+impl Scan {
     /// The bytes of a kept text file, `None` when not kept (or too large).
     pub fn text(&self, path: &ImagePath) -> Option<&[u8]> {
         match self.view.get(path)?.content.as_ref()? {
@@ -156,7 +193,7 @@ fn keep(
     want: Want,
     meta: &Meta,
     body: &mut dyn Read,
-    spool: &mut BodySpool,
+    spool: &BodySpool,
 ) -> io::Result<Option<Content>> {
     Ok(match want {
         Want::Nothing => None,

@@ -25,7 +25,10 @@ use crate::transport::{self, BlobProvider, BlobReader, OutputLayer, Source, Tran
 use crate::write::image::{assemble, converted_config, Lineage};
 use crate::write::layer::write_layer;
 
+mod progress;
 mod read;
+
+pub use progress::{Meter, NoMeter, Progress, Silent};
 
 pub use read::{preferred_users, resolve, scan_layers, ResolvedImage};
 
@@ -43,6 +46,8 @@ pub struct ImageRequest {
     pub registry: RegistryOptions,
     /// The recipes to use.
     pub recipes: Selection,
+    /// How many layers are read at once; 0: as many as the machine has cores (at most 4).
+    pub jobs: usize,
 }
 
 /// What to convert, where to, and how.
@@ -112,19 +117,6 @@ pub struct ConvertReport {
     pub content_bytes: u64,
     /// The report on the converted image: remaining findings, the changes, the contract.
     pub report: Report,
-}
-
-/// Receives progress messages (one line each) as a conversion goes.
-pub trait Progress {
-    /// A step begins or ends.
-    fn message(&mut self, line: &str);
-}
-
-/// Progress that goes nowhere.
-pub struct Silent;
-
-impl Progress for Silent {
-    fn message(&mut self, _line: &str) {}
 }
 
 /// The default destination: the same place with the tag `<tag>-unprivileged`.
@@ -245,7 +237,15 @@ fn analyze_image(
 ) -> Result<Report, Error> {
     let work = work_dir()?;
     let recipes = &request.recipes;
-    let (scan, _) = scan_layers(source, &image, &recipes.all(), false, work.path(), progress)?;
+    let (scan, _) = scan_layers(
+        source,
+        &image,
+        &recipes.all(),
+        false,
+        work.path(),
+        request.jobs,
+        progress,
+    )?;
     let plan = plan(
         request,
         &scan,
@@ -565,8 +565,15 @@ fn convert_image(
             .as_ref()
             .is_some_and(|s| !s.can_reuse_blobs_of(source.location()));
     let recipes = &from.recipes;
-    let (mut scan, cache) =
-        scan_layers(source, &image, &recipes.all(), keep, work.path(), progress)?;
+    let (mut scan, cache) = scan_layers(
+        source,
+        &image,
+        &recipes.all(),
+        keep,
+        work.path(),
+        from.jobs,
+        progress,
+    )?;
     let mut with_mtime = from.clone();
     with_mtime.generic.mtime = created.1;
     let plan = plan(

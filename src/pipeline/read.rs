@@ -5,10 +5,14 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+
+use super::progress::Metered;
 use super::{human_bytes, Progress};
 use crate::analyze::MatchedRecipe;
 use crate::error::Error;
-use crate::layer::scan::CapturePolicy;
+use crate::layer::scan::{read_unmerged, CapturePolicy, UnmergedLayer};
 use crate::layer::{ImagePath, Meta, Scan, Want};
 use crate::model::{
     media, Descriptor, Digest, ImageConfig, ImageIndex, ImageManifest, Manifest, Platform,
@@ -189,15 +193,27 @@ pub fn preferred_users(matched: &[MatchedRecipe<'_>]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// How many layers are read at once: `jobs`, or one per core up to four.
+fn parallel_reads(jobs: usize, layers: usize) -> usize {
+    let auto = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+    let n = if jobs == 0 { auto } else { jobs };
+    n.clamp(1, layers.max(1))
+}
+
 /// Reads every layer once into a [`Scan`], keeping the bodies the conversion and the
 /// recipes need. Blobs of a remote source that the sink will need again are kept in
 /// `cache_dir` while they stream past.
+///
+/// Up to `jobs` layers are downloaded, decompressed and parsed at once, each on its own
+/// thread; they are merged in order as they finish, and no more than `jobs` layers are
+/// ever read ahead of the next one to merge, so memory stays bounded.
 pub fn scan_layers(
     source: &mut dyn Source,
     image: &ResolvedImage,
     recipes: &[Recipe],
     keep_for_sink: bool,
     cache_dir: &Path,
+    jobs: usize,
     progress: &mut dyn Progress,
 ) -> Result<(Scan, BTreeMap<Digest, PathBuf>), Error> {
     let location = source.location().to_string();
@@ -214,39 +230,88 @@ pub fn scan_layers(
     let policy = Capture {
         recipes: recipe::capture_set(recipes),
     };
-    let total = image.manifest.layers.len();
-    for (i, (desc, diff_id)) in image.manifest.layers.iter().zip(&diff_ids).enumerate() {
-        progress.message(&format!(
-            "reading layer {}/{total} {} ({})",
-            i + 1,
-            desc.digest.short(),
-            human_bytes(desc.size)
-        ));
-        let blob = source.blob(desc)?;
-        let keep = keep_for_sink && !cache.contains_key(&desc.digest);
-        let layer_err = |e| Error::Layer {
-            location: location.clone(),
-            source: Box::new(e),
-        };
-        if keep {
-            let path = cache_dir.join(desc.digest.hex());
-            let file = File::create(&path).map_err(|e| Error::Io {
-                op: "create",
-                path: path.clone(),
-                source: e,
-            })?;
-            let tee = Tee {
-                inner: blob,
-                copy: io::BufWriter::with_capacity(256 * 1024, file),
-            };
-            scan.add_layer(tee, desc, Some(diff_id), &policy)
-                .map_err(layer_err)?;
-            cache.insert(desc.digest.clone(), path);
-        } else {
-            scan.add_layer(blob, desc, Some(diff_id), &policy)
-                .map_err(layer_err)?;
+    let layers = &image.manifest.layers;
+    let total = layers.len();
+    let workers = parallel_reads(jobs, total);
+    progress.stage("reading layers", layers.iter().map(|l| l.size).sum());
+    let cancel = Arc::new(AtomicBool::new(false));
+    let spool = scan.spool.clone();
+    let (tx, rx) = mpsc::channel::<(usize, Result<UnmergedLayer, Error>)>();
+    let outcome = std::thread::scope(|scope| -> Result<(), Error> {
+        let mut started = 0;
+        let mut merged = 0;
+        let mut running = 0;
+        let mut done: BTreeMap<usize, Result<UnmergedLayer, Error>> = BTreeMap::new();
+        let result = (|| loop {
+            while running < workers && started < total && started < merged + workers {
+                let i = started;
+                let desc = &layers[i];
+                progress.message(&format!(
+                    "reading layer {}/{total} {} ({})",
+                    i + 1,
+                    desc.digest.short(),
+                    human_bytes(desc.size)
+                ));
+                let blob = source.blob(desc)?;
+                let meter = progress.meter(
+                    &format!("layer {}/{total} {}", i + 1, desc.digest.short()),
+                    desc.size,
+                );
+                let reader = Metered::new(blob, meter).cancellable(cancel.clone());
+                let copy = if keep_for_sink && !cache.contains_key(&desc.digest) {
+                    let path = cache_dir.join(desc.digest.hex());
+                    let file = File::create(&path).map_err(|e| Error::Io {
+                        op: "create",
+                        path: path.clone(),
+                        source: e,
+                    })?;
+                    cache.insert(desc.digest.clone(), path);
+                    Some(file)
+                } else {
+                    None
+                };
+                let (tx, spool, policy, diff_id, location) =
+                    (tx.clone(), &spool, &policy, &diff_ids[i], location.clone());
+                scope.spawn(move || {
+                    let read = match copy {
+                        Some(file) => {
+                            let tee = Tee {
+                                inner: reader,
+                                copy: io::BufWriter::with_capacity(256 * 1024, file),
+                            };
+                            read_unmerged(tee, desc, Some(diff_id), policy, spool)
+                        }
+                        None => read_unmerged(reader, desc, Some(diff_id), policy, spool),
+                    };
+                    let _ = tx.send((
+                        i,
+                        read.map_err(|e| Error::Layer {
+                            location,
+                            source: Box::new(e),
+                        }),
+                    ));
+                });
+                started += 1;
+                running += 1;
+            }
+            if merged == total {
+                return Ok(());
+            }
+            let (i, read) = rx.recv().expect("a layer is being read");
+            running -= 1;
+            done.insert(i, read);
+            while let Some(read) = done.remove(&merged) {
+                scan.merge(read?);
+                merged += 1;
+            }
+        })();
+        if result.is_err() {
+            // The other reads are not needed: stop them rather than wait for them.
+            cancel.store(true, Ordering::Relaxed);
         }
-    }
+        result
+    });
+    outcome?;
     Ok((scan, cache))
 }
 

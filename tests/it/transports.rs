@@ -449,6 +449,17 @@ uid = 500
             "drwxrwxrwt 0/0 0 tmp/",
         ]
     );
+    // Layers read one at a time or all at once merge the same way, to the same image.
+    for jobs in ["1", "4"] {
+        let to = format!("oci:{}:jobs{jobs}", s.path("out").display());
+        s.unroot(&["convert", "-q", &src, "--jobs", jobs, "--to", &to])
+            .success();
+        assert_eq!(
+            inspect(&to)["Digest"],
+            inspect(&format!("oci:{}:x", s.path("out").display()))["Digest"],
+            "--jobs {jobs}"
+        );
+    }
 }
 
 /// `tar -tvz` of the last layer of an image in a layout: mode, owner, size, name.
