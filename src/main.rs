@@ -7,37 +7,15 @@ use std::process::ExitCode;
 use clap::Parser;
 use unroot::cli::{Cli, Command};
 use unroot::error::exit;
-use unroot::pipeline::{self, Progress};
-
-/// Progress lines on stderr.
-struct Stderr;
-
-impl Progress for Stderr {
-    fn message(&mut self, line: &str) {
-        eprintln!("unroot: {line}");
-    }
-}
-
-/// Retry messages from the registry client, unless `-q`.
-fn notify(quiet: bool) -> unroot::transport::registry::Notify {
-    if quiet {
-        Default::default()
-    } else {
-        unroot::transport::registry::Notify::to(|line| eprintln!("unroot: {line}"))
-    }
-}
+use unroot::pipeline;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut progress: Box<dyn Progress> = if cli.quiet {
-        Box::new(pipeline::Silent)
-    } else {
-        Box::new(Stderr)
-    };
+    let (mut progress, notify) = unroot::cli::progress::for_stderr(cli.quiet);
     let result = match &cli.command {
         Command::Convert(args) => unroot::cli::convert::request(args)
             .and_then(|mut request| {
-                request.image.registry.notify = notify(cli.quiet);
+                request.image.registry.notify = notify.clone();
                 pipeline::convert(&request, progress.as_mut())
             })
             .map(|outcome| {
@@ -49,7 +27,7 @@ fn main() -> ExitCode {
             }),
         Command::Analyze(args) => unroot::cli::image_request(&args.image, &args.plan)
             .and_then(|mut request| {
-                request.registry.notify = notify(cli.quiet);
+                request.registry.notify = notify.clone();
                 pipeline::analyze(&request, progress.as_mut())
             })
             .map(|analysis| {
@@ -61,6 +39,8 @@ fn main() -> ExitCode {
             }),
         Command::Recipes(command) => unroot::cli::recipes::run(command).map(|text| (text, false)),
     };
+    // Bars are cleared before the result or the error is printed.
+    drop(progress);
     match result {
         Ok((text, gate)) => {
             // A closed pipe (`| head`) is not an error worth reporting.

@@ -7,6 +7,7 @@ use crate::analyze::Severity;
 
 pub mod analyze;
 pub mod convert;
+pub mod progress;
 pub mod recipes;
 
 const AFTER_HELP: &str = "\

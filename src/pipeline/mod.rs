@@ -693,6 +693,7 @@ fn convert_image(
             let mut blobs = Blobs {
                 source: &mut *source,
                 local: &local,
+                progress: &mut *progress,
             };
             sink.put_image(&output, &mut blobs)?;
             output.manifest_desc.digest.clone()
@@ -833,16 +834,19 @@ pub fn human_bytes(n: u64) -> String {
 struct Blobs<'a> {
     source: &'a mut dyn Source,
     local: &'a BTreeMap<Digest, PathBuf>,
+    progress: &'a mut dyn Progress,
 }
 
 impl BlobProvider for Blobs<'_> {
     fn open(&mut self, desc: &Descriptor) -> Result<BlobReader, TransportError> {
-        match self.local.get(&desc.digest) {
-            Some(path) => Ok(Box::new(
-                File::open(path).map_err(TransportError::io("open", path))?,
-            )),
-            None => self.source.blob(desc),
-        }
+        let reader: BlobReader = match self.local.get(&desc.digest) {
+            Some(path) => Box::new(File::open(path).map_err(TransportError::io("open", path))?),
+            None => self.source.blob(desc)?,
+        };
+        let meter = self
+            .progress
+            .meter(&format!("writing {}", desc.digest.short()), desc.size);
+        Ok(Box::new(progress::Metered::new(reader, meter)))
     }
 
     fn origin(&self) -> &ImageLocation {

@@ -974,3 +974,61 @@ fn a_multi_platform_image_in_a_registry_converts_with_the_index_last() {
     ])
     .success();
 }
+
+#[test]
+fn progress_is_bars_on_a_terminal_lines_otherwise_and_nothing_with_q() {
+    let s = Scratch::new();
+    let src = s.build("img", "v1", &sample_spec());
+    // Not a terminal: one plain line per step, no escape sequences.
+    let out = s
+        .unroot(&[
+            "convert",
+            &src,
+            "--to",
+            &format!("oci:{}:a", s.path("out").display()),
+        ])
+        .success();
+    assert!(
+        out.stderr.contains("unroot: reading layer 1/2 "),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains('\x1b'), "{}", out.stderr);
+    // `-q`: nothing at all.
+    let out = s
+        .unroot(&[
+            "convert",
+            "-q",
+            &src,
+            "--to",
+            &format!("oci:{}:b", s.path("out").display()),
+        ])
+        .success();
+    assert_eq!(out.stderr, "");
+    // A terminal (a pseudo-terminal from `script`): bars per layer and for the stage,
+    // drawn with cursor movements, and the same lines above them.
+    let command = format!(
+        "{} convert {src} --to oci:{}:c",
+        env!("CARGO_BIN_EXE_unroot"),
+        s.path("out").display()
+    );
+    let tty = crate::support::tool("script", &["-qec", &command, "/dev/null"]).success();
+    for wanted in [
+        "reading layers",
+        "layer 1/2 ",
+        "layer 2/2 ",
+        "\x1b[",
+        "unroot: reading layer 1/2 ",
+    ] {
+        assert!(
+            tty.stdout.contains(wanted),
+            "{wanted:?} not in {:?}",
+            tty.stdout
+        );
+    }
+    // The same image either way.
+    assert_eq!(
+        inspect(&format!("oci:{}:a", s.path("out").display()))["Digest"],
+        inspect(&format!("oci:{}:c", s.path("out").display()))["Digest"]
+    );
+}
