@@ -3,6 +3,8 @@
 #   unroot convert   registry -> another repository of the same registry
 #   unroot analyze   of the image in the registry
 #   skopeo copy      registry -> another repository of the same registry
+#   the umoci route  skopeo copy to a layout, umoci unpack, edit, umoci repack, skopeo copy
+#                    back: the same conversion without unroot (benches/umoci_route.sh)
 #   zcat             of every layer blob (the floor for reading the layers once)
 # and prints medians, ratios to zcat, and peak memory (max RSS).
 #
@@ -12,7 +14,7 @@ cd "$(dirname "$0")/.."
 size_mb=${1:-100}
 runs=${2:-5}
 
-for t in docker-registry skopeo python3 /usr/bin/time; do
+for t in docker-registry skopeo umoci python3 /usr/bin/time; do
   command -v "$t" >/dev/null || { echo "benches/convert.sh needs $t (./scripts/test installs the packages)" >&2; exit 2; }
 done
 
@@ -77,6 +79,8 @@ for i in $(seq "$runs"); do
   measure "$work/analyze" "$unroot" analyze -q --format json "docker://$reg/bench/src:latest"
   measure "$work/skopeo" skopeo copy --quiet --src-tls-verify=false --dest-tls-verify=false \
     "docker://$reg/bench/src:latest" "docker://$reg/bench/skopeo-$i:latest"
+  measure "$work/umoci" benches/umoci_route.sh "docker://$reg/bench/src:latest" \
+    "docker://$reg/bench/umoci-$i:latest" "$work/umoci-work"
   measure "$work/zcat" sh -c 'zcat "$@" > /dev/null' zcat "${blob_files[@]}"
 done
 
@@ -87,13 +91,14 @@ printf '\nimage: %d layers, %.1f MB compressed, %.1f MB uncompressed; %d runs ea
   "$(echo "$layers" | wc -l)" "$(echo "$compressed / 1048576" | bc -l)" "$(echo "$uncompressed / 1048576" | bc -l)" "$runs"
 printf '| %-52s | %8s | %8s | %10s |\n' "command" "seconds" "vs zcat" "max RSS"
 printf '|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..54})" "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..12})"
-for tool in unroot analyze skopeo zcat; do
+for tool in unroot analyze skopeo umoci zcat; do
   t=$(cut -d' ' -f1 "$work/$tool" | median)
   m=$(max_rss < "$work/$tool")
   case $tool in
     unroot) label="unroot convert (registry -> new repo, same registry)" ;;
     analyze) label="unroot analyze (registry)" ;;
     skopeo) label="skopeo copy (registry -> new repo, same registry)" ;;
+    umoci) label="umoci route (copy, unpack, edit, repack, copy back)" ;;
     zcat) label="zcat of all layers" ;;
   esac
   printf '| %-52s | %8.2f | %7.2fx | %7.1f MiB |\n' "$label" "$t" "$(echo "$t / $z" | bc -l)" "$(echo "$m / 1024" | bc -l)"
