@@ -489,3 +489,33 @@ fn base_layers_are_mounted_not_copied() {
         );
     }
 }
+
+/// To another registry, the base layers must be copied: each is downloaded once, for the
+/// analysis, and uploaded from the copy kept while it streamed past.
+#[test]
+fn a_layer_is_downloaded_once_when_copied_to_another_registry() {
+    let s = Scratch::new();
+    let src = s.build("img", "v1", &spec_with_large_layer());
+    let from = Registry::start();
+    let to = Registry::start();
+    from.push(&src, "team/app:v1", None);
+    let proxy = FaultProxy::start(&from.addr);
+    s.unroot(&[
+        "convert",
+        "-q",
+        &proxy.image("team/app:v1"),
+        "--to",
+        &to.image("app:v1"),
+    ])
+    .success();
+    let log = proxy.log();
+    for digest in content(&from.image("team/app:v1")).iter().skip(1) {
+        let downloads = log
+            .iter()
+            .filter(|l| l.method == "GET" && l.target.ends_with(&format!("/blobs/{digest}")))
+            .count();
+        assert_eq!(downloads, 1, "{digest} was read {downloads} times: {log:?}");
+    }
+    let copied = content(&to.image("app:v1"));
+    assert_eq!(copied[1..3], content(&from.image("team/app:v1"))[1..3]);
+}
