@@ -19,12 +19,7 @@ pub fn render(report: &Report) -> String {
             );
         }
         Some(d) => {
-            let verb = if d.written {
-                "converted"
-            } else {
-                "would convert"
-            };
-            let pad = " ".repeat(verb.len() - 2);
+            let (verb, pad) = verb(d.written);
             let _ = writeln!(
                 out,
                 "{verb} {} ({})",
@@ -231,12 +226,7 @@ pub fn render_index(report: &super::IndexReport) -> String {
             );
         }
         Some(d) => {
-            let verb = if d.written {
-                "converted"
-            } else {
-                "would convert"
-            };
-            let pad = " ".repeat(verb.len() - 2);
+            let (verb, pad) = verb(d.written);
             let _ = writeln!(out, "{verb} {} ({})", i.location, i.digest);
             let _ = writeln!(
                 out,
@@ -254,4 +244,14 @@ pub fn render_index(report: &super::IndexReport) -> String {
         let _ = write!(out, "\n=== {} ===\n{}", p.platform, render(&p.report));
     }
     out
+}
+
+/// "converted" or "would convert", and the padding that aligns "to" under the source.
+fn verb(written: bool) -> (&'static str, String) {
+    let verb = if written {
+        "converted"
+    } else {
+        "would convert"
+    };
+    (verb, " ".repeat(verb.len() - 2))
 }

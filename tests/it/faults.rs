@@ -421,14 +421,7 @@ fn a_registry_refusing_single_uploads_gets_chunks() {
         content(&registry.image("app:v1")),
         content(&registry.image("clean:v1"))
     );
-    skopeo(&[
-        "copy",
-        "--quiet",
-        "--src-tls-verify=false",
-        &registry.image("app:v1"),
-        &format!("oci:{}:copy", s.path("copy").display()),
-    ])
-    .success();
+    registry.copy_out("app:v1", &s.path("copy"));
 }
 
 /// Converting to another repository of the same registry mounts the base layers: no byte

@@ -293,6 +293,20 @@ impl Registry {
         skopeo(&args).success();
     }
 
+    /// Copies an image (every platform of an index) out of the registry with skopeo, which
+    /// fails unless every blob it names is there and verifies.
+    pub fn copy_out(&self, repo_tag: &str, layout: &Path) {
+        skopeo(&[
+            "copy",
+            "--quiet",
+            "--all",
+            "--src-tls-verify=false",
+            &self.image(repo_tag),
+            &format!("oci:{}:copy", layout.display()),
+        ])
+        .success();
+    }
+
     /// The file holding a blob in the registry's storage.
     pub fn blob_file(&self, digest: &str) -> PathBuf {
         let hex = digest.trim_start_matches("sha256:");

@@ -244,14 +244,7 @@ fn registry_to_new_repository_reuses_base_layers() {
         format!("{}/team/sample:v1", registry.addr).as_str()
     );
     // skopeo copies it out again (every blob is there).
-    skopeo(&[
-        "copy",
-        "--quiet",
-        "--src-tls-verify=false",
-        &registry.image("other/sample:v1"),
-        &format!("oci:{}:copy", s.path("copy").display()),
-    ])
-    .success();
+    registry.copy_out("other/sample:v1", &s.path("copy"));
     // The default destination is the same repository with `-unprivileged`.
     s.unroot(&["convert", "-q", &registry.image("team/sample:v1")])
         .success();
@@ -964,15 +957,7 @@ fn a_multi_platform_image_in_a_registry_converts_with_the_index_last() {
         index["annotations"]["org.opencontainers.image.base.name"],
         format!("{}/multi:v1", registry.addr).as_str()
     );
-    skopeo(&[
-        "copy",
-        "--quiet",
-        "--all",
-        "--src-tls-verify=false",
-        &registry.image("multi:v1-unprivileged"),
-        &format!("oci:{}:copy", s.path("copy").display()),
-    ])
-    .success();
+    registry.copy_out("multi:v1-unprivileged", &s.path("copy"));
 }
 
 #[test]
