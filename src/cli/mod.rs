@@ -250,8 +250,9 @@ pub struct RegistryArgs {
     )]
     pub creds: Option<String>,
 
-    /// Require HTTPS with verified certificates; `--tls-verify=false` allows plain HTTP
-    /// (never needed for localhost, 127.0.0.1 and [::1]).
+    /// Require HTTPS with verified certificates; `--tls-verify=false` accepts any
+    /// certificate, and plain HTTP from a registry that does not speak HTTPS (never needed
+    /// for localhost, 127.0.0.1 and [::1]).
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, help_heading = "Registry")]
     pub tls_verify: bool,
 

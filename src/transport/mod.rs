@@ -319,7 +319,7 @@ impl TransportError {
                 registry,
                 ..
             } => Some(format!(
-                "if `{registry}` serves plain HTTP, pass `--tls-verify=false`"
+                "if `{registry}` serves plain HTTP, or a certificate this machine does not trust, pass `--tls-verify=false` (or add its CA to the system's trusted certificates)"
             )),
             TransportError::NotFound { .. } => Some(
                 "check the repository name and tag (`skopeo list-tags docker://REPO` lists tags)"

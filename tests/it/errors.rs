@@ -543,3 +543,33 @@ fn tls_is_required_for_remote_registries() {
     .success();
     assert!(registry.has_tag("app:v1-unprivileged", None));
 }
+
+#[test]
+fn a_registry_with_an_untrusted_certificate_needs_tls_verify_false() {
+    let s = Scratch::new();
+    let registry = Registry::start_tls("127.0.0.3");
+    let src = s.build("src", "v1", TINY);
+    registry.push(&src, "app:v1", None);
+    let out = s.unroot(&["convert", &registry.image("app:v1")]).failure(1);
+    let line = out.error_line();
+    assert!(
+        line.starts_with(&format!("error: cannot reach {}", registry.addr)),
+        "{}",
+        out.stderr
+    );
+    assert!(line.to_lowercase().contains("certificate"), "{line}");
+    assert!(
+        out.stderr.contains("pass `--tls-verify=false`"),
+        "{}",
+        out.stderr
+    );
+    // Without verification it is still HTTPS (the registry speaks nothing else).
+    s.unroot(&[
+        "convert",
+        "-q",
+        &registry.image("app:v1"),
+        "--tls-verify=false",
+    ])
+    .success();
+    assert!(registry.has_tag("app:v1-unprivileged", None));
+}

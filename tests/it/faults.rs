@@ -152,6 +152,11 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Result<()> {
     let mut reader = BufReader::new(client.try_clone()?);
     let mut client = client;
+    // A TLS handshake (unroot asks whether the registry speaks HTTPS): refuse it at once,
+    // as a plain-HTTP server does.
+    if reader.fill_buf()?.first() == Some(&0x16) {
+        return client.shutdown(Shutdown::Both);
+    }
     let (request_line, headers) = read_head(&mut reader)?;
     let mut parts = request_line.split_whitespace();
     let method = parts.next().unwrap_or_default().to_string();

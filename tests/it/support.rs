@@ -185,26 +185,31 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry without authentication.
     pub fn start() -> Registry {
-        Registry::start_inner("127.0.0.1", None)
+        Registry::start_inner("127.0.0.1", None, false)
     }
 
     /// Starts a registry without authentication on another loopback address, one that
     /// unroot does not treat as local (so TLS is required unless `--tls-verify=false`).
     pub fn start_on(host: &str) -> Registry {
-        Registry::start_inner(host, None)
+        Registry::start_inner(host, None, false)
     }
 
     /// Starts a registry with htpasswd authentication for one user.
     pub fn start_with_auth(user: &str, password: &str) -> Registry {
-        Registry::start_inner("127.0.0.1", Some(Auth::Htpasswd(user, password)))
+        Registry::start_inner("127.0.0.1", Some(Auth::Htpasswd(user, password)), false)
     }
 
     /// Starts a registry with bearer-token authentication served by `tokens`.
     pub fn start_with_tokens(tokens: &TokenServer) -> Registry {
-        Registry::start_inner("127.0.0.1", Some(Auth::Token(tokens)))
+        Registry::start_inner("127.0.0.1", Some(Auth::Token(tokens)), false)
     }
 
-    fn start_inner(host: &str, auth: Option<Auth<'_>>) -> Registry {
+    /// Starts a registry serving HTTPS with a self-signed certificate on `host`.
+    pub fn start_tls(host: &str) -> Registry {
+        Registry::start_inner(host, None, true)
+    }
+
+    fn start_inner(host: &str, auth: Option<Auth<'_>>, tls: bool) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("unroot-registry-")
             .tempdir()
@@ -220,6 +225,37 @@ impl Registry {
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
             storage.display()
         );
+        if tls {
+            let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+            tool(
+                "openssl",
+                &[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "1",
+                    "-subj",
+                    &format!("/CN={host}"),
+                    "-addext",
+                    &format!("subjectAltName=IP:{host}"),
+                    "-addext",
+                    "basicConstraints=critical,CA:FALSE",
+                    "-keyout",
+                    key.to_str().unwrap(),
+                    "-out",
+                    cert.to_str().unwrap(),
+                ],
+            )
+            .success();
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
         match auth {
             Some(Auth::Htpasswd(user, password)) => {
                 let htpasswd = dir.path().join("htpasswd");

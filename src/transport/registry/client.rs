@@ -88,7 +88,7 @@ fn push(repo: &str) -> String {
 impl Client {
     pub(super) fn new(
         registry: &str,
-        plain_http: bool,
+        verify_tls: bool,
         location: ImageLocation,
         creds: Option<Credentials>,
         retry: RetryPolicy,
@@ -99,12 +99,11 @@ impl Client {
             "docker.io" | "index.docker.io" => "registry-1.docker.io",
             other => other,
         };
-        let scheme = if plain_http { "http" } else { "https" };
-        let base =
-            Url::parse(&format!("{scheme}://{host}/")).map_err(|e| TransportError::Refused {
-                location: location.to_string(),
-                reason: format!("`{registry}` is not a valid registry address: {e}"),
-            })?;
+        let connect_error = |e: reqwest::Error| TransportError::Connect {
+            registry: registry.to_string(),
+            message: e.to_string(),
+            tls: false,
+        };
         let http = reqwest::blocking::Client::builder()
             .user_agent(concat!("unroot/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(30))
@@ -112,12 +111,22 @@ impl Client {
             // own timeout grows with its size.
             .timeout(Duration::from_secs(300))
             .redirect(reqwest::redirect::Policy::limited(10))
+            .tls_danger_accept_invalid_certs(!verify_tls)
             .build()
-            .map_err(|e| TransportError::Connect {
-                registry: registry.to_string(),
-                message: e.to_string(),
-                tls: false,
-            })?;
+            .map_err(connect_error)?;
+        let url = |scheme: &str| {
+            Url::parse(&format!("{scheme}://{host}/")).map_err(|e| TransportError::Refused {
+                location: location.to_string(),
+                reason: format!("`{registry}` is not a valid registry address: {e}"),
+            })
+        };
+        // Without verification, as skopeo does: HTTPS if the registry speaks it (whatever
+        // its certificate), else plain HTTP.
+        let base = if verify_tls || speaks_https(&http, &url("https")?) {
+            url("https")?
+        } else {
+            url("http")?
+        };
         Ok(Client {
             http,
             base,
@@ -738,6 +747,15 @@ impl Client {
             }
         })
     }
+}
+
+/// Whether a registry answers HTTPS at all (any HTTP status will do).
+fn speaks_https(http: &reqwest::blocking::Client, base: &Url) -> bool {
+    let probe = base.join("v2/").expect("a valid path");
+    http.get(probe)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .is_ok()
 }
 
 /// A blob download that asks for the rest with a `Range` request when the connection drops.

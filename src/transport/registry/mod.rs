@@ -19,8 +19,9 @@ use client::Client;
 pub struct RegistryOptions {
     /// Credentials given on the command line; otherwise the auth files are consulted.
     pub creds: Option<Credentials>,
-    /// Whether TLS is required and verified. `false` allows plain HTTP. Registries on
-    /// `localhost`, `127.0.0.1` and `[::1]` are always reached over plain HTTP.
+    /// Whether TLS is required and verified. `false`: HTTPS without verifying the
+    /// certificate if the registry speaks it, else plain HTTP; registries on `localhost`,
+    /// `127.0.0.1` and `[::1]` are always reached that way.
     pub tls_verify: bool,
     /// How transient failures are retried.
     pub retry: RetryPolicy,
@@ -131,7 +132,7 @@ impl Remote {
         };
         let client = Client::new(
             image.registry(),
-            !options.tls_verify || image.is_loopback(),
+            options.tls_verify && !image.is_loopback(),
             location.clone(),
             creds,
             options.retry,
