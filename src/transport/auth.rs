@@ -54,7 +54,16 @@ pub enum AuthError {
     },
 }
 
+/// The user name that marks the password as an identity token (OAuth2 refresh token), as
+/// credential helpers return them.
+pub const IDENTITY_TOKEN_USER: &str = "<token>";
+
 impl Credentials {
+    /// Whether the password is an identity token rather than a password.
+    pub fn is_identity_token(&self) -> bool {
+        self.username == IDENTITY_TOKEN_USER
+    }
+
     /// Parses `USER:PASSWORD` as given to `--creds`.
     pub fn parse(s: &str) -> Result<Credentials, AuthError> {
         match s.split_once(':') {
@@ -190,6 +199,18 @@ fn decode_entry(entry: &Value, path: &str) -> Result<Option<Credentials>, AuthEr
         path: path.to_string(),
         reason: reason.to_string(),
     };
+    // An OAuth2 refresh token that `docker login` stored (Azure, for one): it is exchanged
+    // for access tokens at the registry's token service.
+    if let Some(token) = entry
+        .get("identitytoken")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+    {
+        return Ok(Some(Credentials {
+            username: IDENTITY_TOKEN_USER.to_string(),
+            password: token.to_string(),
+        }));
+    }
     if let Some(auth) = entry
         .get("auth")
         .and_then(Value::as_str)
@@ -284,7 +305,8 @@ mod tests {
                 "https://index.docker.io/v1/": {"auth": b64("hub:pw")},
                 "quay.io/team": {"auth": b64("team:pw")},
                 "quay.io": {"auth": b64("any:pw")},
-                "localhost:5000": {"username": "u", "password": "p"}
+                "localhost:5000": {"username": "u", "password": "p"},
+                "example.azurecr.io": {"auth": b64("00000000-0000-0000-0000-000000000000:"), "identitytoken": "refresh"}
             }
         });
         let user = |reg: &str, repo: &str| {
@@ -297,5 +319,10 @@ mod tests {
         assert_eq!(user("quay.io", "other/app").as_deref(), Some("any"));
         assert_eq!(user("localhost:5000", "x").as_deref(), Some("u"));
         assert_eq!(user("ghcr.io", "x"), None);
+        let azure = lookup_in(&file, "example.azurecr.io", "x", "f")
+            .unwrap()
+            .unwrap();
+        assert!(azure.is_identity_token());
+        assert_eq!(azure.password, "refresh");
     }
 }

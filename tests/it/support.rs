@@ -523,9 +523,12 @@ impl TokenServer {
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
         );
+        // An identity token (OAuth2 refresh token, as `docker login` stores for some
+        // registries) is accepted when it is the password.
+        let refresh = password.to_string();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let _ = answer_token_request(stream, &expected, &x5c, &key);
+                let _ = answer_token_request(stream, &expected, &refresh, &x5c, &key);
             }
         });
         TokenServer {
@@ -539,15 +542,17 @@ impl TokenServer {
 fn answer_token_request(
     mut stream: TcpStream,
     expected_auth: &str,
+    expected_refresh: &str,
     x5c: &str,
     key: &Path,
 ) -> std::io::Result<()> {
     use base64::Engine;
-    use std::io::BufRead;
+    use std::io::{BufRead, Read};
     let mut reader = std::io::BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     let mut authorized = false;
+    let mut length = 0u64;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line == "\r\n" {
@@ -557,7 +562,18 @@ fn answer_token_request(
             if name.eq_ignore_ascii_case("authorization") && value.trim() == expected_auth {
                 authorized = true;
             }
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
         }
+    }
+    // The OAuth2 form: a POST with grant_type=refresh_token, the scopes in its body.
+    let mut form = String::new();
+    if request_line.starts_with("POST ") {
+        (&mut reader).take(length).read_to_string(&mut form)?;
+        let fields: Vec<&str> = form.split('&').collect();
+        authorized = fields.contains(&"grant_type=refresh_token")
+            && fields.contains(&format!("refresh_token={expected_refresh}").as_str());
     }
     if !authorized {
         let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#;
@@ -565,7 +581,11 @@ fn answer_token_request(
     }
     // Grant what was asked: every `scope=repository:NAME:ACTIONS` parameter.
     let target = request_line.split_whitespace().nth(1).unwrap_or_default();
-    let query = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    let query = if form.is_empty() {
+        target.split_once('?').map(|(_, q)| q).unwrap_or_default()
+    } else {
+        form.as_str()
+    };
     let mut access = Vec::new();
     for pair in query.split('&') {
         if let Some(scope) = pair.strip_prefix("scope=") {
@@ -573,6 +593,7 @@ fn answer_token_request(
                 .replace("%3A", ":")
                 .replace("%2C", ",")
                 .replace("%2F", "/")
+                .replace("%20", " ")
                 .replace('+', " ");
             for one in scope.split(' ') {
                 let parts: Vec<&str> = one.splitn(3, ':').collect();

@@ -1017,3 +1017,48 @@ fn progress_is_bars_on_a_terminal_lines_otherwise_and_nothing_with_q() {
         inspect(&format!("oci:{}:c", s.path("out").display()))["Digest"]
     );
 }
+
+/// An identity token in an auth file (what `docker login` stores for registries that use
+/// OAuth2 refresh tokens) is exchanged at the token service with the OAuth2 form.
+#[test]
+fn identity_tokens_from_auth_files() {
+    let s = Scratch::new();
+    let tokens = crate::support::TokenServer::start("frank", "refresh-me");
+    let registry = Registry::start_with_tokens(&tokens);
+    let src = s.build("img", "v1", &sample_spec());
+    registry.push(&src, "team/sample:v1", Some("frank:refresh-me"));
+    let auth_file = |token: &str| {
+        let path = s.path(&format!("auth-{token}.json"));
+        std::fs::write(
+            &path,
+            serde_json::json!({"auths": {registry.addr.as_str(): {
+                "auth": "MDAwMDAwMDAtMDAwMC0wMDAwLTAwMDAtMDAwMDAwMDAwMDAwOg==",
+                "identitytoken": token,
+            }}})
+            .to_string(),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    let good = auth_file("refresh-me");
+    s.unroot_env(
+        &["convert", "-q", &registry.image("team/sample:v1")],
+        &[("REGISTRY_AUTH_FILE", &good)],
+    )
+    .success();
+    assert!(registry.has_tag("team/sample:v1-unprivileged", Some("frank:refresh-me")));
+    let bad = auth_file("expired");
+    let out = s
+        .unroot_env(
+            &["analyze", &registry.image("team/sample:v1")],
+            &[("REGISTRY_AUTH_FILE", &bad)],
+        )
+        .failure(1);
+    assert!(
+        out.error_line()
+            .contains("the credentials were not accepted"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("expired"), "{}", out.stderr);
+}

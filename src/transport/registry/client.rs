@@ -308,12 +308,13 @@ impl Client {
         if let Some(t) = self.auth.lock().expect("not poisoned").tokens.get(&key) {
             return Ok(t.clone());
         }
-        let mut url = Url::parse(realm).map_err(|e| {
+        let realm_url = Url::parse(realm).map_err(|e| {
             Attempt::Fail(TransportError::Registry {
                 location: self.location.to_string(),
                 message: format!("its token service `{realm}` is not a valid URL: {e}"),
             })
         })?;
+        let mut url = realm_url.clone();
         {
             let mut query = url.query_pairs_mut();
             if let Some(s) = service {
@@ -323,10 +324,27 @@ impl Client {
                 query.append_pair("scope", scope);
             }
         }
-        let mut request = self.http.get(url);
-        if let Some(c) = &self.creds {
-            request = request.basic_auth(&c.username, Some(&c.password));
-        }
+        let request = match &self.creds {
+            // An identity token is exchanged with the OAuth2 form (a POST).
+            Some(c) if c.is_identity_token() => {
+                let mut form = Url::parse("unroot:form").expect("a valid URL");
+                form.query_pairs_mut()
+                    .append_pair("grant_type", "refresh_token")
+                    .append_pair("service", service.unwrap_or_default())
+                    .append_pair("scope", &scopes.join(" "))
+                    .append_pair("client_id", "unroot")
+                    .append_pair("refresh_token", &c.password);
+                self.http
+                    .post(realm_url)
+                    .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(form.query().unwrap_or_default().to_string())
+            }
+            Some(c) => self
+                .http
+                .get(url)
+                .basic_auth(&c.username, Some(&c.password)),
+            None => self.http.get(url),
+        };
         let response = request.send().map_err(|e| self.request_failure(e))?;
         let response = self.check_transient("its token service", response)?;
         if matches!(response.status().as_u16(), 401 | 403) {
