@@ -226,30 +226,14 @@ impl Registry {
             storage.display()
         );
         if tls {
-            let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-            tool(
-                "openssl",
+            let (cert, key) = self_signed(
+                dir.path(),
+                host,
                 &[
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-days",
-                    "1",
-                    "-subj",
-                    &format!("/CN={host}"),
-                    "-addext",
                     &format!("subjectAltName=IP:{host}"),
-                    "-addext",
                     "basicConstraints=critical,CA:FALSE",
-                    "-keyout",
-                    key.to_str().unwrap(),
-                    "-out",
-                    cert.to_str().unwrap(),
                 ],
-            )
-            .success();
+            );
             config.push_str(&format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 cert.display(),
@@ -470,6 +454,30 @@ pub fn edit_config(layout: &Path, tag: &str, edit: impl FnOnce(&mut serde_json::
     std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
 }
 
+/// A self-signed certificate and its key, made with `openssl` in `dir`, for `name`, with
+/// `extensions` (`-addext` values).
+fn self_signed(dir: &Path, name: &str, extensions: &[&str]) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    let subject = format!("/CN={name}");
+    let mut args = vec![
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", &subject,
+    ];
+    for e in extensions {
+        args.extend(["-addext", e]);
+    }
+    args.extend([
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+    ]);
+    tool("openssl", &args).success();
+    (cert, key)
+}
+
 /// A token server for the registry's bearer-token authentication (the Docker token
 /// protocol): it checks HTTP basic credentials and answers with a JWT signed by a key made
 /// with `openssl` for this test, which the registry trusts.
@@ -490,27 +498,7 @@ impl TokenServer {
             .prefix("unroot-token-")
             .tempdir()
             .expect("temp dir");
-        let key = dir.path().join("key.pem");
-        let cert = dir.path().join("cert.pem");
-        tool(
-            "openssl",
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=unroot-test-token",
-                "-keyout",
-                key.to_str().unwrap(),
-                "-out",
-                cert.to_str().unwrap(),
-            ],
-        )
-        .success();
+        let (cert, key) = self_signed(dir.path(), "unroot-test-token", &[]);
         let der = Command::new("openssl")
             .args(["x509", "-in", cert.to_str().unwrap(), "-outform", "DER"])
             .output()
