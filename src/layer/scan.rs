@@ -51,7 +51,7 @@ impl BodySpool {
         })
     }
 
-    /// Bytes held.
+    /// Bytes held (or reserved by bodies still arriving).
     pub fn len(&self) -> u64 {
         *self.len.lock().expect("not poisoned")
     }
@@ -61,10 +61,16 @@ impl BodySpool {
         self.len() == 0
     }
 
+    /// Copies `size` bytes of `body` into a range reserved for it, so that other threads
+    /// can append while this body is still arriving.
     fn append(&self, body: &mut dyn Read, size: u64) -> io::Result<u64> {
         use std::os::unix::fs::FileExt;
-        let mut len = self.len.lock().expect("not poisoned");
-        let offset = *len;
+        let offset = {
+            let mut len = self.len.lock().expect("not poisoned");
+            let offset = *len;
+            *len += size;
+            offset
+        };
         let mut buf = vec![0u8; 64 * 1024];
         let mut body = body.take(size);
         let mut at = offset;
@@ -84,7 +90,6 @@ impl BodySpool {
                 "file body ended early",
             ));
         }
-        *len = at;
         Ok(offset)
     }
 

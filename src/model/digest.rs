@@ -261,12 +261,17 @@ impl<R: Read> Read for VerifyingReader<R> {
             if let Some(h) = self.hasher.as_mut() {
                 h.update(&buf[..n]);
             }
+            // With the size known, the check runs on the last byte: a reader that stops at
+            // the size (an HTTP body of that length) never asks for the end of the stream.
+            if self.size == Some(self.seen) {
+                self.check_digest()?;
+            }
             return Ok(n);
         }
         if buf.is_empty() {
             return Ok(0);
         }
-        if let Some(h) = self.hasher.take() {
+        if self.hasher.is_some() {
             if let Some(size) = self.size {
                 if self.seen != size {
                     return Err(io::Error::new(
@@ -279,18 +284,29 @@ impl<R: Read> Read for VerifyingReader<R> {
                     ));
                 }
             }
-            let actual = h.finish();
-            if actual != self.expected {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    DigestMismatch::Digest {
-                        expected: self.expected.clone(),
-                        actual,
-                    },
-                ));
-            }
+            self.check_digest()?;
         }
         Ok(0)
+    }
+}
+
+impl<R> VerifyingReader<R> {
+    /// Compares the digest of what was read with the expected one (once).
+    fn check_digest(&mut self) -> io::Result<()> {
+        let Some(h) = self.hasher.take() else {
+            return Ok(());
+        };
+        let actual = h.finish();
+        if actual != self.expected {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                DigestMismatch::Digest {
+                    expected: self.expected.clone(),
+                    actual,
+                },
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -409,6 +425,18 @@ mod tests {
             DigestMismatch::from_io(&err),
             Some(DigestMismatch::Size { actual: 4, .. })
         ));
+
+        // With the size known, the read that brings the last byte reports a bad digest:
+        // a consumer that stops at the size (an HTTP body) still sees it.
+        let mut exact = VerifyingReader::new(&b"hellO"[..], d.clone(), Some(5));
+        let mut buf = [0u8; 5];
+        let err = exact.read(&mut buf).unwrap_err();
+        assert!(matches!(
+            DigestMismatch::from_io(&err),
+            Some(DigestMismatch::Digest { .. })
+        ));
+        let mut exact = VerifyingReader::new(&b"hello"[..], d.clone(), Some(5));
+        assert_eq!(exact.read(&mut buf).unwrap(), 5);
 
         let err = VerifyingReader::new(&b"hello!"[..], d, Some(5))
             .finish()

@@ -236,12 +236,12 @@ pub fn scan_layers(
     progress.stage("reading layers", layers.iter().map(|l| l.size).sum());
     let cancel = Arc::new(AtomicBool::new(false));
     let spool = scan.spool.clone();
-    let (tx, rx) = mpsc::channel::<(usize, Result<UnmergedLayer, Error>)>();
+    let (tx, rx) = mpsc::channel::<(usize, std::thread::Result<Result<UnmergedLayer, Error>>)>();
     let outcome = std::thread::scope(|scope| -> Result<(), Error> {
         let mut started = 0;
         let mut merged = 0;
         let mut running = 0;
-        let mut done: BTreeMap<usize, Result<UnmergedLayer, Error>> = BTreeMap::new();
+        let mut done: BTreeMap<usize, UnmergedLayer> = BTreeMap::new();
         let result = (|| loop {
             while running < workers && started < total && started < merged + workers {
                 let i = started;
@@ -273,23 +273,25 @@ pub fn scan_layers(
                 let (tx, spool, policy, diff_id, location) =
                     (tx.clone(), &spool, &policy, &diff_ids[i], location.clone());
                 scope.spawn(move || {
-                    let read = match copy {
-                        Some(file) => {
-                            let tee = Tee {
-                                inner: reader,
-                                copy: io::BufWriter::with_capacity(256 * 1024, file),
-                            };
-                            read_unmerged(tee, desc, Some(diff_id), policy, spool)
+                    // A panic is sent on too, so the merging side never waits for a layer
+                    // that will not come.
+                    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        match copy {
+                            Some(file) => {
+                                let tee = Tee {
+                                    inner: reader,
+                                    copy: io::BufWriter::with_capacity(256 * 1024, file),
+                                };
+                                read_unmerged(tee, desc, Some(diff_id), policy, spool)
+                            }
+                            None => read_unmerged(reader, desc, Some(diff_id), policy, spool),
                         }
-                        None => read_unmerged(reader, desc, Some(diff_id), policy, spool),
-                    };
-                    let _ = tx.send((
-                        i,
-                        read.map_err(|e| Error::Layer {
+                        .map_err(|e| Error::Layer {
                             location,
                             source: Box::new(e),
-                        }),
-                    ));
+                        })
+                    }));
+                    let _ = tx.send((i, read));
                 });
                 started += 1;
                 running += 1;
@@ -299,9 +301,16 @@ pub fn scan_layers(
             }
             let (i, read) = rx.recv().expect("a layer is being read");
             running -= 1;
-            done.insert(i, read);
+            match read {
+                // The first failure, in whatever layer, ends the scan.
+                Ok(read) => done.insert(i, read?),
+                Err(panic) => {
+                    cancel.store(true, Ordering::Relaxed);
+                    std::panic::resume_unwind(panic)
+                }
+            };
             while let Some(read) = done.remove(&merged) {
-                scan.merge(read?);
+                scan.merge(read);
                 merged += 1;
             }
         })();

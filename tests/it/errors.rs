@@ -566,3 +566,21 @@ fn passes_with_tls_verify_false(s: &Scratch, registry: &Registry, failed: &Outpu
     .success();
     assert!(registry.has_tag("app:v1-unprivileged", None));
 }
+
+#[test]
+fn a_destination_pinned_to_another_digest_is_refused_and_not_tagged() {
+    let s = Scratch::new();
+    let registry = Registry::start();
+    let src = s.build("src", "v1", TINY);
+    let pinned = format!("{}:v1@sha256:{}", registry.image("app"), "0".repeat(64));
+    let out = s.unroot(&["convert", &src, "--to", &pinned]).failure(1);
+    assert!(
+        out.error_line().contains(&format!(
+            "the destination pins sha256:{}, but the converted image is sha256:",
+            "0".repeat(64)
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(!registry.has_tag("app:v1", None));
+}

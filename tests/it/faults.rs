@@ -152,9 +152,10 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Result<()> {
     let mut reader = BufReader::new(client.try_clone()?);
     let mut client = client;
-    // A TLS handshake (unroot asks whether the registry speaks HTTPS): refuse it at once,
-    // as a plain-HTTP server does.
+    // A TLS handshake (unroot asks whether the registry speaks HTTPS): answer in plain
+    // HTTP at once, as a plain-HTTP server does.
     if reader.fill_buf()?.first() == Some(&0x16) {
+        client.write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")?;
         return client.shutdown(Shutdown::Both);
     }
     let (request_line, headers) = read_head(&mut reader)?;
@@ -407,8 +408,16 @@ fn a_registry_refusing_single_uploads_gets_chunks() {
             .min_body(1)
             .always(),
     );
+    // The switch to chunks is not a retry: it happens with retries off too.
     let out = s
-        .unroot(&["convert", &src, "--to", &proxy.image("app:v1")])
+        .unroot(&[
+            "convert",
+            "--retries",
+            "0",
+            &src,
+            "--to",
+            &proxy.image("app:v1"),
+        ])
         .success();
     assert!(out.stderr.contains("uploading in chunks"), "{}", out.stderr);
     let log = proxy.log();

@@ -9,8 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest::blocking::{Body, RequestBuilder, Response};
-use reqwest::header::{HeaderMap, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RANGE};
+use reqwest::blocking::{Body, Request, RequestBuilder, Response};
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RANGE,
+};
 use reqwest::{Method, StatusCode, Url};
 
 use crate::model::digest::VerifyingReader;
@@ -45,8 +47,8 @@ pub(super) struct Client {
 #[derive(Default)]
 struct AuthState {
     challenge: Option<Challenge>,
-    /// Bearer tokens by the scopes they were asked for.
-    tokens: HashMap<String, String>,
+    /// Bearer tokens by the scopes they were asked for, with the time to renew them.
+    tokens: HashMap<String, (String, Instant)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,6 +91,7 @@ impl Client {
     pub(super) fn new(
         registry: &str,
         verify_tls: bool,
+        announce_http: bool,
         location: ImageLocation,
         creds: Option<Credentials>,
         retry: RetryPolicy,
@@ -107,9 +110,12 @@ impl Client {
         let http = reqwest::blocking::Client::builder()
             .user_agent(concat!("unroot/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(30))
-            // Per read or write of a body, and for the answer to a request; an upload's
-            // own timeout grows with its size.
+            // For a request and its answer, and then per read of the answer's body; an
+            // upload (sent whole within its request) gets a time that grows with its size.
             .timeout(Duration::from_secs(300))
+            // A peer that stops acknowledging what is sent is given up on, whatever the
+            // request's own time.
+            .tcp_user_timeout(Duration::from_secs(120))
             .redirect(reqwest::redirect::Policy::limited(10))
             .tls_danger_accept_invalid_certs(!verify_tls)
             .build()
@@ -125,6 +131,11 @@ impl Client {
         let base = if verify_tls || speaks_https(&http, &url("https")?) {
             url("https")?
         } else {
+            if announce_http {
+                notify.line(&format!(
+                    "{registry} does not answer HTTPS: using plain HTTP (--tls-verify=false)"
+                ));
+            }
             url("http")?
         };
         Ok(Client {
@@ -249,8 +260,12 @@ impl Client {
     ) -> Result<Response, Attempt> {
         let mut challenged = false;
         loop {
-            let request = self.authorize(build()?, scopes)?;
-            let response = request.send().map_err(|e| self.request_failure(e))?;
+            let request = build()?.build().map_err(|e| self.request_failure(e))?;
+            let request = self.authorize(request, scopes)?;
+            let response = self
+                .http
+                .execute(request)
+                .map_err(|e| self.request_failure(e))?;
             if response.status() == StatusCode::UNAUTHORIZED && !challenged {
                 if let Some(challenge) = parse_challenge(response.headers()) {
                     challenged = true;
@@ -278,23 +293,37 @@ impl Client {
         )
     }
 
-    fn authorize(
-        &self,
-        request: RequestBuilder,
-        scopes: &[String],
-    ) -> Result<RequestBuilder, Attempt> {
+    /// Adds the credentials the challenge asks for, to requests for the registry itself
+    /// only (an upload location on another host gets none).
+    fn authorize(&self, mut request: Request, scopes: &[String]) -> Result<Request, Attempt> {
+        use base64::Engine;
+        if request.url().origin() != self.base.origin() {
+            return Ok(request);
+        }
         let challenge = self.auth.lock().expect("not poisoned").challenge.clone();
-        Ok(match challenge {
-            None => request,
+        let value = match challenge {
+            None => return Ok(request),
             Some(Challenge::Basic) => match &self.creds {
-                Some(c) => request.basic_auth(&c.username, Some(&c.password)),
-                None => request,
+                Some(c) => format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD
+                        .encode(format!("{}:{}", c.username, c.password))
+                ),
+                None => return Ok(request),
             },
             Some(Challenge::Bearer { realm, service }) => {
-                let token = self.token(&realm, service.as_deref(), scopes)?;
-                request.bearer_auth(token)
+                format!("Bearer {}", self.token(&realm, service.as_deref(), scopes)?)
             }
-        })
+        };
+        let mut value = HeaderValue::from_str(&value).map_err(|_| {
+            Attempt::Fail(TransportError::Registry {
+                location: self.location.to_string(),
+                message: "a token that is not a valid header value".to_string(),
+            })
+        })?;
+        value.set_sensitive(true);
+        request.headers_mut().insert(AUTHORIZATION, value);
+        Ok(request)
     }
 
     /// A bearer token for `scopes`, from the cache or the token service.
@@ -305,8 +334,10 @@ impl Client {
         scopes: &[String],
     ) -> Result<String, Attempt> {
         let key = scopes.join(" ");
-        if let Some(t) = self.auth.lock().expect("not poisoned").tokens.get(&key) {
-            return Ok(t.clone());
+        if let Some((t, renew)) = self.auth.lock().expect("not poisoned").tokens.get(&key) {
+            if Instant::now() < *renew {
+                return Ok(t.clone());
+            }
         }
         let realm_url = Url::parse(realm).map_err(|e| {
             Attempt::Fail(TransportError::Registry {
@@ -368,11 +399,15 @@ impl Client {
                 })
             })?
             .to_string();
+        // Tokens live `expires_in` seconds (60 when not said, as the token spec has it);
+        // they are renewed a little before, so a long upload never starts with a stale one.
+        let lifetime = parsed["expires_in"].as_u64().unwrap_or(60).max(10);
+        let renew = Instant::now() + Duration::from_secs(lifetime - lifetime / 6);
         self.auth
             .lock()
             .expect("not poisoned")
             .tokens
-            .insert(key, token.clone());
+            .insert(key, (token.clone(), renew));
         Ok(token)
     }
 
@@ -622,15 +657,14 @@ impl Client {
             match response.status() {
                 StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::ACCEPTED => Ok(()),
                 StatusCode::PAYLOAD_TOO_LARGE => {
+                    // This and every later blob go up in chunks, starting now.
                     self.chunked.store(true, Ordering::Relaxed);
                     self.notify.line(&format!(
                         "{}: the registry refused a single upload of {} bytes; uploading in chunks",
                         self.registry, desc.size
                     ));
-                    Err(Attempt::Retry {
-                        error: self.status_error(&what, response),
-                        after: Some(Duration::ZERO),
-                    })
+                    let (location, min_chunk) = self.start_upload(repo, &what)?;
+                    self.upload_chunks(repo, desc, location, open()?, min_chunk, &what)
                 }
                 _ => Err(Attempt::Fail(self.status_error(&what, response))),
             }
@@ -729,9 +763,14 @@ impl Client {
             .expect("not poisoned")
             .read_to_end(&mut rest)
             .map_err(|e| Attempt::Fail(TransportError::from_read(e, &self.location)))?;
+        // Registries may copy the whole blob to its place before they answer.
         let url = with_digest(&location, &desc.digest);
         let response = self.send(&[push(repo)], &mut || {
-            Ok(self.http.put(url.clone()).header(CONTENT_LENGTH, 0))
+            Ok(self
+                .http
+                .put(url.clone())
+                .timeout(upload_timeout(desc.size))
+                .header(CONTENT_LENGTH, 0))
         })?;
         let response = self.check_transient(what, response)?;
         match response.status() {
@@ -767,13 +806,25 @@ impl Client {
     }
 }
 
-/// Whether a registry answers HTTPS at all (any HTTP status will do).
+/// Whether a registry answers HTTPS (any HTTP status will do). Only a refused connection
+/// or a peer that answers the TLS handshake in plain text means it does not: on a timeout
+/// or any other failure HTTPS is kept, and the real request reports it.
 fn speaks_https(http: &reqwest::blocking::Client, base: &Url) -> bool {
     let probe = base.join("v2/").expect("a valid path");
-    http.get(probe)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .is_ok()
+    match http.get(probe).timeout(Duration::from_secs(10)).send() {
+        Ok(_) => true,
+        Err(e) => {
+            let text = error_chain(&e).to_lowercase();
+            let plain = [
+                "connection refused",
+                "invalidcontenttype",
+                "corrupt message",
+            ]
+            .iter()
+            .any(|k| text.contains(k));
+            !plain
+        }
+    }
 }
 
 /// A blob download that asks for the rest with a `Range` request when the connection drops.
@@ -797,9 +848,15 @@ impl Read for BlobStream {
                 }
                 Ok(n) => {
                     self.received += n as u64;
+                    if n > 0 {
+                        // Each resume that brings bytes earns the budget back.
+                        self.resumes = 0;
+                    }
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Every byte the descriptor promised is in: the verifier has the last word.
+                Err(_) if self.received >= self.expected => return Ok(0),
                 Err(e) => e,
             };
             let client = &self.client;
@@ -892,9 +949,11 @@ fn with_digest(location: &Url, digest: &Digest) -> Url {
     url
 }
 
-/// Five minutes, plus one second per MiB at 1 MiB/s.
+/// The time an upload of `size` bytes may take: five minutes plus what it takes at
+/// 64 KiB/s (half a megabit), so that slow links finish; dead peers are caught sooner by
+/// the TCP user timeout.
 fn upload_timeout(size: u64) -> Duration {
-    Duration::from_secs(300 + size / (1024 * 1024))
+    Duration::from_secs(300 + size / (64 * 1024))
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {

@@ -133,6 +133,7 @@ impl Remote {
         let client = Client::new(
             image.registry(),
             options.tls_verify && !image.is_loopback(),
+            !image.is_loopback(),
             location.clone(),
             creds,
             options.retry,
@@ -335,20 +336,20 @@ impl Sink for RegistrySink {
                     location: r.location.to_string(),
                     reason: format!("{} was not written before being tagged", top.digest),
                 })?;
+        if let Some(d) = r.image.digest().filter(|d| **d != top.digest) {
+            return Err(TransportError::Refused {
+                location: r.location.to_string(),
+                reason: format!(
+                    "the destination pins {d}, but the converted image is {}",
+                    top.digest
+                ),
+            });
+        }
         match (r.image.tag(), r.image.digest()) {
             (Some(tag), _) => self.push_manifest(tag, &bytes, top)?,
             (None, None) => self.push_manifest("latest", &bytes, top)?,
             // A destination pinned by digest gets nothing more (the manifest is there).
-            (None, Some(d)) if *d == top.digest => {}
-            (None, Some(d)) => {
-                return Err(TransportError::Refused {
-                    location: r.location.to_string(),
-                    reason: format!(
-                        "the destination pins {d}, but the converted image is {}",
-                        top.digest
-                    ),
-                })
-            }
+            (None, Some(_)) => {}
         }
         Ok(top.digest.clone())
     }
