@@ -191,8 +191,12 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Re
     };
     if let Some(Fault::Status(code, retry_after)) = fault {
         std::io::copy(&mut (&mut reader).take(body), &mut std::io::sink())?;
-        let text =
-            format!(r#"{{"errors":[{{"code":"UNAVAILABLE","message":"injected {code}"}}]}}"#);
+        let error = if code == 404 {
+            "NAME_UNKNOWN"
+        } else {
+            "UNAVAILABLE"
+        };
+        let text = format!(r#"{{"errors":[{{"code":"{error}","message":"injected {code}"}}]}}"#);
         let mut head = format!(
             "HTTP/1.1 {code} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
             text.len()
@@ -387,6 +391,25 @@ fn a_registry_that_keeps_failing_leaves_the_tag_as_it_was() {
     assert!(line.contains("HTTP 429"), "{line}");
     assert!(line.contains("it asked to wait 3600 s more"), "{line}");
     assert_eq!(proxy.log().len(), 1, "{:?}", proxy.log());
+
+    // A registry that does not create repositories on push says so.
+    proxy.clear();
+    proxy.add(Rule::new("POST", "/v2/nowhere/", Fault::Status(404, None)).always());
+    let out = s
+        .unroot(&[
+            "convert",
+            &proxy.image("team/app:v1"),
+            "--to",
+            &proxy.image("nowhere/app:v1"),
+        ])
+        .failure(1);
+    assert!(
+        out.error_line()
+            .contains("the registry has no repository `nowhere/app`"),
+        "{}",
+        out.stderr
+    );
+    assert!(!registry.has_tag("nowhere/app:v1", None));
 
     // Failures that retrying does not fix are not retried.
     proxy.clear();

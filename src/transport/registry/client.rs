@@ -209,6 +209,20 @@ impl Client {
         }
     }
 
+    /// The error for an unexpected answer to a write: a missing repository is one the
+    /// registry will not create on push.
+    fn push_error(&self, repo: &str, what: &str, response: Response) -> TransportError {
+        match self.status_error(what, response) {
+            TransportError::NotFound { .. } => TransportError::Refused {
+                location: self.location.to_string(),
+                reason: format!(
+                    "the registry has no repository `{repo}` for the {what} and does not create one on push: create it first (a project in Harbor, a repository in ECR or Quay), or write elsewhere"
+                ),
+            },
+            other => other,
+        }
+    }
+
     /// A request that got no answer: retried when the failure looks transient.
     fn request_failure(&self, e: reqwest::Error) -> Attempt {
         let transient = is_transient(&e);
@@ -666,7 +680,7 @@ impl Client {
                     let (location, min_chunk) = self.start_upload(repo, &what)?;
                     self.upload_chunks(repo, desc, location, open()?, min_chunk, &what)
                 }
-                _ => Err(Attempt::Fail(self.status_error(&what, response))),
+                _ => Err(Attempt::Fail(self.push_error(repo, &what, response))),
             }
         })
     }
@@ -679,7 +693,7 @@ impl Client {
         })?;
         let response = self.check_transient(what, response)?;
         if response.status() != StatusCode::ACCEPTED {
-            return Err(Attempt::Fail(self.status_error(what, response)));
+            return Err(Attempt::Fail(self.push_error(repo, what, response)));
         }
         let min_chunk = header_str(response.headers(), "oci-chunk-min-length")
             .and_then(|v| v.parse().ok())
@@ -751,7 +765,7 @@ impl Client {
             }
             let response = self.check_transient(what, response?)?;
             if response.status() != StatusCode::ACCEPTED {
-                return Err(Attempt::Fail(self.status_error(what, response)));
+                return Err(Attempt::Fail(self.push_error(repo, what, response)));
             }
             location = self.upload_location(&url, response.headers(), what)?;
             offset += len;
@@ -775,7 +789,7 @@ impl Client {
         let response = self.check_transient(what, response)?;
         match response.status() {
             StatusCode::CREATED | StatusCode::NO_CONTENT => Ok(()),
-            _ => Err(Attempt::Fail(self.status_error(what, response))),
+            _ => Err(Attempt::Fail(self.push_error(repo, what, response))),
         }
     }
 
@@ -800,7 +814,7 @@ impl Client {
             let response = self.check_transient(what, response)?;
             match response.status() {
                 StatusCode::CREATED | StatusCode::OK | StatusCode::NO_CONTENT => Ok(()),
-                _ => Err(Attempt::Fail(self.status_error(what, response))),
+                _ => Err(Attempt::Fail(self.push_error(repo, what, response))),
             }
         })
     }
