@@ -23,7 +23,7 @@ use crate::report::{Contract, ImageInfo, Report};
 use crate::transport::registry::RegistryOptions;
 use crate::transport::{self, BlobProvider, BlobReader, OutputLayer, Source, TransportError};
 use crate::write::image::{assemble, converted_config, Lineage};
-use crate::write::layer::write_layer;
+use crate::write::layer::{write_layer, NewLayer};
 
 mod progress;
 mod read;
@@ -599,11 +599,7 @@ fn convert_image(
             })?,
         )
     };
-    let new_output = new_layer.as_ref().map(|l| OutputLayer {
-        desc: Descriptor::new(media::OCI_LAYER_GZIP, l.digest.clone(), l.size),
-        diff_id: l.diff_id.clone(),
-        uncompressed_size: l.uncompressed_size,
-    });
+    let new_output = new_layer.as_ref().map(output_layer);
     let mut base_layers: Vec<OutputLayer> = image
         .manifest
         .layers
@@ -654,11 +650,7 @@ fn convert_image(
                 remapped.remapped,
                 plan.identity.uid
             ));
-            base_layers[i] = OutputLayer {
-                desc: Descriptor::new(media::OCI_LAYER_GZIP, layer.digest.clone(), layer.size),
-                diff_id: layer.diff_id.clone(),
-                uncompressed_size: layer.uncompressed_size,
-            };
+            base_layers[i] = output_layer(&layer);
             config.set_diff_id(i, &layer.diff_id);
             scan.view
                 .remap_ids(i, crate::layer::reader::MAX_MAPPED_ID, plan.identity.uid);
@@ -708,27 +700,9 @@ fn convert_image(
     // The report is about the image as converted: the plan's layer merged over the view.
     let mut layers = scan.layers.clone();
     for (i, l) in &rewritten {
-        layers[*i] = LayerInfo {
-            digest: l.digest.clone(),
-            diff_id: l.diff_id.clone(),
-            uncompressed_size: l.uncompressed_size,
-            compression: crate::layer::Compression::Gzip,
-            entries: l.entries as u64,
-            out_of_range: 0,
-            out_of_range_example: None,
-        };
+        layers[*i] = written_layer_info(l);
     }
-    if let Some(l) = &new_layer {
-        layers.push(LayerInfo {
-            digest: l.digest.clone(),
-            diff_id: l.diff_id.clone(),
-            uncompressed_size: l.uncompressed_size,
-            compression: crate::layer::Compression::Gzip,
-            entries: l.entries as u64,
-            out_of_range: 0,
-            out_of_range_example: None,
-        });
-    }
+    layers.extend(new_layer.as_ref().map(written_layer_info));
     scan.view.apply_layer(plan.layer_changes());
     let converted = ImageConfig::parse(&output.config).map_err(|e| Error::Config {
         location: destination.to_string(),
@@ -826,6 +800,28 @@ pub fn human_bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// A layer unroot wrote, as the manifest lists it.
+fn output_layer(l: &NewLayer) -> OutputLayer {
+    OutputLayer {
+        desc: Descriptor::new(media::OCI_LAYER_GZIP, l.digest.clone(), l.size),
+        diff_id: l.diff_id.clone(),
+        uncompressed_size: l.uncompressed_size,
+    }
+}
+
+/// A layer unroot wrote, as the report describes layers.
+fn written_layer_info(l: &NewLayer) -> LayerInfo {
+    LayerInfo {
+        digest: l.digest.clone(),
+        diff_id: l.diff_id.clone(),
+        uncompressed_size: l.uncompressed_size,
+        compression: crate::layer::Compression::Gzip,
+        entries: l.entries as u64,
+        out_of_range: 0,
+        out_of_range_example: None,
     }
 }
 

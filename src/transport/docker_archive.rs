@@ -77,19 +77,17 @@ impl DockerArchiveSource {
                 .flat_map(|e| e.repo_tags.clone().unwrap_or_default())
                 .collect()
         };
+        let no_such = |tag: &String| TransportError::NoSuchTag {
+            location: loc.clone(),
+            tag: tag.clone(),
+            available: tags(&entries),
+        };
         let entry = match reference {
             Some(r) if r.starts_with('@') => {
                 let n: usize = r[1..]
                     .parse()
                     .map_err(|_| invalid(format!("`{r}` is not `@N`")))?;
-                entries
-                    .get(n)
-                    .cloned()
-                    .ok_or_else(|| TransportError::NoSuchTag {
-                        location: loc.clone(),
-                        tag: r.clone(),
-                        available: tags(&entries),
-                    })?
+                entries.get(n).cloned().ok_or_else(|| no_such(r))?
             }
             Some(r) => {
                 let wanted = ImageRef::parse(r).ok();
@@ -101,11 +99,7 @@ impl DockerArchiveSource {
                         })
                     })
                     .cloned()
-                    .ok_or_else(|| TransportError::NoSuchTag {
-                        location: loc.clone(),
-                        tag: r.clone(),
-                        available: tags(&entries),
-                    })?
+                    .ok_or_else(|| no_such(r))?
             }
             None => match entries.as_slice() {
                 [only] => only.clone(),

@@ -1,7 +1,9 @@
 //! Bad input: each case gives one clear error line (plus a hint where one helps), a
 //! non-zero exit, and leaves no output behind.
 
-use crate::support::{corrupt, files_below, Output, Registry, Scratch, TINY};
+use crate::support::{
+    corrupt, files_below, layout_blob, layout_manifest, Output, Registry, Scratch, TINY,
+};
 
 /// Asserts that the destination layout was not created and the command's temp dir is empty.
 #[track_caller]
@@ -124,19 +126,11 @@ fn missing_layout() {
 }
 
 fn layer_blob(s: &Scratch, layout: &str, index: usize) -> std::path::PathBuf {
-    let index_json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(s.path(layout).join("index.json")).unwrap()).unwrap();
-    let manifest_digest = index_json["manifests"][0]["digest"].as_str().unwrap();
-    let manifest_path = s
-        .path(layout)
-        .join("blobs/sha256")
-        .join(manifest_digest.trim_start_matches("sha256:"));
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(manifest_path).unwrap()).unwrap();
-    let layer = manifest["layers"][index]["digest"].as_str().unwrap();
-    s.path(layout)
-        .join("blobs/sha256")
-        .join(layer.trim_start_matches("sha256:"))
+    let manifest = layout_manifest(&s.path(layout), None);
+    layout_blob(
+        &s.path(layout),
+        manifest["layers"][index]["digest"].as_str().unwrap(),
+    )
 }
 
 #[test]
@@ -198,14 +192,12 @@ fn hostile(entry: &str) -> String {
     format!("{TINY}\n[[layer]]\n[[layer.entry]]\n{entry}\n")
 }
 
-#[test]
-fn tar_entry_with_dotdot() {
+/// Builds `spec`, converts it to a layout, and checks that the conversion fails with
+/// `expected` in its error line and writes nothing.
+#[track_caller]
+fn refused(spec: &str, expected: &str) -> Output {
     let s = Scratch::new();
-    let src = s.build(
-        "src",
-        "v1",
-        &hostile("path = \"../../etc/evil\"\nraw = true\ntext = \"x\""),
-    );
+    let src = s.build("src", "v1", spec);
     let out = s
         .unroot(&[
             "convert",
@@ -214,69 +206,37 @@ fn tar_entry_with_dotdot() {
             &format!("oci:{}", s.path("out").display()),
         ])
         .failure(1);
-    let line = out.error_line();
-    assert!(
-        line.contains(
-            "entry `../../etc/evil` has a `..` component that could escape the image root"
-        ),
-        "{line}"
-    );
+    assert!(out.error_line().contains(expected), "{}", out.stderr);
     nothing_written(&s, "out");
+    out
+}
+
+#[test]
+fn tar_entry_with_dotdot() {
+    refused(
+        &hostile("path = \"../../etc/evil\"\nraw = true\ntext = \"x\""),
+        "entry `../../etc/evil` has a `..` component that could escape the image root",
+    );
 }
 
 #[test]
 fn tar_entry_with_absolute_path() {
-    let s = Scratch::new();
-    let src = s.build(
-        "src",
-        "v1",
+    refused(
         &hostile("path = \"/etc/evil\"\nraw = true\ntext = \"x\""),
+        "entry `/etc/evil` has an absolute path",
     );
-    let out = s
-        .unroot(&[
-            "convert",
-            &src,
-            "--to",
-            &format!("oci:{}", s.path("out").display()),
-        ])
-        .failure(1);
-    assert!(
-        out.error_line()
-            .contains("entry `/etc/evil` has an absolute path"),
-        "{}",
-        out.stderr
-    );
-    nothing_written(&s, "out");
 }
 
 #[test]
 fn whiteout_outside_the_image() {
-    let s = Scratch::new();
-    let src = s.build(
-        "src",
-        "v1",
+    refused(
         &hostile("path = \".wh..\"\nraw = true\ntext = \"\""),
+        "whiteout `.wh..` names a path outside the image",
     );
-    let out = s
-        .unroot(&[
-            "convert",
-            &src,
-            "--to",
-            &format!("oci:{}", s.path("out").display()),
-        ])
-        .failure(1);
-    assert!(
-        out.error_line()
-            .contains("whiteout `.wh..` names a path outside the image"),
-        "{}",
-        out.stderr
-    );
-    nothing_written(&s, "out");
 }
 
 #[test]
 fn symlink_loop() {
-    let s = Scratch::new();
     let spec = r#"
 [[layer]]
 [[layer.entry]]
@@ -291,23 +251,11 @@ path = "/etc/passwd.real"
 type = "symlink"
 target = "passwd"
 "#;
-    let src = s.build("src", "v1", spec);
-    let out = s
-        .unroot(&[
-            "convert",
-            &src,
-            "--to",
-            &format!("oci:{}", s.path("out").display()),
-        ])
-        .failure(1);
-    assert!(
-        out.error_line()
-            .contains("too many levels of symbolic links resolving `/etc/passwd` (a symlink loop)"),
-        "{}",
-        out.stderr
+    let out = refused(
+        spec,
+        "too many levels of symbolic links resolving `/etc/passwd` (a symlink loop)",
     );
     assert!(out.stderr.contains("hint: "), "{}", out.stderr);
-    nothing_written(&s, "out");
 }
 
 #[test]

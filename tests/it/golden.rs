@@ -9,7 +9,7 @@ use unroot::layer::reader::{read_layer, VisitError};
 use unroot::layer::Change;
 use unroot::model::{Descriptor, Digest};
 
-use crate::support::{build, files_below, Scratch};
+use crate::support::{build, files_below, layout_blob as blob, read_json, Scratch};
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("golden-images")
@@ -28,19 +28,6 @@ fn names() -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-fn read_json(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(
-        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-    )
-    .unwrap()
-}
-
-fn blob(layout: &Path, digest: &str) -> PathBuf {
-    layout
-        .join("blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"))
 }
 
 /// Lists a layer: type, mode, owner, size, path, xattrs, and the text of small text files.

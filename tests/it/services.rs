@@ -158,23 +158,7 @@ fn prove(name: &str, image: HostImage, probe: Probe, moved_from: u16, uid: u32) 
 
 /// The layer digests of a tagged image in a layout.
 fn layer_digests(layout: &std::path::Path, tag: &str) -> Vec<String> {
-    let read = |p: std::path::PathBuf| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-    };
-    let index = read(layout.join("index.json"));
-    let entry = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
-        .unwrap();
-    let blob = |d: &str| {
-        layout
-            .join("blobs/sha256")
-            .join(d.trim_start_matches("sha256:"))
-    };
-    let manifest = read(blob(entry["digest"].as_str().unwrap()));
-    manifest["layers"]
+    crate::support::layout_manifest(layout, Some(tag))["layers"]
         .as_array()
         .unwrap()
         .iter()

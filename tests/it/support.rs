@@ -415,14 +415,41 @@ text = "#!/bin/sh\n"
 mode = 0o755
 "##;
 
+/// Parses a JSON file.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(
+        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
+}
+
+/// The file of a blob in an OCI layout.
+pub fn layout_blob(layout: &Path, digest: &str) -> PathBuf {
+    layout
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+/// The manifest of the image tagged `tag` in an OCI layout (its first image for `None`).
+pub fn layout_manifest(layout: &Path, tag: Option<&str>) -> serde_json::Value {
+    let index = read_json(&layout.join("index.json"));
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| {
+            tag.map_or(true, |t| {
+                m["annotations"]["org.opencontainers.image.ref.name"] == t
+            })
+        })
+        .expect("the tag is in the layout");
+    read_json(&layout_blob(layout, entry["digest"].as_str().unwrap()))
+}
+
 /// Edits the image `tag` of an OCI layout in place: `edit` changes the config JSON; the
 /// config, manifest and index are rewritten with the new digests.
 pub fn edit_config(layout: &Path, tag: &str, edit: impl FnOnce(&mut serde_json::Value)) {
-    let blob = |d: &str| {
-        layout
-            .join("blobs/sha256")
-            .join(d.trim_start_matches("sha256:"))
-    };
+    let blob = |d: &str| layout_blob(layout, d);
     let put = |bytes: &[u8]| -> String {
         let d = unroot::model::Digest::sha256_of(bytes).to_string();
         std::fs::write(blob(&d), bytes).unwrap();

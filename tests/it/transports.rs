@@ -457,29 +457,18 @@ uid = 500
 
 /// `tar -tvz` of the last layer of an image in a layout: mode, owner, size, name.
 fn new_layer_listing(layout: &Path, tag: &str) -> Vec<String> {
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let entry = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
-        .unwrap();
-    let blob = |d: &str| {
-        layout
-            .join("blobs/sha256")
-            .join(d.trim_start_matches("sha256:"))
-    };
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(blob(entry["digest"].as_str().unwrap())).unwrap())
-            .unwrap();
+    let manifest = crate::support::layout_manifest(layout, Some(tag));
     let last = manifest["layers"].as_array().unwrap().last().unwrap()["digest"]
         .as_str()
         .unwrap()
         .to_string();
     let out = tool(
         "tar",
-        &["--numeric-owner", "-tvzf", blob(&last).to_str().unwrap()],
+        &[
+            "--numeric-owner",
+            "-tvzf",
+            crate::support::layout_blob(layout, &last).to_str().unwrap(),
+        ],
     )
     .success();
     out.stdout
