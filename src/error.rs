@@ -8,7 +8,7 @@ use crate::model::config::ConfigError;
 use crate::model::location::LocationError;
 use crate::model::manifest::{ManifestError, PlatformParseError};
 use crate::plan::generic::PlanError;
-use crate::plan::ports::PortError;
+use crate::model::ports::PortError;
 use crate::transport::auth::AuthError;
 use crate::transport::TransportError;
 use crate::write::image::AssembleError;
@@ -160,7 +160,7 @@ impl Error {
                 "schema 1 images are deprecated; re-push the image with a current tool (e.g. `skopeo copy`) to get a schema 2 manifest".into(),
             ),
             Error::Layer { .. } => Some("the source is damaged or was changed while being read; fetch it again".into()),
-            Error::Plan { source: PlanError::Resolve(_) | PlanError::Accounts(crate::plan::users::AccountsError::Resolve(_)), .. } => {
+            Error::Plan { source: PlanError::Resolve(_) | PlanError::Accounts(crate::layer::accounts::AccountsError::Resolve(_)), .. } => {
                 Some("the image's symlinks form a loop; fix the image, or convert with `--uid` on an image whose `/etc/passwd` is a plain file".into())
             }
             _ => None,

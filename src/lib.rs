@@ -18,3 +18,6 @@ pub mod cli;
 pub mod imagespec;
 pub mod recipe;
 pub mod report;
+
+#[cfg(test)]
+mod testkit;

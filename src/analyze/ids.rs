@@ -117,7 +117,7 @@ impl Analyzer for Ids {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::testkit::{Analyzed, CLEAN};
+    use crate::testkit::{Analyzed, CLEAN};
 
     const IDS: &str = r#"
 [[layer]]

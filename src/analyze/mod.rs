@@ -5,16 +5,15 @@
 //! Invariant: findings come out sorted (severity, rule, location, message) and carry no
 //! times or host paths, so the same image always gives the same report.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Serialize;
 
 use crate::layer::{ImagePath, LayerInfo, MergedView};
 use crate::model::ImageConfig;
-use crate::plan::users::Accounts;
+use crate::layer::accounts::Accounts;
 use crate::plan::Plan;
-use crate::recipe::{self, ConfigFile, Recipe, Selection};
+use crate::recipe::MatchedRecipe;
 
 pub mod ids;
 pub mod ownership;
@@ -167,54 +166,13 @@ impl Finding {
         }
     }
 
-    fn sort_key(&self) -> (Severity, &str, &Location, &str) {
+    pub(crate) fn sort_key(&self) -> (Severity, &str, &Location, &str) {
         (
             self.rule.severity,
             self.rule.id,
             &self.location,
             &self.message,
         )
-    }
-}
-
-/// A recipe that matched, with the service's config as found in the image.
-#[derive(Debug)]
-pub struct MatchedRecipe<'a> {
-    /// The recipe.
-    pub recipe: &'a Recipe,
-    /// The signature file that made it match.
-    pub signature: ImagePath,
-    /// The service's config files, following includes.
-    pub files: Vec<ConfigFile>,
-    /// Variables from the image (Debian's envvars).
-    pub vars: BTreeMap<String, String>,
-}
-
-impl<'a> MatchedRecipe<'a> {
-    /// The recipes of a selection that apply to the view: candidates whose signature
-    /// matches, and forced ones.
-    pub fn find(selection: &'a Selection, view: &MergedView) -> Vec<MatchedRecipe<'a>> {
-        let found = |r: &'a Recipe, forced: bool| {
-            let signature = match r.matches(view) {
-                Some(s) => s,
-                None if forced => ImagePath::root(),
-                None => return None,
-            };
-            let vars = recipe::variables(r, view);
-            let files = recipe::config_files(r, view, &vars);
-            Some(MatchedRecipe {
-                recipe: r,
-                signature,
-                files,
-                vars,
-            })
-        };
-        selection
-            .candidates
-            .iter()
-            .filter_map(|r| found(r, false))
-            .chain(selection.forced.iter().filter_map(|r| found(r, true)))
-            .collect()
     }
 }
 
@@ -303,9 +261,6 @@ pub fn writable_by(view: &MergedView, path: &ImagePath, uid: u64, gid: u64) -> b
     }
     false
 }
-
-#[cfg(test)]
-pub(crate) mod testkit;
 
 #[cfg(test)]
 mod tests {

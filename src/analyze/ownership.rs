@@ -95,7 +95,7 @@ impl Analyzer for Ownership {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::testkit::{Analyzed, CLEAN};
+    use crate::testkit::{Analyzed, CLEAN};
 
     const CHOWNED: &str = r#"
 [config]

@@ -2,7 +2,7 @@
 //! directives of the services the recipes know, following their includes.
 
 use super::{Analyzer, Facts, Finding, Fixer, Location, Rule, Severity};
-use crate::plan::ports::{is_port_variable, UNPRIVILEGED_START};
+use crate::model::ports::{is_port_variable, UNPRIVILEGED_START};
 use crate::recipe::{config_lines, ConfigProblem};
 
 /// The rules of this analyzer.
@@ -145,7 +145,7 @@ impl Analyzer for Ports {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::testkit::{Analyzed, CLEAN};
+    use crate::testkit::{Analyzed, CLEAN};
 
     /// nginx as the official image lays it out, plus Debian-style sites-enabled symlinks,
     /// a commented-out listen, a huge file, a binary one and a non-UTF-8 one.

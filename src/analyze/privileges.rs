@@ -169,7 +169,7 @@ fn describe_caps(value: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::testkit::{Analyzed, CLEAN};
+    use crate::testkit::{Analyzed, CLEAN};
 
     const PRIVILEGED: &str = r#"
 [[layer]]

@@ -49,7 +49,7 @@ impl Analyzer for Recipes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::testkit::{Analyzed, CLEAN};
+    use crate::testkit::{Analyzed, CLEAN};
 
     #[test]
     fn a_debian_apache_without_its_envvars_lines() {

@@ -189,7 +189,7 @@ impl Analyzer for RuntimePaths {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::testkit::{Analyzed, CLEAN};
+    use crate::testkit::{Analyzed, CLEAN};
 
     /// Debian's nginx layout: pid in /run, temp in /var/lib/nginx, logs as files.
     const DEBIAN_NGINX: &str = r#"

@@ -1,7 +1,7 @@
 //! The runtime user: root, a name instead of a number, or a user without an account.
 
 use super::{Analyzer, Facts, Finding, Fixer, Location, Rule, Severity};
-use crate::plan::users;
+use crate::layer::accounts;
 
 /// The rules of this analyzer.
 pub static RULES: [Rule; 3] = [
@@ -52,7 +52,7 @@ impl Analyzer for User {
     fn run(&self, facts: &Facts<'_>, out: &mut Vec<Finding>) {
         let raw = facts.config.user();
         let accounts = facts.accounts;
-        let resolved = users::resolve_user(raw, &accounts.passwd, &accounts.groups);
+        let resolved = accounts::resolve_user(raw, &accounts.passwd, &accounts.groups);
         let at = || Location::config("User");
         let shown = raw.unwrap_or("");
         match resolved.uid {
@@ -101,7 +101,7 @@ impl Analyzer for User {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::testkit::{Analyzed, CLEAN};
+    use crate::testkit::{Analyzed, CLEAN};
 
     fn with_user(user: Option<&str>) -> Vec<String> {
         let spec = match user {

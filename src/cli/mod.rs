@@ -269,7 +269,8 @@ pub fn image_request(
     args: &PlanArgs,
 ) -> Result<crate::pipeline::ImageRequest, crate::Error> {
     use crate::model::{ImageLocation, Platform};
-    use crate::plan::{generic, ports::PortMap};
+    use crate::model::ports::PortMap;
+    use crate::plan::generic;
     use crate::transport::{auth::Credentials, registry::RegistryOptions};
     Ok(crate::pipeline::ImageRequest {
         source: ImageLocation::parse(image)?,

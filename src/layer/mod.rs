@@ -1,6 +1,7 @@
 //! Layers: one blob as a verified stream of entries; whiteouts; the merged view of all
 //! layers; the single pass that builds it.
 
+pub mod accounts;
 pub mod entry;
 pub mod merged;
 pub mod path;

@@ -9,14 +9,15 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use crate::analyze::{self, Facts, MatchedRecipe};
+use crate::analyze::{self, Facts};
+use crate::recipe::MatchedRecipe;
 use crate::error::Error;
 use crate::layer::{LayerInfo, MergedView};
 use crate::model::{
     media, Descriptor, Digest, ImageConfig, ImageIndex, ImageLocation, ImageRef, Platform,
 };
 use crate::plan::generic;
-use crate::plan::users::Accounts;
+use crate::layer::accounts::Accounts;
 use crate::plan::Plan;
 use crate::recipe::Selection;
 use crate::report::{Contract, ImageInfo, Report};
@@ -787,22 +788,6 @@ pub fn created_time(source_date_epoch: Option<i64>, source_created: Option<&str>
     ("1970-01-01T00:00:00Z".to_string(), 0)
 }
 
-/// Sizes for people: `512 B`, `1.5 KiB`, `36.2 MiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 /// A layer unroot wrote, as the manifest lists it.
 fn output_layer(l: &NewLayer) -> OutputLayer {
     OutputLayer {
@@ -894,12 +879,5 @@ mod tests {
             created_time(None, Some("garbage")),
             ("1970-01-01T00:00:00Z".into(), 0)
         );
-    }
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(36 * 1024 * 1024), "36.0 MiB");
     }
 }

@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 
 use super::progress::Metered;
-use super::{human_bytes, Progress};
-use crate::analyze::MatchedRecipe;
+use super::Progress;
+use crate::model::human_bytes;
+use crate::recipe::MatchedRecipe;
 use crate::error::Error;
 use crate::layer::scan::{read_unmerged, CapturePolicy, UnmergedLayer};
 use crate::layer::{ImagePath, Meta, Scan, Want};

@@ -19,8 +19,9 @@ use crate::layer::scan::CapturePolicy;
 use crate::layer::{Content, ImagePath, Kind, MergedView, Meta, Scan, Want};
 use crate::model::ImageConfig;
 
-use super::ports::{is_port_variable, PortMap};
-use super::users::{self, PasswdEntry, SYSTEM_ACCOUNTS};
+use crate::model::ports::{is_port_variable, PortMap};
+use super::users::{self, SYSTEM_ACCOUNTS};
+use crate::layer::accounts::{self, PasswdEntry};
 use super::{Body, FileChange, Identity, Plan, Reason};
 
 /// The UID unroot picks when the image has no non-root user of its own (distroless's
@@ -55,7 +56,7 @@ pub enum PlanError {
     Resolve(#[from] ResolveError),
     /// `/etc/passwd` or `/etc/group` cannot be read.
     #[error(transparent)]
-    Accounts(#[from] users::AccountsError),
+    Accounts(#[from] accounts::AccountsError),
     /// `--uid` or `--gid` of 0.
     #[error("the runtime user must not be root (uid and gid 0 are refused for the user; gid 0 is allowed)")]
     Root,
@@ -116,10 +117,10 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
         return Err(PlanError::Root);
     }
     let view = &scan.view;
-    let accounts = users::Accounts::read(&scan.view)?;
+    let accounts = accounts::Accounts::read(&scan.view)?;
     let user_before = config.user().map(String::from);
     let image_user =
-        users::resolve_user(user_before.as_deref(), &accounts.passwd, &accounts.groups);
+        accounts::resolve_user(user_before.as_deref(), &accounts.passwd, &accounts.groups);
     let mut notes = Vec::new();
 
     // The service user the image had: named in `User`, or the obvious owner of files.

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use crate::layer::{ImagePath, Meta};
 
 pub mod generic;
-pub mod ports;
 pub mod users;
 
 /// The body of a file in the new layer.

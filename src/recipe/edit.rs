@@ -13,9 +13,9 @@ use regex::bytes::{Captures, Regex};
 
 use super::config::{expand, ConfigFile};
 use super::{EditAction, Insert, Recipe};
-use crate::analyze::MatchedRecipe;
+use super::MatchedRecipe;
 use crate::layer::{Content, ImagePath, Kind, MergedView};
-use crate::plan::ports::PortMap;
+use crate::model::ports::PortMap;
 
 /// One file a recipe changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -564,7 +564,7 @@ mode = 0o755
 path = "/etc/nginx/nginx.conf"
 text = "events {}\nhttp {\n    proxy_temp_path /var/cache/nginx/proxy_temp 1 2;\n    client_body_temp_path /tmp/already;\n    server { listen 80; listen [::]:80 ipv6only=on; listen 127.0.0.1:8081; }\n}\n"
 "#;
-        let analyzed = crate::analyze::testkit::Analyzed::from_spec(spec);
+        let analyzed = crate::testkit::Analyzed::from_spec(spec);
         let change = &analyzed.plan.changes[&ImagePath::new("/etc/nginx/nginx.conf")];
         let crate::plan::Body::Bytes(text) = &change.body else {
             panic!("edited")

@@ -16,9 +16,11 @@ use crate::layer::{ImagePath, Kind, MergedView};
 
 mod config;
 pub mod edit;
+mod matched;
 mod spec;
 
 pub use config::{config_files, config_lines, expand, variables, ConfigFile, ConfigProblem};
+pub use matched::MatchedRecipe;
 
 /// The recipes shipped with unroot, as (file name, TOML text).
 pub const BUILTIN: &[(&str, &str)] = &[

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::analyze::MatchedRecipe;
+use crate::recipe::MatchedRecipe;
 use crate::layer::{ImagePath, Kind, MergedView};
 use crate::model::ImageConfig;
 use crate::plan::Plan;

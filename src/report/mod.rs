@@ -6,7 +6,8 @@
 
 use serde::Serialize;
 
-use crate::analyze::{Finding, Fixer, Location, MatchedRecipe, Severity};
+use crate::analyze::{Finding, Fixer, Location, Severity};
+use crate::recipe::MatchedRecipe;
 use crate::model::ImageConfig;
 use crate::plan::{Body, Plan, Reason};
 

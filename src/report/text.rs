@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use super::Report;
 use crate::analyze::{Fixer, Severity};
-use crate::pipeline::human_bytes;
+use crate::model::human_bytes;
 
 /// Renders a report as text.
 pub fn render(report: &Report) -> String {

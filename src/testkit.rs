@@ -1,11 +1,13 @@
-//! Builds analysis facts from an image spec, for the analyzers' own tests.
+//! Builds analysis facts from an image spec, for the unit tests of the analyzers and the
+//! recipes. Test-only, so it may use every folder; nothing else uses it.
 
-use crate::analyze::{Analyzer, Facts, Finding, MatchedRecipe};
+use crate::analyze::{Analyzer, Facts, Finding};
+use crate::recipe::MatchedRecipe;
 use crate::imagespec::ImageSpec;
 use crate::layer::Scan;
 use crate::model::{ImageConfig, ImageLocation, Platform};
 use crate::pipeline::{self, Silent};
-use crate::plan::users::Accounts;
+use crate::layer::accounts::Accounts;
 use crate::plan::{generic, Plan};
 use crate::recipe::Selection;
 use crate::transport;
