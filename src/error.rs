@@ -7,8 +7,8 @@ use crate::layer::LayerError;
 use crate::model::config::ConfigError;
 use crate::model::location::LocationError;
 use crate::model::manifest::{ManifestError, PlatformParseError};
-use crate::plan::generic::PlanError;
 use crate::model::ports::PortError;
+use crate::plan::generic::PlanError;
 use crate::transport::auth::AuthError;
 use crate::transport::TransportError;
 use crate::write::image::AssembleError;
@@ -27,6 +27,8 @@ pub mod exit {
     /// `analyze --fail-on LEVEL` (or `convert --fail-on`) found a finding at that level or
     /// worse.
     pub const FINDINGS: u8 = 4;
+    /// The job was cancelled (as a shell reports a process ended by SIGINT).
+    pub const CANCELLED: u8 = 130;
 }
 
 /// Everything that can stop a conversion.
@@ -119,6 +121,18 @@ pub enum Error {
         /// Why none can be derived.
         reason: String,
     },
+    /// The job was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+    /// A worker failed in a way it should not (a panic): a bug, reported as this job's
+    /// error rather than the process's end.
+    #[error("{location}: internal error: {message}")]
+    Internal {
+        /// The image.
+        location: String,
+        /// What happened.
+        message: String,
+    },
     /// A local temporary file failed.
     #[error("cannot {op} `{}`: {source}", path.display())]
     Io {
@@ -160,6 +174,7 @@ impl Error {
                 "schema 1 images are deprecated; re-push the image with a current tool (e.g. `skopeo copy`) to get a schema 2 manifest".into(),
             ),
             Error::Layer { .. } => Some("the source is damaged or was changed while being read; fetch it again".into()),
+            Error::Internal { .. } => Some("this is a bug in unroot; please report it with the command that shows it".into()),
             Error::Plan { source: PlanError::Resolve(_) | PlanError::Accounts(crate::layer::accounts::AccountsError::Resolve(_)), .. } => {
                 Some("the image's symlinks form a loop; fix the image, or convert with `--uid` on an image whose `/etc/passwd` is a plain file".into())
             }
@@ -175,10 +190,26 @@ impl Error {
             | Error::Platform(_)
             | Error::NoDestination { .. }
             | Error::Recipe(_) => exit::USAGE,
-            Error::Auth(AuthError::BadCreds) => exit::USAGE,
+            Error::Auth(e) => auth_exit(e),
             Error::Io { .. } => exit::LOCAL,
-            Error::Transport(t) if matches!(**t, TransportError::Io { .. }) => exit::LOCAL,
+            Error::Cancelled => exit::CANCELLED,
+            Error::Transport(t) => match &**t {
+                TransportError::Io { .. } => exit::LOCAL,
+                TransportError::Credentials { source, .. } => auth_exit(source),
+                TransportError::Cancelled => exit::CANCELLED,
+                _ => exit::FAILURE,
+            },
             _ => exit::FAILURE,
         }
+    }
+}
+
+/// The exit code of a credentials problem: a bad `--creds` is a usage error, an auth file
+/// that cannot be read a local one, a failing credential helper the registry's side.
+fn auth_exit(e: &AuthError) -> u8 {
+    match e {
+        AuthError::BadCreds => exit::USAGE,
+        AuthError::BadFile { .. } => exit::LOCAL,
+        AuthError::Helper { .. } => exit::FAILURE,
     }
 }

@@ -260,7 +260,11 @@ impl ImageSpec {
             config_desc,
             layers,
         };
-        let mut sink = transport::open_sink(destination, &Default::default())?;
+        let mut sink = transport::open_sink(
+            destination,
+            &Default::default(),
+            &crate::control::Control::silent(),
+        )?;
         let mut provider = Files {
             files,
             origin: ImageLocation::OciLayout {

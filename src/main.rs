@@ -1,5 +1,5 @@
-//! The `unroot` binary: parse the arguments, call the library, render errors with hints,
-//! exit with the documented code.
+//! The `unroot` binary: parse the arguments, make a session, call the library, render the
+//! result or the error with its hint, exit with the documented code.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -7,40 +7,24 @@ use std::process::ExitCode;
 use clap::Parser;
 use unroot::cli::{Cli, Command};
 use unroot::error::exit;
-use unroot::pipeline;
+use unroot::pipeline::{ConvertRequest, ImageRequest};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (mut progress, notify) = unroot::cli::progress::for_stderr(cli.quiet);
+    let events = unroot::cli::progress::for_stderr(cli.quiet);
     let result = match &cli.command {
-        Command::Convert(args) => unroot::cli::convert::request(args)
-            .and_then(|mut request| {
-                request.image.registry.notify = notify.clone();
-                pipeline::convert(&request, progress.as_mut())
-            })
-            .map(|outcome| {
-                let gate = args
-                    .fail_on
-                    .severity()
-                    .is_some_and(|s| unroot::cli::convert::fails(&outcome, s));
-                (unroot::cli::convert::render(&outcome, args.format), gate)
-            }),
-        Command::Analyze(args) => unroot::cli::image_request(&args.image, &args.plan)
-            .and_then(|mut request| {
-                request.registry.notify = notify.clone();
-                pipeline::analyze(&request, progress.as_mut())
-            })
-            .map(|analysis| {
-                let gate = args
-                    .fail_on
-                    .severity()
-                    .is_some_and(|s| unroot::cli::analyze::fails(&analysis, s));
-                (unroot::cli::analyze::render(args, &analysis), gate)
-            }),
+        Command::Convert(args) => {
+            ConvertRequest::new(&args.source, &args.plan.options(), &args.options())
+                .and_then(|request| args.plan.session(events.clone())?.convert(&request))
+                .map(|outcome| unroot::cli::convert::render(args, &outcome))
+        }
+        Command::Analyze(args) => ImageRequest::new(&args.image, &args.plan.options())
+            .and_then(|request| args.plan.session(events.clone())?.analyze(&request))
+            .map(|analysis| unroot::cli::analyze::render(args, &analysis)),
         Command::Recipes(command) => unroot::cli::recipes::run(command).map(|text| (text, false)),
     };
     // Bars are cleared before the result or the error is printed.
-    drop(progress);
+    drop(events);
     match result {
         Ok((text, gate)) => {
             // A closed pipe (`| head`) is not an error worth reporting.

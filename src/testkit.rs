@@ -2,15 +2,13 @@
 //! recipes. Test-only, so it may use every folder; nothing else uses it.
 
 use crate::analyze::{Analyzer, Facts, Finding};
-use crate::recipe::MatchedRecipe;
 use crate::imagespec::ImageSpec;
-use crate::layer::Scan;
-use crate::model::{ImageConfig, ImageLocation, Platform};
-use crate::pipeline::{self, Silent};
 use crate::layer::accounts::Accounts;
-use crate::plan::{generic, Plan};
-use crate::recipe::Selection;
-use crate::transport;
+use crate::layer::Scan;
+use crate::model::{ImageConfig, ImageLocation};
+use crate::pipeline::{self, Contents, Session, SessionOptions};
+use crate::plan::{self, generic, Plan, RecipeFailure};
+use crate::recipe::{MatchedRecipe, Selection};
 
 /// An image read for analysis.
 pub struct Analyzed {
@@ -27,34 +25,30 @@ impl Analyzed {
         let dir = tempfile::tempdir().unwrap();
         let loc = ImageLocation::parse(&format!("oci:{}:t", dir.path().display())).unwrap();
         ImageSpec::parse(spec, "test").unwrap().build(&loc).unwrap();
-        let mut source = transport::open_source(&loc, &Default::default()).unwrap();
-        let image = pipeline::resolve(source.as_mut(), &Platform::default()).unwrap();
+        let session = Session::new(SessionOptions::default());
+        let mut resolved = session.resolve(&loc, None).unwrap();
+        let Contents::Image(image) = resolved.contents.clone() else {
+            panic!("a spec builds one image");
+        };
         let recipes = Selection::default();
-        let (scan, _) = pipeline::scan_layers(
-            source.as_mut(),
+        let scan = pipeline::scan::scan_layers(
+            resolved.source.as_mut(),
             &image,
             &recipes.all(),
             false,
             dir.path(),
             0,
-            &mut Silent,
+            session.control(),
         )
-        .unwrap();
+        .unwrap()
+        .scan;
         let accounts = Accounts::read(&scan.view).unwrap_or_default();
-        let request = pipeline::ImageRequest {
-            source: loc.clone(),
-            platform: None,
-            generic: generic::Options::default(),
-            registry: Default::default(),
-            recipes: recipes.clone(),
-            jobs: 0,
-        };
-        let plan = pipeline::plan(
-            &request,
+        let plan = plan::build(
             &scan,
             &image.config,
             &recipes,
-            pipeline::RecipeFailure::Record,
+            &generic::Options::default(),
+            RecipeFailure::Record,
         )
         .unwrap();
         Analyzed {

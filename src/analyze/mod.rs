@@ -9,12 +9,13 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::layer::accounts::Accounts;
 use crate::layer::{ImagePath, LayerInfo, MergedView};
 use crate::model::ImageConfig;
-use crate::layer::accounts::Accounts;
 use crate::plan::Plan;
 use crate::recipe::MatchedRecipe;
 
+pub mod contract;
 pub mod ids;
 pub mod ownership;
 pub mod ports;

@@ -28,11 +28,11 @@ impl Analyzer for Recipes {
     }
 
     fn run(&self, facts: &Facts<'_>, out: &mut Vec<Finding>) {
-        for (recipe, problem) in &facts.plan.recipe_problems {
+        for problem in &facts.plan.recipe_problems {
             let at = facts
                 .recipes
                 .iter()
-                .find(|m| &m.recipe.name == recipe)
+                .find(|m| m.recipe.name == problem.recipe())
                 .map(|m| {
                     Location::file(
                         &m.signature,
@@ -41,7 +41,7 @@ impl Analyzer for Recipes {
                     )
                 })
                 .unwrap_or_else(|| Location::config("recipes"));
-            out.push(Finding::new(&RULES[0], at, problem.clone()));
+            out.push(Finding::new(&RULES[0], at, problem.to_string()));
         }
     }
 }

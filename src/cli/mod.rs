@@ -1,9 +1,16 @@
-//! The command line: clap definitions (pure data) and the rendering of results. No image
-//! logic lives here.
+//! The command line: clap definitions (pure data), their translation into the library's
+//! options, and the rendering of results. No image logic lives here.
+
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::analyze::Severity;
+use crate::control::Events;
+use crate::error::Error;
+use crate::pipeline::{ConvertOptions, PlanOptions, Session, SessionOptions};
+use crate::transport::auth::{Credentials, UserCredentials};
+use crate::transport::registry::RetryPolicy;
 
 pub mod analyze;
 pub mod convert;
@@ -86,16 +93,7 @@ pub enum RecipesCommand {
     },
 }
 
-/// Report formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// A readable table grouped by severity.
-    Text,
-    /// JSON, schema `schemas/report-v1.schema.json`.
-    Json,
-    /// SARIF 2.1.0 (GitHub code scanning).
-    Sarif,
-}
+pub use crate::report::Format;
 
 /// Parts of the runtime contract to print alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -263,45 +261,49 @@ pub struct RegistryArgs {
     pub retries: u32,
 }
 
-/// The image request that plan arguments describe.
-pub fn image_request(
-    image: &str,
-    args: &PlanArgs,
-) -> Result<crate::pipeline::ImageRequest, crate::Error> {
-    use crate::model::{ImageLocation, Platform};
-    use crate::model::ports::PortMap;
-    use crate::plan::generic;
-    use crate::transport::{auth::Credentials, registry::RegistryOptions};
-    Ok(crate::pipeline::ImageRequest {
-        source: ImageLocation::parse(image)?,
-        platform: args.platform.as_deref().map(Platform::parse).transpose()?,
-        generic: generic::Options {
-            uid: args.uid,
-            gid: args.gid,
-            ports: PortMap::new(&args.ports)?,
-            ..Default::default()
-        },
-        recipes: crate::recipe::Selection::new(
-            args.no_recipes,
-            args.recipes
-                .iter()
-                .map(|r| crate::recipe::Recipe::load(r))
-                .collect::<Result<_, _>>()?,
-        ),
-        registry: RegistryOptions {
-            creds: args
-                .registry
-                .creds
-                .as_deref()
-                .map(Credentials::parse)
-                .transpose()?,
-            tls_verify: args.registry.tls_verify,
-            retry: crate::transport::registry::RetryPolicy {
-                retries: args.registry.retries,
+impl PlanArgs {
+    /// The plan options these arguments give.
+    pub fn options(&self) -> PlanOptions {
+        PlanOptions {
+            uid: self.uid,
+            gid: self.gid,
+            ports: self.ports.clone(),
+            recipes: self.recipes.clone(),
+            no_recipes: self.no_recipes,
+            platform: self.platform.clone(),
+        }
+    }
+
+    /// The session these arguments ask for, its events going to `events`.
+    pub fn session(&self, events: Arc<dyn Events>) -> Result<Session, Error> {
+        let creds = self
+            .registry
+            .creds
+            .as_deref()
+            .map(Credentials::parse)
+            .transpose()?;
+        Ok(Session::new(SessionOptions {
+            credentials: Arc::new(UserCredentials { creds }),
+            tls_verify: self.registry.tls_verify,
+            retry: RetryPolicy {
+                retries: self.registry.retries,
                 ..Default::default()
             },
-            notify: Default::default(),
-        },
-        jobs: args.jobs.unwrap_or(0),
-    })
+            jobs: self.jobs.unwrap_or(0),
+            events,
+            ..Default::default()
+        }))
+    }
+}
+
+impl ConvertArgs {
+    /// The conversion options these arguments give.
+    pub fn options(&self) -> ConvertOptions {
+        ConvertOptions {
+            destination: self.destination.clone(),
+            source_date_epoch: self.source_date_epoch,
+            remap_ids: self.remap_ids,
+            dry_run: self.dry_run,
+        }
+    }
 }

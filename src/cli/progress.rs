@@ -1,59 +1,51 @@
 //! Progress on stderr: bars (per transfer and for the stage) when stderr is a terminal,
-//! one plain line per step otherwise, nothing with `-q`.
+//! one plain line per event otherwise, nothing with `-q`.
 
 use std::io::IsTerminal;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::pipeline::{Meter, Progress, Silent};
-use crate::transport::registry::Notify;
+use crate::control::{Event, Events, Meter, Silent};
 
-/// The progress display for a run, and where registry retry messages go.
-pub fn for_stderr(quiet: bool) -> (Box<dyn Progress>, Notify) {
+/// Where a run's events go: bars on a terminal, lines otherwise, nowhere with `quiet`.
+pub fn for_stderr(quiet: bool) -> Arc<dyn Events> {
     if quiet {
-        (Box::new(Silent), Notify::default())
+        Arc::new(Silent)
     } else if std::io::stderr().is_terminal() {
-        let bars = Bars::new();
-        let multi = bars.multi.clone();
-        let notify = Notify::to(move |line| {
-            let _ = multi.println(format!("unroot: {line}"));
-        });
-        (Box::new(bars), notify)
+        Arc::new(Bars::new())
     } else {
-        (
-            Box::new(Lines),
-            Notify::to(|line| eprintln!("unroot: {line}")),
-        )
+        Arc::new(Lines)
     }
 }
 
-/// One line per step on stderr.
+/// One line per event on stderr.
 pub struct Lines;
 
-impl Progress for Lines {
-    fn message(&mut self, line: &str) {
-        eprintln!("unroot: {line}");
+impl Events for Lines {
+    fn event(&self, event: &Event<'_>) {
+        eprintln!("unroot: {event}");
     }
 }
 
-/// Bars on a terminal: one per transfer (bytes, rate) above one for the stage.
+/// Bars on a terminal: one per transfer (bytes, rate) above one for the stage; events
+/// print above the bars.
 pub struct Bars {
     multi: MultiProgress,
-    stage: Option<ProgressBar>,
+    stage: Mutex<Option<ProgressBar>>,
 }
 
 impl Bars {
     fn new() -> Bars {
         Bars {
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)),
-            stage: None,
+            stage: Mutex::new(None),
         }
     }
 
-    fn end_stage(&mut self) {
-        if let Some(bar) = self.stage.take() {
+    fn end_stage(&self) {
+        if let Some(bar) = self.stage.lock().expect("not poisoned").take() {
             bar.finish_and_clear();
         }
     }
@@ -65,12 +57,12 @@ fn style(template: &str) -> ProgressStyle {
         .progress_chars("=> ")
 }
 
-impl Progress for Bars {
-    fn message(&mut self, line: &str) {
-        let _ = self.multi.println(format!("unroot: {line}"));
+impl Events for Bars {
+    fn event(&self, event: &Event<'_>) {
+        let _ = self.multi.println(format!("unroot: {event}"));
     }
 
-    fn stage(&mut self, label: &str, total: u64) {
+    fn stage(&self, label: &str, total: u64) {
         self.end_stage();
         let bar = self.multi.add(ProgressBar::new(total));
         bar.set_style(style(
@@ -78,12 +70,13 @@ impl Progress for Bars {
         ));
         bar.set_message(label.to_string());
         bar.enable_steady_tick(Duration::from_millis(200));
-        self.stage = Some(bar);
+        *self.stage.lock().expect("not poisoned") = Some(bar);
     }
 
-    fn meter(&mut self, label: &str, total: u64) -> Arc<dyn Meter> {
+    fn meter(&self, label: &str, total: u64) -> Arc<dyn Meter> {
+        let stage = self.stage.lock().expect("not poisoned").clone();
         let bar = ProgressBar::new(total);
-        let bar = match &self.stage {
+        let bar = match &stage {
             Some(stage) => self.multi.insert_before(stage, bar),
             None => self.multi.add(bar),
         };
@@ -92,10 +85,7 @@ impl Progress for Bars {
         ));
         bar.set_message(label.to_string());
         bar.tick();
-        Arc::new(BarMeter {
-            bar,
-            stage: self.stage.clone(),
-        })
+        Arc::new(BarMeter { bar, stage })
     }
 }
 

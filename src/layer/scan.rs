@@ -45,8 +45,13 @@ impl BodySpool {
     /// A new spool in the system's temporary directory; it is deleted when dropped (the
     /// file is unlinked at once).
     pub fn new() -> io::Result<BodySpool> {
+        BodySpool::new_in(&std::env::temp_dir())
+    }
+
+    /// A new spool in `dir`, unlinked at once.
+    pub fn new_in(dir: &std::path::Path) -> io::Result<BodySpool> {
         Ok(BodySpool {
-            file: tempfile::tempfile()?,
+            file: tempfile::tempfile_in(dir)?,
             len: Mutex::new(0),
         })
     }
@@ -110,12 +115,12 @@ pub struct Scan {
 }
 
 impl Scan {
-    /// An empty scan, ready for layers.
-    pub fn new() -> io::Result<Scan> {
+    /// An empty scan whose kept bodies go to a file in `dir`.
+    pub fn new_in(dir: &std::path::Path) -> io::Result<Scan> {
         Ok(Scan {
             view: MergedView::new(),
             layers: Vec::new(),
-            spool: Arc::new(BodySpool::new()?),
+            spool: Arc::new(BodySpool::new_in(dir)?),
         })
     }
 

@@ -19,10 +19,10 @@ use crate::layer::scan::CapturePolicy;
 use crate::layer::{Content, ImagePath, Kind, MergedView, Meta, Scan, Want};
 use crate::model::ImageConfig;
 
-use crate::model::ports::{is_port_variable, PortMap};
 use super::users::{self, SYSTEM_ACCOUNTS};
-use crate::layer::accounts::{self, PasswdEntry};
 use super::{Body, FileChange, Identity, Plan, Reason};
+use crate::layer::accounts::{self, PasswdEntry};
+use crate::model::ports::{is_port_variable, PortMap};
 
 /// The UID unroot picks when the image has no non-root user of its own (distroless's
 /// `nonroot`).

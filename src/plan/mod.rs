@@ -4,10 +4,77 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::layer::{ImagePath, Meta};
+use crate::layer::{ImagePath, Meta, Scan};
+use crate::model::ImageConfig;
+use crate::recipe::edit::ApplyError;
+use crate::recipe::{MatchedRecipe, Selection};
 
 pub mod generic;
 pub mod users;
+
+/// How a recipe that matches but does not apply is handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecipeFailure {
+    /// It stops the conversion (`convert`).
+    Stop,
+    /// It is kept in the plan, and reported as a finding (`analyze`).
+    Record,
+}
+
+/// Why a plan cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// The generic conversion cannot go on.
+    #[error(transparent)]
+    Generic(#[from] generic::PlanError),
+    /// A recipe matches but does not apply (with [`RecipeFailure::Stop`]).
+    #[error(transparent)]
+    Recipe(#[from] ApplyError),
+}
+
+/// Plans the conversion of a scanned image: the recipes of `recipes` that match are
+/// applied first (their edits, the directories they make writable, their preferred
+/// users), then the generic conversion with `options`.
+pub fn build(
+    scan: &Scan,
+    config: &ImageConfig,
+    recipes: &Selection,
+    options: &generic::Options,
+    failure: RecipeFailure,
+) -> Result<Plan, BuildError> {
+    let matched = MatchedRecipe::find(recipes, &scan.view);
+    let mut outcomes = Vec::new();
+    let mut problems = Vec::new();
+    for m in &matched {
+        match crate::recipe::edit::apply(m, &scan.view, &options.ports) {
+            Ok(outcome) => outcomes.push((m.recipe.name.clone(), outcome)),
+            Err(e) if failure == RecipeFailure::Record => problems.push(e),
+            Err(e) => return Err(BuildError::Recipe(e)),
+        }
+    }
+    let mut options = options.clone();
+    options.preferred_users = matched
+        .iter()
+        .flat_map(|m| {
+            m.recipe
+                .users
+                .iter()
+                .map(|u| (u.clone(), m.recipe.name.clone()))
+        })
+        .collect();
+    options.recipe_writable = outcomes
+        .iter()
+        .flat_map(|(name, o)| {
+            o.writable_dirs
+                .iter()
+                .map(move |d| (d.clone(), name.clone()))
+        })
+        .collect();
+    let mut plan = generic::plan(scan, config, &options)?;
+    plan.add_recipe_outcomes(&outcomes, &scan.view, &config.env(), options.mtime);
+    plan.recipe_problems = problems;
+    Ok(plan)
+}
 
 /// The body of a file in the new layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,9 +187,9 @@ pub struct Plan {
     pub notes: Vec<String>,
     /// The recipes applied, by name.
     pub recipes: Vec<String>,
-    /// Recipes that match but could not be applied, with why (analysis only: a
-    /// conversion stops instead).
-    pub recipe_problems: Vec<(String, String)>,
+    /// Recipes that match but could not be applied (analysis only: a conversion stops
+    /// instead).
+    pub recipe_problems: Vec<ApplyError>,
 }
 
 impl Plan {

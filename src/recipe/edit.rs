@@ -12,8 +12,8 @@ use globset::{Glob, GlobSetBuilder};
 use regex::bytes::{Captures, Regex};
 
 use super::config::{expand, ConfigFile};
-use super::{EditAction, Insert, Recipe};
 use super::MatchedRecipe;
+use super::{EditAction, Insert, Recipe};
 use crate::layer::{Content, ImagePath, Kind, MergedView};
 use crate::model::ports::PortMap;
 
@@ -66,6 +66,15 @@ pub enum ApplyError {
         /// Why.
         why: String,
     },
+}
+
+impl ApplyError {
+    /// The recipe's name.
+    pub fn recipe(&self) -> &str {
+        match self {
+            ApplyError::NoMatch { recipe, .. } | ApplyError::Unreadable { recipe, .. } => recipe,
+        }
+    }
 }
 
 fn list(files: &[String]) -> String {

@@ -45,3 +45,28 @@ impl<'a> MatchedRecipe<'a> {
             .collect()
     }
 }
+
+/// What is kept of a matched recipe once the image's view is gone: for reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecipeMatch {
+    /// The recipe's name.
+    pub name: String,
+    /// What it is for.
+    pub summary: String,
+    /// The file that made it match (`/` for a recipe forced with `--recipe`).
+    pub signature: ImagePath,
+    /// The service's config files found, following includes.
+    pub config_files: Vec<ImagePath>,
+}
+
+impl MatchedRecipe<'_> {
+    /// What reports say of it.
+    pub fn summary(&self) -> RecipeMatch {
+        RecipeMatch {
+            name: self.recipe.name.clone(),
+            summary: self.recipe.summary.clone(),
+            signature: self.signature.clone(),
+            config_files: self.files.iter().map(|f| f.path.clone()).collect(),
+        }
+    }
+}

@@ -20,7 +20,7 @@ mod matched;
 mod spec;
 
 pub use config::{config_files, config_lines, expand, variables, ConfigFile, ConfigProblem};
-pub use matched::MatchedRecipe;
+pub use matched::{MatchedRecipe, RecipeMatch};
 
 /// The recipes shipped with unroot, as (file name, TOML text).
 pub const BUILTIN: &[(&str, &str)] = &[

@@ -2,27 +2,11 @@
 //! writable, and how to run it that way with docker and Kubernetes (a `securityContext`
 //! that passes the Pod Security Standards "restricted" profile).
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::recipe::MatchedRecipe;
-use crate::layer::{ImagePath, Kind, MergedView};
-use crate::model::ImageConfig;
-use crate::plan::Plan;
-
-/// A port the converted image listens on.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Port {
-    /// The port.
-    pub port: u16,
-    /// `tcp` or `udp`.
-    pub protocol: String,
-    /// The privileged port it replaced, if it moved.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub moved_from: Option<u16>,
-}
+pub use crate::analyze::contract::{Port, RuntimeContract};
 
 /// How to run the converted image unprivileged.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -48,73 +32,15 @@ pub struct Contract {
 }
 
 impl Contract {
-    /// The contract of the image the plan produces (`config` is the converted config).
-    pub fn new(
-        view: &MergedView,
-        config: &ImageConfig,
-        plan: &Plan,
-        recipes: &[MatchedRecipe<'_>],
-        image: &str,
-    ) -> Contract {
-        let mut notes = Vec::new();
-        let moved: Vec<(u16, u16)> = plan.port_moves.clone();
-        let mut ports = Vec::new();
-        for key in config.exposed_ports() {
-            let (p, proto) = key.split_once('/').unwrap_or((&key, "tcp"));
-            if let Ok(port) = p.parse::<u16>() {
-                let moved_from = moved.iter().find(|(_, to)| *to == port).map(|(f, _)| *f);
-                ports.push(Port {
-                    port,
-                    protocol: proto.to_string(),
-                    moved_from,
-                });
-            }
-        }
-        ports.sort_by_key(|p| (p.port, p.protocol.clone()));
-
-        // Directories the service writes: volumes, the recipes' runtime paths, and the
-        // plan's writable directories.
-        let mut wanted: BTreeSet<ImagePath> = BTreeSet::new();
-        for v in config.volumes() {
-            wanted.insert(
-                view.resolve(&ImagePath::new(&v))
-                    .unwrap_or_else(|_| ImagePath::new(&v)),
-            );
-        }
-        for matched in recipes {
-            for (_, _, dir) in crate::analyze::runtime_paths::service_paths(matched, view) {
-                wanted.insert(view.resolve(&dir).unwrap_or(dir));
-            }
-        }
-        wanted.extend(plan.writable.iter().cloned());
-        // A tmpfs or emptyDir starts empty: it would hide files the image has there.
-        let mut dirs: BTreeSet<ImagePath> = BTreeSet::new();
-        dirs.insert(ImagePath::new("/tmp"));
-        let mut read_only = true;
-        for w in wanted {
-            if view.below(&w).any(|(_, n)| n.meta.kind != Kind::Dir) {
-                read_only = false;
-                notes.push(format!(
-                    "`{w}` must be writable and holds files from the image: a tmpfs or emptyDir would hide them, so the root filesystem stays writable (or mount a volume filled from the image there)"
-                ));
-            } else {
-                dirs.insert(w);
-            }
-        }
-        // Only the top-most of nested directories needs a mount.
-        let mut tops: Vec<ImagePath> = Vec::new();
-        for d in dirs {
-            if !d.is_root() && !tops.iter().any(|t| d.is_below(t)) {
-                tops.push(d);
-            }
-        }
+    /// The contract, with the commands that run `image` that way.
+    pub fn new(runtime: &RuntimeContract, image: &str) -> Contract {
         let mut contract = Contract {
-            uid: plan.identity.uid,
-            gid: plan.identity.gid,
-            ports,
-            writable: tops.iter().map(|p| p.display()).collect(),
-            read_only_root_filesystem: read_only,
-            notes,
+            uid: runtime.uid,
+            gid: runtime.gid,
+            ports: runtime.ports.clone(),
+            writable: runtime.writable.clone(),
+            read_only_root_filesystem: runtime.read_only_root_filesystem,
+            notes: runtime.notes.clone(),
             image: image.to_string(),
             docker: String::new(),
             kubernetes: serde_json::Value::Null,

@@ -7,8 +7,10 @@
 use serde::Serialize;
 
 use crate::analyze::{Finding, Fixer, Location, Severity};
-use crate::recipe::MatchedRecipe;
-use crate::model::ImageConfig;
+use crate::model::{Descriptor, ImageConfig};
+use crate::pipeline::{
+    AnalyzeOutcome, ConvertOutcome, ImageAnalysis, ImageConversion, IndexConversion,
+};
 use crate::plan::{Body, Plan, Reason};
 
 pub mod contract;
@@ -111,8 +113,7 @@ pub struct PlatformReport {
 }
 
 impl IndexReport {
-    /// Builds an index report from each platform's report.
-    pub fn new(
+    fn new(
         location: String,
         digest: String,
         destination: Option<IndexDestination>,
@@ -133,6 +134,25 @@ impl IndexReport {
                 .map(|(platform, report)| PlatformReport { platform, report })
                 .collect(),
         }
+    }
+
+    /// The report of an index conversion: each platform's, and the new index.
+    pub fn from_conversion(index: &IndexConversion) -> IndexReport {
+        IndexReport::new(
+            index.source.to_string(),
+            index.source_digest.to_string(),
+            Some(IndexDestination {
+                location: index.destination.to_string(),
+                digest: index.digest.to_string(),
+                written: index.written,
+            }),
+            index.dropped.iter().map(dropped).collect(),
+            index
+                .platforms
+                .iter()
+                .map(|(p, c)| (p.clone(), Report::from_conversion(c)))
+                .collect(),
+        )
     }
 
     /// Whether any platform has a finding at `level` or worse.
@@ -408,18 +428,49 @@ pub fn unified_diff(path: &crate::layer::ImagePath, old: &[u8], new: &[u8]) -> S
         .to_string()
 }
 
+/// Why an index entry was not carried over.
+fn dropped(desc: &Descriptor) -> String {
+    format!(
+        "{} ({}): it refers to the source image's digests, so it would be stale",
+        desc.digest,
+        desc.annotations
+            .get("vnd.docker.reference.type")
+            .map_or("attestation", String::as_str)
+    )
+}
+
+/// The forms a report is printed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A readable table grouped by severity.
+    Text,
+    /// JSON, schema `schemas/report-v1.schema.json`.
+    Json,
+    /// SARIF 2.1.0 (GitHub code scanning).
+    Sarif,
+}
+
+/// A report of what `analyze` found, or of what `convert` did.
+pub enum Outcome {
+    /// One image.
+    Image(Box<Report>),
+    /// An index.
+    Index(IndexReport),
+    /// The source was converted already: nothing was done.
+    AlreadyConverted {
+        /// The source.
+        location: String,
+        /// Its digest.
+        digest: String,
+        /// The history entry that says so.
+        created_by: String,
+    },
+}
+
 impl Report {
-    /// Builds a report; `before` and `after` are the configs around the plan.
-    #[allow(clippy::too_many_arguments)] // The parts of a report, each needed once.
-    pub fn new(
-        image: ImageInfo,
-        findings: &[Finding],
-        recipes: &[MatchedRecipe<'_>],
-        plan: &Plan,
-        before: &ImageConfig,
-        after: &ImageConfig,
-        contract: Contract,
-    ) -> Report {
+    /// The report of an analysis.
+    pub fn from_analysis(analysis: &ImageAnalysis) -> Report {
+        let findings = &analysis.findings;
         let mut summary = Summary::default();
         for f in findings {
             match f.rule.severity {
@@ -434,22 +485,49 @@ impl Report {
         Report {
             schema_version: SCHEMA_VERSION,
             tool: Tool::default(),
-            image,
+            image: ImageInfo {
+                location: analysis.location.to_string(),
+                digest: analysis.digest.to_string(),
+                platform: analysis.platform.as_ref().map(|p| p.to_string()),
+                user: analysis.config_before.user().map(String::from),
+            },
             destination: None,
             summary,
             findings: findings.iter().map(FindingOut::from).collect(),
-            recipes: recipes
+            recipes: analysis
+                .recipes
                 .iter()
                 .map(|m| RecipeOut {
-                    name: m.recipe.name.clone(),
-                    summary: m.recipe.summary.clone(),
+                    name: m.name.clone(),
+                    summary: m.summary.clone(),
                     signature: m.signature.display(),
-                    config_files: m.files.iter().map(|f| f.path.display()).collect(),
+                    config_files: m.config_files.iter().map(|f| f.display()).collect(),
                 })
                 .collect(),
-            conversion: Conversion::from_plan(plan, before, after),
-            contract,
+            conversion: Conversion::from_plan(
+                &analysis.plan,
+                &analysis.config_before,
+                &analysis.config_after,
+            ),
+            contract: Contract::new(&analysis.contract, &analysis.run_as),
         }
+    }
+
+    /// The report of a conversion: the converted image's analysis, and what was written.
+    pub fn from_conversion(conversion: &ImageConversion) -> Report {
+        let mut report = Report::from_analysis(&conversion.analysis);
+        report.destination = Some(Destination {
+            location: conversion.destination.to_string(),
+            digest: conversion.digest.to_string(),
+            written: conversion.written,
+            new_layer: conversion.new_layer.as_ref().map(|l| NewLayerOut {
+                digest: l.digest.to_string(),
+                size: l.size,
+                entries: l.entries,
+                content_bytes: l.content_bytes,
+            }),
+        });
+        report
     }
 
     /// Whether any finding is at `level` or worse.
@@ -462,5 +540,90 @@ impl Report {
         let mut s = serde_json::to_string_pretty(self).expect("reports serialize");
         s.push('\n');
         s
+    }
+}
+
+impl Outcome {
+    /// The report of an analysis.
+    pub fn of_analysis(outcome: &AnalyzeOutcome) -> Outcome {
+        match outcome {
+            AnalyzeOutcome::Image(a) => Outcome::Image(Box::new(Report::from_analysis(a))),
+            AnalyzeOutcome::Index {
+                location,
+                digest,
+                platforms,
+            } => Outcome::Index(IndexReport::new(
+                location.to_string(),
+                digest.to_string(),
+                None,
+                Vec::new(),
+                platforms
+                    .iter()
+                    .map(|(p, a)| (p.clone(), Report::from_analysis(a)))
+                    .collect(),
+            )),
+        }
+    }
+
+    /// The report of a conversion.
+    pub fn of_conversion(outcome: &ConvertOutcome) -> Outcome {
+        match outcome {
+            ConvertOutcome::Image(c) => Outcome::Image(Box::new(Report::from_conversion(c))),
+            ConvertOutcome::Index(i) => Outcome::Index(IndexReport::from_conversion(i)),
+            ConvertOutcome::AlreadyConverted {
+                location,
+                digest,
+                created_by,
+            } => Outcome::AlreadyConverted {
+                location: location.to_string(),
+                digest: digest.to_string(),
+                created_by: created_by.clone(),
+            },
+        }
+    }
+
+    /// The report in `format`.
+    pub fn render(&self, format: Format) -> String {
+        match (self, format) {
+            (Outcome::Image(r), Format::Text) => text::render(r),
+            (Outcome::Image(r), Format::Json) => r.to_json(),
+            (Outcome::Image(r), Format::Sarif) => sarif::render(r),
+            (Outcome::Index(i), Format::Text) => text::render_index(i),
+            (Outcome::Index(i), Format::Json) => i.to_json(),
+            (Outcome::Index(i), Format::Sarif) => sarif::render_index(i),
+            (
+                Outcome::AlreadyConverted {
+                    location,
+                    digest,
+                    created_by,
+                },
+                format,
+            ) => match format {
+                Format::Text => format!(
+                    "{location} ({digest}) is already converted (its history has `{created_by}`): nothing to do\n"
+                ),
+                Format::Json => {
+                    let v = serde_json::json!({
+                        "schema_version": SCHEMA_VERSION,
+                        "already_converted": {
+                            "location": location,
+                            "digest": digest,
+                            "created_by": created_by,
+                        },
+                    });
+                    format!("{}\n", serde_json::to_string_pretty(&v).expect("JSON"))
+                }
+                Format::Sarif => sarif::render_already_converted(location, digest, created_by),
+            },
+        }
+    }
+
+    /// Whether a finding is at `level` or worse.
+    pub fn fails(&self, level: Severity) -> bool {
+        match self {
+            Outcome::Image(r) => r.fails(level),
+            Outcome::Index(i) => i.fails(level),
+            Outcome::AlreadyConverted { .. } => false,
+        }
     }
 }

@@ -48,9 +48,27 @@ fn log(runs: Vec<Value>) -> String {
     s
 }
 
-fn run(report: &Report, platform: Option<&str>) -> Value {
-    let all = rules();
-    let rule_json: Vec<Value> = all
+/// The SARIF log of a conversion that had nothing to do: no results, and a notification
+/// that says why.
+pub fn render_already_converted(location: &str, digest: &str, created_by: &str) -> String {
+    log(vec![json!({
+        "tool": {"driver": driver()},
+        "automationDetails": {"id": format!("unroot/{location}")},
+        "invocations": [{
+            "executionSuccessful": true,
+            "toolExecutionNotifications": [{
+                "level": "note",
+                "message": {"text": format!("{location} ({digest}) is already converted (its history has `{created_by}`): nothing to do")},
+            }],
+        }],
+        "properties": {"image": location, "digest": digest, "already_converted": true},
+        "results": [],
+    })])
+}
+
+/// The tool, with every rule and its help.
+fn driver() -> Value {
+    let rule_json: Vec<Value> = rules()
         .iter()
         .map(|r| {
             let mut help = format!("{}\n\nFix: {}", r.help, r.fix);
@@ -72,6 +90,16 @@ fn run(report: &Report, platform: Option<&str>) -> Value {
             })
         })
         .collect();
+    json!({
+        "name": "unroot",
+        "version": env!("CARGO_PKG_VERSION"),
+        "semanticVersion": env!("CARGO_PKG_VERSION"),
+        "rules": rule_json,
+    })
+}
+
+fn run(report: &Report, platform: Option<&str>) -> Value {
+    let all = rules();
     let results: Vec<Value> = report
         .findings
         .iter()
@@ -104,12 +132,7 @@ fn run(report: &Report, platform: Option<&str>) -> Value {
         None => format!("unroot/{}", report.image.location),
     };
     json!({
-        "tool": {"driver": {
-            "name": "unroot",
-            "version": report.tool.version,
-            "semanticVersion": report.tool.version,
-            "rules": rule_json,
-        }},
+        "tool": {"driver": driver()},
         "automationDetails": {"id": id},
         "properties": {
             "image": report.image.location,

@@ -10,7 +10,7 @@ use base64::Engine;
 use serde_json::Value;
 
 /// A user name and password (or token).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Credentials {
     /// The user name.
     pub username: String,
@@ -73,6 +73,69 @@ impl Credentials {
             }),
             _ => Err(AuthError::BadCreds),
         }
+    }
+}
+
+/// Where a session gets the credentials for a registry: asked once per registry and
+/// repository an image is read from or written to, so that a source and a destination can
+/// have different credentials.
+pub trait CredentialsProvider: Send + Sync {
+    /// The credentials for `repository` on `registry`; `Ok(None)` to go without.
+    fn credentials(
+        &self,
+        registry: &str,
+        repository: &str,
+    ) -> Result<Option<Credentials>, AuthError>;
+}
+
+/// What a person at the command line has: `--creds` for every registry when given,
+/// else the auth files and credential helpers (see [`auth_files`]).
+#[derive(Clone, Debug, Default)]
+pub struct UserCredentials {
+    /// `--creds USER:PASSWORD`.
+    pub creds: Option<Credentials>,
+}
+
+impl CredentialsProvider for UserCredentials {
+    fn credentials(
+        &self,
+        registry: &str,
+        repository: &str,
+    ) -> Result<Option<Credentials>, AuthError> {
+        match &self.creds {
+            Some(c) => Ok(Some(c.clone())),
+            None => lookup(registry, repository),
+        }
+    }
+}
+
+/// Credentials set per registry host, as a service's configuration gives them; registries
+/// not listed get none.
+#[derive(Clone, Debug, Default)]
+pub struct RegistryCredentials {
+    by_registry: std::collections::BTreeMap<String, Credentials>,
+}
+
+impl RegistryCredentials {
+    /// No credentials for any registry.
+    pub fn new() -> RegistryCredentials {
+        RegistryCredentials::default()
+    }
+
+    /// Adds the credentials of `registry` (`host[:port]`).
+    pub fn with(mut self, registry: &str, creds: Credentials) -> RegistryCredentials {
+        self.by_registry.insert(registry.to_string(), creds);
+        self
+    }
+}
+
+impl CredentialsProvider for RegistryCredentials {
+    fn credentials(
+        &self,
+        registry: &str,
+        _repository: &str,
+    ) -> Result<Option<Credentials>, AuthError> {
+        Ok(self.by_registry.get(registry).cloned())
     }
 }
 
@@ -287,6 +350,21 @@ fn run_helper(helper: &str, registry: &str) -> Result<Option<Credentials>, AuthE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn providers_answer_per_registry() {
+        let c = Credentials::parse("a:b").unwrap();
+        let given = UserCredentials {
+            creds: Some(c.clone()),
+        };
+        assert_eq!(
+            given.credentials("any.example", "x").unwrap(),
+            Some(c.clone())
+        );
+        let per = RegistryCredentials::new().with("src.example:5000", c.clone());
+        assert_eq!(per.credentials("src.example:5000", "x").unwrap(), Some(c));
+        assert_eq!(per.credentials("dst.example:5000", "x").unwrap(), None);
+    }
 
     #[test]
     fn debug_never_shows_the_password() {

@@ -7,9 +7,11 @@
 use std::io::{self, Read};
 use std::path::PathBuf;
 
+use crate::control::Control;
 use crate::model::digest::DigestMismatch;
 use crate::model::manifest::ManifestError;
 use crate::model::{Descriptor, Digest, ImageLocation};
+use auth::AuthError;
 
 pub mod auth;
 pub mod blobstore;
@@ -125,16 +127,19 @@ pub trait Sink {
     }
 }
 
-/// Opens a source for a location.
+/// Opens a source for a location; registries are reached through `pool`, and `control`
+/// is the job's (its events and cancellation).
 pub fn open_source(
     location: &ImageLocation,
-    options: &registry::RegistryOptions,
+    pool: &registry::RegistryPool,
+    control: &Control,
 ) -> Result<Box<dyn Source>, TransportError> {
     Ok(match location {
         ImageLocation::Registry(r) => Box::new(registry::RegistrySource::new(
+            pool,
             location.clone(),
             r.clone(),
-            options,
+            control,
         )?),
         ImageLocation::OciLayout { .. } => Box::new(oci_layout::open_source(location.clone())?),
         ImageLocation::OciArchive { .. } => Box::new(oci_archive::open_source(location.clone())?),
@@ -147,13 +152,15 @@ pub fn open_source(
 /// Opens a sink for a location.
 pub fn open_sink(
     location: &ImageLocation,
-    options: &registry::RegistryOptions,
+    pool: &registry::RegistryPool,
+    control: &Control,
 ) -> Result<Box<dyn Sink>, TransportError> {
     Ok(match location {
         ImageLocation::Registry(r) => Box::new(registry::RegistrySink::new(
+            pool,
             location.clone(),
             r.clone(),
-            options,
+            control,
         )?),
         ImageLocation::OciLayout { .. } => {
             Box::new(oci_layout::OciLayoutSink::new(location.clone()))
@@ -288,6 +295,23 @@ pub enum TransportError {
         /// Why.
         reason: String,
     },
+    /// The credentials for a registry could not be had.
+    #[error("no credentials for {registry}: {source}")]
+    Credentials {
+        /// The registry.
+        registry: String,
+        /// Why.
+        source: AuthError,
+    },
+    /// The job was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+    /// A worker of the transfer failed in a way it should not (a panic).
+    #[error("{message}")]
+    Internal {
+        /// What happened.
+        message: String,
+    },
 }
 
 fn list(tags: &[String]) -> String {
@@ -336,6 +360,12 @@ impl TransportError {
             } => available
                 .first()
                 .map(|t| format!("name one, e.g. `{}`", with_tag(location, t))),
+            TransportError::Credentials { source: AuthError::BadFile { path, .. }, .. } => Some(format!(
+                "fix `{path}` (it must be JSON as `docker login` or `podman login` write it), or point `REGISTRY_AUTH_FILE` at another file"
+            )),
+            TransportError::Credentials { source: AuthError::Helper { helper, .. }, .. } => Some(format!(
+                "check that `docker-credential-{helper}` is on PATH and logged in, or pass `--creds USER:PASS`"
+            )),
             TransportError::GaveUp { last, .. } => Some(last.hint().unwrap_or_else(|| {
                 "the registry is failing or overloaded: try again later, or allow more with `--retries N`".to_string()
             })),

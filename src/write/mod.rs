@@ -2,4 +2,5 @@
 
 pub mod image;
 pub mod layer;
+pub mod mutate;
 pub mod remap;

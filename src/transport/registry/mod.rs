@@ -1,153 +1,65 @@
 //! Registries (`docker://REF`): manifests as exact bytes, blobs as streams, blob mounts,
-//! and streamed uploads, through the distribution API [`client`].
+//! and streamed uploads, through the distribution API client of a [`RegistryPool`].
 
-use std::io;
+use std::io::{self, Read};
 use std::sync::Arc;
-use std::time::Duration;
 
+use reqwest::blocking::Response;
+use reqwest::header::HeaderMap;
+
+use crate::control::Control;
 use crate::model::{media, Descriptor, Digest, ImageLocation, ImageRef};
 
-use super::auth::{self, Credentials};
 use super::{BlobProvider, BlobReader, OutputImage, RawManifest, Sink, Source, TransportError};
 
+mod auth;
 mod client;
+mod download;
+mod pool;
+mod retry;
+mod upload;
 
-use client::Client;
+use client::{Call, Client};
+pub use pool::RegistryPool;
+pub use retry::RetryPolicy;
 
-/// How to talk to registries.
-#[derive(Clone, Debug)]
-pub struct RegistryOptions {
-    /// Credentials given on the command line; otherwise the auth files are consulted.
-    pub creds: Option<Credentials>,
-    /// Whether TLS is required and verified. `false`: HTTPS without verifying the
-    /// certificate if the registry speaks it, else plain HTTP; registries on `localhost`,
-    /// `127.0.0.1` and `[::1]` are always reached that way.
-    pub tls_verify: bool,
-    /// How transient failures are retried.
-    pub retry: RetryPolicy,
-    /// Where retry messages go.
-    pub notify: Notify,
-}
-
-impl Default for RegistryOptions {
-    fn default() -> Self {
-        RegistryOptions {
-            creds: None,
-            tls_verify: true,
-            retry: RetryPolicy::default(),
-            notify: Notify::default(),
-        }
-    }
-}
-
-/// Retries of idempotent requests after timeouts, dropped connections, and HTTP 408, 429,
-/// 500, 502, 503 and 504: exponential backoff from `first_delay`, or what the registry's
-/// `Retry-After` asks, each wait at most `max_wait`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// How many times a request is tried again (0: never).
-    pub retries: u32,
-    /// The wait before the first retry; it doubles for each next one.
-    pub first_delay: Duration,
-    /// The longest wait; a registry asking for more is given up on at once.
-    pub max_wait: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            retries: 4,
-            first_delay: Duration::from_secs(1),
-            max_wait: Duration::from_secs(60),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait before attempt `attempt + 1`, or `None` when the registry asks for more
-    /// than `max_wait`.
-    pub fn wait(&self, attempt: u32, asked: Option<Duration>) -> Option<Duration> {
-        match asked {
-            Some(a) if a > self.max_wait => None,
-            Some(a) => Some(a),
-            None => Some(
-                self.first_delay
-                    .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-                    .min(self.max_wait),
-            ),
-        }
-    }
-}
-
-/// Receives one-line messages about retries.
-#[derive(Clone, Default)]
-pub struct Notify(Option<Arc<NotifyFn>>);
-
-type NotifyFn = dyn Fn(&str) + Send + Sync;
-
-impl Notify {
-    /// Messages go to `f`.
-    pub fn to(f: impl Fn(&str) + Send + Sync + 'static) -> Notify {
-        Notify(Some(Arc::new(f)))
-    }
-
-    pub(crate) fn line(&self, line: &str) {
-        if let Some(f) = &self.0 {
-            f(line);
-        }
-    }
-}
-
-impl std::fmt::Debug for Notify {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "Notify(..)"
-        } else {
-            "Notify(none)"
-        })
-    }
-}
-
-/// A registry repository with its client.
+/// A registry repository with its client, as one job uses it.
 struct Remote {
     client: Arc<Client>,
     image: ImageRef,
-    location: ImageLocation,
+    call: Call,
 }
 
 impl Remote {
     fn new(
+        pool: &RegistryPool,
         location: ImageLocation,
         image: ImageRef,
-        options: &RegistryOptions,
+        control: &Control,
     ) -> Result<Remote, TransportError> {
-        let creds = match &options.creds {
-            Some(c) => Some(c.clone()),
-            None => auth::lookup(image.registry(), image.repository()).map_err(|e| {
-                TransportError::Refused {
-                    location: location.to_string(),
-                    reason: e.to_string(),
-                }
-            })?,
+        let call = Call {
+            location,
+            control: control.clone(),
         };
-        let client = Client::new(
+        let client = pool.client(
             image.registry(),
-            options.tls_verify && !image.is_loopback(),
-            !image.is_loopback(),
-            location.clone(),
-            creds,
-            options.retry,
-            options.notify.clone(),
+            image.repository(),
+            image.is_loopback(),
+            &call,
         )?;
         Ok(Remote {
-            client: Arc::new(client),
+            client,
             image,
-            location,
+            call,
         })
     }
 
     fn repo(&self) -> &str {
         self.image.repository()
+    }
+
+    fn location(&self) -> &ImageLocation {
+        &self.call.location
     }
 
     /// A manifest by tag or digest, checked against the digest when one is asked for.
@@ -157,9 +69,13 @@ impl Remote {
         pinned: Option<&Digest>,
         what: &str,
     ) -> Result<RawManifest, TransportError> {
-        let (bytes, media_type) =
-            self.client
-                .manifest(self.repo(), reference, media::ACCEPTED_MANIFESTS, what)?;
+        let (bytes, media_type) = self.client.manifest(
+            &self.call,
+            self.repo(),
+            reference,
+            media::ACCEPTED_MANIFESTS,
+            what,
+        )?;
         let digest = match pinned {
             Some(d) => {
                 let mut hasher = crate::model::digest::Hasher::new(d.algorithm());
@@ -167,7 +83,7 @@ impl Remote {
                 let actual = hasher.finish();
                 if actual != *d {
                     return Err(TransportError::Corrupt {
-                        location: self.location.to_string(),
+                        location: self.location().to_string(),
                         mismatch: crate::model::digest::DigestMismatch::Digest {
                             expected: d.clone(),
                             actual,
@@ -193,21 +109,23 @@ pub struct RegistrySource {
 }
 
 impl RegistrySource {
-    /// A source for `image`; credentials come from `options` or the auth files.
+    /// A source for `image`, through the pool's client for its registry; `control` is the
+    /// job's (retries are announced to its events, waits end when it is cancelled).
     pub fn new(
+        pool: &RegistryPool,
         location: ImageLocation,
         image: ImageRef,
-        options: &RegistryOptions,
+        control: &Control,
     ) -> Result<RegistrySource, TransportError> {
         Ok(RegistrySource {
-            remote: Remote::new(location, image, options)?,
+            remote: Remote::new(pool, location, image, control)?,
         })
     }
 }
 
 impl Source for RegistrySource {
     fn location(&self) -> &ImageLocation {
-        &self.remote.location
+        self.remote.location()
     }
 
     fn manifest(&mut self) -> Result<RawManifest, TransportError> {
@@ -231,7 +149,9 @@ impl Source for RegistrySource {
     }
 
     fn blob(&mut self, desc: &Descriptor) -> Result<BlobReader, TransportError> {
-        self.remote.client.blob(self.remote.repo(), desc)
+        self.remote
+            .client
+            .blob(&self.remote.call, self.remote.repo(), desc)
     }
 
     fn is_local(&self) -> bool {
@@ -248,14 +168,15 @@ pub struct RegistrySink {
 }
 
 impl RegistrySink {
-    /// A sink for `image`; credentials come from `options` or the auth files.
+    /// A sink for `image`, through the pool's client for its registry.
     pub fn new(
+        pool: &RegistryPool,
         location: ImageLocation,
         image: ImageRef,
-        options: &RegistryOptions,
+        control: &Control,
     ) -> Result<RegistrySink, TransportError> {
         Ok(RegistrySink {
-            remote: Remote::new(location, image, options)?,
+            remote: Remote::new(pool, location, image, control)?,
             pushed: Default::default(),
         })
     }
@@ -266,15 +187,19 @@ impl RegistrySink {
         bytes: &[u8],
         desc: &Descriptor,
     ) -> Result<(), TransportError> {
-        self.remote
-            .client
-            .put_manifest(self.remote.repo(), reference, bytes, &desc.media_type)
+        self.remote.client.put_manifest(
+            &self.remote.call,
+            self.remote.repo(),
+            reference,
+            bytes,
+            &desc.media_type,
+        )
     }
 }
 
 impl Sink for RegistrySink {
     fn location(&self) -> &ImageLocation {
-        &self.remote.location
+        self.remote.location()
     }
 
     fn can_reuse_blobs_of(&self, source: &ImageLocation) -> bool {
@@ -286,7 +211,7 @@ impl Sink for RegistrySink {
         image: &OutputImage,
         blobs: &mut dyn BlobProvider,
     ) -> Result<(), TransportError> {
-        let client = &self.remote.client;
+        let (client, call) = (&self.remote.client, &self.remote.call);
         let repo = self.remote.repo();
         let mount_from = match blobs.origin() {
             ImageLocation::Registry(r)
@@ -298,18 +223,18 @@ impl Sink for RegistrySink {
         };
         for layer in &image.layers {
             let digest = &layer.desc.digest;
-            if client.blob_exists(repo, digest)? {
+            if client.blob_exists(call, repo, digest)? {
                 continue;
             }
             if let Some(from) = &mount_from {
-                if client.mount(repo, digest, from)? {
+                if client.mount(call, repo, digest, from)? {
                     continue;
                 }
             }
-            client.upload(repo, &layer.desc, &mut || blobs.open(&layer.desc))?;
+            client.upload(call, repo, &layer.desc, &mut || blobs.open(&layer.desc))?;
         }
-        if !client.blob_exists(repo, &image.config_desc.digest)? {
-            client.upload(repo, &image.config_desc, &mut || {
+        if !client.blob_exists(call, repo, &image.config_desc.digest)? {
+            client.upload(call, repo, &image.config_desc, &mut || {
                 Ok(Box::new(io::Cursor::new(image.config.clone())))
             })?;
         }
@@ -328,22 +253,21 @@ impl Sink for RegistrySink {
 
     fn commit(&mut self, top: &Descriptor) -> Result<Digest, TransportError> {
         let r = &self.remote;
-        let bytes =
-            self.pushed
-                .get(&top.digest)
-                .cloned()
-                .ok_or_else(|| TransportError::Refused {
-                    location: r.location.to_string(),
-                    reason: format!("{} was not written before being tagged", top.digest),
-                })?;
+        let refused = |reason: String| TransportError::Refused {
+            location: r.location().to_string(),
+            reason,
+        };
+        let bytes = self.pushed.get(&top.digest).cloned().ok_or_else(|| {
+            refused(format!(
+                "{} was not written before being tagged",
+                top.digest
+            ))
+        })?;
         if let Some(d) = r.image.digest().filter(|d| **d != top.digest) {
-            return Err(TransportError::Refused {
-                location: r.location.to_string(),
-                reason: format!(
-                    "the destination pins {d}, but the converted image is {}",
-                    top.digest
-                ),
-            });
+            return Err(refused(format!(
+                "the destination pins {d}, but the converted image is {}",
+                top.digest
+            )));
         }
         match (r.image.tag(), r.image.digest()) {
             (Some(tag), _) => self.push_manifest(tag, &bytes, top)?,
@@ -352,5 +276,83 @@ impl Sink for RegistrySink {
             (None, Some(_)) => {}
         }
         Ok(top.digest.clone())
+    }
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+fn read_capped(response: Response, cap: u64) -> Result<Vec<u8>, reqwest::Error> {
+    let mut bytes = Vec::new();
+    let mut limited = response.take(cap);
+    match limited.read_to_end(&mut bytes) {
+        Ok(_) => Ok(bytes),
+        Err(e) => match e
+            .into_inner()
+            .map(|inner| inner.downcast::<reqwest::Error>())
+        {
+            Some(Ok(e)) => Err(*e),
+            // Errors of the body are reqwest's; anything else ends the body as read.
+            _ => Ok(bytes),
+        },
+    }
+}
+
+/// The registry's error envelope: `{"errors": [{"code": ..., "message": ...}]}`.
+fn parse_errors(body: &[u8]) -> Vec<(String, String)> {
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    value["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| {
+                    (
+                        e["code"].as_str().unwrap_or("UNKNOWN").to_string(),
+                        one_line(e["message"].as_str().unwrap_or_default()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The first line of a registry's words, cut at 300 bytes.
+fn one_line(s: &str) -> String {
+    let s = s.trim();
+    let s = s.lines().next().unwrap_or_default();
+    if s.len() > 300 {
+        let cut = s
+            .char_indices()
+            .take_while(|(i, _)| *i < 300)
+            .last()
+            .map_or(0, |(i, _)| i);
+        format!("{}...", &s[..cut])
+    } else if s.is_empty() {
+        "(no message)".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_envelopes_parse() {
+        let e = parse_errors(br#"{"errors":[{"code":"DENIED","message":"no\nway"}]}"#);
+        assert_eq!(e, vec![("DENIED".to_string(), "no".to_string())]);
+        assert!(parse_errors(b"<html>").is_empty());
+        assert_eq!(
+            one_line(&"x".repeat(400)),
+            format!("{}...", "x".repeat(299))
+        );
+        assert_eq!(one_line("  "), "(no message)");
     }
 }

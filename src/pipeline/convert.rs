@@ -1,0 +1,368 @@
+//! `convert`: each image in a straight line, scan -> plan -> mutate -> sink; an index
+//! becomes an index of its converted images, written after all of them.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::PathBuf;
+
+use crate::control::Event;
+use crate::error::Error;
+use crate::model::{media, Descriptor, Digest, ImageIndex, ImageLocation, ImageRef};
+use crate::plan::{self, RecipeFailure};
+use crate::transport::{BlobProvider, BlobReader, Sink, Source, TransportError};
+use crate::write::image::{Lineage, BASE_DIGEST, BASE_NAME};
+use crate::write::mutate::{mutate, MutateError, Mutation, SourceImage};
+
+use super::analyze::{examine, plan_error, run_name, Examined};
+use super::metered::Metered;
+use super::request::{created_time, CREATED_BY};
+use super::scan::scan_layers;
+use super::{
+    Contents, ConvertOutcome, ConvertRequest, ImageConversion, IndexConversion, NewLayerSummary,
+    ResolvedImage, ResolvedIndex, Session,
+};
+
+impl Session {
+    /// Converts an image: a single image becomes one image; an index (unless the request
+    /// picks a platform) becomes an index of every platform converted, in the same order,
+    /// attestations dropped, written after all of its images. Nothing is visible at the
+    /// destination until everything it refers to is there.
+    pub fn convert(&self, request: &ConvertRequest) -> Result<ConvertOutcome, Error> {
+        let result = self.convert_all(request);
+        self.settle(result)
+    }
+
+    fn convert_all(&self, request: &ConvertRequest) -> Result<ConvertOutcome, Error> {
+        let from = &request.image;
+        let destination = &request.destination;
+        let mut resolved = self.resolve(&from.source, from.platform.as_ref())?;
+        let first = match &resolved.contents {
+            Contents::Image(image) => Some(image.as_ref()),
+            Contents::Index(index) => index.images.first().map(|(_, i)| i),
+        };
+        if let Some(c) = first.and_then(|image| {
+            image
+                .config
+                .history_created_by()
+                .into_iter()
+                .find(|c| c.starts_with(CREATED_BY))
+        }) {
+            // A second conversion would only stack another layer on the first.
+            let digest = match &resolved.contents {
+                Contents::Image(image) => image.digest.clone(),
+                Contents::Index(index) => index.digest.clone(),
+            };
+            return Ok(ConvertOutcome::AlreadyConverted {
+                location: from.source.clone(),
+                digest,
+                created_by: c,
+            });
+        }
+        if let (Contents::Index(index), ImageLocation::DockerArchive { .. }) =
+            (&resolved.contents, destination)
+        {
+            return Err(Error::Unsupported {
+                location: destination.to_string(),
+                reason: format!(
+                    "{} has {} platforms and a docker archive holds one; pick one with `--platform`",
+                    from.source,
+                    index.images.len()
+                ),
+            });
+        }
+        let mut sink = if request.dry_run {
+            None
+        } else {
+            Some(self.open_sink(destination)?)
+        };
+        let contents = resolved.contents.clone();
+        let source = resolved.source.as_mut();
+        match contents {
+            Contents::Image(image) => {
+                let mut converted = self.convert_image(request, source, sink.as_mut(), &image)?;
+                if let Some(sink) = sink.as_mut() {
+                    converted.digest = sink.commit(&converted.manifest)?;
+                }
+                Ok(ConvertOutcome::Image(Box::new(converted)))
+            }
+            Contents::Index(index) => self.convert_index(request, source, sink, index),
+        }
+    }
+
+    fn convert_index(
+        &self,
+        request: &ConvertRequest,
+        source: &mut dyn Source,
+        mut sink: Option<Box<dyn Sink>>,
+        index: ResolvedIndex,
+    ) -> Result<ConvertOutcome, Error> {
+        let destination = &request.destination;
+        let mut platforms = Vec::new();
+        for (entry, image) in &index.images {
+            let name = image
+                .platform
+                .as_ref()
+                .map_or_else(|| "unknown".to_string(), |p| p.to_string());
+            self.control().events.event(&Event::Platform {
+                platform: &name,
+                converting: true,
+            });
+            let converted = self.convert_image(request, source, sink.as_mut(), image)?;
+            platforms.push((name, entry.clone(), converted));
+        }
+        // The new index: the same platforms in the same order, the index's annotations kept.
+        let mut annotations = index.index.annotations.clone();
+        annotations.insert(BASE_NAME.to_string(), base_name(&request.image.source));
+        annotations.insert(BASE_DIGEST.to_string(), index.digest.to_string());
+        let manifests = platforms
+            .iter()
+            .map(|(_, entry, converted)| {
+                let mut d = converted.manifest.clone();
+                d.platform = entry.platform.clone();
+                d.annotations = entry.annotations.clone();
+                d
+            })
+            .collect();
+        let new_index = ImageIndex {
+            schema_version: 2,
+            media_type: Some(media::OCI_INDEX.to_string()),
+            manifests,
+            annotations,
+        };
+        let bytes = crate::model::manifest::to_canonical_bytes(&new_index);
+        let desc = Descriptor::new(
+            media::OCI_INDEX,
+            Digest::sha256_of(&bytes),
+            bytes.len() as u64,
+        );
+        if let Some(sink) = sink.as_mut() {
+            self.control().events.event(&Event::WritingIndex {
+                platforms: platforms.len(),
+                destination,
+            });
+            sink.put_index(&bytes, &desc)?;
+            sink.commit(&desc)?;
+        }
+        Ok(ConvertOutcome::Index(IndexConversion {
+            source: request.image.source.clone(),
+            source_digest: index.digest,
+            destination: destination.clone(),
+            digest: desc.digest,
+            written: sink.is_some(),
+            platforms: platforms
+                .into_iter()
+                .map(|(name, _, converted)| (name, converted))
+                .collect(),
+            dropped: index.attestations,
+        }))
+    }
+
+    /// Converts one image and puts its blobs and manifest to the sink (no tag yet).
+    fn convert_image(
+        &self,
+        request: &ConvertRequest,
+        source: &mut dyn Source,
+        mut sink: Option<&mut Box<dyn Sink>>,
+        image: &ResolvedImage,
+    ) -> Result<ImageConversion, Error> {
+        let from = &request.image;
+        let destination = &request.destination;
+        let (created, mtime) = created_time(request.source_date_epoch, image.config.created());
+        let scratch = self.scratch()?;
+        let keep = !source.is_local()
+            && sink
+                .as_ref()
+                .is_some_and(|s| !s.can_reuse_blobs_of(source.location()));
+
+        // Scan: every layer once.
+        let recipes = &from.recipes;
+        let mut scanned = scan_layers(
+            source,
+            image,
+            &recipes.all(),
+            keep,
+            scratch.path(),
+            self.jobs(),
+            self.control(),
+        )?;
+
+        // Plan: recipes, then the generic conversion; a recipe that does not apply stops.
+        let mut options = from.generic.clone();
+        options.mtime = mtime;
+        let mut plan = plan::build(
+            &scanned.scan,
+            &image.config,
+            recipes,
+            &options,
+            RecipeFailure::Stop,
+        )
+        .map_err(|e| plan_error(&from.source, e))?;
+
+        // Mutate: the new layer, rewritten layers, config and manifest.
+        let base_name = base_name(&from.source);
+        let cache = &scanned.cache;
+        let mut reopen = |desc: &Descriptor| -> Result<BlobReader, TransportError> {
+            match cache.get(&desc.digest) {
+                Some(path) => Ok(Box::new(
+                    File::open(path).map_err(TransportError::io("open", path))?,
+                )),
+                None => source.blob(desc),
+            }
+        };
+        let mutation = mutate(
+            &SourceImage {
+                location: &from.source,
+                manifest: &image.manifest,
+                config: &image.config,
+                layers: &scanned.scan.layers,
+                spool: &scanned.scan.spool,
+            },
+            &mut plan,
+            if request.remap_ids {
+                Some(&mut reopen)
+            } else {
+                None
+            },
+            &Lineage {
+                base_name: &base_name,
+                base_digest: &image.digest,
+                created: &created,
+                created_by: &request.created_by,
+            },
+            scratch.path(),
+            self.control().events.as_ref(),
+        )
+        .map_err(mutate_error)?;
+
+        // Sink: blobs, config, manifest (the tag comes with the commit).
+        let written = sink.is_some();
+        let digest = match sink.as_mut() {
+            Some(sink) => {
+                self.control()
+                    .events
+                    .event(&Event::WritingImage { destination });
+                let mut local = scanned.cache.clone();
+                for l in mutation
+                    .new_layer
+                    .iter()
+                    .chain(mutation.rewritten.iter().map(|(_, l)| l))
+                {
+                    local.insert(l.digest.clone(), l.file.path().to_path_buf());
+                }
+                let mut blobs = Blobs {
+                    session: self,
+                    source: &mut *source,
+                    local: &local,
+                };
+                sink.put_image(&mutation.output, &mut blobs)?;
+                mutation.output.manifest_desc.digest.clone()
+            }
+            // What the manifest would be (docker archives name images by their config).
+            None if matches!(destination, ImageLocation::DockerArchive { .. }) => {
+                mutation.output.config_desc.digest.clone()
+            }
+            None => mutation.output.manifest_desc.digest.clone(),
+        };
+
+        // The analysis is of the image as converted: the plan's layer merged over the view.
+        let Mutation {
+            output,
+            new_layer,
+            rewritten,
+            layers,
+        } = mutation;
+        let view = &mut scanned.scan.view;
+        for (i, _) in &rewritten {
+            view.remap_ids(*i, crate::layer::reader::MAX_MAPPED_ID, plan.identity.uid);
+        }
+        view.apply_layer(plan.layer_changes());
+        let converted =
+            crate::model::ImageConfig::parse(&output.config).map_err(|e| Error::Config {
+                location: destination.to_string(),
+                source: e,
+            })?;
+        let content_bytes = plan.content_bytes();
+        let analysis = examine(
+            &from.source,
+            image,
+            Examined {
+                view,
+                layers: &layers,
+                config: &converted,
+            },
+            &converted,
+            plan,
+            recipes,
+            run_name(destination),
+        );
+        Ok(ImageConversion {
+            destination: destination.clone(),
+            digest,
+            manifest: output.manifest_desc,
+            written,
+            new_layer: new_layer.map(|l| NewLayerSummary {
+                digest: l.digest,
+                size: l.size,
+                entries: l.entries,
+                content_bytes,
+            }),
+            analysis,
+        })
+    }
+}
+
+fn mutate_error(e: MutateError) -> Error {
+    match e {
+        MutateError::Write { dir, source } => Error::Io {
+            op: "write a layer in",
+            path: dir,
+            source,
+        },
+        MutateError::Read(e) => e.into(),
+        MutateError::Assemble(e) => e.into(),
+    }
+}
+
+/// The name recorded in `org.opencontainers.image.base.name`: the registry reference, or
+/// the transport location for local images.
+fn base_name(source: &ImageLocation) -> String {
+    match source {
+        ImageLocation::Registry(r) => strip_digest(r),
+        other => other.to_string(),
+    }
+}
+
+fn strip_digest(r: &ImageRef) -> String {
+    match r.tag() {
+        Some(t) => format!("{}:{t}", r.name()),
+        None => r.name(),
+    }
+}
+
+/// Gives the sink the layers written here (the new one, rewritten ones) and the cached
+/// ones from their files, and the rest from the source.
+struct Blobs<'a> {
+    session: &'a Session,
+    source: &'a mut dyn Source,
+    local: &'a BTreeMap<Digest, PathBuf>,
+}
+
+impl BlobProvider for Blobs<'_> {
+    fn open(&mut self, desc: &Descriptor) -> Result<BlobReader, TransportError> {
+        let reader: BlobReader = match self.local.get(&desc.digest) {
+            Some(path) => Box::new(File::open(path).map_err(TransportError::io("open", path))?),
+            None => self.source.blob(desc)?,
+        };
+        let control = self.session.control();
+        let meter = control
+            .events
+            .meter(&format!("writing {}", desc.digest.short()), desc.size);
+        Ok(Box::new(
+            Metered::new(reader, meter).cancellable(control.cancel.clone()),
+        ))
+    }
+
+    fn origin(&self) -> &ImageLocation {
+        self.source.location()
+    }
+}

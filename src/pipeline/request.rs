@@ -1,0 +1,311 @@
+//! Requests: what to read, how to plan its conversion and where to write it, built from
+//! the words a front end was given (a command line, a server's rules), every value
+//! checked before any work starts.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+use crate::model::ports::PortMap;
+use crate::model::{ImageLocation, Platform};
+use crate::plan::generic;
+use crate::recipe::{Recipe, Selection};
+
+/// The prefix of the history entry a conversion writes; finding it means the image was
+/// converted already.
+pub const CREATED_BY: &str = "unroot convert";
+
+/// The tag suffix of default destinations.
+pub const SUFFIX: &str = "-unprivileged";
+
+/// How to plan a conversion, as a front end was told: shared by `analyze` and `convert`.
+#[derive(Clone, Debug, Default)]
+pub struct PlanOptions {
+    /// The runtime user id; `None`: the image's own non-root user, else 65532.
+    pub uid: Option<u64>,
+    /// The runtime group id; `None`: the user's primary group, else the UID.
+    pub gid: Option<u64>,
+    /// Port moves, `FROM:TO` each.
+    pub ports: Vec<String>,
+    /// Recipes to use whatever the image holds: built-in names or recipe files.
+    pub recipes: Vec<String>,
+    /// Use no built-in recipe.
+    pub no_recipes: bool,
+    /// The platform to read from an index (`os/arch[/variant]`); `None`: every one.
+    pub platform: Option<String>,
+}
+
+/// What a conversion should do beyond the plan.
+#[derive(Clone, Debug, Default)]
+pub struct ConvertOptions {
+    /// Where to write; `None`: next to the source, tagged `<tag>-unprivileged`.
+    pub destination: Option<String>,
+    /// `SOURCE_DATE_EPOCH`, for the times of the new config, history entry and files.
+    pub source_date_epoch: Option<i64>,
+    /// Rewrite the layers that hold owners above 65535.
+    pub remap_ids: bool,
+    /// Plan and report only: write nothing.
+    pub dry_run: bool,
+}
+
+/// What to read and how to plan its conversion.
+#[derive(Clone, Debug)]
+pub struct ImageRequest {
+    /// The image to read.
+    pub source: ImageLocation,
+    /// The platform to pick from an index; `None`: every platform.
+    pub platform: Option<Platform>,
+    /// `--uid`, `--gid`, the port map.
+    pub generic: generic::Options,
+    /// The recipes to use.
+    pub recipes: Selection,
+}
+
+impl ImageRequest {
+    /// Checks and parses what a front end was given: the location, the platform, the
+    /// port map, and the recipes (loading recipe files).
+    pub fn new(source: &str, options: &PlanOptions) -> Result<ImageRequest, Error> {
+        Ok(ImageRequest {
+            source: ImageLocation::parse(source)?,
+            platform: options
+                .platform
+                .as_deref()
+                .map(Platform::parse)
+                .transpose()?,
+            generic: generic::Options {
+                uid: options.uid,
+                gid: options.gid,
+                ports: PortMap::new(&options.ports)?,
+                ..Default::default()
+            },
+            recipes: Selection::new(
+                options.no_recipes,
+                options
+                    .recipes
+                    .iter()
+                    .map(|r| Recipe::load(r))
+                    .collect::<Result<_, _>>()?,
+            ),
+        })
+    }
+}
+
+/// What to convert, where to, and how.
+#[derive(Clone, Debug)]
+pub struct ConvertRequest {
+    /// The image and how to plan.
+    pub image: ImageRequest,
+    /// Where to write.
+    pub destination: ImageLocation,
+    /// `SOURCE_DATE_EPOCH`, for the times of the new config, history entry and files.
+    pub source_date_epoch: Option<i64>,
+    /// The `created_by` of the history entry: the command, with the options that shape
+    /// the result.
+    pub created_by: String,
+    /// Plan and report only: write nothing.
+    pub dry_run: bool,
+    /// Rewrite the layers that hold owners above 65535.
+    pub remap_ids: bool,
+}
+
+impl ConvertRequest {
+    /// Checks and parses what a front end was given; the destination defaults to the
+    /// source's location with the tag `<tag>-unprivileged`.
+    pub fn new(
+        source: &str,
+        plan: &PlanOptions,
+        options: &ConvertOptions,
+    ) -> Result<ConvertRequest, Error> {
+        let image = ImageRequest::new(source, plan)?;
+        let destination = match options.destination.as_deref() {
+            Some(d) => ImageLocation::parse(d)?,
+            None => default_destination(&image.source)?,
+        };
+        Ok(ConvertRequest {
+            image,
+            destination,
+            source_date_epoch: options.source_date_epoch,
+            created_by: created_by(plan, options),
+            dry_run: options.dry_run,
+            remap_ids: options.remap_ids,
+        })
+    }
+}
+
+/// The history entry's `created_by`: the command and the options that change the output
+/// (in a fixed order, so the same conversion gives the same digest).
+fn created_by(plan: &PlanOptions, options: &ConvertOptions) -> String {
+    let mut out = String::from(CREATED_BY);
+    if let Some(uid) = plan.uid {
+        let _ = write!(out, " --uid {uid}");
+    }
+    if let Some(gid) = plan.gid {
+        let _ = write!(out, " --gid {gid}");
+    }
+    if options.remap_ids {
+        out.push_str(" --remap-ids");
+    }
+    let mut ports = plan.ports.clone();
+    ports.sort();
+    for p in ports {
+        let _ = write!(out, " --port {p}");
+    }
+    out
+}
+
+/// The default destination: the same place with the tag `<tag>-unprivileged`; for
+/// archives, a sibling file `NAME-unprivileged.tar`.
+pub fn default_destination(source: &ImageLocation) -> Result<ImageLocation, Error> {
+    let tagged = |t: &Option<String>| Some(format!("{}{SUFFIX}", t.as_deref().unwrap_or("latest")));
+    let sibling = |file: &Path| -> PathBuf {
+        let stem = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = match file.extension() {
+            Some(ext) => format!("{stem}{SUFFIX}.{}", ext.to_string_lossy()),
+            None => format!("{stem}{SUFFIX}"),
+        };
+        file.with_file_name(name)
+    };
+    Ok(match source {
+        ImageLocation::Registry(r) => match r.tag() {
+            Some(t) => ImageLocation::Registry(r.with_tag(&format!("{t}{SUFFIX}"))),
+            None => {
+                return Err(Error::NoDestination {
+                    source_location: source.to_string(),
+                    reason: "it is named by digest only, so there is no tag to derive one from"
+                        .into(),
+                })
+            }
+        },
+        ImageLocation::OciLayout { dir, tag } => ImageLocation::OciLayout {
+            dir: dir.clone(),
+            tag: tagged(tag),
+        },
+        ImageLocation::OciArchive { file, tag } => ImageLocation::OciArchive {
+            file: sibling(file),
+            tag: tag.clone(),
+        },
+        ImageLocation::DockerArchive { file, reference } => ImageLocation::DockerArchive {
+            file: sibling(file),
+            reference: reference.as_ref().map(|r| match r.rsplit_once(':') {
+                Some((repo, tag)) if !tag.contains('/') => format!("{repo}:{tag}{SUFFIX}"),
+                _ => format!("{r}:latest{SUFFIX}"),
+            }),
+        },
+    })
+}
+
+/// The `created` time of the output (RFC 3339) and the same instant in seconds, for file
+/// times: `SOURCE_DATE_EPOCH` when set, else the source's own `created`, else the epoch.
+pub fn created_time(source_date_epoch: Option<i64>, source_created: Option<&str>) -> (String, u64) {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    if let Some(secs) = source_date_epoch {
+        if let Some(t) = DateTime::<Utc>::from_timestamp(secs, 0) {
+            return (
+                t.to_rfc3339_opts(SecondsFormat::Secs, true),
+                secs.max(0) as u64,
+            );
+        }
+    }
+    if let Some(created) = source_created {
+        if let Ok(t) = DateTime::parse_from_rfc3339(created) {
+            return (created.to_string(), t.timestamp().max(0) as u64);
+        }
+    }
+    ("1970-01-01T00:00:00Z".to_string(), 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_destinations() {
+        let d =
+            |s: &str| default_destination(&ImageLocation::parse(s).unwrap()).map(|l| l.to_string());
+        assert_eq!(
+            d("nginx").unwrap(),
+            "docker://docker.io/library/nginx:latest-unprivileged"
+        );
+        assert_eq!(
+            d("localhost:5000/a:1.2").unwrap(),
+            "docker://localhost:5000/a:1.2-unprivileged"
+        );
+        assert_eq!(d("oci:dir:v1").unwrap(), "oci:dir:v1-unprivileged");
+        assert_eq!(d("oci:dir").unwrap(), "oci:dir:latest-unprivileged");
+        assert_eq!(
+            d("oci-archive:/x/a.tar:v1").unwrap(),
+            "oci-archive:/x/a-unprivileged.tar:v1"
+        );
+        assert_eq!(
+            d("docker-archive:a.tar:app:1").unwrap(),
+            "docker-archive:a-unprivileged.tar:app:1-unprivileged"
+        );
+        let pinned = format!("nginx@sha256:{}", "0".repeat(64));
+        assert!(matches!(d(&pinned), Err(Error::NoDestination { .. })));
+    }
+
+    #[test]
+    fn created_times() {
+        assert_eq!(
+            created_time(Some(86400), Some("2024-01-01T00:00:00Z")),
+            ("1970-01-02T00:00:00Z".into(), 86400)
+        );
+        assert_eq!(
+            created_time(None, Some("2024-01-01T00:00:00.5Z")).1,
+            1704067200
+        );
+        assert_eq!(
+            created_time(None, Some("garbage")),
+            ("1970-01-01T00:00:00Z".into(), 0)
+        );
+    }
+
+    #[test]
+    fn requests_check_every_value_and_name_what_shapes_the_output() {
+        let plan = PlanOptions {
+            uid: Some(1001),
+            ports: vec!["443:9443".into(), "80:9090".into()],
+            ..Default::default()
+        };
+        let request = ConvertRequest::new(
+            "oci:/l:v1",
+            &plan,
+            &ConvertOptions {
+                remap_ids: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(request.destination.to_string(), "oci:/l:v1-unprivileged");
+        assert_eq!(
+            request.created_by,
+            "unroot convert --uid 1001 --remap-ids --port 443:9443 --port 80:9090"
+        );
+        assert_eq!(request.image.generic.ports.map(80), Some(9090));
+        let bad = |plan: PlanOptions| ImageRequest::new("oci:/l", &plan).unwrap_err();
+        assert!(matches!(
+            bad(PlanOptions {
+                ports: vec!["80".into()],
+                ..Default::default()
+            }),
+            Error::Port(_)
+        ));
+        assert!(matches!(
+            bad(PlanOptions {
+                platform: Some("linux/".into()),
+                ..Default::default()
+            }),
+            Error::Platform(_)
+        ));
+        assert!(matches!(
+            bad(PlanOptions {
+                recipes: vec!["no-such-recipe".into()],
+                ..Default::default()
+            }),
+            Error::Recipe(_)
+        ));
+    }
+}

@@ -1,0 +1,196 @@
+//! The one pass over an image's layers: each layer downloaded, decompressed, verified and
+//! parsed on a worker thread, merged in order into the view.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use crate::control::{panic_message, Control, Event};
+use crate::error::Error;
+use crate::layer::scan::{read_unmerged, CapturePolicy, UnmergedLayer};
+use crate::layer::{ImagePath, Meta, Scan, Want};
+use crate::model::Digest;
+use crate::plan::generic::GenericCapture;
+use crate::recipe::{self, Recipe};
+use crate::transport::Source;
+
+use super::metered::Metered;
+use super::ResolvedImage;
+
+/// What the scan keeps: what the generic conversion needs, plus the files the recipes
+/// read (their config, in memory and capped).
+struct Capture {
+    recipes: globset::GlobSet,
+}
+
+impl CapturePolicy for Capture {
+    fn want(&self, path: &ImagePath, meta: &Meta) -> Want {
+        match GenericCapture.want(path, meta) {
+            Want::Nothing if self.recipes.is_match(path.display()) => Want::Text,
+            other => other,
+        }
+    }
+}
+
+/// How many layers are read at once: `jobs`, or one per core up to four.
+fn parallel_reads(jobs: usize, layers: usize) -> usize {
+    let auto = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+    let n = if jobs == 0 { auto } else { jobs };
+    n.clamp(1, layers.max(1))
+}
+
+/// What a scan gives: the scan, and the blobs kept on disk for the sink.
+pub(crate) struct Scanned {
+    pub scan: Scan,
+    pub cache: BTreeMap<Digest, PathBuf>,
+}
+
+/// Reads every layer once into a [`Scan`], keeping the bodies the conversion and the
+/// recipes need. Blobs of a remote source that the sink will need again are kept in
+/// `dir` while they stream past (`keep_for_sink`).
+///
+/// Up to `jobs` layers are downloaded, decompressed and parsed at once, each on its own
+/// thread; they are merged in order as they finish, and no more than `jobs` layers are
+/// ever read ahead of the next one to merge, so memory stays bounded. The first failure
+/// (or a cancellation) stops the other reads; a worker that panics fails the scan with
+/// [`Error::Internal`], not the process.
+#[allow(clippy::too_many_arguments)] // One call site; each is a separate input of the scan.
+pub(crate) fn scan_layers(
+    source: &mut dyn Source,
+    image: &ResolvedImage,
+    recipes: &[Recipe],
+    keep_for_sink: bool,
+    dir: &Path,
+    jobs: usize,
+    control: &Control,
+) -> Result<Scanned, Error> {
+    let location = source.location().to_string();
+    let diff_ids = image.config.diff_ids().map_err(|e| Error::Config {
+        location: location.clone(),
+        source: e,
+    })?;
+    let mut scan = Scan::new_in(dir).map_err(|e| Error::Io {
+        op: "create a temporary file in",
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    let mut cache = BTreeMap::new();
+    let policy = Capture {
+        recipes: recipe::capture_set(recipes),
+    };
+    let layers = &image.manifest.layers;
+    let total = layers.len();
+    let workers = parallel_reads(jobs, total);
+    let events = &control.events;
+    events.stage("reading layers", layers.iter().map(|l| l.size).sum());
+    // Stops the reads of this scan: when one fails, or when the job is cancelled.
+    let stop = control.cancel.child();
+    let spool = scan.spool.clone();
+    type Done = (usize, Result<UnmergedLayer, Error>);
+    let (tx, rx) = mpsc::channel::<Done>();
+    let outcome = std::thread::scope(|scope| -> Result<(), Error> {
+        let mut started = 0;
+        let mut merged = 0;
+        let mut done: BTreeMap<usize, UnmergedLayer> = BTreeMap::new();
+        let result = (|| loop {
+            while started < total && started < merged + workers {
+                let i = started;
+                let desc = &layers[i];
+                events.event(&Event::ReadingLayer {
+                    index: i,
+                    count: total,
+                    digest: &desc.digest,
+                    size: desc.size,
+                });
+                let blob = source.blob(desc)?;
+                let meter = events.meter(
+                    &format!("layer {}/{total} {}", i + 1, desc.digest.short()),
+                    desc.size,
+                );
+                let reader = Metered::new(blob, meter).cancellable(stop.clone());
+                let copy = if keep_for_sink && !cache.contains_key(&desc.digest) {
+                    let path = dir.join(desc.digest.hex());
+                    let file = File::create(&path).map_err(|e| Error::Io {
+                        op: "create",
+                        path: path.clone(),
+                        source: e,
+                    })?;
+                    cache.insert(desc.digest.clone(), path);
+                    Some(file)
+                } else {
+                    None
+                };
+                let (tx, spool, policy, diff_id, location) =
+                    (tx.clone(), &spool, &policy, &diff_ids[i], location.clone());
+                scope.spawn(move || {
+                    // A panic is sent on too, as an error, so the merging side never waits
+                    // for a layer that will not come.
+                    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        match copy {
+                            Some(file) => {
+                                let tee = Tee {
+                                    inner: reader,
+                                    copy: io::BufWriter::with_capacity(256 * 1024, file),
+                                };
+                                read_unmerged(tee, desc, Some(diff_id), policy, spool)
+                            }
+                            None => read_unmerged(reader, desc, Some(diff_id), policy, spool),
+                        }
+                        .map_err(|e| Error::Layer {
+                            location: location.clone(),
+                            source: Box::new(e),
+                        })
+                    }))
+                    .unwrap_or_else(|panic| {
+                        Err(Error::Internal {
+                            location,
+                            message: format!(
+                                "reading layer {} failed: {}",
+                                desc.digest,
+                                panic_message(&*panic)
+                            ),
+                        })
+                    });
+                    let _ = tx.send((i, read));
+                });
+                started += 1;
+            }
+            if merged == total {
+                return Ok(());
+            }
+            let (i, read) = rx.recv().expect("a layer is being read");
+            // The first failure, in whatever layer, ends the scan.
+            done.insert(i, read?);
+            while let Some(read) = done.remove(&merged) {
+                scan.merge(read);
+                merged += 1;
+            }
+        })();
+        if result.is_err() {
+            // The other reads are not needed: stop them rather than wait for them.
+            stop.cancel();
+        }
+        result
+    });
+    outcome?;
+    Ok(Scanned { scan, cache })
+}
+
+/// Copies what it reads into a file (the blob cache of remote sources).
+struct Tee<R, W: Write> {
+    inner: R,
+    copy: W,
+}
+
+impl<R: Read, W: Write> Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.copy.write_all(&buf[..n])?;
+        if n == 0 && !buf.is_empty() {
+            self.copy.flush()?;
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,317 @@
+//! Registry authentication: the challenge a registry answers with (`WWW-Authenticate`),
+//! Basic credentials, and bearer tokens from its token service, cached per scope and
+//! renewed before they expire.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::{Request, RequestBuilder, Response};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::{StatusCode, Url};
+
+use crate::transport::TransportError;
+
+use super::client::{Call, Client};
+use super::retry::Attempt;
+
+/// What the client learned of the registry's authentication.
+#[derive(Default)]
+pub(super) struct AuthState {
+    challenge: Option<Challenge>,
+    /// Bearer tokens by the scopes they were asked for, with the time to renew them.
+    tokens: HashMap<String, (String, Instant)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Challenge {
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+/// The access a request needs, as token scopes.
+pub(super) fn pull(repo: &str) -> String {
+    format!("repository:{repo}:pull")
+}
+
+/// Push access (with pull, which a push needs to check what is there).
+pub(super) fn push(repo: &str) -> String {
+    format!("repository:{repo}:pull,push")
+}
+
+impl Client {
+    /// Sends a request with the credentials its scopes need, answering one authentication
+    /// challenge. `build` is called again for the second request.
+    pub(super) fn send(
+        &self,
+        call: &Call,
+        scopes: &[String],
+        build: &mut dyn FnMut() -> Result<RequestBuilder, Attempt>,
+    ) -> Result<Response, Attempt> {
+        let mut challenged = false;
+        loop {
+            let request = build()?.build().map_err(|e| self.request_failure(e))?;
+            let request = self.authorize(call, request, scopes)?;
+            let response = self.execute(call, request)?;
+            if response.status() == StatusCode::UNAUTHORIZED && !challenged {
+                if let Some(challenge) = parse_challenge(response.headers()) {
+                    challenged = true;
+                    let mut state = self.auth.lock().expect("not poisoned");
+                    let key = scopes.join(" ");
+                    // A token that was refused is not asked for again from the cache.
+                    state.tokens.remove(&key);
+                    let repeat = state.challenge.as_ref() != Some(&challenge)
+                        || matches!(challenge, Challenge::Bearer { .. });
+                    state.challenge = Some(challenge);
+                    drop(state);
+                    if repeat && (self.creds.is_some() || self.bearer()) {
+                        continue;
+                    }
+                }
+            }
+            return Ok(response);
+        }
+    }
+
+    fn bearer(&self) -> bool {
+        matches!(
+            self.auth.lock().expect("not poisoned").challenge,
+            Some(Challenge::Bearer { .. })
+        )
+    }
+
+    /// Adds the credentials the challenge asks for, to requests for the registry itself
+    /// only (an upload location on another host gets none).
+    fn authorize(
+        &self,
+        call: &Call,
+        mut request: Request,
+        scopes: &[String],
+    ) -> Result<Request, Attempt> {
+        use base64::Engine;
+        if request.url().origin() != self.base.origin() {
+            return Ok(request);
+        }
+        let challenge = self.auth.lock().expect("not poisoned").challenge.clone();
+        let value = match challenge {
+            None => return Ok(request),
+            Some(Challenge::Basic) => match &self.creds {
+                Some(c) => format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD
+                        .encode(format!("{}:{}", c.username, c.password))
+                ),
+                None => return Ok(request),
+            },
+            Some(Challenge::Bearer { realm, service }) => format!(
+                "Bearer {}",
+                self.token(call, &realm, service.as_deref(), scopes)?
+            ),
+        };
+        let mut value = HeaderValue::from_str(&value).map_err(|_| {
+            Attempt::Fail(TransportError::Registry {
+                location: call.location.to_string(),
+                message: "a token that is not a valid header value".to_string(),
+            })
+        })?;
+        value.set_sensitive(true);
+        request.headers_mut().insert(AUTHORIZATION, value);
+        Ok(request)
+    }
+
+    /// A bearer token for `scopes`, from the cache or the token service.
+    fn token(
+        &self,
+        call: &Call,
+        realm: &str,
+        service: Option<&str>,
+        scopes: &[String],
+    ) -> Result<String, Attempt> {
+        let key = scopes.join(" ");
+        if let Some((t, renew)) = self.auth.lock().expect("not poisoned").tokens.get(&key) {
+            if Instant::now() < *renew {
+                return Ok(t.clone());
+            }
+        }
+        let invalid = |message: String| {
+            Attempt::Fail(TransportError::Registry {
+                location: call.location.to_string(),
+                message,
+            })
+        };
+        let realm_url = Url::parse(realm).map_err(|e| {
+            invalid(format!(
+                "its token service `{realm}` is not a valid URL: {e}"
+            ))
+        })?;
+        let mut url = realm_url.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(s) = service {
+                query.append_pair("service", s);
+            }
+            for scope in scopes {
+                query.append_pair("scope", scope);
+            }
+        }
+        let request = match &self.creds {
+            // An identity token is exchanged with the OAuth2 form (a POST).
+            Some(c) if c.is_identity_token() => {
+                let mut form = Url::parse("unroot:form").expect("a valid URL");
+                form.query_pairs_mut()
+                    .append_pair("grant_type", "refresh_token")
+                    .append_pair("service", service.unwrap_or_default())
+                    .append_pair("scope", &scopes.join(" "))
+                    .append_pair("client_id", "unroot")
+                    .append_pair("refresh_token", &c.password);
+                self.http
+                    .post(realm_url)
+                    .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(form.query().unwrap_or_default().to_string())
+            }
+            Some(c) => self
+                .http
+                .get(url)
+                .basic_auth(&c.username, Some(&c.password)),
+            None => self.http.get(url),
+        };
+        let request = request.build().map_err(|e| self.request_failure(e))?;
+        let response = self.execute(call, request)?;
+        let response = self.check_transient(call, "its token service", response)?;
+        if matches!(response.status().as_u16(), 401 | 403) {
+            return Err(Attempt::Fail(self.unauthorized(call)));
+        }
+        if !response.status().is_success() {
+            return Err(Attempt::Fail(self.status_error(
+                call,
+                "its token service",
+                response,
+            )));
+        }
+        let body = self.read_body(call, response, 1024 * 1024)?;
+        let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let token = parsed["token"]
+            .as_str()
+            .or_else(|| parsed["access_token"].as_str())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "its token service `{realm}` answered without a token"
+                ))
+            })?
+            .to_string();
+        // Tokens live `expires_in` seconds (60 when not said, as the token spec has it);
+        // they are renewed a little before, so a long upload never starts with a stale one.
+        let lifetime = parsed["expires_in"].as_u64().unwrap_or(60).max(10);
+        let renew = Instant::now() + Duration::from_secs(lifetime - lifetime / 6);
+        self.auth
+            .lock()
+            .expect("not poisoned")
+            .tokens
+            .insert(key, (token.clone(), renew));
+        Ok(token)
+    }
+}
+
+/// The first challenge of `WWW-Authenticate` that unroot can answer.
+fn parse_challenge(headers: &HeaderMap) -> Option<Challenge> {
+    for value in headers.get_all("www-authenticate") {
+        let Ok(value) = value.to_str() else { continue };
+        let (scheme, params) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            return Some(Challenge::Basic);
+        }
+        if scheme.eq_ignore_ascii_case("bearer") {
+            let params = auth_params(params);
+            let realm = params.get("realm")?.clone();
+            return Some(Challenge::Bearer {
+                realm,
+                service: params.get("service").cloned(),
+            });
+        }
+    }
+    None
+}
+
+/// `key="value", key=value` pairs of a challenge; values may hold commas inside quotes.
+fn auth_params(s: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut rest = s.trim();
+    while !rest.is_empty() {
+        let Some((key, after)) = rest.split_once('=') else {
+            break;
+        };
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, remaining) = if let Some(quoted) = after.strip_prefix('"') {
+            let mut value = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = quoted.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, next)) = chars.next() {
+                            value.push(next);
+                        }
+                    }
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            (value, &quoted[end..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_string(), &after[end..])
+        };
+        out.insert(key, value);
+        rest = remaining.trim_start().trim_start_matches(',').trim_start();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_parse_with_commas_in_quotes() {
+        let p = auth_params(
+            r#"realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(p["realm"], "https://auth.example/token");
+        assert_eq!(p["service"], "registry.example");
+        assert_eq!(p["scope"], "repository:a/b:pull,push");
+        let p = auth_params(r#"realm=https://x/t, service="s\"q""#);
+        assert_eq!(p["realm"], "https://x/t");
+        assert_eq!(p["service"], "s\"q");
+    }
+
+    #[test]
+    fn the_first_answerable_challenge_wins() {
+        let mut h = HeaderMap::new();
+        h.append("www-authenticate", "Negotiate".parse().unwrap());
+        h.append(
+            "www-authenticate",
+            r#"Bearer realm="https://t/token",service="r""#.parse().unwrap(),
+        );
+        assert_eq!(
+            parse_challenge(&h),
+            Some(Challenge::Bearer {
+                realm: "https://t/token".into(),
+                service: Some("r".into())
+            })
+        );
+        let mut h = HeaderMap::new();
+        h.insert("www-authenticate", r#"basic realm="x""#.parse().unwrap());
+        assert_eq!(parse_challenge(&h), Some(Challenge::Basic));
+    }
+}
