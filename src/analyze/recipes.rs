@@ -49,7 +49,7 @@ impl Analyzer for Recipes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::{Analyzed, CLEAN};
+    use crate::testkit::Analyzed;
 
     #[test]
     fn a_debian_apache_without_its_envvars_lines() {
@@ -73,10 +73,24 @@ text = "export APACHE_RUN_USER=www-data\n"
     }
 
     #[test]
-    fn clean_image_reports_nothing() {
-        assert_eq!(
-            Analyzed::from_spec(CLEAN).run(&Recipes),
-            Vec::<String>::new()
-        );
+    fn a_recipe_that_applies_reports_nothing() {
+        // Debian's Apache with the envvars lines its recipe edits: the recipe matches and
+        // applies, so there is nothing to report (the same image without them is above).
+        let spec = r#"
+[[layer]]
+[[layer.entry]]
+path = "/usr/sbin/apache2"
+size = 10
+mode = 0o755
+[[layer.entry]]
+path = "/etc/apache2/apache2.conf"
+text = "Listen 80\nPidFile ${APACHE_PID_FILE}\n"
+[[layer.entry]]
+path = "/etc/apache2/envvars"
+text = "export APACHE_RUN_USER=www-data\nexport APACHE_RUN_DIR=/var/run/apache2\nexport APACHE_PID_FILE=/var/run/apache2/apache2.pid\nexport APACHE_LOCK_DIR=/var/lock/apache2\n"
+"#;
+        let analyzed = Analyzed::from_spec(spec);
+        assert_eq!(analyzed.plan.recipes, ["apache"], "the recipe applied");
+        assert_eq!(analyzed.run(&Recipes), Vec::<String>::new());
     }
 }

@@ -159,7 +159,12 @@ impl Analyzer for RuntimePaths {
                     values = logs.default.clone();
                 }
                 for value in values {
-                    if is_stream(&value) || value.contains("${") {
+                    // What the recipe points logs at is a stream by definition (Redis's
+                    // `logfile ""` is stdout).
+                    if is_stream(&value)
+                        || value.contains("${")
+                        || logs.to.as_deref() == Some(value.as_str())
+                    {
                         continue;
                     }
                     let path = image_path(matched, view, &value);
@@ -189,7 +194,7 @@ impl Analyzer for RuntimePaths {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::{Analyzed, CLEAN};
+    use crate::testkit::Analyzed;
 
     /// Debian's nginx layout: pid in /run, temp in /var/lib/nginx, logs as files.
     const DEBIAN_NGINX: &str = r#"
@@ -282,11 +287,52 @@ text = "pid /var/run/nginx.pid;\nerror_log  /var/log/nginx/error.log notice;\n"
         );
     }
 
+    /// A Redis image already set up to run unprivileged: its pid file in /tmp, its data
+    /// directory its user's, its log on stdout. `@DATA_UID@` and `@DATA_MODE@` are the data
+    /// directory's owner and mode.
+    const REDIS_READY: &str = r#"
+[config]
+User = "999:0"
+[[layer]]
+[[layer.entry]]
+path = "/etc/passwd"
+text = "root:x:0:0:root:/root:/bin/sh\nredis:x:999:999::/data:/bin/false\n"
+[[layer.entry]]
+path = "/usr/bin/redis-server"
+size = 10
+mode = 0o755
+[[layer.entry]]
+path = "/tmp"
+type = "dir"
+mode = 0o1777
+[[layer.entry]]
+path = "/data"
+type = "dir"
+uid = @DATA_UID@
+gid = 0
+mode = @DATA_MODE@
+[[layer.entry]]
+path = "/etc/redis/redis.conf"
+text = "pidfile /tmp/redis.pid\ndir /data\nlogfile \"\"\n"
+"#;
+
     #[test]
-    fn clean_image_reports_nothing() {
+    fn a_service_set_up_for_its_user_reports_nothing() {
+        // The analyzer has a service to look at, and finds each of its paths fine...
+        let ready = REDIS_READY
+            .replace("@DATA_UID@", "999")
+            .replace("@DATA_MODE@", "0o775");
         assert_eq!(
-            Analyzed::from_spec(CLEAN).run(&RuntimePaths),
+            Analyzed::from_spec(&ready).run(&RuntimePaths),
             Vec::<String>::new()
+        );
+        // ...and the same image with its data directory left to root is caught.
+        let root_data = REDIS_READY
+            .replace("@DATA_UID@", "0")
+            .replace("@DATA_MODE@", "0o755");
+        assert_eq!(
+            Analyzed::from_spec(&root_data).run(&RuntimePaths),
+            ["UR301 error /data (layer 1): redis writes its data directory (RDB and AOF files) `/data`; uid 999 cannot (`/data` is 0:0 0755)"]
         );
     }
 }

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod entry;
 pub mod merged;
 pub mod path;
+pub mod range;
 pub mod reader;
 pub mod scan;
 

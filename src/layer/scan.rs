@@ -6,8 +6,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
 
+use super::range::RangeReader;
 use crate::model::{Descriptor, Digest};
-use crate::transport::blobstore::RangeReader;
 
 use super::entry::{Change, Kind, Meta};
 use super::merged::{Content, LayerChange, MergedView};

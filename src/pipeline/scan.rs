@@ -194,3 +194,75 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::Control;
+    use crate::model::{Descriptor, ImageLocation};
+    use crate::pipeline::{Contents, Session, SessionOptions};
+    use crate::transport::{BlobReader, RawManifest, TransportError};
+
+    /// A source whose layer reads panic: a bug in a reader must fail the job, not the
+    /// process.
+    struct Panicking(Box<dyn Source>);
+
+    struct PanicOnRead;
+
+    impl Read for PanicOnRead {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            panic!("a reader bug")
+        }
+    }
+
+    impl Source for Panicking {
+        fn location(&self) -> &ImageLocation {
+            self.0.location()
+        }
+        fn manifest(&mut self) -> Result<RawManifest, TransportError> {
+            self.0.manifest()
+        }
+        fn manifest_by_digest(&mut self, d: &Descriptor) -> Result<RawManifest, TransportError> {
+            self.0.manifest_by_digest(d)
+        }
+        fn blob(&mut self, _: &Descriptor) -> Result<BlobReader, TransportError> {
+            Ok(Box::new(PanicOnRead))
+        }
+        fn is_local(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn a_worker_panic_is_the_scans_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = ImageLocation::parse(&format!("oci:{}:t", dir.path().display())).unwrap();
+        let spec = "[[layer]]\n[[layer.entry]]\npath = \"/a\"\ntext = \"a\"\n[[layer]]\n[[layer.entry]]\npath = \"/b\"\ntext = \"b\"\n";
+        crate::imagespec::ImageSpec::parse(spec, "test")
+            .unwrap()
+            .build(&loc)
+            .unwrap();
+        let session = Session::new(SessionOptions::default());
+        let resolved = session.resolve(&loc, None).unwrap();
+        let Contents::Image(image) = resolved.contents else {
+            panic!("one image")
+        };
+        let mut source = Panicking(resolved.source);
+        let result = scan_layers(
+            &mut source,
+            &image,
+            &[],
+            false,
+            dir.path(),
+            2,
+            &Control::silent(),
+        );
+        match result {
+            Err(Error::Internal { message, .. }) => {
+                assert!(message.contains("a reader bug"), "{message}")
+            }
+            Err(other) => panic!("another error: {other}"),
+            Ok(_) => panic!("the scan succeeded"),
+        }
+    }
+}

@@ -574,11 +574,16 @@ path = "/etc/nginx/nginx.conf"
 text = "events {}\nhttp {\n    proxy_temp_path /var/cache/nginx/proxy_temp 1 2;\n    client_body_temp_path /tmp/already;\n    server { listen 80; listen [::]:80 ipv6only=on; listen 127.0.0.1:8081; }\n}\n"
 "#;
         let analyzed = crate::testkit::Analyzed::from_spec(spec);
-        let change = &analyzed.plan.changes[&ImagePath::new("/etc/nginx/nginx.conf")];
-        let crate::plan::Body::Bytes(text) = &change.body else {
-            panic!("edited")
-        };
-        let text = String::from_utf8_lossy(text);
+        let view = &analyzed.scan.view;
+        let matched = MatchedRecipe::find(&analyzed.recipes, view);
+        let nginx = matched.iter().find(|m| m.recipe.name == "nginx").unwrap();
+        let outcome = apply(nginx, view, &PortMap::default()).unwrap();
+        let file = outcome
+            .files
+            .iter()
+            .find(|f| f.path == ImagePath::new("/etc/nginx/nginx.conf"))
+            .unwrap();
+        let text = String::from_utf8_lossy(&file.text);
         for directive in [
             "proxy_temp_path",
             "client_body_temp_path",

@@ -16,6 +16,9 @@ pub enum Fault {
     Status(u16, Option<&'static str>),
     /// Forwards, but closes the connection after this many bytes of the answer's body.
     CutAfter(usize),
+    /// Reads the request and never answers (the connection stays open until the proxy's
+    /// test ends).
+    Stall,
 }
 
 /// Which requests get a fault, and how many times.
@@ -189,6 +192,12 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Re
         status: 0,
         faulted: fault.is_some(),
     };
+    if let Some(Fault::Stall) = fault {
+        state.lock().unwrap().log.push(logged);
+        // Hold the connection: a peer that went silent.
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+        return Ok(());
+    }
     if let Some(Fault::Status(code, retry_after)) = fault {
         std::io::copy(&mut (&mut reader).take(body), &mut std::io::sink())?;
         let error = if code == 404 {

@@ -9,5 +9,6 @@ mod hostimage;
 mod recipes;
 mod runtime;
 mod services;
+mod session;
 mod support;
 mod transports;

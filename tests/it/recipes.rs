@@ -237,8 +237,28 @@ fn recipe_errors_point_at_the_place() {
             out.stdout
         );
     }
+    // One line per built-in recipe, by name: its summary and the files that make it match.
     let out = s.unroot(&["recipes", "list"]).success();
-    assert_eq!(out.stdout.lines().count(), 4, "{}", out.stdout);
+    let names: Vec<&str> = out
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["apache", "haproxy", "nginx", "redis"],
+        "{}",
+        out.stdout
+    );
+    let nginx = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("nginx "))
+        .unwrap();
+    assert!(
+        nginx.ends_with("nginx web server and reverse proxy (matches /usr/sbin/nginx, /usr/local/nginx/sbin/nginx, /usr/local/sbin/nginx)"),
+        "{nginx}"
+    );
 }
 
 #[test]

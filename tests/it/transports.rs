@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::support::{sample_spec, skopeo, tool, Registry, Scratch};
+use crate::support::{sample_spec, skopeo, tool, Registry, Scratch, TINY};
 
 fn inspect(location: &str) -> serde_json::Value {
     let out = skopeo(&["inspect", "--tls-verify=false", location]).success();
@@ -693,6 +693,47 @@ fn converting_a_converted_image_is_a_no_op() {
     assert!(jsonschema::validator_for(&schema)
         .unwrap()
         .is_valid(&notice));
+    // SARIF asked, SARIF given: a run with no results and a notification saying why.
+    let out = s
+        .unroot(&["convert", "-q", "--format", "sarif", &once, "--to", &twice])
+        .success();
+    let sarif: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(sarif["version"], "2.1.0");
+    let run = &sarif["runs"][0];
+    assert_eq!(run["results"], serde_json::json!([]));
+    assert_eq!(run["tool"]["driver"]["name"], "unroot");
+    let note = run["invocations"][0]["toolExecutionNotifications"][0]["message"]["text"]
+        .as_str()
+        .unwrap();
+    assert!(note.contains("is already converted"), "{note}");
+}
+
+#[test]
+fn a_broken_auth_file_is_a_local_error_that_names_it() {
+    let s = Scratch::new();
+    let registry = Registry::start();
+    let src = s.build("img", "v1", TINY);
+    registry.push(&src, "app:v1", None);
+    let auth = s.path("auth.json");
+    std::fs::write(&auth, "{not json").unwrap();
+    let out = s
+        .unroot_env(
+            &["analyze", &registry.image("app:v1")],
+            &[("REGISTRY_AUTH_FILE", auth.to_str().unwrap())],
+        )
+        .failure(3);
+    let line = out.error_line();
+    assert!(
+        line.contains(&format!("no credentials for {}", registry.addr))
+            && line.contains(&format!("auth file `{}` is not valid", auth.display())),
+        "{line}"
+    );
+    assert!(
+        out.stderr
+            .contains("point `REGISTRY_AUTH_FILE` at another file"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -1,0 +1,201 @@
+//! The library's `Session`, as a server would use it: per-registry credentials, one client
+//! per registry reused across jobs, and jobs that stop when cancelled, whatever they are
+//! waiting for.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use unroot::control::{Cancel, Silent};
+use unroot::pipeline::{
+    ConvertOptions, ConvertOutcome, ConvertRequest, PlanOptions, Session, SessionOptions,
+};
+use unroot::transport::auth::{Credentials, RegistryCredentials};
+use unroot::transport::registry::RetryPolicy;
+use unroot::Error;
+
+use crate::faults::{Fault, FaultProxy, Rule};
+use crate::support::{Registry, Scratch, TINY};
+
+fn request(source: &str, destination: &str) -> ConvertRequest {
+    ConvertRequest::new(
+        source,
+        &PlanOptions::default(),
+        &ConvertOptions {
+            destination: Some(destination.to_string()),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// A guard for tests of cancellation: how long a cancelled job may take to return before
+/// the test calls it stuck. It is not a measure of speed: an uncancelled job here would
+/// wait an hour.
+const STUCK: Duration = Duration::from_secs(30);
+
+/// Runs `request` in `session` on a thread, cancels it once the proxy has seen `seen`
+/// requests matching `path`, and returns the job's result.
+fn cancelled_during(
+    session: &Session,
+    proxy: &FaultProxy,
+    path: &str,
+    request: ConvertRequest,
+) -> Result<ConvertOutcome, Error> {
+    let cancel = Cancel::new();
+    let job = session.job(Arc::new(Silent), cancel.clone());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(job.convert(&request));
+    });
+    // Wait until the fault was given, then cancel.
+    for _ in 0..600 {
+        if proxy
+            .log()
+            .iter()
+            .any(|l| l.faulted && l.target.contains(path))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        proxy
+            .log()
+            .iter()
+            .any(|l| l.faulted && l.target.contains(path)),
+        "the fault on {path} was never given: {:?}",
+        proxy.log()
+    );
+    cancel.cancel();
+    rx.recv_timeout(STUCK)
+        .expect("a cancelled job returns instead of waiting on")
+}
+
+#[test]
+fn a_cancelled_job_stops_in_a_retry_wait_and_at_a_silent_peer() {
+    let s = Scratch::new();
+    let registry = Registry::start();
+    let src = s.build("img", "v1", TINY);
+    registry.push(&src, "team/app:v1", None);
+    let old = s.build("old", "v1", TINY);
+    registry.push(&old, "dest/app:v1", None);
+    let session = Session::new(SessionOptions {
+        retry: RetryPolicy {
+            retries: 3,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+
+    // A registry that asks to wait 50 s before the manifest is tried again.
+    let proxy = FaultProxy::start(&registry.addr);
+    proxy.add(Rule::new("GET", "/manifests/v1", Fault::Status(503, Some("50"))).always());
+    let result = cancelled_during(
+        &session,
+        &proxy,
+        "/manifests/v1",
+        request(&proxy.image("team/app:v1"), &proxy.image("dest/app:v1")),
+    );
+    assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+
+    // A registry that goes silent in the middle of a layer's download.
+    proxy.clear();
+    proxy.add(Rule::new("GET", "/blobs/sha256:", Fault::Stall).always());
+    let result = cancelled_during(
+        &session,
+        &proxy,
+        "/blobs/sha256:",
+        request(&proxy.image("team/app:v1"), &proxy.image("dest/app:v1")),
+    );
+    assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+    assert_eq!(Error::Cancelled.exit_code(), 130);
+
+    // The destination tag was never moved, and the session works on for the next job.
+    let before = crate::support::skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &registry.image("dest/app:v1"),
+    ])
+    .success()
+    .stdout;
+    assert!(before.contains("layers"), "{before}");
+    proxy.clear();
+    let done = session
+        .convert(&request(
+            &proxy.image("team/app:v1"),
+            &registry.image("dest/app:v2"),
+        ))
+        .unwrap();
+    assert!(matches!(done, ConvertOutcome::Image(_)));
+    assert!(registry.has_tag("dest/app:v2", None));
+    let after = crate::support::skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &registry.image("dest/app:v1"),
+    ])
+    .success()
+    .stdout;
+    assert_eq!(
+        before, after,
+        "the cancelled jobs left dest/app:v1 as it was"
+    );
+}
+
+#[test]
+fn source_and_destination_get_their_own_credentials_and_clients_are_reused() {
+    let s = Scratch::new();
+    let source = Registry::start_with_auth("reader", "pw-src");
+    let destination = Registry::start_with_auth("writer", "pw-dst");
+    let src = s.build("img", "v1", TINY);
+    source.push(&src, "team/app:v1", Some("reader:pw-src"));
+    let creds = |c: &str| Credentials::parse(c).unwrap();
+    let session = Session::new(SessionOptions {
+        credentials: Arc::new(
+            RegistryCredentials::new()
+                .with(&source.addr, creds("reader:pw-src"))
+                .with(&destination.addr, creds("writer:pw-dst")),
+        ),
+        ..Default::default()
+    });
+    for tag in ["v1", "v2"] {
+        let outcome = session
+            .convert(&request(
+                &source.image("team/app:v1"),
+                &destination.image(&format!("team/app:{tag}")),
+            ))
+            .unwrap();
+        let ConvertOutcome::Image(converted) = outcome else {
+            panic!("one image")
+        };
+        assert!(converted.written);
+        assert!(destination.has_tag(&format!("team/app:{tag}"), Some("writer:pw-dst")));
+    }
+    // One client per registry, made once and reused by the second job.
+    assert_eq!(session.registries().clients(), 2);
+
+    // With the destination's credentials swapped for the source's, the push is refused
+    // by name.
+    let wrong = Session::new(SessionOptions {
+        credentials: Arc::new(
+            RegistryCredentials::new()
+                .with(&source.addr, creds("reader:pw-src"))
+                .with(&destination.addr, creds("reader:pw-src")),
+        ),
+        ..Default::default()
+    });
+    let error = wrong
+        .convert(&request(
+            &source.image("team/app:v1"),
+            &destination.image("team/app:v3"),
+        ))
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains(&destination.addr) && text.contains("credentials were not accepted"),
+        "{text}"
+    );
+    assert!(!destination.has_tag("team/app:v3", Some("writer:pw-dst")));
+}
