@@ -6,7 +6,7 @@ use super::{
 };
 use crate::layer::{ImagePath, Kind, MergedView};
 use crate::recipe::Writable;
-use crate::recipe::{config_lines, expand, PathKind};
+use crate::recipe::{config_lines, expand, is_stream, PathKind};
 
 /// The rules of this analyzer.
 pub static RULES: [Rule; 2] = [
@@ -34,16 +34,6 @@ pub static RULES: [Rule; 2] = [
 
 /// Checks the runtime paths of the matched services.
 pub struct RuntimePaths;
-
-/// Log destinations that are streams, not files.
-fn is_stream(value: &str) -> bool {
-    matches!(value, "off" | "stderr" | "stdout")
-        || value.starts_with("syslog:")
-        || value.starts_with('|')
-        || value.starts_with("/dev/std")
-        || value.starts_with("/dev/fd/")
-        || value.starts_with("/proc/self/fd/")
-}
 
 /// Every value a directive's group 1 takes in the service's config, in reading order.
 pub fn directive_values(matched: &MatchedRecipe<'_>, regex: &regex::bytes::Regex) -> Vec<String> {

@@ -18,9 +18,11 @@ mod config;
 pub mod edit;
 mod matched;
 mod spec;
+mod text;
 
 pub use config::{config_files, config_lines, expand, variables, ConfigFile, ConfigProblem};
 pub use matched::{MatchedRecipe, RecipeMatch};
+pub use text::is_stream;
 
 /// The recipes shipped with unroot, as (file name, TOML text).
 pub const BUILTIN: &[(&str, &str)] = &[

@@ -437,7 +437,7 @@ fn diff_id_mismatch() {
 #[test]
 fn missing_platform_lists_the_platforms() {
     let s = Scratch::new();
-    let layout = crate::transports::multi_platform_layout(&s);
+    let layout = crate::platforms::multi_platform_layout(&s);
     let out = s
         .unroot(&[
             "convert",

@@ -3,24 +3,24 @@
 
 use std::path::Path;
 
-use crate::support::{sample_spec, skopeo, tool, Registry, Scratch, TINY};
+use crate::support::{sample_spec, skopeo, tool, Scratch};
 
-fn inspect(location: &str) -> serde_json::Value {
+pub(crate) fn inspect(location: &str) -> serde_json::Value {
     let out = skopeo(&["inspect", "--tls-verify=false", location]).success();
     serde_json::from_str(&out.stdout).expect("skopeo prints JSON")
 }
 
-fn inspect_config(location: &str) -> serde_json::Value {
+pub(crate) fn inspect_config(location: &str) -> serde_json::Value {
     let out = skopeo(&["inspect", "--config", "--tls-verify=false", location]).success();
     serde_json::from_str(&out.stdout).expect("skopeo prints JSON")
 }
 
-fn raw_manifest(location: &str) -> serde_json::Value {
+pub(crate) fn raw_manifest(location: &str) -> serde_json::Value {
     let out = skopeo(&["inspect", "--raw", "--tls-verify=false", location]).success();
     serde_json::from_str(&out.stdout).expect("skopeo prints JSON")
 }
 
-fn layers(v: &serde_json::Value) -> Vec<String> {
+pub(crate) fn layers(v: &serde_json::Value) -> Vec<String> {
     v["Layers"]
         .as_array()
         .unwrap()
@@ -31,7 +31,7 @@ fn layers(v: &serde_json::Value) -> Vec<String> {
 
 /// Checks the converted sample: numeric user, moved ports, one more layer, same base layers.
 #[track_caller]
-fn check_converted_sample(source: &str, converted: &str) {
+pub(crate) fn check_converted_sample(source: &str, converted: &str) {
     let before = inspect(source);
     let after = inspect(converted);
     let (b, a) = (layers(&before), layers(&after));
@@ -78,7 +78,12 @@ fn check_converted_sample(source: &str, converted: &str) {
 }
 
 /// Unpacks an OCI layout image with umoci and returns the rootfs path.
-fn umoci_unpack(s: &Scratch, layout: &Path, tag: &str, into: &str) -> std::path::PathBuf {
+pub(crate) fn umoci_unpack(
+    s: &Scratch,
+    layout: &Path,
+    tag: &str,
+    into: &str,
+) -> std::path::PathBuf {
     let bundle = s.path(into);
     tool(
         "umoci",
@@ -93,7 +98,7 @@ fn umoci_unpack(s: &Scratch, layout: &Path, tag: &str, into: &str) -> std::path:
     bundle.join("rootfs")
 }
 
-fn owner(path: &Path) -> (u32, u32, u32) {
+pub(crate) fn owner(path: &Path) -> (u32, u32, u32) {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     (m.uid(), m.gid(), m.mode() & 0o7777)
@@ -201,131 +206,6 @@ fn skopeo_made_archives_convert() {
     // The default destination of an archive is a sibling file.
     s.unroot(&["convert", "-q", &oci_archive]).success();
     assert!(s.path("in-oci-unprivileged.tar").is_file());
-}
-
-#[test]
-fn registry_to_new_repository_reuses_base_layers() {
-    let s = Scratch::new();
-    let registry = Registry::start();
-    let src = s.build("img", "v1", &sample_spec());
-    registry.push(&src, "team/sample:v1", None);
-    let out = s
-        .unroot(&[
-            "convert",
-            &registry.image("team/sample:v1"),
-            "--to",
-            &registry.image("other/sample:v1"),
-        ])
-        .success();
-    assert!(
-        out.stderr.contains("reading layer 1/2"),
-        "progress on stderr: {}",
-        out.stderr
-    );
-    check_converted_sample(
-        &registry.image("team/sample:v1"),
-        &registry.image("other/sample:v1"),
-    );
-    let manifest = raw_manifest(&registry.image("other/sample:v1"));
-    assert_eq!(
-        manifest["mediaType"],
-        "application/vnd.oci.image.manifest.v1+json"
-    );
-    let source_digest = inspect(&registry.image("team/sample:v1"))["Digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(
-        manifest["annotations"]["org.opencontainers.image.base.digest"],
-        source_digest.as_str()
-    );
-    assert_eq!(
-        manifest["annotations"]["org.opencontainers.image.base.name"],
-        format!("{}/team/sample:v1", registry.addr).as_str()
-    );
-    // skopeo copies it out again (every blob is there).
-    registry.copy_out("other/sample:v1", &s.path("copy"));
-    // The default destination is the same repository with `-unprivileged`.
-    s.unroot(&["convert", "-q", &registry.image("team/sample:v1")])
-        .success();
-    assert!(registry.has_tag("team/sample:v1-unprivileged", None));
-}
-
-#[test]
-fn registry_to_layout_and_layout_to_registry() {
-    let s = Scratch::new();
-    let registry = Registry::start();
-    let src = s.build("img", "v1", &sample_spec());
-    registry.push(&src, "sample:v1", None);
-    let dest = format!("oci:{}:x", s.path("out").display());
-    s.unroot(&["convert", "-q", &registry.image("sample:v1"), "--to", &dest])
-        .success();
-    check_converted_sample(&src, &dest);
-    s.unroot(&["convert", "-q", &src, "--to", &registry.image("pushed:v1")])
-        .success();
-    check_converted_sample(&src, &registry.image("pushed:v1"));
-}
-
-#[test]
-fn registry_with_authentication() {
-    let s = Scratch::new();
-    let registry = Registry::start_with_auth("bob", "pw-for-bob");
-    let src = s.build("img", "v1", &sample_spec());
-    registry.push(&src, "sample:v1", Some("bob:pw-for-bob"));
-
-    // --creds
-    s.unroot(&[
-        "convert",
-        "-q",
-        &registry.image("sample:v1"),
-        "--creds",
-        "bob:pw-for-bob",
-    ])
-    .success();
-    assert!(registry.has_tag("sample:v1-unprivileged", Some("bob:pw-for-bob")));
-
-    // $REGISTRY_AUTH_FILE (podman's format)
-    use base64::Engine;
-    let auth = base64::engine::general_purpose::STANDARD.encode("bob:pw-for-bob");
-    let file = s.path("auth.json");
-    std::fs::write(
-        &file,
-        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, registry.addr),
-    )
-    .unwrap();
-    s.unroot_env(
-        &[
-            "convert",
-            "-q",
-            &registry.image("sample:v1"),
-            "--to",
-            &registry.image("sample:from-auth-file"),
-        ],
-        &[("REGISTRY_AUTH_FILE", file.to_str().unwrap())],
-    )
-    .success();
-    assert!(registry.has_tag("sample:from-auth-file", Some("bob:pw-for-bob")));
-
-    // ~/.docker/config.json (HOME is the scratch directory)
-    std::fs::create_dir_all(s.path(".docker")).unwrap();
-    std::fs::write(
-        s.path(".docker/config.json"),
-        format!(
-            r#"{{"auths":{{"http://{}":{{"auth":"{auth}"}}}}}}"#,
-            registry.addr
-        ),
-    )
-    .unwrap();
-    let out = s
-        .unroot(&[
-            "convert",
-            &registry.image("sample:v1"),
-            "--to",
-            &registry.image("sample:from-docker"),
-        ])
-        .success();
-    assert!(!out.stdout.contains("pw-for-bob") && !out.stderr.contains("pw-for-bob"));
-    assert!(registry.has_tag("sample:from-docker", Some("bob:pw-for-bob")));
 }
 
 #[test]
@@ -481,183 +361,6 @@ fn new_layer_listing(layout: &Path, tag: &str) -> Vec<String> {
 }
 
 #[test]
-fn docker_format_images_from_a_registry() {
-    // Docker schema 2 manifest and media types, pushed straight to the registry.
-    let s = Scratch::new();
-    let registry = Registry::start();
-    let spec = sample_spec().replace("format = \"oci\"", "format = \"docker\"");
-    crate::support::build(&spec, &registry.image("docker-format:v1"));
-    let manifest = raw_manifest(&registry.image("docker-format:v1"));
-    assert_eq!(
-        manifest["mediaType"],
-        "application/vnd.docker.distribution.manifest.v2+json"
-    );
-    s.unroot(&["convert", "-q", &registry.image("docker-format:v1")])
-        .success();
-    check_converted_sample(
-        &registry.image("docker-format:v1"),
-        &registry.image("docker-format:v1-unprivileged"),
-    );
-    let converted = raw_manifest(&registry.image("docker-format:v1-unprivileged"));
-    for layer in converted["layers"].as_array().unwrap() {
-        assert_eq!(
-            layer["mediaType"],
-            "application/vnd.oci.image.layer.v1.tar+gzip"
-        );
-    }
-}
-
-/// A layout with an amd64 and an arm64 image under one OCI index tagged `multi`.
-pub fn multi_platform_layout(s: &Scratch) -> std::path::PathBuf {
-    let layout = s.path("multi");
-    let dest = |tag: &str| format!("oci:{}:{tag}", layout.display());
-    let amd = crate::support::build(&sample_spec(), &dest("amd"));
-    let arm_spec = sample_spec().replace("[image]", "[image]\narchitecture = \"arm64\"");
-    let arm = crate::support::build(&arm_spec, &dest("arm"));
-    let size = |d: &unroot::model::Digest| {
-        std::fs::metadata(layout.join("blobs/sha256").join(d.hex()))
-            .unwrap()
-            .len()
-    };
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [
-            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd.to_string(), "size": size(&amd),
-             "platform": {"architecture": "amd64", "os": "linux"}},
-            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": arm.to_string(), "size": size(&arm),
-             "platform": {"architecture": "arm64", "os": "linux", "variant": "v8"}},
-            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd.to_string(), "size": size(&amd),
-             "platform": {"architecture": "unknown", "os": "unknown"},
-             "annotations": {"vnd.docker.reference.type": "attestation-manifest"}}
-        ]
-    });
-    let bytes = serde_json::to_vec(&index).unwrap();
-    let digest = unroot::model::Digest::sha256_of(&bytes);
-    std::fs::write(layout.join("blobs/sha256").join(digest.hex()), &bytes).unwrap();
-    let index_path = layout.join("index.json");
-    let mut top: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
-    top["manifests"].as_array_mut().unwrap().push(serde_json::json!({
-        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": digest.to_string(), "size": bytes.len(),
-        "annotations": {"org.opencontainers.image.ref.name": "multi"}
-    }));
-    std::fs::write(&index_path, serde_json::to_vec(&top).unwrap()).unwrap();
-    layout
-}
-
-#[test]
-fn index_picks_the_platform() {
-    let s = Scratch::new();
-    let layout = multi_platform_layout(&s);
-    let src = format!("oci:{}:multi", layout.display());
-    let out = s
-        .unroot(&[
-            "convert",
-            &src,
-            "--platform",
-            "linux/arm64",
-            "--to",
-            &format!("oci:{}:arm", s.path("out").display()),
-        ])
-        .success();
-    assert!(
-        out.stdout.contains("platform  linux/arm64/v8"),
-        "{}",
-        out.stdout
-    );
-    assert_eq!(
-        inspect_config(&format!("oci:{}:arm", s.path("out").display()))["architecture"],
-        "arm64"
-    );
-    s.unroot(&[
-        "convert",
-        "-q",
-        &src,
-        "--to",
-        &format!("oci:{}:amd", s.path("out").display()),
-    ])
-    .success();
-    assert_eq!(
-        inspect_config(&format!("oci:{}:amd", s.path("out").display()))["architecture"],
-        "amd64"
-    );
-}
-
-#[test]
-fn credential_helper() {
-    let s = Scratch::new();
-    let registry = Registry::start_with_auth("carol", "helper-pw");
-    let src = s.build("img", "v1", &sample_spec());
-    registry.push(&src, "sample:v1", Some("carol:helper-pw"));
-    let bin = s.path("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let helper = bin.join("docker-credential-fake");
-    std::fs::write(
-        &helper,
-        "#!/bin/sh\nread server\necho \"{\\\"ServerURL\\\":\\\"$server\\\",\\\"Username\\\":\\\"carol\\\",\\\"Secret\\\":\\\"helper-pw\\\"}\"\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::create_dir_all(s.path(".docker")).unwrap();
-    std::fs::write(
-        s.path(".docker/config.json"),
-        format!(r#"{{"credHelpers":{{"{}":"fake"}}}}"#, registry.addr),
-    )
-    .unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    s.unroot_env(
-        &["convert", "-q", &registry.image("sample:v1")],
-        &[("PATH", &path)],
-    )
-    .success();
-    assert!(registry.has_tag("sample:v1-unprivileged", Some("carol:helper-pw")));
-}
-
-#[test]
-fn registry_with_bearer_tokens() {
-    let s = Scratch::new();
-    let tokens = crate::support::TokenServer::start("dave", "token-pw");
-    let registry = Registry::start_with_tokens(&tokens);
-    let src = s.build("img", "v1", &sample_spec());
-    registry.push(&src, "team/sample:v1", Some("dave:token-pw"));
-
-    // Without credentials the token server refuses: a clear 401.
-    let out = s
-        .unroot(&["convert", &registry.image("team/sample:v1")])
-        .failure(1);
-    assert!(
-        out.error_line().contains("(HTTP 401 unauthorized)"),
-        "{}",
-        out.stderr
-    );
-
-    // With them: the token dance, to the same repository and to another one.
-    s.unroot(&[
-        "convert",
-        "-q",
-        &registry.image("team/sample:v1"),
-        "--creds",
-        "dave:token-pw",
-    ])
-    .success();
-    s.unroot(&[
-        "convert",
-        "-q",
-        &registry.image("team/sample:v1"),
-        "--creds",
-        "dave:token-pw",
-        "--to",
-        &registry.image("other/sample:v1"),
-    ])
-    .success();
-    for tag in ["team/sample:v1-unprivileged", "other/sample:v1"] {
-        assert!(registry.has_tag(tag, Some("dave:token-pw")), "{tag}");
-    }
-}
-
-#[test]
 fn converting_a_converted_image_is_a_no_op() {
     let s = Scratch::new();
     let src = s.build("img", "v1", &sample_spec());
@@ -706,34 +409,6 @@ fn converting_a_converted_image_is_a_no_op() {
         .as_str()
         .unwrap();
     assert!(note.contains("is already converted"), "{note}");
-}
-
-#[test]
-fn a_broken_auth_file_is_a_local_error_that_names_it() {
-    let s = Scratch::new();
-    let registry = Registry::start();
-    let src = s.build("img", "v1", TINY);
-    registry.push(&src, "app:v1", None);
-    let auth = s.path("auth.json");
-    std::fs::write(&auth, "{not json").unwrap();
-    let out = s
-        .unroot_env(
-            &["analyze", &registry.image("app:v1")],
-            &[("REGISTRY_AUTH_FILE", auth.to_str().unwrap())],
-        )
-        .failure(3);
-    let line = out.error_line();
-    assert!(
-        line.contains(&format!("no credentials for {}", registry.addr))
-            && line.contains(&format!("auth file `{}` is not valid", auth.display())),
-        "{line}"
-    );
-    assert!(
-        out.stderr
-            .contains("point `REGISTRY_AUTH_FILE` at another file"),
-        "{}",
-        out.stderr
-    );
 }
 
 #[test]
@@ -832,165 +507,6 @@ text = "fine\n"
 }
 
 #[test]
-fn an_index_converts_every_platform_into_a_new_index() {
-    let s = Scratch::new();
-    let layout = multi_platform_layout(&s);
-    let src = format!("oci:{}:multi", layout.display());
-    let dest = format!("oci:{}:converted", s.path("out").display());
-    let out = s.unroot(&["convert", "-q", &src, "--to", &dest]).success();
-    assert!(
-        out.stdout.contains("an index of 2 platforms"),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        out.stdout.contains("\ndropped sha256:"),
-        "the attestation is reported: {}",
-        out.stdout
-    );
-    assert!(
-        out.stdout.contains("=== linux/amd64 ===") && out.stdout.contains("=== linux/arm64/v8 ==="),
-        "{}",
-        out.stdout
-    );
-    let index = raw_manifest(&dest);
-    assert_eq!(
-        index["mediaType"],
-        "application/vnd.oci.image.index.v1+json"
-    );
-    let platforms: Vec<String> = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            format!(
-                "{}/{}",
-                m["platform"]["os"].as_str().unwrap(),
-                m["platform"]["architecture"].as_str().unwrap()
-            )
-        })
-        .collect();
-    assert_eq!(
-        platforms,
-        ["linux/amd64", "linux/arm64"],
-        "same platforms, same order, no attestation"
-    );
-    for arch in ["amd64", "arm64"] {
-        let config = skopeo(&["inspect", "--config", "--override-arch", arch, &dest]).success();
-        let config: serde_json::Value = serde_json::from_str(&config.stdout).unwrap();
-        assert_eq!(config["architecture"], arch);
-        assert_eq!(config["config"]["User"], "1000:1000");
-    }
-    // skopeo copies every platform out (every blob is there).
-    skopeo(&[
-        "copy",
-        "--quiet",
-        "--all",
-        &dest,
-        &format!("oci:{}:copy", s.path("copy").display()),
-    ])
-    .success();
-
-    // JSON: a report per platform, as the schema says.
-    let out = s
-        .unroot(&[
-            "convert",
-            "-q",
-            "--dry-run",
-            "--format",
-            "json",
-            &src,
-            "--to",
-            &format!("oci:{}:x", s.path("dry").display()),
-        ])
-        .success();
-    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    let schema: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/report-v1.schema.json"))
-            .unwrap(),
-    )
-    .unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator
-        .iter_errors(&json)
-        .map(|e| e.to_string())
-        .collect();
-    assert!(errors.is_empty(), "{errors:#?}");
-    assert_eq!(json["platforms"].as_array().unwrap().len(), 2);
-    assert!(!s.path("dry").exists());
-
-    // `--platform` narrows it to one image.
-    let one = format!("oci:{}:one", s.path("out").display());
-    s.unroot(&[
-        "convert",
-        "-q",
-        &src,
-        "--platform",
-        "linux/arm64",
-        "--to",
-        &one,
-    ])
-    .success();
-    assert_eq!(
-        raw_manifest(&one)["mediaType"],
-        "application/vnd.oci.image.manifest.v1+json"
-    );
-    // A docker archive holds one platform.
-    let out = s
-        .unroot(&[
-            "convert",
-            "-q",
-            &src,
-            "--to",
-            &format!("docker-archive:{}", s.path("a.tar").display()),
-        ])
-        .failure(1);
-    assert!(
-        out.error_line().contains("pick one with `--platform`"),
-        "{}",
-        out.stderr
-    );
-    assert!(!s.path("a.tar").exists());
-    // analyze reports each platform.
-    let out = s.unroot(&["analyze", "-q", &src]).success();
-    assert!(
-        out.stdout.starts_with(&format!("analyzed {src} (sha256:")),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        out.stdout.contains("=== linux/arm64/v8 ==="),
-        "{}",
-        out.stdout
-    );
-}
-
-#[test]
-fn a_multi_platform_image_in_a_registry_converts_with_the_index_last() {
-    let s = Scratch::new();
-    let layout = multi_platform_layout(&s);
-    let registry = Registry::start();
-    skopeo(&[
-        "copy",
-        "--quiet",
-        "--all",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:multi", layout.display()),
-        &registry.image("multi:v1"),
-    ])
-    .success();
-    s.unroot(&["convert", "-q", &registry.image("multi:v1")])
-        .success();
-    let index = raw_manifest(&registry.image("multi:v1-unprivileged"));
-    assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
-    assert_eq!(
-        index["annotations"]["org.opencontainers.image.base.name"],
-        format!("{}/multi:v1", registry.addr).as_str()
-    );
-    registry.copy_out("multi:v1-unprivileged", &s.path("copy"));
-}
-
-#[test]
 fn progress_is_bars_on_a_terminal_lines_otherwise_and_nothing_with_q() {
     let s = Scratch::new();
     let src = s.build("img", "v1", &sample_spec());
@@ -1046,49 +562,4 @@ fn progress_is_bars_on_a_terminal_lines_otherwise_and_nothing_with_q() {
         inspect(&format!("oci:{}:a", s.path("out").display()))["Digest"],
         inspect(&format!("oci:{}:c", s.path("out").display()))["Digest"]
     );
-}
-
-/// An identity token in an auth file (what `docker login` stores for registries that use
-/// OAuth2 refresh tokens) is exchanged at the token service with the OAuth2 form.
-#[test]
-fn identity_tokens_from_auth_files() {
-    let s = Scratch::new();
-    let tokens = crate::support::TokenServer::start("frank", "refresh-me");
-    let registry = Registry::start_with_tokens(&tokens);
-    let src = s.build("img", "v1", &sample_spec());
-    registry.push(&src, "team/sample:v1", Some("frank:refresh-me"));
-    let auth_file = |token: &str| {
-        let path = s.path(&format!("auth-{token}.json"));
-        std::fs::write(
-            &path,
-            serde_json::json!({"auths": {registry.addr.as_str(): {
-                "auth": "MDAwMDAwMDAtMDAwMC0wMDAwLTAwMDAtMDAwMDAwMDAwMDAwOg==",
-                "identitytoken": token,
-            }}})
-            .to_string(),
-        )
-        .unwrap();
-        path.display().to_string()
-    };
-    let good = auth_file("refresh-me");
-    s.unroot_env(
-        &["convert", "-q", &registry.image("team/sample:v1")],
-        &[("REGISTRY_AUTH_FILE", &good)],
-    )
-    .success();
-    assert!(registry.has_tag("team/sample:v1-unprivileged", Some("frank:refresh-me")));
-    let bad = auth_file("expired");
-    let out = s
-        .unroot_env(
-            &["analyze", &registry.image("team/sample:v1")],
-            &[("REGISTRY_AUTH_FILE", &bad)],
-        )
-        .failure(1);
-    assert!(
-        out.error_line()
-            .contains("the credentials were not accepted"),
-        "{}",
-        out.stderr
-    );
-    assert!(!out.stderr.contains("expired"), "{}", out.stderr);
 }
