@@ -3,11 +3,13 @@
 
 pub mod accounts;
 pub mod entry;
+pub mod gzip;
 pub mod merged;
 pub mod path;
 pub mod range;
 pub mod reader;
 pub mod scan;
+pub mod stream;
 
 pub use entry::{Change, Kind, Meta};
 pub use merged::{Content, MergedView, Node};

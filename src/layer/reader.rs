@@ -4,13 +4,16 @@
 //! descriptor's digest and size and the uncompressed bytes matched the diff_id; callers
 //! treat what the visitor saw as provisional until then.
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, Read};
 
-use crate::model::digest::{Digest, DigestMismatch, HashingReader, VerifyingReader};
+use crate::control::Cancel;
+use crate::model::digest::{Digest, DigestMismatch};
 use crate::model::Descriptor;
 
 use super::entry::{read_entry, Change, EntryError};
+use super::gzip::GzipDecoder;
 use super::path::ImagePath;
+use super::stream::{LayerStream, TarReader};
 
 /// How a layer blob is compressed, detected from its first bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +42,7 @@ impl Compression {
     pub fn decoder<'a, R: BufRead + 'a>(self, r: R) -> io::Result<Box<dyn Read + 'a>> {
         Ok(match self {
             Compression::None => Box::new(r),
-            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+            Compression::Gzip => Box::new(GzipDecoder::new(r)),
             Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
         })
     }
@@ -115,6 +118,14 @@ pub enum LayerError {
         /// Why.
         message: String,
     },
+    /// A thread reading the layer panicked: a bug.
+    #[error("reading layer {digest} failed: internal error: {message}")]
+    Internal {
+        /// The layer's digest.
+        digest: Digest,
+        /// The panic's message.
+        message: String,
+    },
     /// Reading the blob failed (network, disk).
     #[error("reading layer {digest} failed: {source}")]
     Read {
@@ -133,20 +144,35 @@ pub struct VisitError(pub String);
 pub type Visitor<'a> = dyn FnMut(ImagePath, Change, &mut dyn Read) -> Result<(), VisitError> + 'a;
 
 /// Reads a layer blob once: verifies it, decompresses it, and calls `visit` for each entry
-/// with the entry's normalized path, its change, and a reader over its body.
-pub fn read_layer<R: Read>(
+/// with the entry's normalized path, its change, and a reader over its body. The blob is
+/// read, inflated, and hashed and parsed on three threads (see [`super::stream`]); a
+/// cancelled `cancel` ends the read within a fraction of a second.
+pub fn read_layer<R: Read + Send + 'static>(
     blob: R,
     desc: &Descriptor,
     expected_diff_id: Option<&Digest>,
     visit: &mut Visitor<'_>,
+    cancel: &Cancel,
 ) -> Result<LayerInfo, LayerError> {
     let digest = desc.digest.clone();
-    let mut verifying = VerifyingReader::new(blob, digest.clone(), Some(desc.size));
-    let parsed = parse(&mut verifying, &digest, visit);
+    let read_error = |source| LayerError::Read {
+        digest: digest.clone(),
+        source,
+    };
+    let mut stream = LayerStream::start(blob, desc, cancel).map_err(read_error)?;
+    let panics = stream.panics.clone();
+    let compression = stream.compression();
+    let parsed = parse(&mut stream.tar, &digest, compression, visit);
     // Whatever happened, the blob's own integrity is the first thing to report: a
     // corrupted or truncated download shows up as a gzip or tar error otherwise.
-    let tail = io::copy(&mut verifying, &mut io::sink());
-    if let Err(e) = &tail {
+    let (tail, verdict) = match parsed {
+        Ok(_) => stream.finish(),
+        Err(_) => (Ok((digest.clone(), 0)), stream.abandon()),
+    };
+    if let Some(message) = panics.first() {
+        return Err(LayerError::Internal { digest, message });
+    }
+    if let Err(e) = &verdict {
         if let Some(mismatch) = DigestMismatch::from_io(e) {
             return Err(LayerError::Corrupt {
                 digest,
@@ -154,19 +180,15 @@ pub fn read_layer<R: Read>(
             });
         }
     }
-    if let Err(LayerError::Read { source, .. } | LayerError::Format { source, .. }) = &parsed {
-        if let Some(mismatch) = DigestMismatch::from_io(source) {
-            return Err(LayerError::Corrupt {
-                digest,
-                mismatch: mismatch.clone(),
-            });
-        }
-    }
-    let (diff_id, uncompressed_size, compression, entries) = parsed?;
-    tail.map_err(|source| LayerError::Read {
+    let entries = parsed?;
+    // The tar ends before the stream does (end-of-archive blocks, padding): the rest was
+    // read so the diff_id covers every byte.
+    let (diff_id, uncompressed_size) = tail.map_err(|source| LayerError::Format {
         digest: digest.clone(),
+        what: format_name(compression),
         source,
     })?;
+    verdict.map_err(read_error)?;
     if let Some(expected) = expected_diff_id {
         if *expected != diff_id {
             return Err(LayerError::DiffId {
@@ -187,63 +209,53 @@ pub fn read_layer<R: Read>(
     })
 }
 
-fn parse<R: Read>(
-    verifying: &mut VerifyingReader<R>,
-    digest: &Digest,
-    visit: &mut Visitor<'_>,
-) -> Result<(Digest, u64, Compression, u64), LayerError> {
-    let mut buffered = BufReader::with_capacity(128 * 1024, verifying);
-    let head = buffered.fill_buf().map_err(|source| LayerError::Read {
-        digest: digest.clone(),
-        source,
-    })?;
-    let compression = Compression::detect(head);
-    let what = match compression {
+fn format_name(compression: Compression) -> &'static str {
+    match compression {
         Compression::None => "tar archive",
         Compression::Gzip => "gzip stream",
         Compression::Zstd => "zstd stream",
-    };
+    }
+}
+
+fn parse(
+    tar: &mut TarReader,
+    digest: &Digest,
+    compression: Compression,
+    visit: &mut Visitor<'_>,
+) -> Result<u64, LayerError> {
+    let what = format_name(compression);
     let format_err = |source: io::Error| LayerError::Format {
         digest: digest.clone(),
         what,
         source,
     };
-    let decoder = compression.decoder(buffered).map_err(format_err)?;
-    let mut hashing = HashingReader::new(decoder);
     let mut entries = 0u64;
-    {
-        let mut archive = tar::Archive::new(&mut hashing);
-        let iter = archive.entries().map_err(format_err)?;
-        for entry in iter {
-            let mut entry = entry.map_err(|source| LayerError::Format {
-                digest: digest.clone(),
-                what: if compression == Compression::None {
-                    what
-                } else {
-                    "compressed tar archive"
-                },
-                source,
-            })?;
-            let Some((path, change)) =
-                read_entry(&mut entry).map_err(|source| LayerError::Entry {
-                    digest: digest.clone(),
-                    source,
-                })?
-            else {
-                continue;
-            };
-            entries += 1;
-            visit(path, change, &mut entry).map_err(|VisitError(message)| LayerError::Visit {
-                digest: digest.clone(),
-                message,
-            })?;
-        }
+    let mut archive = tar::Archive::new(tar);
+    let iter = archive.entries().map_err(format_err)?;
+    for entry in iter {
+        let mut entry = entry.map_err(|source| LayerError::Format {
+            digest: digest.clone(),
+            what: if compression == Compression::None {
+                what
+            } else {
+                "compressed tar archive"
+            },
+            source,
+        })?;
+        let Some((path, change)) = read_entry(&mut entry).map_err(|source| LayerError::Entry {
+            digest: digest.clone(),
+            source,
+        })?
+        else {
+            continue;
+        };
+        entries += 1;
+        visit(path, change, &mut entry).map_err(|VisitError(message)| LayerError::Visit {
+            digest: digest.clone(),
+            message,
+        })?;
     }
-    // The tar ends before the stream does (end-of-archive blocks, padding): read the rest so
-    // the diff_id covers every byte.
-    io::copy(&mut hashing, &mut io::sink()).map_err(format_err)?;
-    let (diff_id, size) = hashing.finish();
-    Ok((diff_id, size, compression, entries))
+    Ok(entries)
 }
 
 #[cfg(test)]
@@ -339,10 +351,16 @@ mod tests {
     ) -> Result<Vec<(String, Change)>, LayerError> {
         let desc = Descriptor::new("x", Digest::sha256_of(blob), blob.len() as u64);
         let mut seen = Vec::new();
-        read_layer(blob, &desc, diff_id, &mut |path, change, _| {
-            seen.push((path.display(), change));
-            Ok(())
-        })?;
+        read_layer(
+            io::Cursor::new(blob.to_vec()),
+            &desc,
+            diff_id,
+            &mut |path, change, _| {
+                seen.push((path.display(), change));
+                Ok(())
+            },
+            &Cancel::new(),
+        )?;
         Ok(seen)
     }
 
@@ -409,7 +427,14 @@ mod tests {
         let desc = Descriptor::new("x", Digest::sha256_of(&blob), blob.len() as u64);
         let n = blob.len();
         blob[n / 2] ^= 0x55;
-        let err = read_layer(blob.as_slice(), &desc, None, &mut |_, _, _| Ok(())).unwrap_err();
+        let err = read_layer(
+            io::Cursor::new(blob.clone()),
+            &desc,
+            None,
+            &mut |_, _, _| Ok(()),
+            &Cancel::new(),
+        )
+        .unwrap_err();
         assert!(
             matches!(
                 err,
@@ -420,7 +445,14 @@ mod tests {
             ),
             "{err}"
         );
-        let err = read_layer(&blob[..n - 10], &desc, None, &mut |_, _, _| Ok(())).unwrap_err();
+        let err = read_layer(
+            io::Cursor::new(blob[..n - 10].to_vec()),
+            &desc,
+            None,
+            &mut |_, _, _| Ok(()),
+            &Cancel::new(),
+        )
+        .unwrap_err();
         assert!(
             matches!(
                 err,

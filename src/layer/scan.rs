@@ -7,6 +7,7 @@ use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
 
 use super::range::RangeReader;
+use crate::control::Cancel;
 use crate::model::{Descriptor, Digest};
 
 use super::entry::{Change, Kind, Meta};
@@ -126,14 +127,15 @@ impl Scan {
 
     /// Reads the next layer from `blob` and merges it. The layer is merged only once its
     /// digest and diff_id are verified.
-    pub fn add_layer<R: Read>(
+    pub fn add_layer<R: Read + Send + 'static>(
         &mut self,
         blob: R,
         desc: &Descriptor,
         diff_id: Option<&Digest>,
         policy: &dyn CapturePolicy,
+        cancel: &Cancel,
     ) -> Result<&LayerInfo, LayerError> {
-        let layer = read_unmerged(blob, desc, diff_id, policy, &self.spool)?;
+        let layer = read_unmerged(blob, desc, diff_id, policy, &self.spool, cancel)?;
         Ok(self.merge(layer))
     }
 
@@ -153,37 +155,44 @@ pub struct UnmergedLayer {
 
 /// Reads a layer, verifying its digest and diff_id, keeping the bodies `policy` wants in
 /// `spool`. Layers can be read on several threads at once and merged in order after.
-pub fn read_unmerged<R: Read>(
+pub fn read_unmerged<R: Read + Send + 'static>(
     blob: R,
     desc: &Descriptor,
     diff_id: Option<&Digest>,
     policy: &dyn CapturePolicy,
     spool: &BodySpool,
+    cancel: &Cancel,
 ) -> Result<UnmergedLayer, LayerError> {
     let mut changes: Vec<LayerChange> = Vec::new();
     let mut out_of_range = 0u64;
     let mut example = None;
-    let mut info = read_layer(blob, desc, diff_id, &mut |path, change, body| {
-        if let Change::Put(meta) = &change {
-            if meta.uid > MAX_MAPPED_ID || meta.gid > MAX_MAPPED_ID {
-                out_of_range += 1;
-                example.get_or_insert_with(|| (path.clone(), meta.uid, meta.gid));
+    let mut info = read_layer(
+        blob,
+        desc,
+        diff_id,
+        &mut |path, change, body| {
+            if let Change::Put(meta) = &change {
+                if meta.uid > MAX_MAPPED_ID || meta.gid > MAX_MAPPED_ID {
+                    out_of_range += 1;
+                    example.get_or_insert_with(|| (path.clone(), meta.uid, meta.gid));
+                }
             }
-        }
-        let content = match &change {
-            Change::Put(meta) if meta.kind == Kind::File => {
-                keep(policy.want(&path, meta), meta, body, spool)
-                    .map_err(|e| VisitError(format!("reading `{path}`: {e}")))?
-            }
-            _ => None,
-        };
-        changes.push(LayerChange {
-            path,
-            change,
-            content,
-        });
-        Ok(())
-    })?;
+            let content = match &change {
+                Change::Put(meta) if meta.kind == Kind::File => {
+                    keep(policy.want(&path, meta), meta, body, spool)
+                        .map_err(|e| VisitError(format!("reading `{path}`: {e}")))?
+                }
+                _ => None,
+            };
+            changes.push(LayerChange {
+                path,
+                change,
+                content,
+            });
+            Ok(())
+        },
+        cancel,
+    )?;
     info.out_of_range = out_of_range;
     info.out_of_range_example = example;
     Ok(UnmergedLayer { info, changes })

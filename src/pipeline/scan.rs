@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use crate::control::{panic_message, Control, Event};
 use crate::error::Error;
 use crate::layer::scan::{read_unmerged, CapturePolicy, UnmergedLayer};
-use crate::layer::{ImagePath, Meta, Scan, Want};
+use crate::layer::{ImagePath, LayerError, Meta, Scan, Want};
 use crate::model::Digest;
 use crate::plan::generic::GenericCapture;
 use crate::recipe::{self, Recipe};
@@ -122,8 +122,14 @@ pub(crate) fn scan_layers(
                 } else {
                     None
                 };
-                let (tx, spool, policy, diff_id, location) =
-                    (tx.clone(), &spool, &policy, &diff_ids[i], location.clone());
+                let (tx, spool, policy, diff_id, location, stop) = (
+                    tx.clone(),
+                    &spool,
+                    &policy,
+                    &diff_ids[i],
+                    location.clone(),
+                    stop.clone(),
+                );
                 scope.spawn(move || {
                     // A panic is sent on too, as an error, so the merging side never waits
                     // for a layer that will not come.
@@ -134,13 +140,21 @@ pub(crate) fn scan_layers(
                                     inner: reader,
                                     copy: io::BufWriter::with_capacity(256 * 1024, file),
                                 };
-                                read_unmerged(tee, desc, Some(diff_id), policy, spool)
+                                read_unmerged(tee, desc, Some(diff_id), policy, spool, &stop)
                             }
-                            None => read_unmerged(reader, desc, Some(diff_id), policy, spool),
+                            None => {
+                                read_unmerged(reader, desc, Some(diff_id), policy, spool, &stop)
+                            }
                         }
-                        .map_err(|e| Error::Layer {
-                            location: location.clone(),
-                            source: Box::new(e),
+                        .map_err(|e| match e {
+                            LayerError::Internal { message, .. } => Error::Internal {
+                                location: location.clone(),
+                                message: format!("reading layer {} failed: {message}", desc.digest),
+                            },
+                            e => Error::Layer {
+                                location: location.clone(),
+                                source: Box::new(e),
+                            },
                         })
                     }))
                     .unwrap_or_else(|panic| {

@@ -306,6 +306,7 @@ mod tests {
                 seen.push((p.display(), c, content));
                 Ok(())
             },
+            &crate::control::Cancel::new(),
         )
         .unwrap();
         assert_eq!(info.uncompressed_size, layer.uncompressed_size);

@@ -37,42 +37,49 @@ fn listing(layout: &Path, desc: &serde_json::Value) -> String {
     let file = std::fs::File::open(blob(layout, &digest.to_string())).unwrap();
     let mut out = String::new();
     let d = Descriptor::new(desc["mediaType"].as_str().unwrap(), digest, size);
-    read_layer(file, &d, None, &mut |path, change, body| {
-        match change {
-            Change::Put(meta) => {
-                let _ = write!(
-                    out,
-                    "{}{:04o} {}:{} {:>6} {path}",
-                    meta.kind.letter(),
-                    meta.mode,
-                    meta.uid,
-                    meta.gid,
-                    meta.size
-                );
-                if let Some(link) = &meta.link {
-                    let _ = write!(out, " -> {}", String::from_utf8_lossy(link));
-                }
-                for (k, v) in &meta.xattrs {
-                    let _ = write!(out, " xattr {k}={}", hex(v));
-                }
-                out.push('\n');
-                if meta.size <= 1024 {
-                    let mut text = Vec::new();
-                    body.read_to_end(&mut text)
-                        .map_err(|e| VisitError(e.to_string()))?;
-                    if let Ok(t) = String::from_utf8(text) {
-                        for line in t.lines() {
-                            let _ = writeln!(out, "    | {line}");
+    let cancel = unroot::control::Cancel::new();
+    read_layer(
+        file,
+        &d,
+        None,
+        &mut |path, change, body| {
+            match change {
+                Change::Put(meta) => {
+                    let _ = write!(
+                        out,
+                        "{}{:04o} {}:{} {:>6} {path}",
+                        meta.kind.letter(),
+                        meta.mode,
+                        meta.uid,
+                        meta.gid,
+                        meta.size
+                    );
+                    if let Some(link) = &meta.link {
+                        let _ = write!(out, " -> {}", String::from_utf8_lossy(link));
+                    }
+                    for (k, v) in &meta.xattrs {
+                        let _ = write!(out, " xattr {k}={}", hex(v));
+                    }
+                    out.push('\n');
+                    if meta.size <= 1024 {
+                        let mut text = Vec::new();
+                        body.read_to_end(&mut text)
+                            .map_err(|e| VisitError(e.to_string()))?;
+                        if let Ok(t) = String::from_utf8(text) {
+                            for line in t.lines() {
+                                let _ = writeln!(out, "    | {line}");
+                            }
                         }
                     }
                 }
+                other => {
+                    let _ = writeln!(out, "{other:?} {path}");
+                }
             }
-            other => {
-                let _ = writeln!(out, "{other:?} {path}");
-            }
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+        &cancel,
+    )
     .unwrap();
     out
 }
