@@ -9,6 +9,8 @@
 # and prints medians, ratios to zcat, and peak memory (max RSS).
 #
 # usage: benches/convert.sh [SIZE_MB] [RUNS]     (defaults: 100 MB, 5 runs)
+#   UNROOT_BASELINE=PATH  also measures convert and analyze with another unroot binary (an
+#                         earlier build), interleaved in the same runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size_mb=${1:-100}
@@ -77,6 +79,10 @@ zcat "${blob_files[@]}" >/dev/null
 for i in $(seq "$runs"); do
   measure "$work/unroot" "$unroot" convert -q "docker://$reg/bench/src:latest" --to "docker://$reg/bench/unroot-$i:latest"
   measure "$work/analyze" "$unroot" analyze -q --format json "docker://$reg/bench/src:latest"
+  if [ -n "${UNROOT_BASELINE:-}" ]; then
+    measure "$work/base-convert" "$UNROOT_BASELINE" convert -q "docker://$reg/bench/src:latest" --to "docker://$reg/bench/base-$i:latest"
+    measure "$work/base-analyze" "$UNROOT_BASELINE" analyze -q --format json "docker://$reg/bench/src:latest"
+  fi
   measure "$work/skopeo" skopeo copy --quiet --src-tls-verify=false --dest-tls-verify=false \
     "docker://$reg/bench/src:latest" "docker://$reg/bench/skopeo-$i:latest"
   measure "$work/umoci" benches/umoci_route.sh "docker://$reg/bench/src:latest" \
@@ -91,12 +97,16 @@ printf '\nimage: %d layers, %.1f MB compressed, %.1f MB uncompressed; %d runs ea
   "$(echo "$layers" | wc -l)" "$(echo "$compressed / 1048576" | bc -l)" "$(echo "$uncompressed / 1048576" | bc -l)" "$runs"
 printf '| %-52s | %8s | %8s | %10s |\n' "command" "seconds" "vs zcat" "max RSS"
 printf '|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..54})" "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..12})"
-for tool in unroot analyze skopeo umoci zcat; do
+tools="unroot analyze skopeo umoci zcat"
+[ -n "${UNROOT_BASELINE:-}" ] && tools="unroot analyze base-convert base-analyze skopeo umoci zcat"
+for tool in $tools; do
   t=$(cut -d' ' -f1 "$work/$tool" | median)
   m=$(max_rss < "$work/$tool")
   case $tool in
     unroot) label="unroot convert (registry -> new repo, same registry)" ;;
     analyze) label="unroot analyze (registry)" ;;
+    base-convert) label="baseline unroot convert (same)" ;;
+    base-analyze) label="baseline unroot analyze (same)" ;;
     skopeo) label="skopeo copy (registry -> new repo, same registry)" ;;
     umoci) label="umoci route (copy, unpack, edit, repack, copy back)" ;;
     zcat) label="zcat of all layers" ;;

@@ -10,6 +10,7 @@ use unroot::error::exit;
 use unroot::pipeline::{ConvertRequest, ImageRequest};
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let events = unroot::cli::progress::for_stderr(cli.quiet);
     let result = match &cli.command {
@@ -39,5 +40,17 @@ fn main() -> ExitCode {
             }
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// Every layer is read by threads of its own, and glibc gives each thread that allocates an
+/// arena of its own, which keeps what it freed: two arenas hold the same work in 1-2 MiB
+/// less memory (measured by `benches/convert.sh`) at no cost in time.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tunable of the allocator; it is called before any thread
+    // is started.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }

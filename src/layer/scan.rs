@@ -71,25 +71,31 @@ impl BodySpool {
     /// can append while this body is still arriving.
     fn append(&self, body: &mut dyn Read, size: u64) -> io::Result<u64> {
         use std::os::unix::fs::FileExt;
+        thread_local! {
+            /// The copy buffer of each thread that spools, made once.
+            static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 64 * 1024]);
+        }
         let offset = {
             let mut len = self.len.lock().expect("not poisoned");
             let offset = *len;
             *len += size;
             offset
         };
-        let mut buf = vec![0u8; 64 * 1024];
         let mut body = body.take(size);
         let mut at = offset;
-        loop {
-            let n = match body.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            self.file.write_all_at(&buf[..n], at)?;
-            at += n as u64;
-        }
+        BUF.with(|buf| -> io::Result<()> {
+            let mut buf = buf.borrow_mut();
+            loop {
+                let n = match body.read(&mut buf) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                self.file.write_all_at(&buf[..n], at)?;
+                at += n as u64;
+            }
+        })?;
         if at - offset != size {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

@@ -27,11 +27,46 @@ use super::gzip::GzipDecoder;
 use super::reader::Compression;
 
 /// The size of the chunks that move between the threads.
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 64 * 1024;
 /// How many chunks each channel holds.
-const DEPTH: usize = 4;
+const DEPTH: usize = 2;
 /// How often a wait looks at the cancellation token.
 const POLL: Duration = Duration::from_millis(50);
+
+/// Buffers handed back by a channel's reader for its writer to fill again, so chunks are
+/// not allocated (and zeroed) anew.
+#[derive(Clone)]
+struct Recycle {
+    back: SyncSender<Vec<u8>>,
+}
+
+/// Where a channel's writer takes its buffers from.
+struct Buffers {
+    returned: Receiver<Vec<u8>>,
+}
+
+fn buffers() -> (Recycle, Buffers) {
+    let (back, returned) = mpsc::sync_channel(DEPTH + 2);
+    (Recycle { back }, Buffers { returned })
+}
+
+impl Recycle {
+    /// Hands a buffer back (its bytes stay: only what a shorter chunk left is zeroed again).
+    fn give(&self, buf: Vec<u8>) {
+        if buf.capacity() >= CHUNK {
+            let _ = self.back.try_send(buf);
+        }
+    }
+}
+
+impl Buffers {
+    /// A buffer of `CHUNK` bytes to fill: a returned one, or a new one.
+    fn take(&self) -> Vec<u8> {
+        let mut buf = self.returned.try_recv().unwrap_or_default();
+        buf.resize(CHUNK, 0);
+        buf
+    }
+}
 
 /// What moves down a channel.
 enum Piece {
@@ -63,6 +98,7 @@ pub struct LayerStream {
     cancel: Cancel,
     /// Panics of its threads.
     pub panics: Panics,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl LayerStream {
@@ -73,18 +109,26 @@ impl LayerStream {
         cancel: &Cancel,
     ) -> io::Result<LayerStream> {
         let (compressed_tx, compressed_rx) = mpsc::sync_channel(DEPTH);
+        let (compressed_back, compressed_buffers) = buffers();
         let (blob_tx, blob_rx) = mpsc::sync_channel(1);
         let verifying = VerifyingReader::new(blob, desc.digest.clone(), Some(desc.size));
         let panics = Panics::default();
-        spawn("unroot-fetch", &panics, move || {
-            fetch(verifying, compressed_tx, blob_tx)
+        let fetching = spawn("unroot-fetch", &panics, move || {
+            fetch(verifying, compressed_tx, compressed_buffers, blob_tx)
         })?;
         let (tar_tx, tar_rx) = mpsc::sync_channel(DEPTH);
+        let (tar_back, tar_buffers) = buffers();
         let (kind_tx, kind_rx) = mpsc::sync_channel(1);
         let skip = Arc::new(AtomicBool::new(false));
         let skipping = skip.clone();
-        spawn("unroot-inflate", &panics, move || {
-            inflate(ChunkReader::new(compressed_rx), tar_tx, kind_tx, skipping)
+        let inflating = spawn("unroot-inflate", &panics, move || {
+            inflate(
+                ChunkReader::new(compressed_rx, compressed_back),
+                tar_tx,
+                tar_buffers,
+                kind_tx,
+                skipping,
+            )
         })?;
         let compression = match recv(&kind_rx, cancel) {
             Ok(c) => c,
@@ -95,6 +139,7 @@ impl LayerStream {
         Ok(LayerStream {
             tar: TarReader {
                 chunks: tar_rx,
+                recycle: tar_back,
                 current: Vec::new(),
                 pos: 0,
                 ended: None,
@@ -107,6 +152,7 @@ impl LayerStream {
             skip,
             cancel: cancel.clone(),
             panics,
+            threads: vec![fetching, inflating],
         })
     }
 
@@ -126,6 +172,7 @@ impl LayerStream {
     pub fn finish(mut self) -> (io::Result<(Digest, u64)>, io::Result<()>) {
         let tail = io::copy(&mut self.tar, &mut io::sink()).map(|_| ());
         let verdict = verdict(&self.blob, &self.cancel);
+        join(std::mem::take(&mut self.threads), &self.cancel);
         let hashed = tail.map(|()| {
             let hasher = self.tar.hasher.take().expect("hashed once");
             (hasher.finish(), self.tar.size)
@@ -136,6 +183,17 @@ impl LayerStream {
     /// The blob's compression, as its first bytes tell.
     pub fn compression(&self) -> Compression {
         self.tar.compression
+    }
+}
+
+/// Waits for the threads to end once they have said all they will (so a panic of theirs is
+/// recorded before anyone looks), unless the job was cancelled: then a thread may be stuck
+/// in a read, and is left to end on its own.
+fn join(threads: Vec<std::thread::JoinHandle<()>>, cancel: &Cancel) {
+    if !cancel.is_cancelled() {
+        for t in threads {
+            let _ = t.join();
+        }
     }
 }
 
@@ -168,7 +226,11 @@ fn recv<T>(rx: &Receiver<T>, cancel: &Cancel) -> io::Result<T> {
 }
 
 /// Starts a thread of the stream; a panic in it is recorded, and its channels close.
-fn spawn(name: &str, panics: &Panics, work: impl FnOnce() + Send + 'static) -> io::Result<()> {
+fn spawn(
+    name: &str,
+    panics: &Panics,
+    work: impl FnOnce() + Send + 'static,
+) -> io::Result<std::thread::JoinHandle<()>> {
     let panics = panics.clone();
     std::thread::Builder::new()
         .name(name.to_string())
@@ -181,7 +243,6 @@ fn spawn(name: &str, panics: &Panics, work: impl FnOnce() + Send + 'static) -> i
                     .get_or_insert_with(|| crate::control::panic_message(&*panic));
             }
         })
-        .map(|_| ())
 }
 
 /// The fetch thread: reads the blob through its verifier into chunks; its verdict goes to
@@ -189,10 +250,11 @@ fn spawn(name: &str, panics: &Panics, work: impl FnOnce() + Send + 'static) -> i
 fn fetch<R: Read>(
     mut blob: VerifyingReader<R>,
     out: SyncSender<Piece>,
+    buffers: Buffers,
     verdict: SyncSender<io::Result<()>>,
 ) {
     let result = loop {
-        let mut chunk = vec![0u8; CHUNK];
+        let mut chunk = buffers.take();
         match read_some(&mut blob, &mut chunk) {
             Ok(0) => break Ok(()),
             Ok(n) => {
@@ -235,6 +297,7 @@ fn read_some<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
 fn inflate(
     mut input: ChunkReader,
     out: SyncSender<Piece>,
+    buffers: Buffers,
     kind: SyncSender<Compression>,
     skip: Arc<AtomicBool>,
 ) {
@@ -263,7 +326,7 @@ fn inflate(
         if skip.load(Ordering::SeqCst) {
             break None;
         }
-        let mut chunk = vec![0u8; CHUNK];
+        let mut chunk = buffers.take();
         match read_full(&mut decoder, &mut chunk) {
             Ok(0) => break Some(Ok(())),
             Ok(n) => {
@@ -284,7 +347,9 @@ fn inflate(
 }
 
 fn drain(input: &mut ChunkReader) {
-    while input.next_chunk().is_some() {}
+    while let Some(chunk) = input.next_chunk() {
+        input.recycle.give(chunk);
+    }
 }
 
 /// Fills `buf` unless the stream ends first.
@@ -304,15 +369,17 @@ fn read_full<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
 /// The inflate thread's view of the compressed chunks: a `BufRead`.
 struct ChunkReader {
     chunks: Receiver<Piece>,
+    recycle: Recycle,
     current: Vec<u8>,
     pos: usize,
     ended: Option<io::Result<()>>,
 }
 
 impl ChunkReader {
-    fn new(chunks: Receiver<Piece>) -> ChunkReader {
+    fn new(chunks: Receiver<Piece>, recycle: Recycle) -> ChunkReader {
         ChunkReader {
             chunks,
+            recycle,
             current: Vec::new(),
             pos: 0,
             ended: None,
@@ -353,7 +420,8 @@ impl BufRead for ChunkReader {
         while self.pos >= self.current.len() {
             match self.next_chunk() {
                 Some(chunk) => {
-                    self.current = chunk;
+                    let used = std::mem::replace(&mut self.current, chunk);
+                    self.recycle.give(used);
                     self.pos = 0;
                 }
                 None => {
@@ -376,6 +444,7 @@ impl BufRead for ChunkReader {
 /// and waits for chunks with an eye on the cancellation token.
 pub struct TarReader {
     chunks: Receiver<Piece>,
+    recycle: Recycle,
     current: Vec<u8>,
     pos: usize,
     ended: Option<io::Result<()>>,
@@ -400,7 +469,8 @@ impl Read for TarReader {
                         h.update(&chunk);
                     }
                     self.size += chunk.len() as u64;
-                    self.current = chunk;
+                    let used = std::mem::replace(&mut self.current, chunk);
+                    self.recycle.give(used);
                     self.pos = 0;
                 }
                 Piece::End(end) => self.ended = Some(end),

@@ -242,17 +242,20 @@ impl Session {
                     .events
                     .event(&Event::WritingImage { destination });
                 let mut local = scanned.cache.clone();
+                let mut written = std::collections::BTreeSet::new();
                 for l in mutation
                     .new_layer
                     .iter()
                     .chain(mutation.rewritten.iter().map(|(_, l)| l))
                 {
                     local.insert(l.digest.clone(), l.file.path().to_path_buf());
+                    written.insert(l.digest.clone());
                 }
                 let mut blobs = Blobs {
                     session: self,
                     source: &mut *source,
                     local: &local,
+                    written: &written,
                 };
                 sink.put_image(&mutation.output, &mut blobs)?;
                 mutation.output.manifest_desc.digest.clone()
@@ -345,6 +348,8 @@ struct Blobs<'a> {
     session: &'a Session,
     source: &'a mut dyn Source,
     local: &'a BTreeMap<Digest, PathBuf>,
+    /// The blobs this conversion wrote.
+    written: &'a std::collections::BTreeSet<Digest>,
 }
 
 impl BlobProvider for Blobs<'_> {
@@ -364,5 +369,9 @@ impl BlobProvider for Blobs<'_> {
 
     fn origin(&self) -> &ImageLocation {
         self.source.location()
+    }
+
+    fn is_new(&self, desc: &Descriptor) -> bool {
+        self.written.contains(&desc.digest)
     }
 }

@@ -86,6 +86,13 @@ pub trait BlobProvider {
 
     /// Where the base layers come from, so that a registry sink can mount them.
     fn origin(&self) -> &ImageLocation;
+
+    /// Whether the blob was made by this conversion (so no other repository has it to
+    /// mount).
+    fn is_new(&self, desc: &Descriptor) -> bool {
+        let _ = desc;
+        false
+    }
 }
 
 /// Where an image is written to.

@@ -10,13 +10,13 @@ use std::io::{self, BufWriter, Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use flate2::{Compression as Level, GzBuilder};
-
 use crate::layer::scan::BodySpool;
 use crate::layer::{ImagePath, Kind, Meta};
 use crate::model::digest::HashingWriter;
 use crate::model::Digest;
 use crate::plan::{Body, FileChange};
+
+use super::pgzip::ParallelGzip;
 
 /// The gzip level of new layers: fixed, so output is reproducible. 3 is the fastest of
 /// zlib's lazy-free levels that still compresses near the default: on the benchmark image
@@ -43,9 +43,7 @@ pub struct NewLayer {
 /// a temporary file, with the digests of both forms computed as it goes.
 pub struct LayerWriter {
     file: tempfile::NamedTempFile,
-    tar: tar::Builder<
-        HashingWriter<flate2::write::GzEncoder<HashingWriter<BufWriter<std::fs::File>>>>,
-    >,
+    tar: tar::Builder<HashingWriter<ParallelGzip<HashingWriter<BufWriter<std::fs::File>>>>>,
 }
 
 impl LayerWriter {
@@ -56,10 +54,7 @@ impl LayerWriter {
             .tempfile_in(dir)?;
         let out = file.reopen()?;
         let compressed = HashingWriter::new(BufWriter::with_capacity(256 * 1024, out));
-        let gz = GzBuilder::new()
-            .mtime(0)
-            .operating_system(255)
-            .write(compressed, Level::new(GZIP_LEVEL));
+        let gz = ParallelGzip::new(compressed, GZIP_LEVEL);
         Ok(LayerWriter {
             file,
             tar: tar::Builder::new(HashingWriter::new(gz)),
@@ -79,8 +74,8 @@ impl LayerWriter {
         let compressed = gz.finish()?;
         let (mut buffered, digest, size) = compressed.finish();
         buffered.flush()?;
-        let out = buffered.into_inner().map_err(|e| e.into_error())?;
-        out.sync_all()?;
+        // A temporary file read back by this process: the page cache is enough, no fsync.
+        drop(buffered.into_inner().map_err(|e| e.into_error())?);
         let mut file = self.file;
         file.as_file_mut().rewind()?;
         Ok(NewLayer {

@@ -3,4 +3,5 @@
 pub mod image;
 pub mod layer;
 pub mod mutate;
+pub mod pgzip;
 pub mod remap;

@@ -54,32 +54,27 @@ impl Client {
         loop {
             let request = build()?.build().map_err(|e| self.request_failure(e))?;
             let request = self.authorize(call, request, scopes)?;
+            let sent_credentials = request.headers().contains_key(AUTHORIZATION);
             let response = self.execute(call, request)?;
             if response.status() == StatusCode::UNAUTHORIZED && !challenged {
                 if let Some(challenge) = parse_challenge(response.headers()) {
                     challenged = true;
+                    let bearer = matches!(challenge, Challenge::Bearer { .. });
                     let mut state = self.auth.lock().expect("not poisoned");
-                    let key = scopes.join(" ");
                     // A token that was refused is not asked for again from the cache.
-                    state.tokens.remove(&key);
-                    let repeat = state.challenge.as_ref() != Some(&challenge)
-                        || matches!(challenge, Challenge::Bearer { .. });
+                    state.tokens.remove(&scopes.join(" "));
                     state.challenge = Some(challenge);
                     drop(state);
-                    if repeat && (self.creds.is_some() || self.bearer()) {
+                    // Once more with what the challenge asks: credentials this request went
+                    // without (other requests may have learned the challenge meanwhile), or a
+                    // fresh token.
+                    if bearer || (!sent_credentials && self.creds.is_some()) {
                         continue;
                     }
                 }
             }
             return Ok(response);
         }
-    }
-
-    fn bearer(&self) -> bool {
-        matches!(
-            self.auth.lock().expect("not poisoned").challenge,
-            Some(Challenge::Bearer { .. })
-        )
     }
 
     /// Adds the credentials the challenge asks for, to requests for the registry itself

@@ -61,6 +61,8 @@ impl Client {
             "docker.io" | "index.docker.io" => "registry-1.docker.io",
             other => other,
         };
+        // The process's TLS provider; the first client installs it (later calls find it).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::blocking::Client::builder()
             .user_agent(concat!("unroot/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(30))

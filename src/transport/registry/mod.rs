@@ -23,6 +23,9 @@ use client::{Call, Client};
 pub use pool::RegistryPool;
 pub use retry::RetryPolicy;
 
+/// How many blobs are checked (and mounted) at once.
+const PARALLEL_CHECKS: usize = 4;
+
 /// A registry repository with its client, as one job uses it.
 struct Remote {
     client: Arc<Client>,
@@ -221,19 +224,46 @@ impl Sink for RegistrySink {
             }
             _ => None,
         };
-        for layer in &image.layers {
-            let digest = &layer.desc.digest;
-            if client.blob_exists(call, repo, digest)? {
-                continue;
-            }
-            if let Some(from) = &mount_from {
-                if client.mount(call, repo, digest, from)? {
-                    continue;
+        // Which blobs the destination lacks: asked for every blob at once (a few at a
+        // time), mounting those the source repository has; then the rest is uploaded.
+        let mut wanted: Vec<&Descriptor> = image.layers.iter().map(|l| &l.desc).collect();
+        wanted.push(&image.config_desc);
+        let missing = std::thread::scope(|scope| -> Result<Vec<bool>, TransportError> {
+            let mut missing = Vec::with_capacity(wanted.len());
+            for batch in wanted.chunks(PARALLEL_CHECKS) {
+                let checks: Vec<_> = batch
+                    .iter()
+                    .map(|desc| {
+                        let mount_from = mount_from
+                            .as_deref()
+                            .filter(|_| *desc != &image.config_desc);
+                        scope.spawn(move || -> Result<bool, TransportError> {
+                            if client.blob_exists(call, repo, &desc.digest)? {
+                                return Ok(false);
+                            }
+                            if let Some(from) = mount_from {
+                                if client.mount(call, repo, &desc.digest, from)? {
+                                    return Ok(false);
+                                }
+                            }
+                            Ok(true)
+                        })
+                    })
+                    .collect();
+                for check in checks {
+                    missing.push(check.join().map_err(|panic| TransportError::Internal {
+                        message: crate::control::panic_message(&*panic),
+                    })??);
                 }
             }
-            client.upload(call, repo, &layer.desc, &mut || blobs.open(&layer.desc))?;
+            Ok(missing)
+        })?;
+        for (layer, missing) in image.layers.iter().zip(&missing) {
+            if *missing {
+                client.upload(call, repo, &layer.desc, &mut || blobs.open(&layer.desc))?;
+            }
         }
-        if !client.blob_exists(call, repo, &image.config_desc.digest)? {
+        if missing.last() == Some(&true) {
             client.upload(call, repo, &image.config_desc, &mut || {
                 Ok(Box::new(io::Cursor::new(image.config.clone())))
             })?;
