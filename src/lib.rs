@@ -5,7 +5,24 @@
 //! Front ends (the CLI, and servers) make a [`pipeline::Session`] and call
 //! [`Session::analyze`](pipeline::Session::analyze) or
 //! [`Session::convert`](pipeline::Session::convert); they build their reports from the
-//! typed results with [`report`].
+//! typed results with [`report`]:
+//!
+//! ```no_run
+//! use unroot::pipeline::{ConvertOptions, ConvertRequest, PlanOptions, Session, SessionOptions};
+//! use unroot::report::{Format, Outcome};
+//!
+//! # fn main() -> Result<(), unroot::Error> {
+//! let request = ConvertRequest::new(
+//!     "registry.local:5000/app:1.4",
+//!     &PlanOptions::default(),
+//!     &ConvertOptions::default(),
+//! )?;
+//! let session = Session::new(SessionOptions::default());
+//! let outcome = session.convert(&request)?;
+//! print!("{}", Outcome::of_conversion(&outcome).render(Format::Text));
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! Folders depend downward only, in this order (each may use those below it, never one
 //! above):

@@ -24,7 +24,7 @@ pub struct Port {
 }
 
 /// What the converted image needs to run unprivileged.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RuntimeContract {
     /// The numeric user.
     pub uid: u64,

@@ -36,10 +36,7 @@ impl Session {
             Contents::Index(index) => {
                 let mut platforms = Vec::new();
                 for (_, image) in &index.images {
-                    let name = image
-                        .platform
-                        .as_ref()
-                        .map_or_else(|| "unknown".to_string(), |p| p.to_string());
+                    let name = image.platform_name();
                     self.control().events.event(&Event::Platform {
                         platform: &name,
                         converting: false,

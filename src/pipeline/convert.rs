@@ -99,10 +99,7 @@ impl Session {
         let destination = &request.destination;
         let mut platforms = Vec::new();
         for (entry, image) in &index.images {
-            let name = image
-                .platform
-                .as_ref()
-                .map_or_else(|| "unknown".to_string(), |p| p.to_string());
+            let name = image.platform_name();
             self.control().events.event(&Event::Platform {
                 platform: &name,
                 converting: true,
@@ -197,6 +194,10 @@ impl Session {
             RecipeFailure::Stop,
         )
         .map_err(|e| plan_error(&from.source, e))?;
+
+        // The scan's buffers are freed; give their memory back before the new layer is
+        // compressed, so the two do not add up.
+        release_free_memory();
 
         // Mutate: the new layer, rewritten layers, config and manifest.
         let base_name = base_name(&from.source);
@@ -311,6 +312,15 @@ impl Session {
             }),
             analysis,
         })
+    }
+}
+
+/// Returns freed heap memory to the system (glibc keeps it in its arenas otherwise).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only gives unused memory of the allocator back to the system.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -54,21 +54,12 @@ pub struct Resolved {
     pub contents: Contents,
 }
 
-impl Resolved {
-    /// The images, in order, each with its platform's name (`unknown` when not said).
-    pub fn images(&self) -> Vec<(String, &ResolvedImage)> {
-        let name = |p: &Option<Platform>| {
-            p.as_ref()
-                .map_or_else(|| "unknown".to_string(), |p| p.to_string())
-        };
-        match &self.contents {
-            Contents::Image(image) => vec![(name(&image.platform), image)],
-            Contents::Index(index) => index
-                .images
-                .iter()
-                .map(|(_, image)| (name(&image.platform), image))
-                .collect(),
-        }
+impl ResolvedImage {
+    /// Its platform as `os/arch[/variant]`, `unknown` when the index does not say.
+    pub fn platform_name(&self) -> String {
+        self.platform
+            .as_ref()
+            .map_or_else(|| "unknown".to_string(), |p| p.to_string())
     }
 }
 

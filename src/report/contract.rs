@@ -11,18 +11,9 @@ pub use crate::analyze::contract::{Port, RuntimeContract};
 /// How to run the converted image unprivileged.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Contract {
-    /// The numeric user.
-    pub uid: u64,
-    /// The numeric group.
-    pub gid: u64,
-    /// Ports to publish.
-    pub ports: Vec<Port>,
-    /// Directories to mount writable (tmpfs / emptyDir) on a read-only root filesystem.
-    pub writable: Vec<String>,
-    /// Whether the root filesystem can be read-only.
-    pub read_only_root_filesystem: bool,
-    /// What the user should know.
-    pub notes: Vec<String>,
+    /// User, ports, writable paths, read-only root, notes (flat in JSON).
+    #[serde(flatten)]
+    pub runtime: RuntimeContract,
     /// The image the commands run (the conversion's destination).
     pub image: String,
     /// The `docker run` command line.
@@ -35,12 +26,7 @@ impl Contract {
     /// The contract, with the commands that run `image` that way.
     pub fn new(runtime: &RuntimeContract, image: &str) -> Contract {
         let mut contract = Contract {
-            uid: runtime.uid,
-            gid: runtime.gid,
-            ports: runtime.ports.clone(),
-            writable: runtime.writable.clone(),
-            read_only_root_filesystem: runtime.read_only_root_filesystem,
-            notes: runtime.notes.clone(),
+            runtime: runtime.clone(),
             image: image.to_string(),
             docker: String::new(),
             kubernetes: serde_json::Value::Null,
@@ -54,18 +40,18 @@ impl Contract {
     pub fn docker_command(&self) -> String {
         let image = &self.image;
         let mut cmd = String::from("docker run --rm");
-        if self.read_only_root_filesystem {
+        if self.runtime.read_only_root_filesystem {
             cmd.push_str(" --read-only");
         }
-        for w in &self.writable {
+        for w in &self.runtime.writable {
             let _ = write!(cmd, " --tmpfs {w}");
         }
         let _ = write!(
             cmd,
             " --user {}:{} --cap-drop ALL --security-opt no-new-privileges",
-            self.uid, self.gid
+            self.runtime.uid, self.runtime.gid
         );
-        for p in &self.ports {
+        for p in &self.runtime.ports {
             let suffix = if p.protocol == "tcp" {
                 String::new()
             } else {
@@ -90,33 +76,33 @@ impl Contract {
         let _ = writeln!(y, "    image: {image}");
         let _ = writeln!(y, "    securityContext:");
         let _ = writeln!(y, "      runAsNonRoot: true");
-        let _ = writeln!(y, "      runAsUser: {}", self.uid);
-        let _ = writeln!(y, "      runAsGroup: {}", self.gid);
+        let _ = writeln!(y, "      runAsUser: {}", self.runtime.uid);
+        let _ = writeln!(y, "      runAsGroup: {}", self.runtime.gid);
         let _ = writeln!(y, "      allowPrivilegeEscalation: false");
         let _ = writeln!(
             y,
             "      readOnlyRootFilesystem: {}",
-            self.read_only_root_filesystem
+            self.runtime.read_only_root_filesystem
         );
         let _ = writeln!(y, "      capabilities:");
         let _ = writeln!(y, "        drop: [\"ALL\"]");
         let _ = writeln!(y, "      seccompProfile:");
         let _ = writeln!(y, "        type: RuntimeDefault");
-        if !self.ports.is_empty() {
+        if !self.runtime.ports.is_empty() {
             let _ = writeln!(y, "    ports:");
-            for p in &self.ports {
+            for p in &self.runtime.ports {
                 let _ = writeln!(y, "      - containerPort: {}", p.port);
                 let _ = writeln!(y, "        protocol: {}", p.protocol.to_uppercase());
             }
         }
-        if !self.writable.is_empty() {
+        if !self.runtime.writable.is_empty() {
             let _ = writeln!(y, "    volumeMounts:");
-            for w in &self.writable {
+            for w in &self.runtime.writable {
                 let _ = writeln!(y, "      - name: {}", volume_name(w));
                 let _ = writeln!(y, "        mountPath: {w}");
             }
             let _ = writeln!(y, "volumes:");
-            for w in &self.writable {
+            for w in &self.runtime.writable {
                 let _ = writeln!(y, "  - name: {}", volume_name(w));
                 let _ = writeln!(y, "    emptyDir: {{}}");
             }
@@ -129,16 +115,16 @@ impl Contract {
         serde_json::json!({
             "securityContext": {
                 "runAsNonRoot": true,
-                "runAsUser": self.uid,
-                "runAsGroup": self.gid,
+                "runAsUser": self.runtime.uid,
+                "runAsGroup": self.runtime.gid,
                 "allowPrivilegeEscalation": false,
-                "readOnlyRootFilesystem": self.read_only_root_filesystem,
+                "readOnlyRootFilesystem": self.runtime.read_only_root_filesystem,
                 "capabilities": {"drop": ["ALL"]},
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
-            "ports": self.ports.iter().map(|p| serde_json::json!({"containerPort": p.port, "protocol": p.protocol.to_uppercase()})).collect::<Vec<_>>(),
-            "volumeMounts": self.writable.iter().map(|w| serde_json::json!({"name": volume_name(w), "mountPath": w})).collect::<Vec<_>>(),
-            "volumes": self.writable.iter().map(|w| serde_json::json!({"name": volume_name(w), "emptyDir": {}})).collect::<Vec<_>>(),
+            "ports": self.runtime.ports.iter().map(|p| serde_json::json!({"containerPort": p.port, "protocol": p.protocol.to_uppercase()})).collect::<Vec<_>>(),
+            "volumeMounts": self.runtime.writable.iter().map(|w| serde_json::json!({"name": volume_name(w), "mountPath": w})).collect::<Vec<_>>(),
+            "volumes": self.runtime.writable.iter().map(|w| serde_json::json!({"name": volume_name(w), "emptyDir": {}})).collect::<Vec<_>>(),
         })
     }
 }
@@ -182,21 +168,21 @@ mod tests {
 
     #[test]
     fn docker_and_kubernetes() {
-        let c = Contract {
-            uid: 101,
-            gid: 101,
-            ports: vec![Port {
-                port: 8080,
-                protocol: "tcp".into(),
-                moved_from: Some(80),
-            }],
-            writable: vec!["/tmp".into(), "/var/cache/nginx".into()],
-            read_only_root_filesystem: true,
-            notes: vec![],
-            image: "img".into(),
-            docker: String::new(),
-            kubernetes: serde_json::Value::Null,
-        };
+        let c = Contract::new(
+            &RuntimeContract {
+                uid: 101,
+                gid: 101,
+                ports: vec![Port {
+                    port: 8080,
+                    protocol: "tcp".into(),
+                    moved_from: Some(80),
+                }],
+                writable: vec!["/tmp".into(), "/var/cache/nginx".into()],
+                read_only_root_filesystem: true,
+                notes: vec![],
+            },
+            "img",
+        );
         assert_eq!(
             c.docker_command(),
             "docker run --rm --read-only --tmpfs /tmp --tmpfs /var/cache/nginx --user 101:101 --cap-drop ALL --security-opt no-new-privileges -p 8080:8080 img"

@@ -158,7 +158,7 @@ pub fn render(report: &Report) -> String {
         }
     }
 
-    let k = &report.contract;
+    let k = &report.contract.runtime;
     let _ = writeln!(out, "\nRUNTIME CONTRACT (the converted image)");
     let _ = writeln!(out, "  user      {}:{}", k.uid, k.gid);
     if !k.ports.is_empty() {
@@ -185,7 +185,7 @@ pub fn render(report: &Report) -> String {
     for n in &k.notes {
         let _ = writeln!(out, "  note: {n}");
     }
-    let _ = writeln!(out, "  docker    {}", k.docker);
+    let _ = writeln!(out, "  docker    {}", report.contract.docker);
     let _ = writeln!(
         out,
         "  kubernetes: `--emit k8s` prints the securityContext and volumes"

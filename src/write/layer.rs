@@ -53,7 +53,7 @@ impl LayerWriter {
             .prefix(".unroot-layer-")
             .tempfile_in(dir)?;
         let out = file.reopen()?;
-        let compressed = HashingWriter::new(BufWriter::with_capacity(256 * 1024, out));
+        let compressed = HashingWriter::new(BufWriter::with_capacity(64 * 1024, out));
         let gz = ParallelGzip::new(compressed, GZIP_LEVEL);
         Ok(LayerWriter {
             file,

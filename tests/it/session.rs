@@ -112,14 +112,12 @@ fn a_cancelled_job_stops_in_a_retry_wait_and_at_a_silent_peer() {
     assert_eq!(Error::Cancelled.exit_code(), 130);
 
     // The destination tag was never moved, and the session works on for the next job.
-    let before = crate::support::skopeo(&[
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        &registry.image("dest/app:v1"),
-    ])
-    .success()
-    .stdout;
+    let raw = |image: &str| {
+        crate::support::skopeo(&["inspect", "--raw", "--tls-verify=false", image])
+            .success()
+            .stdout
+    };
+    let before = raw(&registry.image("dest/app:v1"));
     assert!(before.contains("layers"), "{before}");
     proxy.clear();
     let done = session
@@ -130,14 +128,7 @@ fn a_cancelled_job_stops_in_a_retry_wait_and_at_a_silent_peer() {
         .unwrap();
     assert!(matches!(done, ConvertOutcome::Image(_)));
     assert!(registry.has_tag("dest/app:v2", None));
-    let after = crate::support::skopeo(&[
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        &registry.image("dest/app:v1"),
-    ])
-    .success()
-    .stdout;
+    let after = raw(&registry.image("dest/app:v1"));
     assert_eq!(
         before, after,
         "the cancelled jobs left dest/app:v1 as it was"
