@@ -199,8 +199,18 @@ impl Session {
         // compressed, so the two do not add up.
         release_free_memory();
 
-        // Mutate: the new layer, rewritten layers, config and manifest.
+        // Mutate: the new layer, rewritten layers, config and manifest; meanwhile the sink
+        // finds (or mounts) the base layers it has.
         let base_name = base_name(&from.source);
+        let kept: Vec<Descriptor> = image
+            .manifest
+            .layers
+            .iter()
+            .zip(&scanned.scan.layers)
+            .filter(|(_, info)| !(request.remap_ids && info.out_of_range > 0))
+            .map(|(desc, _)| desc.clone())
+            .collect();
+        let origin = source.location().clone();
         let cache = &scanned.cache;
         let mut reopen = |desc: &Descriptor| -> Result<BlobReader, TransportError> {
             match cache.get(&desc.digest) {
@@ -210,30 +220,44 @@ impl Session {
                 None => source.blob(desc),
             }
         };
-        let mutation = mutate(
-            &SourceImage {
-                location: &from.source,
-                manifest: &image.manifest,
-                config: &image.config,
-                layers: &scanned.scan.layers,
-                spool: &scanned.scan.spool,
-            },
-            &mut plan,
-            if request.remap_ids {
-                Some(&mut reopen)
-            } else {
-                None
-            },
-            &Lineage {
-                base_name: &base_name,
-                base_digest: &image.digest,
-                created: &created,
-                created_by: &request.created_by,
-            },
-            scratch.path(),
-            self.control().events.as_ref(),
-        )
-        .map_err(mutate_error)?;
+        let (mutation, prepared) = std::thread::scope(|scope| {
+            let preparing = sink
+                .as_mut()
+                .map(|sink| scope.spawn(|| sink.prepare(&kept, &origin)));
+            let mutation = mutate(
+                &SourceImage {
+                    location: &from.source,
+                    manifest: &image.manifest,
+                    config: &image.config,
+                    layers: &scanned.scan.layers,
+                    spool: &scanned.scan.spool,
+                },
+                &mut plan,
+                if request.remap_ids {
+                    Some(&mut reopen)
+                } else {
+                    None
+                },
+                &Lineage {
+                    base_name: &base_name,
+                    base_digest: &image.digest,
+                    created: &created,
+                    created_by: &request.created_by,
+                },
+                scratch.path(),
+                self.control().events.as_ref(),
+            );
+            let prepared = preparing.map(|p| {
+                p.join().unwrap_or_else(|panic| {
+                    Err(TransportError::Internal {
+                        message: crate::control::panic_message(&*panic),
+                    })
+                })
+            });
+            (mutation, prepared)
+        });
+        let mutation = mutation.map_err(mutate_error)?;
+        prepared.transpose()?;
 
         // Sink: blobs, config, manifest (the tag comes with the commit).
         let written = sink.is_some();

@@ -95,8 +95,9 @@ pub trait BlobProvider {
     }
 }
 
-/// Where an image is written to.
-pub trait Sink {
+/// Where an image is written to. A sink may be prepared on one thread while the caller
+/// works on another, so it is `Send`.
+pub trait Sink: Send {
     /// The location it writes, for messages.
     fn location(&self) -> &ImageLocation;
 
@@ -105,6 +106,18 @@ pub trait Sink {
     fn can_reuse_blobs_of(&self, source: &ImageLocation) -> bool {
         let _ = source;
         false
+    }
+
+    /// Gets ready for an image whose blobs include `blobs` (of `origin`), while the rest
+    /// of the image is still being made: a registry finds which it has and mounts those of
+    /// the same registry. Nothing becomes visible.
+    fn prepare(
+        &mut self,
+        blobs: &[Descriptor],
+        origin: &ImageLocation,
+    ) -> Result<(), TransportError> {
+        let _ = (blobs, origin);
+        Ok(())
     }
 
     /// Writes an image's blobs and its manifest; nothing is visible under the tag yet.

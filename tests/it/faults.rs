@@ -19,6 +19,8 @@ pub enum Fault {
     /// Reads the request and never answers (the connection stays open until the proxy's
     /// test ends).
     Stall,
+    /// Forwards, but goes silent after this many bytes of the answer's body.
+    StallAfter(usize),
 }
 
 /// Which requests get a fault, and how many times.
@@ -250,6 +252,11 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Re
             client.flush()?;
             client.shutdown(Shutdown::Both)?;
         }
+        Some(Fault::StallAfter(n)) => {
+            std::io::copy(&mut (&mut up_reader).take(n as u64), &mut client)?;
+            client.flush()?;
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
         _ => {
             std::io::copy(&mut up_reader, &mut client)?;
         }
@@ -258,7 +265,7 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Re
 }
 
 /// TINY with a large file, so that its layer is worth resuming.
-fn spec_with_large_layer() -> String {
+pub fn spec_with_large_layer() -> String {
     format!("{TINY}\n[[layer]]\n[[layer.entry]]\npath = \"/usr\"\ntype = \"dir\"\n[[layer.entry]]\npath = \"/usr/lib\"\ntype = \"dir\"\n[[layer.entry]]\npath = \"/usr/lib/big.so\"\nsize = 4000000\nmode = 0o755\n")
 }
 
@@ -282,7 +289,7 @@ fn content(image: &str) -> Vec<String> {
         .collect()
 }
 
-fn largest_layer(image: &str) -> String {
+pub fn largest_layer(image: &str) -> String {
     let m = manifest(image, None);
     m["layers"]
         .as_array()

@@ -73,7 +73,7 @@ fn cancelled_during(
 }
 
 #[test]
-fn a_cancelled_job_stops_in_a_retry_wait_and_at_a_silent_peer() {
+fn a_cancelled_job_stops_in_a_retry_wait_and_at_a_silent_peer_even_mid_layer() {
     let s = Scratch::new();
     let registry = Registry::start();
     let src = s.build("img", "v1", TINY);
@@ -99,7 +99,7 @@ fn a_cancelled_job_stops_in_a_retry_wait_and_at_a_silent_peer() {
     );
     assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
 
-    // A registry that goes silent in the middle of a layer's download.
+    // A registry that never answers a blob request.
     proxy.clear();
     proxy.add(Rule::new("GET", "/blobs/sha256:", Fault::Stall).always());
     let result = cancelled_during(
@@ -107,6 +107,28 @@ fn a_cancelled_job_stops_in_a_retry_wait_and_at_a_silent_peer() {
         &proxy,
         "/blobs/sha256:",
         request(&proxy.image("team/app:v1"), &proxy.image("dest/app:v1")),
+    );
+    assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+
+    // A registry that goes silent in the middle of a layer: the layer's reader is stuck
+    // in a read, and the job still stops.
+    let big = s.build("big", "v1", &crate::faults::spec_with_large_layer());
+    registry.push(&big, "team/big:v1", None);
+    let layer = crate::faults::largest_layer(&registry.image("team/big:v1"));
+    proxy.clear();
+    proxy.add(
+        Rule::new(
+            "GET",
+            &format!("/blobs/{layer}"),
+            Fault::StallAfter(100_000),
+        )
+        .always(),
+    );
+    let result = cancelled_during(
+        &session,
+        &proxy,
+        &format!("/blobs/{layer}"),
+        request(&proxy.image("team/big:v1"), &proxy.image("dest/app:v1")),
     );
     assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
     assert_eq!(Error::Cancelled.exit_code(), 130);

@@ -168,6 +168,8 @@ pub struct RegistrySink {
     remote: Remote,
     /// Manifests and indexes pushed by digest, to tag at the commit.
     pushed: std::collections::BTreeMap<Digest, Vec<u8>>,
+    /// Blobs known to be in the destination repository (found or mounted).
+    present: std::collections::BTreeSet<Digest>,
 }
 
 impl RegistrySink {
@@ -181,6 +183,7 @@ impl RegistrySink {
         Ok(RegistrySink {
             remote: Remote::new(pool, location, image, control)?,
             pushed: Default::default(),
+            present: Default::default(),
         })
     }
 
@@ -200,48 +203,43 @@ impl RegistrySink {
     }
 }
 
-impl Sink for RegistrySink {
-    fn location(&self) -> &ImageLocation {
-        self.remote.location()
-    }
-
-    fn can_reuse_blobs_of(&self, source: &ImageLocation) -> bool {
-        matches!(source, ImageLocation::Registry(r) if r.registry() == self.remote.image.registry())
-    }
-
-    fn put_image(
-        &mut self,
-        image: &OutputImage,
-        blobs: &mut dyn BlobProvider,
-    ) -> Result<(), TransportError> {
-        let (client, call) = (&self.remote.client, &self.remote.call);
-        let repo = self.remote.repo();
-        let mount_from = match blobs.origin() {
+impl RegistrySink {
+    /// The repository of `origin` to mount blobs from: one on the same registry.
+    fn mount_source(&self, origin: &ImageLocation) -> Option<String> {
+        match origin {
             ImageLocation::Registry(r)
-                if r.registry() == self.remote.image.registry() && r.repository() != repo =>
+                if r.registry() == self.remote.image.registry()
+                    && r.repository() != self.remote.repo() =>
             {
                 Some(r.repository().to_string())
             }
             _ => None,
-        };
-        // Which blobs the destination lacks: asked for every blob at once (a few at a
-        // time), mounting those the source repository has; then the rest is uploaded.
-        let mut wanted: Vec<&Descriptor> = image.layers.iter().map(|l| &l.desc).collect();
-        wanted.push(&image.config_desc);
+        }
+    }
+
+    /// For each blob (and whether it may be mounted), whether it still has to be
+    /// uploaded: asked a few at a time, those found or mounted remembered.
+    fn check(
+        &mut self,
+        wanted: &[(&Descriptor, bool)],
+        mount_from: Option<&str>,
+    ) -> Result<Vec<bool>, TransportError> {
+        let (client, call) = (&self.remote.client, &self.remote.call);
+        let repo = self.remote.repo();
+        let present = &self.present;
         let missing = std::thread::scope(|scope| -> Result<Vec<bool>, TransportError> {
             let mut missing = Vec::with_capacity(wanted.len());
             for batch in wanted.chunks(PARALLEL_CHECKS) {
                 let checks: Vec<_> = batch
                     .iter()
-                    .map(|desc| {
-                        let mount_from = mount_from
-                            .as_deref()
-                            .filter(|_| *desc != &image.config_desc);
+                    .map(|&(desc, mountable)| {
+                        let known = present.contains(&desc.digest);
+                        let from = mount_from.filter(|_| mountable);
                         scope.spawn(move || -> Result<bool, TransportError> {
-                            if client.blob_exists(call, repo, &desc.digest)? {
+                            if known || client.blob_exists(call, repo, &desc.digest)? {
                                 return Ok(false);
                             }
-                            if let Some(from) = mount_from {
+                            if let Some(from) = from {
                                 if client.mount(call, repo, &desc.digest, from)? {
                                     return Ok(false);
                                 }
@@ -258,6 +256,52 @@ impl Sink for RegistrySink {
             }
             Ok(missing)
         })?;
+        for ((desc, _), missing) in wanted.iter().zip(&missing) {
+            if !missing {
+                self.present.insert(desc.digest.clone());
+            }
+        }
+        Ok(missing)
+    }
+}
+
+impl Sink for RegistrySink {
+    fn location(&self) -> &ImageLocation {
+        self.remote.location()
+    }
+
+    fn can_reuse_blobs_of(&self, source: &ImageLocation) -> bool {
+        matches!(source, ImageLocation::Registry(r) if r.registry() == self.remote.image.registry())
+    }
+
+    fn prepare(
+        &mut self,
+        blobs: &[Descriptor],
+        origin: &ImageLocation,
+    ) -> Result<(), TransportError> {
+        let mount_from = self.mount_source(origin);
+        let wanted: Vec<(&Descriptor, bool)> = blobs.iter().map(|d| (d, true)).collect();
+        self.check(&wanted, mount_from.as_deref())?;
+        Ok(())
+    }
+
+    fn put_image(
+        &mut self,
+        image: &OutputImage,
+        blobs: &mut dyn BlobProvider,
+    ) -> Result<(), TransportError> {
+        // Which blobs the destination lacks (those found by `prepare` are not asked for
+        // again), mounting those the source repository has; then the rest is uploaded.
+        let mount_from = self.mount_source(blobs.origin());
+        let mut wanted: Vec<(&Descriptor, bool)> = image
+            .layers
+            .iter()
+            .map(|l| (&l.desc, !blobs.is_new(&l.desc)))
+            .collect();
+        wanted.push((&image.config_desc, false));
+        let missing = self.check(&wanted, mount_from.as_deref())?;
+        let (client, call) = (&self.remote.client, &self.remote.call);
+        let repo = self.remote.repo();
         for (layer, missing) in image.layers.iter().zip(&missing) {
             if *missing {
                 client.upload(call, repo, &layer.desc, &mut || blobs.open(&layer.desc))?;
