@@ -40,6 +40,9 @@ pub enum Error {
     /// A `--port` value is wrong.
     #[error(transparent)]
     Port(#[from] PortError),
+    /// A request value cannot be right (`--uid 0`, ids out of range).
+    #[error(transparent)]
+    Request(#[from] crate::pipeline::RequestError),
     /// A `--platform` value is wrong.
     #[error(transparent)]
     Platform(#[from] PlatformParseError),
@@ -186,6 +189,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Location(_)
+            | Error::Request(_)
             | Error::Port(_)
             | Error::Platform(_)
             | Error::NoDestination { .. }

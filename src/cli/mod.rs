@@ -132,11 +132,14 @@ impl FailOn {
 /// Arguments that choose the image and how the conversion is planned.
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// The runtime user id [default: the image's own non-root user, else 65532].
+    /// The runtime user id, 1 to 2147483647 (above 65535 rootless runtimes with the default
+    /// subordinate id range cannot map it) [default: the image's own non-root user, else
+    /// 65532].
     #[arg(long, value_name = "UID", help_heading = "Conversion")]
     pub uid: Option<u64>,
 
-    /// The runtime group id [default: the user's primary group, else the UID].
+    /// The runtime group id, 0 to 2147483647 [default: the user's primary group, else the
+    /// UID].
     #[arg(long, value_name = "GID", help_heading = "Conversion")]
     pub gid: Option<u64>,
 

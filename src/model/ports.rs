@@ -20,6 +20,14 @@ pub enum PortError {
     /// The target is still privileged.
     #[error("`{0}` maps to a port below 1024, which an unprivileged process cannot bind")]
     Privileged(String),
+    /// A port number is not one.
+    #[error("`{given}`: port {port} is out of range (ports go from 1 to 65535)")]
+    OutOfRange {
+        /// The `FROM:TO` given.
+        given: String,
+        /// The number that is out of range.
+        port: String,
+    },
 }
 
 /// The first port an unprivileged process may bind by default
@@ -31,13 +39,23 @@ impl PortMap {
     pub fn new(overrides: &[String]) -> Result<PortMap, PortError> {
         let mut map = BTreeMap::new();
         for o in overrides {
-            let (from, to) = o
+            let (f, t) = o
                 .split_once(':')
-                .and_then(|(f, t)| {
-                    Some((f.trim().parse::<u16>().ok()?, t.trim().parse::<u16>().ok()?))
-                })
-                .filter(|(f, t)| *f > 0 && *t > 0)
                 .ok_or_else(|| PortError::Syntax(o.clone()))?;
+            let port = |text: &str| -> Result<u16, PortError> {
+                let text = text.trim();
+                if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(PortError::Syntax(o.clone()));
+                }
+                text.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| PortError::OutOfRange {
+                        given: o.clone(),
+                        port: text.to_string(),
+                    })
+            };
+            let (from, to) = (port(f)?, port(t)?);
             if to < UNPRIVILEGED_START {
                 return Err(PortError::Privileged(o.clone()));
             }
@@ -84,6 +102,22 @@ pub fn is_port_variable(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overrides_are_checked() {
+        let err = |o: &str| PortMap::new(&[o.to_string()]).unwrap_err().to_string();
+        assert_eq!(
+            err("80:99999"),
+            "`80:99999`: port 99999 is out of range (ports go from 1 to 65535)"
+        );
+        assert_eq!(
+            err("0:8080"),
+            "`0:8080`: port 0 is out of range (ports go from 1 to 65535)"
+        );
+        assert_eq!(err("80"), "`80` is not `FROM:TO` (e.g. `80:9090`)");
+        assert_eq!(err("80:x"), "`80:x` is not `FROM:TO` (e.g. `80:9090`)");
+        assert!(PortMap::new(&["80:9090".into()]).unwrap().map(80) == Some(9090));
+    }
 
     #[test]
     fn default_map() {

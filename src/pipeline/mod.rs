@@ -24,7 +24,7 @@ pub use outcome::{
 };
 pub use request::{
     created_time, default_destination, ConvertOptions, ConvertRequest, ImageRequest, PlanOptions,
-    CREATED_BY, SUFFIX,
+    RequestError, CREATED_BY, MAX_ID, SUFFIX,
 };
 pub use resolve::{Contents, Resolved, ResolvedImage, ResolvedIndex};
 

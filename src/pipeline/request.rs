@@ -61,10 +61,48 @@ pub struct ImageRequest {
     pub recipes: Selection,
 }
 
+/// The highest user or group id unroot writes: tar headers, `/etc/passwd` and runtimes
+/// agree on 31 bits (GNU tar and the kernel treat larger ones as errors or as -1).
+pub const MAX_ID: u64 = (1 << 31) - 1;
+
+/// A request that cannot be right.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// `--uid 0`.
+    #[error(
+        "the runtime user must not be root: `--uid 0` is refused (group 0, `--gid 0`, is allowed)"
+    )]
+    RootUser,
+    /// An id beyond what tar headers and runtimes agree on.
+    #[error("`--{flag} {value}` is out of range: ids go from {min} to {MAX_ID}")]
+    IdOutOfRange {
+        /// `uid` or `gid`.
+        flag: &'static str,
+        /// The value given.
+        value: u64,
+        /// The lowest id allowed.
+        min: u64,
+    },
+}
+
+/// Checks `--uid` and `--gid`.
+fn check_ids(options: &PlanOptions) -> Result<(), RequestError> {
+    if options.uid == Some(0) {
+        return Err(RequestError::RootUser);
+    }
+    for (flag, value, min) in [("uid", options.uid, 1), ("gid", options.gid, 0)] {
+        if let Some(value) = value.filter(|v| *v > MAX_ID) {
+            return Err(RequestError::IdOutOfRange { flag, value, min });
+        }
+    }
+    Ok(())
+}
+
 impl ImageRequest {
     /// Checks and parses what a front end was given: the location, the platform, the
-    /// port map, and the recipes (loading recipe files).
+    /// runtime ids, the port map, and the recipes (loading recipe files).
     pub fn new(source: &str, options: &PlanOptions) -> Result<ImageRequest, Error> {
+        check_ids(options)?;
         Ok(ImageRequest {
             source: ImageLocation::parse(source)?,
             platform: options
@@ -307,5 +345,30 @@ mod tests {
             }),
             Error::Recipe(_)
         ));
+        let ids = |uid: Option<u64>, gid: Option<u64>| {
+            ImageRequest::new(
+                "oci:/l",
+                &PlanOptions {
+                    uid,
+                    gid,
+                    ..Default::default()
+                },
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            ids(Some(0), None).unwrap_err(),
+            "the runtime user must not be root: `--uid 0` is refused (group 0, `--gid 0`, is allowed)"
+        );
+        assert_eq!(
+            ids(Some(4294967295), None).unwrap_err(),
+            "`--uid 4294967295` is out of range: ids go from 1 to 2147483647"
+        );
+        assert_eq!(
+            ids(None, Some(1 << 32)).unwrap_err(),
+            "`--gid 4294967296` is out of range: ids go from 0 to 2147483647"
+        );
+        assert_eq!(ids(Some(MAX_ID), Some(0)), Ok(()));
     }
 }

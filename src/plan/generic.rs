@@ -57,8 +57,10 @@ pub enum PlanError {
     /// `/etc/passwd` or `/etc/group` cannot be read.
     #[error(transparent)]
     Accounts(#[from] accounts::AccountsError),
-    /// `--uid` or `--gid` of 0.
-    #[error("the runtime user must not be root (uid and gid 0 are refused for the user; gid 0 is allowed)")]
+    /// `--uid 0`.
+    #[error(
+        "the runtime user must not be root: `--uid 0` is refused (group 0, `--gid 0`, is allowed)"
+    )]
     Root,
 }
 
@@ -463,6 +465,13 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
         }
     }
 
+    for (what, id) in [("uid", uid), ("gid", gid)] {
+        if id > MAX_MAPPED_ID {
+            notes.push(format!(
+                "{what} {id} is above 65535: rootless runtimes with the default subordinate id range (65536 ids from /etc/subuid) cannot map it; pick an id below 65536 unless every runtime it goes to maps more"
+            ));
+        }
+    }
     Ok(Plan {
         identity: Identity {
             uid,

@@ -72,13 +72,57 @@ fn bad_flags_are_usage_errors() {
     );
     let out = s
         .unroot(&["convert", &src, "--uid", "0", "--to", "oci:out"])
-        .failure(1);
-    assert!(
-        out.error_line().contains("must not be root"),
-        "{}",
-        out.stderr
+        .failure(2);
+    assert_eq!(
+        out.error_line(),
+        "error: the runtime user must not be root: `--uid 0` is refused (group 0, `--gid 0`, is allowed)"
+    );
+    // Ids that tar headers and runtimes do not agree on are refused before any work.
+    for (flag, value, min) in [
+        ("--uid", "4294967296", 1),
+        ("--uid", "4294967295", 1),
+        ("--gid", "2147483648", 0),
+    ] {
+        let out = s
+            .unroot(&["convert", &src, flag, value, "--to", "oci:out"])
+            .failure(2);
+        assert_eq!(
+            out.error_line(),
+            format!("error: `{flag} {value}` is out of range: ids go from {min} to 2147483647")
+        );
+    }
+    let out = s
+        .unroot(&["convert", &src, "--port", "80:99999", "--to", "oci:out"])
+        .failure(2);
+    assert_eq!(
+        out.error_line(),
+        "error: `80:99999`: port 99999 is out of range (ports go from 1 to 65535)"
     );
     nothing_written(&s, "out");
+    // An id above 65535 works, with a warning about rootless runtimes.
+    let out = s
+        .unroot(&[
+            "convert",
+            &src,
+            "--uid",
+            "70000",
+            "--dry-run",
+            "--format",
+            "json",
+        ])
+        .success();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(
+        report["conversion"]["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n
+                .as_str()
+                .unwrap()
+                .starts_with("uid 70000 is above 65535: rootless runtimes")),
+        "{report:#}"
+    );
 }
 
 #[test]
