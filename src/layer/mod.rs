@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod entry;
+pub mod guard;
 pub mod gzip;
 pub mod merged;
 pub mod path;

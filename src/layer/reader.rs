@@ -11,6 +11,7 @@ use crate::model::digest::{Digest, DigestMismatch};
 use crate::model::Descriptor;
 
 use super::entry::{read_entry, Change, EntryError};
+use super::guard::{Oversized, TarGuard};
 use super::gzip::GzipDecoder;
 use super::path::ImagePath;
 use super::stream::{LayerStream, TarReader};
@@ -117,6 +118,14 @@ pub enum LayerError {
         digest: Digest,
         /// Why.
         message: String,
+    },
+    /// An extension header is larger than any real image needs.
+    #[error("layer {digest}: {source}")]
+    Oversized {
+        /// The layer's digest.
+        digest: Digest,
+        /// Which header, and how large.
+        source: Oversized,
     },
     /// A thread reading the layer panicked: a bug.
     #[error("reading layer {digest} failed: internal error: {message}")]
@@ -230,17 +239,23 @@ fn parse(
         source,
     };
     let mut entries = 0u64;
-    let mut archive = tar::Archive::new(tar);
+    let mut archive = tar::Archive::new(TarGuard::new(tar));
     let iter = archive.entries().map_err(format_err)?;
     for entry in iter {
-        let mut entry = entry.map_err(|source| LayerError::Format {
-            digest: digest.clone(),
-            what: if compression == Compression::None {
-                what
-            } else {
-                "compressed tar archive"
+        let mut entry = entry.map_err(|source| match Oversized::from_io(&source) {
+            Some(o) => LayerError::Oversized {
+                digest: digest.clone(),
+                source: o.clone(),
             },
-            source,
+            None => LayerError::Format {
+                digest: digest.clone(),
+                what: if compression == Compression::None {
+                    what
+                } else {
+                    "compressed tar archive"
+                },
+                source,
+            },
         })?;
         let Some((path, change)) = read_entry(&mut entry).map_err(|source| LayerError::Entry {
             digest: digest.clone(),
@@ -403,6 +418,31 @@ mod tests {
         };
         assert_eq!((dev.kind, dev.device), (Kind::Char, (1, 3)));
         assert_eq!(seen[5], ("/etc/gone".to_string(), Change::Whiteout));
+    }
+
+    #[test]
+    fn a_huge_long_name_is_refused_without_reading_it() {
+        // 4 MiB of "name" (one letter, so the layer stays small), then a file.
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::GNULongName);
+        h.set_path("././@LongLink").unwrap();
+        h.set_size(4 << 20);
+        h.set_cksum();
+        b.append(&h, io::repeat(b'a').take(4 << 20)).unwrap();
+        b.append_data(&mut header(tar::EntryType::Regular, 1), "f", &b"x"[..])
+            .unwrap();
+        let tar = b.into_inner().unwrap();
+        let blob = gzip(&tar);
+        assert!(blob.len() < 100_000, "{}", blob.len());
+        let err = read_all(&blob, Some(&Digest::sha256_of(&tar))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "layer {}: the header at byte 0 starts a GNU long name of 4194304 bytes; more than 16384 are refused, as no real image needs them",
+                Digest::sha256_of(&blob)
+            )
+        );
     }
 
     #[test]

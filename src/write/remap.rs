@@ -36,7 +36,7 @@ pub fn remap_layer<R: Read>(
     let mut buffered = BufReader::with_capacity(128 * 1024, verifying);
     let compression = Compression::detect(buffered.fill_buf()?);
     let decoder = compression.decoder(buffered)?;
-    let mut archive = tar::Archive::new(decoder);
+    let mut archive = tar::Archive::new(crate::layer::guard::TarGuard::new(decoder));
     let mut writer = LayerWriter::new(dir)?;
     let mut remapped = 0u64;
     let mut entries = 0usize;
