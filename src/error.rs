@@ -169,6 +169,9 @@ impl Error {
                 .first()
                 .map(|p| format!("pick one with `--platform {p}`")),
             Error::NoDestination { .. } => Some("name one with `--to`, e.g. `--to oci:out:latest`".into()),
+            Error::Request(crate::pipeline::RequestError::OverwritesSource { .. }) => Some(
+                "write it elsewhere with `--to` (the default adds `-unprivileged` to the tag), or pass `--replace` to move the tag to the converted image".into(),
+            ),
             Error::RecipeApply { .. } => Some(
                 "the service's files differ from what the recipe expects; run with `--no-recipes` for the generic conversion, or adapt the recipe (`unroot recipes show NAME`)".into(),
             ),

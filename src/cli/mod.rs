@@ -202,6 +202,11 @@ pub struct ConvertArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Allow DEST to be SRC itself: its tag then names the converted image (or its
+    /// archive file is replaced); refused without this flag.
+    #[arg(long)]
+    pub replace: bool,
+
     /// The report's format.
     #[arg(long, value_enum, default_value = "text", help_heading = "Output")]
     pub format: Format,
@@ -307,6 +312,7 @@ impl ConvertArgs {
             source_date_epoch: self.source_date_epoch,
             remap_ids: self.remap_ids,
             dry_run: self.dry_run,
+            replace: self.replace,
         }
     }
 }

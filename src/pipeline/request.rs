@@ -46,6 +46,8 @@ pub struct ConvertOptions {
     pub remap_ids: bool,
     /// Plan and report only: write nothing.
     pub dry_run: bool,
+    /// Allow the destination to be the source itself (its tag, or its archive file).
+    pub replace: bool,
 }
 
 /// What to read and how to plan its conversion.
@@ -73,6 +75,14 @@ pub enum RequestError {
         "the runtime user must not be root: `--uid 0` is refused (group 0, `--gid 0`, is allowed)"
     )]
     RootUser,
+    /// The destination is the source itself.
+    #[error(
+        "{location} is the source itself: converting it there would replace the original image"
+    )]
+    OverwritesSource {
+        /// The location.
+        location: String,
+    },
     /// An id beyond what tar headers and runtimes agree on.
     #[error("`--{flag} {value}` is out of range: ids go from {min} to {MAX_ID}")]
     IdOutOfRange {
@@ -159,6 +169,12 @@ impl ConvertRequest {
             Some(d) => ImageLocation::parse(d)?,
             None => default_destination(&image.source)?,
         };
+        if !options.replace && !options.dry_run && overwrites(&image.source, &destination) {
+            return Err(RequestError::OverwritesSource {
+                location: destination.to_string(),
+            }
+            .into());
+        }
         Ok(ConvertRequest {
             image,
             destination,
@@ -167,6 +183,42 @@ impl ConvertRequest {
             dry_run: options.dry_run,
             remap_ids: options.remap_ids,
         })
+    }
+}
+
+/// Whether writing `destination` replaces `source`: the same registry tag, the same tag of
+/// the same layout, or the same archive file (an archive is written anew, whole).
+fn overwrites(source: &ImageLocation, destination: &ImageLocation) -> bool {
+    let same_file = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    match (source, destination) {
+        (ImageLocation::Registry(s), ImageLocation::Registry(d)) => {
+            let tag = |r: &crate::model::ImageRef| match (r.tag(), r.digest()) {
+                (Some(t), _) => Some(t.to_string()),
+                (None, None) => Some("latest".to_string()),
+                (None, Some(_)) => None,
+            };
+            s.registry() == d.registry()
+                && s.repository() == d.repository()
+                && tag(s).is_some()
+                && tag(s) == tag(d)
+        }
+        (
+            ImageLocation::OciLayout { dir: a, tag: ta },
+            ImageLocation::OciLayout { dir: b, tag: tb },
+        ) => {
+            same_file(a, b)
+                && (ta.is_none() || ta.as_deref() == Some(tb.as_deref().unwrap_or("latest")))
+        }
+        (
+            ImageLocation::OciArchive { file: a, .. }
+            | ImageLocation::DockerArchive { file: a, .. },
+            ImageLocation::OciArchive { file: b, .. }
+            | ImageLocation::DockerArchive { file: b, .. },
+        ) => same_file(a, b),
+        _ => false,
     }
 }
 
@@ -299,6 +351,47 @@ mod tests {
             created_time(None, Some("garbage")),
             ("1970-01-01T00:00:00Z".into(), 0)
         );
+    }
+
+    #[test]
+    fn writing_over_the_source_needs_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dir.path().join("l");
+        std::fs::create_dir(&layout).unwrap();
+        let spelled_otherwise = format!("{}/../l", layout.display());
+        let cases = [
+            ("oci:{L}:latest", "oci:{L}:latest", true),
+            ("oci:{L}:v1", "oci:{O}:v1", true),
+            ("oci:{L}:v1", "oci:{L}:v1-unprivileged", false),
+            ("oci:{L}", "oci:{L}", true),
+            ("oci-archive:{L}.tar:a", "docker-archive:{L}.tar:b", true),
+            ("registry.example/app:1", "registry.example/app:1", true),
+            ("registry.example/app", "registry.example/app:latest", true),
+            ("registry.example/app:1", "registry.example/other:1", false),
+        ];
+        for (src, dst, refused) in cases {
+            let fill = |s: &str| {
+                s.replace("{L}", &layout.display().to_string())
+                    .replace("{O}", &spelled_otherwise)
+            };
+            let options = |replace| ConvertOptions {
+                destination: Some(fill(dst)),
+                replace,
+                ..Default::default()
+            };
+            let result = ConvertRequest::new(&fill(src), &PlanOptions::default(), &options(false));
+            assert_eq!(
+                matches!(
+                    result,
+                    Err(Error::Request(RequestError::OverwritesSource { .. }))
+                ),
+                refused,
+                "{src} -> {dst}"
+            );
+            assert!(
+                ConvertRequest::new(&fill(src), &PlanOptions::default(), &options(true)).is_ok()
+            );
+        }
     }
 
     #[test]

@@ -126,6 +126,28 @@ fn bad_flags_are_usage_errors() {
 }
 
 #[test]
+fn writing_over_the_source_is_refused_unless_asked() {
+    let s = Scratch::new();
+    let src = s.build("src", "latest", TINY);
+    let index = std::fs::read(s.path("src/index.json")).unwrap();
+    let out = s.unroot(&["convert", &src, "--to", &src]).failure(2);
+    assert_eq!(
+        out.error_line(),
+        format!("error: {src} is the source itself: converting it there would replace the original image")
+    );
+    assert!(out.stderr.contains("pass `--replace`"), "{}", out.stderr);
+    assert_eq!(
+        std::fs::read(s.path("src/index.json")).unwrap(),
+        index,
+        "the source is untouched"
+    );
+    // Asked for, the tag moves to the converted image.
+    s.unroot(&["convert", "-q", &src, "--to", &src, "--replace"])
+        .success();
+    assert_ne!(std::fs::read(s.path("src/index.json")).unwrap(), index);
+}
+
+#[test]
 fn missing_tag_lists_the_tags() {
     let s = Scratch::new();
     let src = s.build("src", "v1", TINY);
