@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use unroot::cli::{Cli, Command};
+use unroot::control::secrets::redact;
 use unroot::error::exit;
 use unroot::pipeline::{ConvertRequest, ImageRequest};
 
@@ -34,9 +35,10 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             // Every message already carries its cause, so the chain is not printed again.
-            eprintln!("error: {e}");
+            // No secret is printed, whatever put it in the message.
+            eprintln!("error: {}", redact(&e.to_string()));
             if let Some(hint) = e.hint() {
-                eprintln!("\nhint: {hint}");
+                eprintln!("\nhint: {}", redact(&hint));
             }
             ExitCode::from(e.exit_code())
         }

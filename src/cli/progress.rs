@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::control::secrets::redact;
 use crate::control::{Event, Events, Meter, Silent};
 
 /// Where a run's events go: bars on a terminal, lines otherwise, nowhere with `quiet`.
@@ -25,7 +26,7 @@ pub struct Lines;
 
 impl Events for Lines {
     fn event(&self, event: &Event<'_>) {
-        eprintln!("unroot: {event}");
+        eprintln!("unroot: {}", redact(&event.to_string()));
     }
 }
 
@@ -59,7 +60,9 @@ fn style(template: &str) -> ProgressStyle {
 
 impl Events for Bars {
     fn event(&self, event: &Event<'_>) {
-        let _ = self.multi.println(format!("unroot: {event}"));
+        let _ = self
+            .multi
+            .println(format!("unroot: {}", redact(&event.to_string())));
     }
 
     fn stage(&self, label: &str, total: u64) {

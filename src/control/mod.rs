@@ -4,6 +4,7 @@
 
 mod cancel;
 mod events;
+pub mod secrets;
 
 pub use cancel::{panic_message, Cancel, Cancelled, Interrupted};
 pub use events::{Event, Events, Meter, NoMeter, Silent};

@@ -161,10 +161,16 @@ impl LayerStream {
     pub fn abandon(self) -> io::Result<()> {
         self.skip.store(true, Ordering::SeqCst);
         let LayerStream {
-            tar, blob, cancel, ..
+            tar,
+            blob,
+            cancel,
+            threads,
+            ..
         } = self;
         drop(tar);
-        verdict(&blob, &cancel)
+        let verdict = verdict(&blob, &cancel);
+        join(threads, &cancel);
+        verdict
     }
 
     /// Reads the tar to its end (so the diff_id covers every byte), then waits for the

@@ -323,6 +323,14 @@ pub enum TransportError {
         /// Why.
         source: AuthError,
     },
+    /// The registry's token service would have the credentials in plain text.
+    #[error("{registry} sends logins to the token service `{realm}`, which is not HTTPS: the credentials were not sent")]
+    Insecure {
+        /// The registry.
+        registry: String,
+        /// The token service.
+        realm: String,
+    },
     /// The job was cancelled.
     #[error("cancelled")]
     Cancelled,
@@ -385,6 +393,9 @@ impl TransportError {
             )),
             TransportError::Credentials { source: AuthError::Helper { helper, .. }, .. } => Some(format!(
                 "check that `docker-credential-{helper}` is on PATH and logged in, or pass `--creds USER:PASS`"
+            )),
+            TransportError::Insecure { registry, .. } => Some(format!(
+                "anyone on the network could read them; ask the registry's operator to serve its token service over HTTPS, or pass `--tls-verify=false` if you trust the network to `{registry}`"
             )),
             TransportError::GaveUp { last, .. } => Some(last.hint().unwrap_or_else(|| {
                 "the registry is failing or overloaded: try again later, or allow more with `--retries N`".to_string()

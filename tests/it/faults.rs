@@ -21,6 +21,9 @@ pub enum Fault {
     Stall,
     /// Forwards, but goes silent after this many bytes of the answer's body.
     StallAfter(usize),
+    /// Answers 403 with an error message that echoes the request's `Authorization` header
+    /// (requests without one are forwarded), as careless registries do.
+    EchoAuthorization,
 }
 
 /// Which requests get a fault, and how many times.
@@ -174,10 +177,15 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Re
     let body: u64 = header(&headers, "content-length")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let authorization = header(&headers, "authorization").map(str::to_string);
     let fault = {
         let mut state = state.lock().unwrap();
         let rule = state.rules.iter_mut().find(|r| {
-            r.times > 0 && r.method == method && target.contains(&r.path) && body >= r.min_body
+            r.times > 0
+                && r.method == method
+                && target.contains(&r.path)
+                && body >= r.min_body
+                && (!matches!(r.fault, Fault::EchoAuthorization) || authorization.is_some())
         });
         rule.map(|r| {
             if r.times != usize::MAX {
@@ -194,6 +202,22 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Re
         status: 0,
         faulted: fault.is_some(),
     };
+    if let (Some(Fault::EchoAuthorization), Some(auth)) = (fault, &authorization) {
+        std::io::copy(&mut (&mut reader).take(body), &mut std::io::sink())?;
+        let text = format!(
+            r#"{{"errors":[{{"code":"DENIED","message":"not allowed for Authorization: {auth}"}}]}}"#
+        );
+        client.write_all(
+            format!(
+                "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            )
+            .as_bytes(),
+        )?;
+        logged.status = 403;
+        state.lock().unwrap().log.push(logged);
+        return Ok(());
+    }
     if let Some(Fault::Stall) = fault {
         state.lock().unwrap().log.push(logged);
         // Hold the connection: a peer that went silent.
@@ -564,4 +588,40 @@ fn a_layer_is_downloaded_once_when_copied_to_another_registry() {
     }
     let copied = content(&to.image("app:v1"));
     assert_eq!(copied[1..3], content(&from.image("team/app:v1"))[1..3]);
+}
+
+#[test]
+fn secrets_a_registry_echoes_are_not_printed() {
+    use base64::Engine;
+    let s = Scratch::new();
+    let registry = Registry::start_with_auth("henry", "echoed-password");
+    let src = s.build("img", "v1", TINY);
+    registry.push(&src, "app:v1", Some("henry:echoed-password"));
+    let proxy = FaultProxy::start(&registry.addr);
+    proxy.add(Rule::new("GET", "/manifests/v1", Fault::EchoAuthorization).always());
+    let out = s
+        .unroot(&[
+            "analyze",
+            "--creds",
+            "henry:echoed-password",
+            &proxy.image("app:v1"),
+        ])
+        .failure(1);
+    let basic = base64::engine::general_purpose::STANDARD.encode("henry:echoed-password");
+    assert!(
+        proxy.log().iter().any(|l| l.faulted),
+        "the registry echoed: {:?}",
+        proxy.log()
+    );
+    assert!(
+        !out.stderr.contains("echoed-password") && !out.stderr.contains(&basic),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.error_line()
+            .contains("access denied: not allowed for Authorization: Basic <redacted>"),
+        "{}",
+        out.stderr
+    );
 }

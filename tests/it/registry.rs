@@ -302,3 +302,61 @@ fn identity_tokens_from_auth_files() {
     );
     assert!(!out.stderr.contains("expired"), "{}", out.stderr);
 }
+
+#[test]
+fn credentials_never_go_to_a_plain_http_token_service() {
+    let s = Scratch::new();
+    let tokens = crate::support::TokenServer::start("gina", "secret-pw");
+    // The registry speaks HTTPS with a certificate this run trusts; its token service is
+    // plain HTTP (the test token server's realm is `http://`).
+    let (registry, ca) = Registry::start_trusted_tls_with_tokens("127.0.0.4", &tokens);
+    let src = s.build("img", "v1", TINY);
+    crate::support::skopeo(&[
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "gina:secret-pw",
+        &src,
+        &registry.image("app:v1"),
+    ])
+    .success();
+    let trust = [("SSL_CERT_FILE", ca.to_str().unwrap())];
+    let out = s
+        .unroot_env(
+            &[
+                "analyze",
+                "--creds",
+                "gina:secret-pw",
+                &registry.image("app:v1"),
+            ],
+            &trust,
+        )
+        .failure(1);
+    assert_eq!(
+        out.error_line(),
+        format!(
+            "error: {} sends logins to the token service `{}`, which is not HTTPS: the credentials were not sent",
+            registry.addr, tokens.realm
+        )
+    );
+    assert!(
+        out.stderr.contains("`--tls-verify=false`"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("secret-pw"));
+    // Opting out of TLS for the host allows it.
+    s.unroot_env(
+        &[
+            "analyze",
+            "-q",
+            "--creds",
+            "gina:secret-pw",
+            "--tls-verify=false",
+            &registry.image("app:v1"),
+        ],
+        &trust,
+    )
+    .success();
+}

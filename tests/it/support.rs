@@ -209,6 +209,15 @@ impl Registry {
         Registry::start_inner(host, None, true)
     }
 
+    /// Starts a registry serving HTTPS on `host` with a certificate of a test CA, with
+    /// bearer-token authentication by `tokens`; returns it and the CA's certificate (trust
+    /// it with `SSL_CERT_FILE`).
+    pub fn start_trusted_tls_with_tokens(host: &str, tokens: &TokenServer) -> (Registry, PathBuf) {
+        let registry = Registry::start_inner(host, Some(Auth::Token(tokens)), true);
+        let ca = registry._dir.path().join("ca.crt");
+        (registry, ca)
+    }
+
     fn start_inner(host: &str, auth: Option<Auth<'_>>, tls: bool) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("unroot-registry-")
@@ -226,14 +235,7 @@ impl Registry {
             storage.display()
         );
         if tls {
-            let (cert, key) = self_signed(
-                dir.path(),
-                host,
-                &[
-                    &format!("subjectAltName=IP:{host}"),
-                    "basicConstraints=critical,CA:FALSE",
-                ],
-            );
+            let (cert, key) = ca_signed(dir.path(), host);
             config.push_str(&format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 cert.display(),
@@ -502,6 +504,69 @@ pub fn self_signed(dir: &Path, name: &str, extensions: &[&str]) -> (PathBuf, Pat
         cert.to_str().unwrap(),
     ]);
     tool("openssl", &args).success();
+    (cert, key)
+}
+
+/// A certificate for `host` signed by a test CA made for it, both in `dir`: `ca.crt` (trust
+/// it to trust the host), `{host}.crt` and its key.
+fn ca_signed(dir: &Path, host: &str) -> (PathBuf, PathBuf) {
+    let (ca, ca_key) = self_signed(
+        dir,
+        "ca",
+        &[
+            "basicConstraints=critical,CA:TRUE",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    let (cert, key, csr, ext) = (
+        dir.join(format!("{host}.crt")),
+        dir.join(format!("{host}.key")),
+        dir.join(format!("{host}.csr")),
+        dir.join(format!("{host}.ext")),
+    );
+    let subject = format!("/CN={host}");
+    tool(
+        "openssl",
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &subject,
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            csr.to_str().unwrap(),
+        ],
+    )
+    .success();
+    std::fs::write(
+        &ext,
+        format!("subjectAltName=IP:{host}\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n"),
+    )
+    .unwrap();
+    tool(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "1",
+            "-in",
+            csr.to_str().unwrap(),
+            "-CA",
+            ca.to_str().unwrap(),
+            "-CAkey",
+            ca_key.to_str().unwrap(),
+            "-CAcreateserial",
+            "-extfile",
+            ext.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
+        ],
+    )
+    .success();
     (cert, key)
 }
 

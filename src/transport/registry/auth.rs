@@ -151,6 +151,12 @@ impl Client {
                 query.append_pair("scope", scope);
             }
         }
+        if self.creds.is_some() && self.tls_required && realm_url.scheme() != "https" {
+            return Err(Attempt::Fail(TransportError::Insecure {
+                registry: self.registry.clone(),
+                realm: realm.to_string(),
+            }));
+        }
         let request = match &self.creds {
             // An identity token is exchanged with the OAuth2 form (a POST).
             Some(c) if c.is_identity_token() => {
@@ -197,6 +203,7 @@ impl Client {
                 ))
             })?
             .to_string();
+        crate::control::secrets::register(&token);
         // Tokens live `expires_in` seconds (60 when not said, as the token spec has it);
         // they are renewed a little before, so a long upload never starts with a stale one.
         let lifetime = parsed["expires_in"].as_u64().unwrap_or(60).max(10);

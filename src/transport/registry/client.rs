@@ -14,7 +14,7 @@ use std::time::Duration;
 use reqwest::blocking::{Request, Response};
 use reqwest::Url;
 
-use crate::control::{Control, Event, Interrupted};
+use crate::control::{secrets, Control, Event, Interrupted};
 use crate::model::ImageLocation;
 use crate::transport::auth::Credentials;
 use crate::transport::TransportError;
@@ -31,6 +31,9 @@ pub(super) struct Client {
     /// The registry as the user wrote it, for messages.
     pub(super) registry: String,
     pub(super) creds: Option<Credentials>,
+    /// Whether TLS is required for this registry (the user did not opt out, and it is not
+    /// on the loopback): credentials then never go over plain HTTP.
+    pub(super) tls_required: bool,
     pub(super) auth: Mutex<AuthState>,
     pub(super) retry: RetryPolicy,
     /// Set once the registry refused a monolithic upload.
@@ -94,11 +97,21 @@ impl Client {
             }
             url("http")?
         };
+        if let Some(c) = &creds {
+            use base64::Engine;
+            // As they are sent: the password, and `user:password` in base64 (Basic).
+            secrets::register(&c.password);
+            secrets::register(
+                &base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{}", c.username, c.password)),
+            );
+        }
         Ok(Client {
             http,
             base,
             registry: registry.to_string(),
             creds,
+            tls_required: verify_tls,
             auth: Mutex::default(),
             retry,
             chunked: AtomicBool::new(false),
@@ -169,6 +182,8 @@ impl Client {
     ) -> TransportError {
         let status = response.status();
         let body = read_capped(response, 64 * 1024).unwrap_or_default();
+        // The registry's words may echo what was sent (an `Authorization` header).
+        let body = secrets::redact(&String::from_utf8_lossy(&body)).into_bytes();
         let errors = parse_errors(&body);
         let first = errors.first().map(|(code, _)| code.as_str());
         let location = call.location.to_string();
