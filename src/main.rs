@@ -5,8 +5,14 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 use unroot::cli::{Cli, Command};
 use unroot::control::secrets::redact;
+use unroot::control::Cancel;
 use unroot::error::exit;
 use unroot::pipeline::{ConvertRequest, ImageRequest};
 
@@ -14,14 +20,17 @@ fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
     let events = unroot::cli::progress::for_stderr(cli.quiet);
+    let cancel = Cancel::new();
+    let signal = stop_on_signals(&cancel);
+    let session = |plan: &unroot::cli::PlanArgs| plan.session(events.clone(), cancel.clone());
     let result = match &cli.command {
         Command::Convert(args) => {
             ConvertRequest::new(&args.source, &args.plan.options(), &args.options())
-                .and_then(|request| args.plan.session(events.clone())?.convert(&request))
+                .and_then(|request| session(&args.plan)?.convert(&request))
                 .map(|outcome| unroot::cli::convert::render(args, &outcome))
         }
         Command::Analyze(args) => ImageRequest::new(&args.image, &args.plan.options())
-            .and_then(|request| args.plan.session(events.clone())?.analyze(&request))
+            .and_then(|request| session(&args.plan)?.analyze(&request))
             .map(|analysis| unroot::cli::analyze::render(args, &analysis)),
         Command::Recipes(command) => unroot::cli::recipes::run(command).map(|text| (text, false)),
     };
@@ -33,6 +42,17 @@ fn main() -> ExitCode {
             let _ = std::io::stdout().lock().write_all(text.as_bytes());
             ExitCode::from(if gate { exit::FINDINGS } else { exit::SUCCESS })
         }
+        Err(unroot::Error::Cancelled) if signal.load(Ordering::SeqCst) != 0 => {
+            // What the run had written was removed as the work unwound.
+            let number = signal.load(Ordering::SeqCst);
+            let name = if number == SIGTERM {
+                "SIGTERM"
+            } else {
+                "SIGINT"
+            };
+            eprintln!("error: stopped by {name}: nothing was written, and what this run had made was removed");
+            ExitCode::from(128 + number as u8)
+        }
         Err(e) => {
             // Every message already carries its cause, so the chain is not printed again.
             // No secret is printed, whatever put it in the message.
@@ -43,6 +63,29 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// SIGINT and SIGTERM cancel the job: it stops at its next wait, removes what it made, and
+/// the process exits with 128 + the signal. A second signal ends the process at once.
+/// Returns where the first signal's number is kept (0 until one comes).
+fn stop_on_signals(cancel: &Cancel) -> Arc<AtomicI32> {
+    let seen = Arc::new(AtomicI32::new(0));
+    let Ok(mut signals) = Signals::new([SIGINT, SIGTERM]) else {
+        return seen;
+    };
+    let (cancel, first) = (cancel.clone(), seen.clone());
+    std::thread::spawn(move || {
+        for number in signals.forever() {
+            if first
+                .compare_exchange(0, number, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                std::process::exit(128 + number);
+            }
+            cancel.cancel();
+        }
+    });
+    seen
 }
 
 /// Every layer is read by threads of its own, and glibc gives each thread that allocates an

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::analyze::Severity;
-use crate::control::Events;
+use crate::control::{Cancel, Events};
 use crate::error::Error;
 use crate::pipeline::{ConvertOptions, PlanOptions, Session, SessionOptions};
 use crate::transport::auth::{Credentials, UserCredentials};
@@ -34,7 +34,8 @@ Exit codes:
   1  the image or the registry refused, was missing or damaged
   2  usage error: bad flags, malformed reference, unknown transport
   3  a local file could not be read or written
-  4  --fail-on: a finding at that severity or worse";
+  4  --fail-on: a finding at that severity or worse
+  130, 143  stopped by SIGINT or SIGTERM: nothing written, temporary files removed";
 
 /// Convert container images that run as root into images that run unprivileged.
 #[derive(Debug, Parser)]
@@ -282,8 +283,9 @@ impl PlanArgs {
         }
     }
 
-    /// The session these arguments ask for, its events going to `events`.
-    pub fn session(&self, events: Arc<dyn Events>) -> Result<Session, Error> {
+    /// The session these arguments ask for, its events going to `events`, stopped by
+    /// `cancel`.
+    pub fn session(&self, events: Arc<dyn Events>, cancel: Cancel) -> Result<Session, Error> {
         let creds = self
             .registry
             .creds
@@ -299,6 +301,7 @@ impl PlanArgs {
             },
             jobs: self.jobs.unwrap_or(0),
             events,
+            cancel,
             ..Default::default()
         }))
     }

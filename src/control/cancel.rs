@@ -117,6 +117,31 @@ impl Cancel {
     }
 }
 
+/// A reader that stops with an error once its token is cancelled.
+pub struct Interruptible<R> {
+    inner: R,
+    cancel: Cancel,
+}
+
+impl<R> Interruptible<R> {
+    /// Reads `inner` until `cancel` is cancelled.
+    pub fn new(inner: R, cancel: &Cancel) -> Interruptible<R> {
+        Interruptible {
+            inner,
+            cancel: cancel.clone(),
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Interruptible<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.cancel
+            .check()
+            .map_err(|c| std::io::Error::new(std::io::ErrorKind::Interrupted, c))?;
+        self.inner.read(buf)
+    }
+}
+
 /// The text of a panic's payload.
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload

@@ -6,7 +6,7 @@ mod cancel;
 mod events;
 pub mod secrets;
 
-pub use cancel::{panic_message, Cancel, Cancelled, Interrupted};
+pub use cancel::{panic_message, Cancel, Cancelled, Interrupted, Interruptible};
 pub use events::{Event, Events, Meter, NoMeter, Silent};
 
 use std::sync::Arc;

@@ -245,7 +245,7 @@ impl Session {
                     created_by: &request.created_by,
                 },
                 scratch.path(),
-                self.control().events.as_ref(),
+                self.control(),
             );
             let prepared = preparing.map(|p| {
                 p.join().unwrap_or_else(|panic| {

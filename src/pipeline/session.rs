@@ -113,8 +113,9 @@ impl Session {
 
     /// A new temporary directory for one image's work, removed when dropped.
     pub(crate) fn scratch(&self) -> Result<tempfile::TempDir, Error> {
+        crate::transport::stale::sweep(&self.work_dir);
         tempfile::Builder::new()
-            .prefix("unroot-")
+            .prefix(&crate::transport::stale::prefix("work"))
             .tempdir_in(&self.work_dir)
             .map_err(|e| Error::Io {
                 op: "create a temporary directory in",

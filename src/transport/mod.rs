@@ -19,6 +19,7 @@ pub mod docker_archive;
 pub mod oci_archive;
 pub mod oci_layout;
 pub mod registry;
+pub mod stale;
 
 /// A manifest as fetched: bytes exactly as stored, what the transport said its type is,
 /// and its digest (verified when the reference pinned one).

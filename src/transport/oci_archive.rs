@@ -137,8 +137,9 @@ impl ArchiveWriter {
                 reason: format!("`{}` is a directory", target.display()),
             });
         }
+        super::stale::sweep(&dir);
         let tmp = tempfile::Builder::new()
-            .prefix(".unroot-")
+            .prefix(&super::stale::prefix("archive"))
             .suffix(".tar.tmp")
             .tempfile_in(&dir)
             .map_err(TransportError::io("create a file in", &dir))?;

@@ -247,8 +247,9 @@ impl OciLayoutSink {
                 };
                 fs::create_dir_all(&parent)
                     .map_err(TransportError::io("create directory", &parent))?;
+                super::stale::sweep(&parent);
                 let staging = tempfile::Builder::new()
-                    .prefix(".unroot-staging-")
+                    .prefix(&super::stale::prefix("staging"))
                     .tempdir_in(&parent)
                     .map_err(TransportError::io("create a staging directory in", &parent))?
                     .keep();
@@ -388,8 +389,9 @@ pub fn put_blob(
     let target = root.join(blob_path(&desc.digest));
     let dir = target.parent().expect("blob paths have a parent");
     fs::create_dir_all(dir).map_err(TransportError::io("create directory", dir))?;
+    super::stale::sweep(dir);
     let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
+        .prefix(&super::stale::prefix("tmp"))
         .tempfile_in(dir)
         .map_err(TransportError::io("create a file in", dir))?;
     let mut verifying = VerifyingReader::new(reader, desc.digest.clone(), Some(desc.size));
@@ -404,7 +406,7 @@ pub fn put_blob(
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TransportError> {
     let dir = path.parent().expect("a file in a directory");
     let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
+        .prefix(&super::stale::prefix("tmp"))
         .tempfile_in(dir)
         .map_err(TransportError::io("create a file in", dir))?;
     tmp.write_all(bytes)

@@ -10,6 +10,7 @@ use std::io::{self, BufWriter, Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use crate::control::{Cancel, Interruptible};
 use crate::layer::scan::BodySpool;
 use crate::layer::{ImagePath, Kind, Meta};
 use crate::model::digest::HashingWriter;
@@ -50,7 +51,7 @@ impl LayerWriter {
     /// A new layer in a temporary file in `dir`.
     pub fn new(dir: &Path) -> io::Result<LayerWriter> {
         let file = tempfile::Builder::new()
-            .prefix(".unroot-layer-")
+            .prefix(&crate::transport::stale::prefix("layer"))
             .tempfile_in(dir)?;
         let out = file.reopen()?;
         let compressed = HashingWriter::new(BufWriter::with_capacity(64 * 1024, out));
@@ -95,6 +96,7 @@ pub fn write_layer<'a>(
     changes: impl IntoIterator<Item = (&'a ImagePath, &'a FileChange)>,
     spool: &BodySpool,
     dir: &Path,
+    cancel: &Cancel,
 ) -> io::Result<NewLayer> {
     let mut writer = LayerWriter::new(dir)?;
     // Hard links go last, so their targets (in this layer) are always written before them.
@@ -103,7 +105,17 @@ pub fn write_layer<'a>(
         .partition(|(_, c)| c.meta.kind == Kind::Hardlink);
     let mut entries = 0;
     for (path, change) in others.into_iter().chain(links) {
-        append_entry(writer.tar(), path, &change.meta, &change.body, spool)?;
+        cancel
+            .check()
+            .map_err(|c| io::Error::new(io::ErrorKind::Interrupted, c))?;
+        append_entry(
+            writer.tar(),
+            path,
+            &change.meta,
+            &change.body,
+            spool,
+            cancel,
+        )?;
         entries += 1;
     }
     writer.finish(entries)
@@ -115,6 +127,7 @@ fn append_entry<W: Write>(
     meta: &Meta,
     body: &Body,
     spool: &BodySpool,
+    cancel: &Cancel,
 ) -> io::Result<()> {
     if !meta.xattrs.is_empty() {
         append_pax_xattrs(tar, path, meta)?;
@@ -156,7 +169,7 @@ fn append_entry<W: Write>(
         }
         (Kind::File, Body::Spooled { offset, len }) => {
             header.set_size(*len);
-            let mut reader = spool.reader(*offset, *len);
+            let mut reader = Interruptible::new(spool.reader(*offset, *len), cancel);
             tar.append_data(&mut header, name, &mut reader as &mut dyn Read)
         }
         _ => {
@@ -269,7 +282,7 @@ mod tests {
 
     fn write(dir: &Path) -> NewLayer {
         let spool = BodySpool::new().unwrap();
-        write_layer(&plan(), &spool, dir).unwrap()
+        write_layer(&plan(), &spool, dir, &Cancel::new()).unwrap()
     }
 
     #[test]

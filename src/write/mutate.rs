@@ -5,7 +5,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::control::{Event, Events};
+use crate::control::{Control, Event, Interruptible};
 use crate::layer::scan::BodySpool;
 use crate::layer::{Compression, LayerInfo};
 use crate::model::{media, Descriptor, ImageConfig, ImageLocation, ImageManifest};
@@ -74,8 +74,9 @@ pub fn mutate(
     remap: Option<&mut Reopen<'_>>,
     lineage: &Lineage<'_>,
     dir: &Path,
-    events: &dyn Events,
+    control: &Control,
 ) -> Result<Mutation, MutateError> {
+    let (events, cancel) = (control.events.as_ref(), &control.cancel);
     let write_error = |source| MutateError::Write {
         dir: dir.to_path_buf(),
         source,
@@ -86,7 +87,7 @@ pub fn mutate(
         events.event(&Event::WritingLayer {
             entries: plan.changes.len(),
         });
-        Some(write_layer(&plan.changes, source.spool, dir).map_err(write_error)?)
+        Some(write_layer(&plan.changes, source.spool, dir, cancel).map_err(write_error)?)
     };
     let mut base_layers: Vec<OutputLayer> = source
         .manifest
@@ -115,7 +116,7 @@ pub fn mutate(
                 digest: &desc.digest,
                 out_of_range: info.out_of_range,
             });
-            let blob = open(desc)?;
+            let blob = Interruptible::new(open(desc)?, cancel);
             let remapped = remap_layer(blob, desc, plan.identity.uid, dir)
                 .map_err(|e| TransportError::from_read(e, source.location))?;
             let layer = remapped.layer;

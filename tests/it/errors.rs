@@ -16,7 +16,7 @@ fn nothing_written(s: &Scratch, out_dir: &str) {
     );
     let staging: Vec<String> = files_below(s.dir.path())
         .into_iter()
-        .filter(|p| p.contains("unroot-staging") || p.contains(".tmp"))
+        .filter(|p| p.contains(".unroot-") || p.contains(".tmp"))
         .collect();
     assert_eq!(staging, Vec::<String>::new(), "staging files left behind");
 }

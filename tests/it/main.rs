@@ -12,6 +12,7 @@ mod registry;
 mod runtime;
 mod services;
 mod session;
+mod signals;
 mod support;
 mod tokens;
 mod transports;

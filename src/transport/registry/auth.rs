@@ -77,6 +77,42 @@ impl Client {
         }
     }
 
+    /// The request with the credentials at hand (Basic, or a cached token that is still
+    /// valid), asking nobody: `None` when a token would have to be fetched first.
+    pub(super) fn cached_authorization(
+        &self,
+        mut request: Request,
+        scopes: &[String],
+    ) -> Option<Request> {
+        use base64::Engine;
+        if request.url().origin() != self.base.origin() {
+            return Some(request);
+        }
+        let state = self.auth.lock().expect("not poisoned");
+        let value = match &state.challenge {
+            None => return Some(request),
+            Some(Challenge::Basic) => {
+                let c = self.creds.as_ref()?;
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD
+                        .encode(format!("{}:{}", c.username, c.password))
+                )
+            }
+            Some(Challenge::Bearer { .. }) => {
+                let (token, renew) = state.tokens.get(&scopes.join(" "))?;
+                if Instant::now() >= *renew {
+                    return None;
+                }
+                format!("Bearer {token}")
+            }
+        };
+        let mut value = HeaderValue::from_str(&value).ok()?;
+        value.set_sensitive(true);
+        request.headers_mut().insert(AUTHORIZATION, value);
+        Some(request)
+    }
+
     /// Adds the credentials the challenge asks for, to requests for the registry itself
     /// only (an upload location on another host gets none).
     fn authorize(

@@ -65,55 +65,107 @@ impl Client {
         let what = format!("upload of blob {}", desc.digest);
         self.retrying(call, || {
             let (location, min_chunk) = self.start_upload(call, repo, &what)?;
-            let reader = open()?;
-            if self.chunked.load(Ordering::Relaxed) {
-                return self.upload_chunks(call, repo, desc, location, reader, min_chunk, &what);
+            let result = self.upload_to(call, repo, desc, &location, min_chunk, open, &what);
+            if result.is_err() {
+                self.abandon_upload(repo, &location);
             }
-            let slot = ReadError::default();
-            let body = Body::sized(
-                slot.wrap(VerifyingReader::new(
-                    reader,
-                    desc.digest.clone(),
-                    Some(desc.size),
-                )),
-                desc.size,
-            );
-            let mut body = Some(body);
-            let url = with_digest(&location, &desc.digest);
-            let response = self.send(call, &[push(repo)], &mut || {
-                let body = body.take().ok_or_else(|| {
-                    // The stream is spent: a second challenge needs a new attempt.
-                    Attempt::Retry {
-                        error: self.unauthorized(call),
-                        after: None,
-                    }
-                })?;
-                Ok(self
-                    .http
-                    .put(url.clone())
-                    .timeout(upload_timeout(desc.size))
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .body(body))
-            });
-            if let Some(e) = slot.take() {
-                return Err(Attempt::Fail(TransportError::from_read(e, &call.location)));
-            }
-            let response = self.check_transient(call, &what, response?)?;
-            match response.status() {
-                StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::ACCEPTED => Ok(()),
-                StatusCode::PAYLOAD_TOO_LARGE => {
-                    // This and every later blob go up in chunks, starting now.
-                    self.chunked.store(true, Ordering::Relaxed);
-                    call.control.events.event(&Event::ChunkedUploads {
-                        registry: &self.registry,
-                        size: desc.size,
-                    });
-                    let (location, min_chunk) = self.start_upload(call, repo, &what)?;
-                    self.upload_chunks(call, repo, desc, location, open()?, min_chunk, &what)
-                }
-                _ => Err(Attempt::Fail(self.push_error(call, repo, &what, response))),
-            }
+            result
         })
+    }
+
+    /// One attempt of an upload to a session that was started.
+    #[allow(clippy::too_many_arguments)] // The upload's parts, each used once.
+    fn upload_to(
+        &self,
+        call: &Call,
+        repo: &str,
+        desc: &Descriptor,
+        location: &Url,
+        min_chunk: u64,
+        open: &mut dyn FnMut() -> Result<BlobReader, TransportError>,
+        what: &str,
+    ) -> Result<(), Attempt> {
+        let reader = open()?;
+        if self.chunked.load(Ordering::Relaxed) {
+            return self.upload_chunks(call, repo, desc, location.clone(), reader, min_chunk, what);
+        }
+        let slot = ReadError::default();
+        let body = Body::sized(
+            slot.wrap(VerifyingReader::new(
+                reader,
+                desc.digest.clone(),
+                Some(desc.size),
+            )),
+            desc.size,
+        );
+        let mut body = Some(body);
+        let url = with_digest(location, &desc.digest);
+        let response = self.send(call, &[push(repo)], &mut || {
+            let body = body.take().ok_or_else(|| {
+                // The stream is spent: a second challenge needs a new attempt.
+                Attempt::Retry {
+                    error: self.unauthorized(call),
+                    after: None,
+                }
+            })?;
+            Ok(self
+                .http
+                .put(url.clone())
+                .timeout(upload_timeout(desc.size))
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .body(body))
+        });
+        if let Some(e) = slot.take() {
+            return Err(Attempt::Fail(TransportError::from_read(e, &call.location)));
+        }
+        let response = self.check_transient(call, what, response?)?;
+        match response.status() {
+            StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::ACCEPTED => Ok(()),
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                // This and every later blob go up in chunks, starting now.
+                self.chunked.store(true, Ordering::Relaxed);
+                call.control.events.event(&Event::ChunkedUploads {
+                    registry: &self.registry,
+                    size: desc.size,
+                });
+                self.abandon_upload(repo, location);
+                let (location, min_chunk) = self.start_upload(call, repo, what)?;
+                let result = self.upload_chunks(
+                    call,
+                    repo,
+                    desc,
+                    location.clone(),
+                    open()?,
+                    min_chunk,
+                    what,
+                );
+                if result.is_err() {
+                    self.abandon_upload(repo, &location);
+                }
+                result
+            }
+            _ => Err(Attempt::Fail(self.push_error(call, repo, what, response))),
+        }
+    }
+
+    /// Ends an upload session that will not be completed (`DELETE`, as the distribution
+    /// API allows), so the registry does not keep its partial data. Best effort, and quick
+    /// (also after a cancellation): with the credentials already at hand, a few seconds at
+    /// most; a registry that refuses or is gone expires the session on its own.
+    fn abandon_upload(&self, repo: &str, location: &Url) {
+        let Ok(request) = self
+            .http
+            .delete(location.clone())
+            .timeout(Duration::from_secs(5))
+            .build()
+        else {
+            return;
+        };
+        let request = match self.cached_authorization(request, &[push(repo)]) {
+            Some(r) => r,
+            None => return,
+        };
+        let _ = self.http.execute(request);
     }
 
     /// Starts an upload session: its URL, and the smallest chunk the registry takes.
