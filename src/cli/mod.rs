@@ -2,6 +2,7 @@
 //! options, and the rendering of results. No image logic lives here.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -10,7 +11,7 @@ use crate::control::{Cancel, Events};
 use crate::error::Error;
 use crate::pipeline::{ConvertOptions, PlanOptions, Session, SessionOptions};
 use crate::transport::auth::{Credentials, UserCredentials};
-use crate::transport::registry::RetryPolicy;
+use crate::transport::registry::{Pace, RetryPolicy};
 
 pub mod analyze;
 pub mod convert;
@@ -268,6 +269,30 @@ pub struct RegistryArgs {
     /// asks (at most 60 s); 0 turns retries off.
     #[arg(long, value_name = "N", default_value_t = 4, help_heading = "Registry")]
     pub retries: u32,
+
+    /// Give up on a registry answer when nothing arrives for this long (its headers, or
+    /// the next bytes of its body).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Registry")]
+    pub read_timeout: u64,
+
+    /// Give up on a transfer slower than this many bytes per second over
+    /// `--speed-time` (0: no floor).
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = 1024,
+        help_heading = "Registry"
+    )]
+    pub speed_limit: u64,
+
+    /// The window over which `--speed-limit` is measured.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Registry")]
+    pub speed_time: u64,
+
+    /// Give up on a manifest, token or other small answer not complete this long after it
+    /// was asked for (each attempt).
+    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Registry")]
+    pub request_deadline: u64,
 }
 
 impl PlanArgs {
@@ -298,6 +323,12 @@ impl PlanArgs {
             retry: RetryPolicy {
                 retries: self.registry.retries,
                 ..Default::default()
+            },
+            pace: Pace {
+                read_timeout: Duration::from_secs(self.registry.read_timeout),
+                speed_limit: self.registry.speed_limit,
+                speed_time: Duration::from_secs(self.registry.speed_time),
+                deadline: Duration::from_secs(self.registry.request_deadline),
             },
             jobs: self.jobs.unwrap_or(0),
             events,

@@ -33,6 +33,9 @@ pub enum Interrupted {
     /// The work panicked; the message is the panic's.
     #[error("an internal error: {0}")]
     Panicked(String),
+    /// The work did not finish within its time.
+    #[error("not done within {} s", .0.as_secs())]
+    TimedOut(Duration),
 }
 
 impl From<Cancelled> for Interrupted {
@@ -95,7 +98,26 @@ impl Cancel {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Interrupted> {
+        self.run_within(None, work)
+    }
+
+    /// As [`Cancel::run`], giving up too once `limit` has passed
+    /// ([`Interrupted::TimedOut`]).
+    pub fn run_for<T: Send + 'static>(
+        &self,
+        limit: Duration,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Interrupted> {
+        self.run_within(Some(limit), work)
+    }
+
+    fn run_within<T: Send + 'static>(
+        &self,
+        limit: Option<Duration>,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Interrupted> {
         self.check()?;
+        let end = limit.map(|l| Instant::now() + l);
         let (tx, rx) = mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("unroot-io".into())
@@ -108,7 +130,14 @@ impl Cancel {
             match rx.recv_timeout(POLL) {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(panic)) => return Err(Interrupted::Panicked(panic_message(&*panic))),
-                Err(mpsc::RecvTimeoutError::Timeout) => self.check()?,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.check()?;
+                    if let (Some(end), Some(limit)) = (end, limit) {
+                        if Instant::now() >= end {
+                            return Err(Interrupted::TimedOut(limit));
+                        }
+                    }
+                }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     return Err(Interrupted::Panicked("a worker thread vanished".into()))
                 }
@@ -195,6 +224,10 @@ mod tests {
         );
         drop(release);
         canceller.join().unwrap();
+        let slow = Cancel::new().run_for(Duration::from_millis(100), || {
+            std::thread::sleep(Duration::from_secs(5))
+        });
+        assert_eq!(slow, Err(Interrupted::TimedOut(Duration::from_millis(100))));
         let panicked = Cancel::new().run(|| -> u8 { panic!("boom") });
         assert_eq!(panicked, Err(Interrupted::Panicked("boom".into())));
     }

@@ -8,7 +8,7 @@ use crate::control::{Cancel, Control, Events, Silent};
 use crate::error::Error;
 use crate::model::ImageLocation;
 use crate::transport::auth::{CredentialsProvider, UserCredentials};
-use crate::transport::registry::{RegistryPool, RetryPolicy};
+use crate::transport::registry::{Pace, RegistryPool, RetryPolicy};
 use crate::transport::{self, Sink, Source};
 
 /// How a session is set up.
@@ -20,6 +20,8 @@ pub struct SessionOptions {
     pub tls_verify: bool,
     /// How failed registry requests are retried.
     pub retry: RetryPolicy,
+    /// How slow a registry may be.
+    pub pace: Pace,
     /// How many layers are read at once; 0: one per core, at most 4.
     pub jobs: usize,
     /// Where temporary files go (kept bodies, new layers, blobs kept for the sink);
@@ -37,6 +39,7 @@ impl Default for SessionOptions {
             credentials: Arc::new(UserCredentials::default()),
             tls_verify: true,
             retry: RetryPolicy::default(),
+            pace: Pace::default(),
             jobs: 0,
             work_dir: None,
             events: Arc::new(Silent),
@@ -65,6 +68,7 @@ impl Session {
                 options.credentials,
                 options.tls_verify,
                 options.retry,
+                options.pace,
             )),
             work_dir: options.work_dir.unwrap_or_else(std::env::temp_dir),
             jobs: options.jobs,

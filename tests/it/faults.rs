@@ -21,6 +21,8 @@ pub enum Fault {
     Stall,
     /// Forwards, but goes silent after this many bytes of the answer's body.
     StallAfter(usize),
+    /// Forwards, but sends the answer's body one byte every this many milliseconds.
+    Trickle(u64),
     /// Answers 403 with an error message that echoes the request's `Authorization` header
     /// (requests without one are forwarded), as careless registries do.
     EchoAuthorization,
@@ -275,6 +277,15 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Re
             std::io::copy(&mut (&mut up_reader).take(n as u64), &mut client)?;
             client.flush()?;
             client.shutdown(Shutdown::Both)?;
+        }
+        Some(Fault::Trickle(ms)) => {
+            client.flush()?;
+            let mut byte = [0u8; 1];
+            while up_reader.read(&mut byte)? == 1 {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                client.write_all(&byte)?;
+                client.flush()?;
+            }
         }
         Some(Fault::StallAfter(n)) => {
             std::io::copy(&mut (&mut up_reader).take(n as u64), &mut client)?;
@@ -621,6 +632,108 @@ fn secrets_a_registry_echoes_are_not_printed() {
     assert!(
         out.error_line()
             .contains("access denied: not allowed for Authorization: Basic <redacted>"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Runs unroot with `args`, killing it if it runs past a guard that only a hang reaches
+/// (the cases below end in seconds when the limits work, in minutes when they do not).
+fn run_guarded(s: &Scratch, args: &[&str]) -> crate::support::Output {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_unroot"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", s.dir.path())
+        .env("TMPDIR", s.tmp())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            panic!("unroot {args:?} did not give up");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    crate::support::Output::of(child.wait_with_output().unwrap())
+}
+
+#[test]
+fn slow_and_silent_registries_are_given_up_on() {
+    let s = Scratch::new();
+    let registry = Registry::start();
+    let src = s.build("img", "v1", TINY);
+    registry.push(&src, "team/app:v1", None);
+    let proxy = FaultProxy::start(&registry.addr);
+
+    // A manifest one byte every 200 ms: below the speed floor.
+    proxy.add(Rule::new("GET", "/manifests/v1", Fault::Trickle(200)).always());
+    let out = run_guarded(
+        &s,
+        &[
+            "analyze",
+            "--retries",
+            "0",
+            "--speed-limit",
+            "100",
+            "--speed-time",
+            "2",
+            &proxy.image("team/app:v1"),
+        ],
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.error_line()
+            .contains("the transfer was slower than 100 B/s for 2 s"),
+        "{}",
+        out.stderr
+    );
+
+    // Above the floor but never done: the request's deadline.
+    proxy.clear();
+    proxy.add(Rule::new("GET", "/manifests/v1", Fault::Trickle(100)).always());
+    let out = run_guarded(
+        &s,
+        &[
+            "analyze",
+            "--retries",
+            "0",
+            "--speed-limit",
+            "1",
+            "--request-deadline",
+            "2",
+            &proxy.image("team/app:v1"),
+        ],
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.error_line().contains("no whole answer within 2 s"),
+        "{}",
+        out.stderr
+    );
+
+    // A peer that never answers: the read timeout, per attempt.
+    proxy.clear();
+    proxy.add(Rule::new("GET", "/manifests/v1", Fault::Stall).always());
+    let out = run_guarded(
+        &s,
+        &[
+            "analyze",
+            "--retries",
+            "1",
+            "--read-timeout",
+            "2",
+            &proxy.image("team/app:v1"),
+        ],
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.error_line().contains("timed out"), "{}", out.stderr);
+    assert!(
+        out.error_line().contains("gave up after 2 attempts"),
         "{}",
         out.stderr
     );

@@ -7,6 +7,7 @@
 //! [`super::retry`] decides what is tried again, [`super::download`] and
 //! [`super::upload`] move the bytes.
 
+use std::io::Read;
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -20,8 +21,9 @@ use crate::transport::auth::Credentials;
 use crate::transport::TransportError;
 
 use super::auth::AuthState;
+use super::pace::Paced;
 use super::retry::{classify, error_chain, is_transient_status, retry_after, Attempt, RetryPolicy};
-use super::{one_line, parse_errors, read_capped};
+use super::{one_line, parse_errors, read_capped, Pace};
 
 /// One registry, as one user sees it.
 pub(super) struct Client {
@@ -36,6 +38,7 @@ pub(super) struct Client {
     pub(super) tls_required: bool,
     pub(super) auth: Mutex<AuthState>,
     pub(super) retry: RetryPolicy,
+    pub(super) pace: Pace,
     /// Set once the registry refused a monolithic upload.
     pub(super) chunked: AtomicBool,
 }
@@ -57,6 +60,7 @@ impl Client {
         announce_http: bool,
         creds: Option<Credentials>,
         retry: RetryPolicy,
+        pace: Pace,
         call: &Call,
     ) -> Result<Client, TransportError> {
         // Docker Hub's API lives on another host than its name.
@@ -69,9 +73,9 @@ impl Client {
         let http = reqwest::blocking::Client::builder()
             .user_agent(concat!("unroot/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(30))
-            // For a request and its answer, and then per read of the answer's body; an
-            // upload (sent whole within its request) gets a time that grows with its size.
-            .timeout(Duration::from_secs(300))
+            // For a request's answer, and then per read of the answer's body; an upload
+            // (sent whole within its request) gets a time that grows with its size.
+            .timeout(pace.read_timeout)
             // A peer that stops acknowledging what is sent is given up on, whatever the
             // request's own time.
             .tcp_user_timeout(Duration::from_secs(120))
@@ -114,6 +118,7 @@ impl Client {
             tls_required: verify_tls,
             auth: Mutex::default(),
             retry,
+            pace,
             chunked: AtomicBool::new(false),
         })
     }
@@ -132,33 +137,75 @@ impl Client {
     }
 
     /// Sends one request and waits for its answer, giving up when the job is cancelled
-    /// (a peer that never answers cannot hold a cancelled job).
+    /// (a peer that never answers cannot hold a cancelled job); a request with nothing to
+    /// send gets its answer's headers within the deadline.
     pub(super) fn execute(&self, call: &Call, request: Request) -> Result<Response, Attempt> {
         let http = self.http.clone();
-        match call.control.cancel.run(move || http.execute(request)) {
+        let has_body = request.body().is_some();
+        let work = move || http.execute(request);
+        let result = if has_body {
+            call.control.cancel.run(work)
+        } else {
+            call.control.cancel.run_for(self.pace.deadline, work)
+        };
+        match result {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => Err(self.request_failure(e)),
-            Err(Interrupted::Cancelled) => Err(Attempt::Fail(TransportError::Cancelled)),
-            Err(Interrupted::Panicked(message)) => {
-                Err(Attempt::Fail(TransportError::Internal { message }))
-            }
+            Err(e) => Err(self.interrupted(e)),
         }
     }
 
-    /// Reads at most `cap` bytes of an answer's body, giving up when the job is cancelled.
+    /// Reads at most `cap` bytes of an answer's body, under the speed floor and within
+    /// the deadline, giving up when the job is cancelled.
     pub(super) fn read_body(
         &self,
         call: &Call,
         response: Response,
         cap: u64,
     ) -> Result<Vec<u8>, Attempt> {
-        match call.control.cancel.run(move || read_capped(response, cap)) {
+        let pace = self.pace;
+        let work = move || -> std::io::Result<Vec<u8>> {
+            let mut bytes = Vec::new();
+            Paced::new(response, &pace)
+                .take(cap)
+                .read_to_end(&mut bytes)?;
+            Ok(bytes)
+        };
+        match call.control.cancel.run_for(self.pace.deadline, work) {
             Ok(Ok(bytes)) => Ok(bytes),
-            Ok(Err(e)) => Err(self.request_failure(e)),
-            Err(Interrupted::Cancelled) => Err(Attempt::Fail(TransportError::Cancelled)),
-            Err(Interrupted::Panicked(message)) => {
-                Err(Attempt::Fail(TransportError::Internal { message }))
+            Ok(Err(e)) => {
+                let failure = classify(&e);
+                let error = TransportError::Connect {
+                    registry: self.registry.clone(),
+                    message: error_chain(&e),
+                    tls: failure.tls,
+                };
+                Err(if failure.transient {
+                    Attempt::Retry { error, after: None }
+                } else {
+                    Attempt::Fail(error)
+                })
             }
+            Err(e) => Err(self.interrupted(e)),
+        }
+    }
+
+    /// The attempt's end when waiting on its work stopped.
+    fn interrupted(&self, e: Interrupted) -> Attempt {
+        match e {
+            Interrupted::Cancelled => Attempt::Fail(TransportError::Cancelled),
+            Interrupted::Panicked(message) => Attempt::Fail(TransportError::Internal { message }),
+            Interrupted::TimedOut(limit) => Attempt::Retry {
+                error: TransportError::Connect {
+                    registry: self.registry.clone(),
+                    message: format!(
+                        "no whole answer within {} s (`--request-deadline`)",
+                        limit.as_secs()
+                    ),
+                    tls: false,
+                },
+                after: None,
+            },
         }
     }
 
@@ -292,5 +339,7 @@ fn speaks_https(
         }
         Err(Interrupted::Cancelled) => Err(TransportError::Cancelled),
         Err(Interrupted::Panicked(message)) => Err(TransportError::Internal { message }),
+        // Not answering in time is no proof it does not speak HTTPS.
+        Err(Interrupted::TimedOut(_)) => Ok(true),
     }
 }

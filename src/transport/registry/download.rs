@@ -15,6 +15,7 @@ use crate::transport::{BlobReader, TransportError};
 use super::auth::{pull, push};
 use super::client::{Call, Client};
 use super::header_str;
+use super::pace::Paced;
 use super::retry::{error_chain, Attempt};
 
 /// Manifests larger than this are refused, as registries refuse to store them.
@@ -91,7 +92,7 @@ impl Client {
             url,
             scopes,
             what,
-            response,
+            response: Paced::new(response, &self.pace),
             received: 0,
             expected: desc.size,
             resumes: 0,
@@ -165,7 +166,7 @@ struct BlobStream {
     url: Url,
     scopes: Vec<String>,
     what: String,
-    response: Response,
+    response: Paced<Response>,
     received: u64,
     expected: u64,
     resumes: u32,
@@ -211,11 +212,12 @@ impl Read for BlobStream {
                 .map_err(|_| io::Error::other(TransportError::Cancelled))?;
             let from = self.received;
             let call = &self.call;
-            self.response = client
+            let response = client
                 .retrying(call, || {
                     client.blob_request(call, &self.url, &self.scopes, &self.what, from)
                 })
                 .map_err(io::Error::other)?;
+            self.response = Paced::new(response, &client.pace);
         }
     }
 }

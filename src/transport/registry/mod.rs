@@ -15,11 +15,13 @@ use super::{BlobProvider, BlobReader, OutputImage, RawManifest, Sink, Source, Tr
 mod auth;
 mod client;
 mod download;
+mod pace;
 mod pool;
 mod retry;
 mod upload;
 
 use client::{Call, Client};
+pub use pace::{Pace, TooSlow};
 pub use pool::RegistryPool;
 pub use retry::RetryPolicy;
 

@@ -8,13 +8,14 @@ use crate::transport::auth::{Credentials, CredentialsProvider};
 use crate::transport::TransportError;
 
 use super::client::{Call, Client};
-use super::RetryPolicy;
+use super::{Pace, RetryPolicy};
 
 /// How to reach registries, and the clients made so far.
 pub struct RegistryPool {
     credentials: Arc<dyn CredentialsProvider>,
     tls_verify: bool,
     retry: RetryPolicy,
+    pace: Pace,
     clients: Mutex<HashMap<ClientKey, Slot>>,
 }
 
@@ -36,11 +37,13 @@ impl RegistryPool {
         credentials: Arc<dyn CredentialsProvider>,
         tls_verify: bool,
         retry: RetryPolicy,
+        pace: Pace,
     ) -> RegistryPool {
         RegistryPool {
             credentials,
             tls_verify,
             retry,
+            pace,
             clients: Mutex::default(),
         }
     }
@@ -82,6 +85,7 @@ impl RegistryPool {
             !loopback,
             creds,
             self.retry,
+            self.pace,
             call,
         )?);
         *slot = Some(client.clone());
@@ -106,6 +110,7 @@ impl Default for RegistryPool {
             Arc::new(crate::transport::auth::UserCredentials::default()),
             true,
             RetryPolicy::default(),
+            Pace::default(),
         )
     }
 }
