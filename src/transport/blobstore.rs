@@ -42,7 +42,7 @@ impl DirStore {
 impl FileStore for DirStore {
     fn open(&self, rel: &str) -> Result<Option<(BlobReader, u64)>, TransportError> {
         let path = self.root.join(rel);
-        match File::open(&path) {
+        match open_regular(&path) {
             Ok(f) => {
                 let len = f
                     .metadata()
@@ -54,6 +54,37 @@ impl FileStore for DirStore {
             Err(e) => Err(TransportError::io("open", &path)(e)),
         }
     }
+}
+
+/// Opens a file that must be a regular one (through symlinks): a FIFO, a device or a
+/// directory is refused without waiting on it (`/dev/zero` never ends, a FIFO blocks).
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let t = file.metadata()?.file_type();
+    if t.is_file() {
+        return Ok(file);
+    }
+    let kind = if t.is_dir() {
+        "directory"
+    } else if t.is_fifo() {
+        "named pipe"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else if t.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("it is a {kind}, not a regular file"),
+    ))
 }
 
 /// A tar archive, indexed once by reading its headers (bodies are skipped by seeking).
@@ -70,7 +101,7 @@ impl TarStore {
         location: &str,
         kind: &'static str,
     ) -> Result<TarStore, TransportError> {
-        let file = File::open(path).map_err(TransportError::io("open", path))?;
+        let file = open_regular(path).map_err(TransportError::io("open", path))?;
         let invalid = |reason: String| TransportError::Invalid {
             location: location.to_string(),
             kind,

@@ -43,7 +43,7 @@ impl DockerArchiveSource {
         let ImageLocation::DockerArchive { file, reference } = &location else {
             unreachable!("a docker-archive: location")
         };
-        if !file.is_file() {
+        if !file.exists() {
             return Err(TransportError::NotFound {
                 location: location.to_string(),
                 what: format!("archive `{}`", file.display()),
@@ -57,14 +57,15 @@ impl DockerArchiveSource {
         };
         let store = TarStore::open(file, &loc, "docker archive")?;
         let read_member = |name: &str, cap: u64| -> Result<Vec<u8>, TransportError> {
-            let (mut r, len) = store
+            let (r, len) = store
                 .open(name)?
                 .ok_or_else(|| invalid(format!("it has no `{name}`")))?;
             if len > cap {
                 return Err(invalid(format!("`{name}` is larger than {cap} bytes")));
             }
             let mut buf = Vec::new();
-            r.read_to_end(&mut buf)
+            r.take(cap)
+                .read_to_end(&mut buf)
                 .map_err(|e| TransportError::from_read(e, &location))?;
             Ok(buf)
         };

@@ -19,7 +19,7 @@ pub fn open_source(location: ImageLocation) -> Result<LayoutReader<TarStore>, Tr
     let ImageLocation::OciArchive { file, tag } = &location else {
         unreachable!("an oci-archive: location")
     };
-    if !file.is_file() {
+    if !file.exists() {
         return Err(TransportError::NotFound {
             location: location.to_string(),
             what: format!("archive `{}`", file.display()),

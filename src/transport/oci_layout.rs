@@ -53,15 +53,20 @@ impl<S: FileStore> LayoutReader<S> {
 
     /// The parsed `index.json`.
     pub fn index(&self) -> Result<ImageIndex, TransportError> {
-        let Some((mut r, len)) = self.store.open("index.json")? else {
+        let Some((r, len)) = self.store.open("index.json")? else {
             return Err(self.invalid("it has no `index.json`"));
         };
-        if len > 16 * 1024 * 1024 {
+        const CAP: u64 = 16 * 1024 * 1024;
+        // What is read is capped, whatever size the file claims.
+        let mut bytes = Vec::new();
+        if len <= CAP {
+            r.take(CAP + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| TransportError::from_read(e, &self.location))?;
+        }
+        if len > CAP || bytes.len() as u64 > CAP {
             return Err(self.invalid("`index.json` is larger than 16 MiB"));
         }
-        let mut bytes = Vec::new();
-        r.read_to_end(&mut bytes)
-            .map_err(|e| TransportError::from_read(e, &self.location))?;
         match Manifest::parse(&bytes, Some(media::OCI_INDEX)) {
             Ok(Manifest::Index(i)) => Ok(i),
             Ok(Manifest::Image(_)) => Err(self.invalid("`index.json` is not an image index")),

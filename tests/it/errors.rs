@@ -191,6 +191,50 @@ fn missing_layout() {
     assert!(out.error_line().contains("not found"), "{}", out.stderr);
 }
 
+#[test]
+fn layout_files_that_are_not_regular_files_are_refused() {
+    use std::os::unix::fs::symlink;
+    let s = Scratch::new();
+    let src = s.build("src", "v1", TINY);
+    let index = s.path("src/index.json");
+    // `index.json` leading to a device that never ends.
+    std::fs::remove_file(&index).unwrap();
+    symlink("/dev/zero", &index).unwrap();
+    let out = s.unroot(&["analyze", &src]).failure(3);
+    assert!(
+        out.error_line().contains("index.json")
+            && out
+                .error_line()
+                .contains("it is a character device, not a regular file"),
+        "{}",
+        out.stderr
+    );
+    // A named pipe with no writer (opening it would wait forever).
+    std::fs::remove_file(&index).unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(&index)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = s.unroot(&["analyze", &src]).failure(3);
+    assert!(
+        out.error_line()
+            .contains("it is a named pipe, not a regular file"),
+        "{}",
+        out.stderr
+    );
+    // Archives that are devices.
+    for archive in ["oci-archive:/dev/zero", "docker-archive:/dev/zero"] {
+        let out = s.unroot(&["analyze", archive]).failure(3);
+        assert!(
+            out.error_line()
+                .contains("it is a character device, not a regular file"),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
 fn layer_blob(s: &Scratch, layout: &str, index: usize) -> std::path::PathBuf {
     let manifest = layout_manifest(&s.path(layout), None);
     layout_blob(
