@@ -37,7 +37,7 @@ impl Analyzed {
             &recipes.all(),
             false,
             dir.path(),
-            0,
+            &pipeline::ScanLimits::default(),
             session.control(),
         )
         .unwrap()

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::analyze::Severity;
 use crate::control::{Cancel, Events};
 use crate::error::Error;
-use crate::pipeline::{ConvertOptions, PlanOptions, Session, SessionOptions};
+use crate::pipeline::{ConvertOptions, PlanOptions, ScanLimits, Session, SessionOptions};
 use crate::transport::auth::{Credentials, UserCredentials};
 use crate::transport::registry::{Pace, RetryPolicy};
 
@@ -167,6 +167,16 @@ pub struct PlanArgs {
     /// core, at most 4].
     #[arg(long, value_name = "N", help_heading = "Transfer")]
     pub jobs: Option<usize>,
+
+    /// The most disk the bodies of files to re-own may take while the layers are read
+    /// (`K`, `M`, `G` suffixes; zeros of sparse files do not count).
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value = "4G",
+        help_heading = "Transfer"
+    )]
+    pub max_spool: ByteCount,
 
     /// Registry access.
     #[command(flatten)]
@@ -330,7 +340,10 @@ impl PlanArgs {
                 speed_time: Duration::from_secs(self.registry.speed_time),
                 deadline: Duration::from_secs(self.registry.request_deadline),
             },
-            jobs: self.jobs.unwrap_or(0),
+            limits: ScanLimits {
+                jobs: self.jobs.unwrap_or(0),
+                max_spool: self.max_spool.0,
+            },
             events,
             cancel,
             ..Default::default()
@@ -348,5 +361,56 @@ impl ConvertArgs {
             dry_run: self.dry_run,
             replace: self.replace,
         }
+    }
+}
+
+/// A number of bytes as given on the command line: `1048576`, `512K`, `64M`, `4G`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteCount(pub u64);
+
+impl std::str::FromStr for ByteCount {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ByteCount, String> {
+        let s = s.trim();
+        let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+            Some(i) => s.split_at(i),
+            None => (s, ""),
+        };
+        let shift = match unit
+            .to_ascii_uppercase()
+            .trim_end_matches("IB")
+            .trim_end_matches('B')
+        {
+            "" => 0,
+            "K" => 10,
+            "M" => 20,
+            "G" => 30,
+            "T" => 40,
+            _ => return Err(format!("`{s}` is not a size (e.g. `512M`, `4G`)")),
+        };
+        digits
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(1 << shift))
+            .map(ByteCount)
+            .ok_or_else(|| format!("`{s}` is not a size (e.g. `512M`, `4G`)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts_parse() {
+        let n = |s: &str| s.parse::<ByteCount>().map(|b| b.0);
+        assert_eq!(n("1048576"), Ok(1 << 20));
+        assert_eq!(n("512K"), Ok(512 << 10));
+        assert_eq!(n("64MiB"), Ok(64 << 20));
+        assert_eq!(n("4g"), Ok(4 << 30));
+        assert!(n("4X").is_err());
+        assert!(n("").is_err());
+        assert!(n("99999999999T").is_err());
     }
 }

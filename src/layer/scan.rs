@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::range::RangeReader;
@@ -36,28 +37,45 @@ pub trait CapturePolicy {
 }
 
 /// A temporary file that holds kept bodies. Layers read on several threads append to it
-/// one body at a time; readers read by offset.
+/// one body at a time; readers read by offset. Runs of zeros are not written (the file
+/// keeps them as holes), so a sparse file, or one of zeros, costs no disk; the bytes that
+/// are written are counted against a budget.
 pub struct BodySpool {
     file: File,
     len: Mutex<u64>,
+    written: AtomicU64,
+    budget: u64,
+}
+
+/// The default budget of a spool: the bytes of files to re-own it may hold on disk.
+pub const SPOOL_BUDGET: u64 = 4 << 30;
+
+/// The spool would hold more than its budget.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the files to re-own hold more than {budget} bytes ({}); raise `--max-spool` if the image really has that much code owned by non-root users", crate::model::human_bytes(*.budget))]
+pub struct SpoolFull {
+    /// The budget, in bytes.
+    pub budget: u64,
 }
 
 impl BodySpool {
-    /// A new spool in the system's temporary directory; it is deleted when dropped (the
-    /// file is unlinked at once).
+    /// A new spool in the system's temporary directory, with the default budget; it is
+    /// deleted when dropped (the file is unlinked at once).
     pub fn new() -> io::Result<BodySpool> {
-        BodySpool::new_in(&std::env::temp_dir())
+        BodySpool::new_in(&std::env::temp_dir(), SPOOL_BUDGET)
     }
 
-    /// A new spool in `dir`, unlinked at once.
-    pub fn new_in(dir: &std::path::Path) -> io::Result<BodySpool> {
+    /// A new spool in `dir` holding at most `budget` bytes, unlinked at once.
+    pub fn new_in(dir: &std::path::Path, budget: u64) -> io::Result<BodySpool> {
         Ok(BodySpool {
             file: tempfile::tempfile_in(dir)?,
             len: Mutex::new(0),
+            written: AtomicU64::new(0),
+            budget,
         })
     }
 
-    /// Bytes held (or reserved by bodies still arriving).
+    /// Bytes held (or reserved by bodies still arriving), holes included.
     pub fn len(&self) -> u64 {
         *self.len.lock().expect("not poisoned")
     }
@@ -68,7 +86,8 @@ impl BodySpool {
     }
 
     /// Copies `size` bytes of `body` into a range reserved for it, so that other threads
-    /// can append while this body is still arriving.
+    /// can append while this body is still arriving. Blocks of zeros are skipped (they
+    /// read back as zeros from the hole).
     fn append(&self, body: &mut dyn Read, size: u64) -> io::Result<u64> {
         use std::os::unix::fs::FileExt;
         thread_local! {
@@ -92,7 +111,16 @@ impl BodySpool {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
                 };
-                self.file.write_all_at(&buf[..n], at)?;
+                let data = &buf[..n];
+                if data.iter().any(|&b| b != 0) {
+                    let total = self.written.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+                    if total > self.budget {
+                        return Err(io::Error::other(SpoolFull {
+                            budget: self.budget,
+                        }));
+                    }
+                    self.file.write_all_at(data, at)?;
+                }
                 at += n as u64;
             }
         })?;
@@ -101,6 +129,10 @@ impl BodySpool {
                 io::ErrorKind::UnexpectedEof,
                 "file body ended early",
             ));
+        }
+        // A body that ends in a hole still ends: the file is as long as what it holds.
+        if self.file.metadata()?.len() < at {
+            self.file.set_len(at)?;
         }
         Ok(offset)
     }
@@ -122,12 +154,12 @@ pub struct Scan {
 }
 
 impl Scan {
-    /// An empty scan whose kept bodies go to a file in `dir`.
-    pub fn new_in(dir: &std::path::Path) -> io::Result<Scan> {
+    /// An empty scan whose kept bodies go to a file in `dir`, at most `budget` bytes.
+    pub fn new_in(dir: &std::path::Path, budget: u64) -> io::Result<Scan> {
         Ok(Scan {
             view: MergedView::new(),
             layers: Vec::new(),
-            spool: Arc::new(BodySpool::new_in(dir)?),
+            spool: Arc::new(BodySpool::new_in(dir, budget)?),
         })
     }
 
@@ -232,4 +264,40 @@ fn keep(
             offset: spool.append(body, meta.size)?,
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn zeros_are_holes_and_the_budget_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = BodySpool::new_in(dir.path(), 1 << 20).unwrap();
+        // A 256 MiB file of zeros with 4 KiB of data at its end, as a sparse file reads.
+        let size = 256u64 << 20;
+        let mut body = io::repeat(0)
+            .take(size - 4096)
+            .chain(io::repeat(7).take(4096));
+        let offset = spool.append(&mut body, size).unwrap();
+        let used = spool.file.metadata().unwrap().blocks() * 512;
+        assert!(used < 1 << 20, "{used} bytes on disk for a sparse body");
+        let mut back = Vec::new();
+        spool.reader(offset, size).read_to_end(&mut back).unwrap();
+        assert_eq!(back.len() as u64, size);
+        assert!(back[..back.len() - 4096].iter().all(|&b| b == 0));
+        assert!(back[back.len() - 4096..].iter().all(|&b| b == 7));
+        // Data past the budget is refused, with the number.
+        let err = spool
+            .append(&mut io::repeat(1).take(2 << 20), 2 << 20)
+            .unwrap_err();
+        let full = err.get_ref().and_then(|e| e.downcast_ref::<SpoolFull>());
+        assert_eq!(full, Some(&SpoolFull { budget: 1 << 20 }));
+        assert!(
+            err.to_string()
+                .contains("more than 1048576 bytes (1.0 MiB)"),
+            "{err}"
+        );
+    }
 }

@@ -69,7 +69,7 @@ impl Session {
             &recipes.all(),
             false,
             scratch.path(),
-            self.jobs(),
+            &self.limits(),
             self.control(),
         )?;
         let plan = plan::build(

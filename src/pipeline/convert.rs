@@ -179,7 +179,7 @@ impl Session {
             &recipes.all(),
             keep,
             scratch.path(),
-            self.jobs(),
+            &self.limits(),
             self.control(),
         )?;
 

@@ -28,4 +28,5 @@ pub use request::{
 };
 pub use resolve::{Contents, Resolved, ResolvedImage, ResolvedIndex};
 
+pub use scan::ScanLimits;
 pub use session::{Session, SessionOptions};

@@ -41,6 +41,24 @@ fn parallel_reads(jobs: usize, layers: usize) -> usize {
     n.clamp(1, layers.max(1))
 }
 
+/// How much a scan may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScanLimits {
+    /// How many layers are read at once; 0: one per core, at most 4.
+    pub jobs: usize,
+    /// The bytes of bodies to re-own the scan may keep on disk (holes not counted).
+    pub max_spool: u64,
+}
+
+impl Default for ScanLimits {
+    fn default() -> Self {
+        ScanLimits {
+            jobs: 0,
+            max_spool: crate::layer::scan::SPOOL_BUDGET,
+        }
+    }
+}
+
 /// What a scan gives: the scan, and the blobs kept on disk for the sink.
 pub(crate) struct Scanned {
     pub scan: Scan,
@@ -63,15 +81,16 @@ pub(crate) fn scan_layers(
     recipes: &[Recipe],
     keep_for_sink: bool,
     dir: &Path,
-    jobs: usize,
+    limits: &ScanLimits,
     control: &Control,
 ) -> Result<Scanned, Error> {
+    let jobs = limits.jobs;
     let location = source.location().to_string();
     let diff_ids = image.config.diff_ids().map_err(|e| Error::Config {
         location: location.clone(),
         source: e,
     })?;
-    let mut scan = Scan::new_in(dir).map_err(|e| Error::Io {
+    let mut scan = Scan::new_in(dir, limits.max_spool).map_err(|e| Error::Io {
         op: "create a temporary file in",
         path: dir.to_path_buf(),
         source: e,
@@ -268,7 +287,10 @@ mod tests {
             &[],
             false,
             dir.path(),
-            2,
+            &ScanLimits {
+                jobs: 2,
+                ..Default::default()
+            },
             &Control::silent(),
         );
         match result {

@@ -11,6 +11,8 @@ use crate::transport::auth::{CredentialsProvider, UserCredentials};
 use crate::transport::registry::{Pace, RegistryPool, RetryPolicy};
 use crate::transport::{self, Sink, Source};
 
+use super::scan::ScanLimits;
+
 /// How a session is set up.
 pub struct SessionOptions {
     /// Where credentials come from, asked per registry and repository.
@@ -22,8 +24,8 @@ pub struct SessionOptions {
     pub retry: RetryPolicy,
     /// How slow a registry may be.
     pub pace: Pace,
-    /// How many layers are read at once; 0: one per core, at most 4.
-    pub jobs: usize,
+    /// How many layers are read at once, and how much of their bodies may be kept.
+    pub limits: ScanLimits,
     /// Where temporary files go (kept bodies, new layers, blobs kept for the sink);
     /// `None`: the system's temporary directory.
     pub work_dir: Option<PathBuf>,
@@ -40,7 +42,7 @@ impl Default for SessionOptions {
             tls_verify: true,
             retry: RetryPolicy::default(),
             pace: Pace::default(),
-            jobs: 0,
+            limits: ScanLimits::default(),
             work_dir: None,
             events: Arc::new(Silent),
             cancel: Cancel::new(),
@@ -56,7 +58,7 @@ impl Default for SessionOptions {
 pub struct Session {
     pool: Arc<RegistryPool>,
     work_dir: PathBuf,
-    jobs: usize,
+    limits: ScanLimits,
     control: Control,
 }
 
@@ -71,7 +73,7 @@ impl Session {
                 options.pace,
             )),
             work_dir: options.work_dir.unwrap_or_else(std::env::temp_dir),
-            jobs: options.jobs,
+            limits: options.limits,
             control: Control {
                 events: options.events,
                 cancel: options.cancel,
@@ -85,7 +87,7 @@ impl Session {
         Session {
             pool: self.pool.clone(),
             work_dir: self.work_dir.clone(),
-            jobs: self.jobs,
+            limits: self.limits,
             control: Control { events, cancel },
         }
     }
@@ -100,9 +102,9 @@ impl Session {
         &self.pool
     }
 
-    /// How many layers are read at once (0: one per core, at most 4).
-    pub fn jobs(&self) -> usize {
-        self.jobs
+    /// How many layers are read at once, and how much of their bodies may be kept.
+    pub fn limits(&self) -> ScanLimits {
+        self.limits
     }
 
     /// Opens a source for `location`.
@@ -148,7 +150,7 @@ impl std::fmt::Debug for Session {
         f.debug_struct("Session")
             .field("pool", &self.pool)
             .field("work_dir", &self.work_dir)
-            .field("jobs", &self.jobs)
+            .field("limits", &self.limits)
             .finish()
     }
 }

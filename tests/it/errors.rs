@@ -235,6 +235,45 @@ fn layout_files_that_are_not_regular_files_are_refused() {
     }
 }
 
+#[test]
+fn the_spool_has_a_budget() {
+    let s = Scratch::new();
+    // 2 MB of code owned by a non-root user: the conversion keeps its body to re-own it.
+    let spec = format!(
+        "{TINY}\n[[layer]]\n[[layer.entry]]\npath = \"/opt/app.bin\"\nsize = 2000000\nmode = 0o755\nuid = 1000\ngid = 1000\n"
+    );
+    let src = s.build("src", "v1", &spec);
+    let out = s
+        .unroot(&["convert", &src, "--max-spool", "1M", "--to", "oci:out"])
+        .failure(1);
+    assert!(
+        out.error_line().contains(
+            "reading `/opt/app.bin`: the files to re-own hold more than 1048576 bytes (1.0 MiB); raise `--max-spool`"
+        ),
+        "{}",
+        out.stderr
+    );
+    nothing_written(&s, "out");
+    let out = s
+        .unroot(&["convert", &src, "--max-spool", "lots"])
+        .failure(2);
+    assert!(
+        out.stderr.contains("`lots` is not a size"),
+        "{}",
+        out.stderr
+    );
+    s.unroot(&[
+        "convert",
+        "-q",
+        &src,
+        "--max-spool",
+        "3M",
+        "--to",
+        "oci:out",
+    ])
+    .success();
+}
+
 fn layer_blob(s: &Scratch, layout: &str, index: usize) -> std::path::PathBuf {
     let manifest = layout_manifest(&s.path(layout), None);
     layout_blob(
