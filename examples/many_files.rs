@@ -65,6 +65,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "annotations": {"org.opencontainers.image.ref.name": "latest"}}],
     });
     std::fs::write(layout.join("index.json"), serde_json::to_vec(&index)?)?;
-    std::fs::write(layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    std::fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
     Ok(())
 }
