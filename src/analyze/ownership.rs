@@ -54,7 +54,7 @@ impl Analyzer for Ownership {
             if m.kind != Kind::File {
                 continue;
             }
-            if m.uid != 0 && is_code(path, m) {
+            if m.uid != 0 && is_code(&path, m) {
                 code.push((path, node));
                 continue;
             }
@@ -65,7 +65,7 @@ impl Analyzer for Ownership {
             }
         }
         let mut report = |rule: &'static Rule,
-                          list: Vec<(&crate::layer::ImagePath, &crate::layer::Node)>,
+                          list: Vec<(crate::layer::ImagePath, &crate::layer::Node)>,
                           what: &str| {
             let total = list.len();
             for (path, node) in list.iter().take(LIST_AT_MOST) {
@@ -79,7 +79,7 @@ impl Analyzer for Ownership {
                 ));
             }
             if total > LIST_AT_MOST {
-                let (path, node) = list[LIST_AT_MOST];
+                let (path, node) = &list[LIST_AT_MOST];
                 out.push(Finding::new(
                     rule,
                     Location::file(path, Some(node.layer), None),

@@ -54,7 +54,7 @@ impl Analyzer for Privileges {
     fn run(&self, facts: &Facts<'_>, out: &mut Vec<Finding>) {
         for (path, node) in facts.view.iter() {
             let m = &node.meta;
-            let at = || Location::file(path, Some(node.layer), None);
+            let at = || Location::file(&path, Some(node.layer), None);
             if m.kind == Kind::File && m.is_setid() {
                 let bits = match (m.mode & 0o4000 != 0, m.mode & 0o2000 != 0) {
                     (true, true) => "setuid and setgid",

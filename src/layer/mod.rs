@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod entry;
+pub mod feed;
 pub mod guard;
 pub mod gzip;
 pub mod merged;

@@ -202,6 +202,24 @@ pub fn read_unmerged<R: Read + Send + 'static>(
     cancel: &Cancel,
 ) -> Result<UnmergedLayer, LayerError> {
     let mut changes: Vec<LayerChange> = Vec::new();
+    let info = read_changes(blob, desc, diff_id, policy, spool, cancel, &mut |c| {
+        changes.push(c)
+    })?;
+    Ok(UnmergedLayer { info, changes })
+}
+
+/// Reads a layer as [`read_unmerged`] does, giving each entry to `merge` as it is read
+/// (before the layer is verified: a layer that fails returns an error after some of its
+/// entries were given).
+pub fn read_changes<R: Read + Send + 'static>(
+    blob: R,
+    desc: &Descriptor,
+    diff_id: Option<&Digest>,
+    policy: &dyn CapturePolicy,
+    spool: &BodySpool,
+    cancel: &Cancel,
+    merge: &mut dyn FnMut(LayerChange),
+) -> Result<LayerInfo, LayerError> {
     let mut out_of_range = 0u64;
     let mut example = None;
     let mut info = read_layer(
@@ -222,7 +240,7 @@ pub fn read_unmerged<R: Read + Send + 'static>(
                 }
                 _ => None,
             };
-            changes.push(LayerChange {
+            merge(LayerChange {
                 path,
                 change,
                 content,
@@ -233,7 +251,7 @@ pub fn read_unmerged<R: Read + Send + 'static>(
     )?;
     info.out_of_range = out_of_range;
     info.out_of_range_example = example;
-    Ok(UnmergedLayer { info, changes })
+    Ok(info)
 }
 
 impl Scan {

@@ -9,8 +9,9 @@ use std::sync::mpsc;
 
 use crate::control::{panic_message, Control, Event};
 use crate::error::Error;
-use crate::layer::scan::{read_unmerged, CapturePolicy, UnmergedLayer};
-use crate::layer::{ImagePath, LayerError, Meta, Scan, Want};
+use crate::layer::feed::{Fed, OrderedMerge};
+use crate::layer::scan::{read_changes, CapturePolicy};
+use crate::layer::{ImagePath, LayerError, LayerInfo, Meta, Scan, Want};
 use crate::model::Digest;
 use crate::plan::generic::GenericCapture;
 use crate::recipe::{self, Recipe};
@@ -70,8 +71,10 @@ pub(crate) struct Scanned {
 /// `dir` while they stream past (`keep_for_sink`).
 ///
 /// Up to `jobs` layers are downloaded, decompressed and parsed at once, each on its own
-/// thread; they are merged in order as they finish, and no more than `jobs` layers are
-/// ever read ahead of the next one to merge, so memory stays bounded. The first failure
+/// thread. The lowest layer not yet merged puts its entries into the view as they are
+/// read; a layer read ahead of its turn keeps them until then, and no more than `jobs`
+/// layers are ever read ahead of the next one to merge, so memory stays bounded (a
+/// single-layer image is never held as a list of entries). The first failure
 /// (or a cancellation) stops the other reads; a worker that panics fails the scan with
 /// [`Error::Internal`], not the process.
 #[allow(clippy::too_many_arguments)] // One call site; each is a separate input of the scan.
@@ -107,12 +110,13 @@ pub(crate) fn scan_layers(
     // Stops the reads of this scan: when one fails, or when the job is cancelled.
     let stop = control.cancel.child();
     let spool = scan.spool.clone();
-    type Done = (usize, Result<UnmergedLayer, Error>);
+    let merge = OrderedMerge::new(std::mem::take(&mut scan.view));
+    type Done = (usize, Result<(LayerInfo, Fed), Error>);
     let (tx, rx) = mpsc::channel::<Done>();
     let outcome = std::thread::scope(|scope| -> Result<(), Error> {
         let mut started = 0;
         let mut merged = 0;
-        let mut done: BTreeMap<usize, UnmergedLayer> = BTreeMap::new();
+        let mut done: BTreeMap<usize, (LayerInfo, Fed)> = BTreeMap::new();
         let result = (|| loop {
             while started < total && started < merged + workers {
                 let i = started;
@@ -141,8 +145,9 @@ pub(crate) fn scan_layers(
                 } else {
                     None
                 };
-                let (tx, spool, policy, diff_id, location, stop) = (
+                let (tx, merge, spool, policy, diff_id, location, stop) = (
                     tx.clone(),
+                    &merge,
                     &spool,
                     &policy,
                     &diff_ids[i],
@@ -153,18 +158,23 @@ pub(crate) fn scan_layers(
                     // A panic is sent on too, as an error, so the merging side never waits
                     // for a layer that will not come.
                     let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let mut feed = merge.feed(i);
+                        let mut push = |c| feed.push(c);
                         match copy {
                             Some(file) => {
                                 let tee = Tee {
                                     inner: reader,
                                     copy: io::BufWriter::with_capacity(256 * 1024, file),
                                 };
-                                read_unmerged(tee, desc, Some(diff_id), policy, spool, &stop)
+                                let (d, p) = (Some(diff_id), policy);
+                                read_changes(tee, desc, d, p, spool, &stop, &mut push)
                             }
                             None => {
-                                read_unmerged(reader, desc, Some(diff_id), policy, spool, &stop)
+                                let (d, p) = (Some(diff_id), policy);
+                                read_changes(reader, desc, d, p, spool, &stop, &mut push)
                             }
                         }
+                        .map(|info| (info, feed.done()))
                         .map_err(|e| match e {
                             LayerError::Internal { message, .. } => Error::Internal {
                                 location: location.clone(),
@@ -196,8 +206,9 @@ pub(crate) fn scan_layers(
             let (i, read) = rx.recv().expect("a layer is being read");
             // The first failure, in whatever layer, ends the scan.
             done.insert(i, read?);
-            while let Some(read) = done.remove(&merged) {
-                scan.merge(read);
+            while let Some((info, fed)) = done.remove(&merged) {
+                merge.finish(merged, fed);
+                scan.layers.push(info);
                 merged += 1;
             }
         })();
@@ -208,6 +219,7 @@ pub(crate) fn scan_layers(
         result
     });
     outcome?;
+    scan.view = merge.into_view();
     Ok(Scanned { scan, cache })
 }
 

@@ -293,7 +293,7 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
             }
             _ => continue,
         };
-        if !is_code(path, source_meta) {
+        if !is_code(&path, source_meta) {
             continue;
         }
         let Some(Content::Spooled { offset }) = content else {
@@ -324,7 +324,7 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
     // were it writable, the user could swap the root-owned binaries in it.
     let mut holds_code: BTreeSet<ImagePath> = BTreeSet::new();
     for (path, node) in view.iter() {
-        if matches!(node.meta.kind, Kind::File | Kind::Hardlink) && is_code(path, &node.meta) {
+        if matches!(node.meta.kind, Kind::File | Kind::Hardlink) && is_code(&path, &node.meta) {
             let mut p = path.parent();
             while let Some(dir) = p {
                 if !holds_code.insert(dir.clone()) {
@@ -339,7 +339,7 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
             if node.meta.kind != Kind::Dir || node.meta.uid != *former_uid {
                 continue;
             }
-            if holds_code.contains(path) {
+            if holds_code.contains(&path) {
                 changes.insert(
                     path.clone(),
                     FileChange {
@@ -398,7 +398,7 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
                 make_writable(&mut changes, &root, &node.meta, uid);
                 for (p, n) in view.below(&root) {
                     if n.meta.kind == Kind::Dir {
-                        make_writable(&mut changes, p, &n.meta, uid);
+                        make_writable(&mut changes, &p, &n.meta, uid);
                     }
                 }
             }

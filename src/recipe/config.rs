@@ -215,7 +215,6 @@ fn expand_glob(view: &MergedView, base: &ImagePath, target: &str) -> Vec<ImagePa
             );
             matcher.is_match(&named)
         })
-        .cloned()
         .collect()
 }
 

@@ -454,7 +454,7 @@ fn files_matching(view: &MergedView, globs: &[String]) -> Vec<ImagePath> {
         if !matches!(node.meta.kind, Kind::File | Kind::Symlink) || !set.is_match(path.display()) {
             continue;
         }
-        let Ok(resolved) = view.resolve(path) else {
+        let Ok(resolved) = view.resolve(&path) else {
             continue;
         };
         if view

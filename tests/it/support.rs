@@ -111,16 +111,16 @@ impl Scratch {
         self.command(args, &[], Some(dir))
     }
 
-    /// `unroot ARGS` with a clean environment plus `env`.
+    /// `unroot ARGS` with a clean environment plus `env`, run in the scratch directory.
     pub fn unroot_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         self.command(args, env, None)
     }
 
     fn command(&self, args: &[&str], env: &[(&str, &str)], dir: Option<&Path>) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_unroot"));
-        if let Some(d) = dir {
-            cmd.current_dir(d);
-        }
+        // Relative locations (`--to oci:out`) land in the scratch directory, where the
+        // tests look for what was (not) written; never in the checkout.
+        cmd.current_dir(dir.unwrap_or(self.dir.path()));
         cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
