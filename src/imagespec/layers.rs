@@ -121,12 +121,26 @@ fn write_layer_parts(
     // 1. The uncompressed tar, hashed as it is written.
     let tar_path = path.with_extension("tar");
     let (diff_id, tar_size) = {
-        let out = HashingWriter::new(BufWriter::new(File::create(&tar_path)?));
-        let mut tar = tar::Builder::new(out);
-        for entry in &spec.entries {
-            append(&mut tar, entry)?;
-        }
-        let out = tar.into_inner()?;
+        let mut out = HashingWriter::new(BufWriter::new(File::create(&tar_path)?));
+        let out = match &spec.tar {
+            Some(host) if !spec.entries.is_empty() => {
+                return Err(SpecError::Entry {
+                    path: host.display().to_string(),
+                    message: "a layer has either `tar` or entries".into(),
+                })
+            }
+            Some(host) => {
+                io::copy(&mut File::open(host)?, &mut out)?;
+                out
+            }
+            None => {
+                let mut tar = tar::Builder::new(out);
+                for entry in &spec.entries {
+                    append(&mut tar, entry)?;
+                }
+                tar.into_inner()?
+            }
+        };
         let (mut w, digest, size) = out.finish();
         w.flush()?;
         (digest, size)

@@ -113,6 +113,10 @@ pub struct LayerSpec {
     /// The entries, in tar order.
     #[serde(default, rename = "entry")]
     pub entries: Vec<EntrySpec>,
+    /// The layer's tar, copied from a file on this machine (one that another tool wrote,
+    /// such as GNU tar's sparse entries), instead of entries.
+    #[serde(default)]
+    pub tar: Option<PathBuf>,
 }
 
 fn default_compression() -> String {

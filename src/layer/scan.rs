@@ -37,15 +37,27 @@ pub trait CapturePolicy {
 }
 
 /// A temporary file that holds kept bodies. Layers read on several threads append to it
-/// one body at a time; readers read by offset. Runs of zeros are not written (the file
-/// keeps them as holes), so a sparse file, or one of zeros, costs no disk; the bytes that
-/// are written are counted against a budget.
+/// one body at a time; readers read by offset. Each body starts at a multiple of
+/// [`SPOOL_BLOCK`] and is kept in blocks of that size: a block of zeros is not written
+/// (the file keeps it as a hole), so a sparse file, or one of zeros, costs no disk, and
+/// the bytes that are written are counted against a budget. The blocks of zeros of a body
+/// are remembered ([`BodySpool::data_map`]) so it can be written sparsely again; which
+/// blocks they are depends only on the body's bytes.
 pub struct BodySpool {
     file: File,
     len: Mutex<u64>,
     written: AtomicU64,
     budget: u64,
+    /// The data regions of the bodies that have blocks of zeros, by offset.
+    maps: Mutex<std::collections::BTreeMap<u64, DataMap>>,
 }
+
+/// The size of the blocks a body is kept in, and the alignment of bodies in the spool.
+pub const SPOOL_BLOCK: u64 = 64 * 1024;
+
+/// The parts of a body that hold data, as `(start, length)` from the body's start, in
+/// order; what lies between them (and after the last) is zeros.
+pub type DataMap = Arc<[(u64, u64)]>;
 
 /// The default budget of a spool: the bytes of files to re-own it may hold on disk.
 pub const SPOOL_BUDGET: u64 = 4 << 30;
@@ -72,6 +84,7 @@ impl BodySpool {
             len: Mutex::new(0),
             written: AtomicU64::new(0),
             budget,
+            maps: Mutex::new(Default::default()),
         })
     }
 
@@ -88,40 +101,59 @@ impl BodySpool {
     /// Copies `size` bytes of `body` into a range reserved for it, so that other threads
     /// can append while this body is still arriving. Blocks of zeros are skipped (they
     /// read back as zeros from the hole).
-    fn append(&self, body: &mut dyn Read, size: u64) -> io::Result<u64> {
+    pub fn append(&self, body: &mut dyn Read, size: u64) -> io::Result<u64> {
         use std::os::unix::fs::FileExt;
         thread_local! {
-            /// The copy buffer of each thread that spools, made once.
-            static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 64 * 1024]);
+            /// The block buffer of each thread that spools, made once.
+            static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; SPOOL_BLOCK as usize]);
         }
         let offset = {
             let mut len = self.len.lock().expect("not poisoned");
-            let offset = *len;
-            *len += size;
+            let offset = len.next_multiple_of(SPOOL_BLOCK);
+            *len = offset + size;
             offset
         };
         let mut body = body.take(size);
         let mut at = offset;
+        let mut data: Vec<(u64, u64)> = Vec::new();
+        let mut holes = false;
         BUF.with(|buf| -> io::Result<()> {
             let mut buf = buf.borrow_mut();
             loop {
-                let n = match body.read(&mut buf) {
-                    Ok(0) => return Ok(()),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                };
-                let data = &buf[..n];
-                if data.iter().any(|&b| b != 0) {
+                // A whole block (the last may be shorter), however the body's reads come.
+                let mut n = 0;
+                while n < buf.len() {
+                    match body.read(&mut buf[n..]) {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                if n == 0 {
+                    return Ok(());
+                }
+                let block = &buf[..n];
+                if !is_zero(block) {
                     let total = self.written.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
                     if total > self.budget {
                         return Err(io::Error::other(SpoolFull {
                             budget: self.budget,
                         }));
                     }
-                    self.file.write_all_at(data, at)?;
+                    self.file.write_all_at(block, at)?;
+                    let start = at - offset;
+                    match data.last_mut() {
+                        Some((s, l)) if *s + *l == start => *l += n as u64,
+                        _ => data.push((start, n as u64)),
+                    }
+                } else {
+                    holes = true;
                 }
                 at += n as u64;
+                if n < buf.len() {
+                    return Ok(());
+                }
             }
         })?;
         if at - offset != size {
@@ -130,6 +162,10 @@ impl BodySpool {
                 "file body ended early",
             ));
         }
+        if holes {
+            let mut maps = self.maps.lock().expect("not poisoned");
+            maps.insert(offset, data.into());
+        }
         // A body that ends in a hole still ends: the file is as long as what it holds.
         if self.file.metadata()?.len() < at {
             self.file.set_len(at)?;
@@ -137,10 +173,31 @@ impl BodySpool {
         Ok(offset)
     }
 
+    /// The data regions of the body kept at `offset`, when it has blocks of zeros (none:
+    /// all of it is data).
+    pub fn data_map(&self, offset: u64) -> Option<DataMap> {
+        self.maps
+            .lock()
+            .expect("not poisoned")
+            .get(&offset)
+            .cloned()
+    }
+
     /// A reader over `len` bytes kept at `offset`.
     pub fn reader(&self, offset: u64, len: u64) -> RangeReader<&File> {
         RangeReader::new(&self.file, offset, len)
     }
+}
+
+/// Whether every byte is zero (16 at a time).
+fn is_zero(bytes: &[u8]) -> bool {
+    let chunks = bytes.chunks_exact(16);
+    let rest = chunks.remainder();
+    chunks
+        .map(|c| u128::from_ne_bytes(c.try_into().expect("16 bytes")))
+        .fold(0, |acc, w| acc | w)
+        == 0
+        && rest.iter().all(|&b| b == 0)
 }
 
 /// The result of scanning: the merged view, what was learned of each layer, and the spool.

@@ -168,13 +168,113 @@ fn append_entry<W: Write>(
             tar.append_data(&mut header, name, bytes.as_slice())
         }
         (Kind::File, Body::Spooled { offset, len }) => {
-            header.set_size(*len);
-            let mut reader = Interruptible::new(spool.reader(*offset, *len), cancel);
-            tar.append_data(&mut header, name, &mut reader as &mut dyn Read)
+            append_spooled(tar, &mut header, name, spool, *offset, *len, cancel)
         }
         _ => {
             header.set_size(0);
             tar.append_data(&mut header, name, io::empty())
+        }
+    }
+}
+
+/// Files with at least this many bytes in blocks of zeros are written as sparse entries.
+pub const SPARSE_MIN: u64 = 1024 * 1024;
+
+/// Writes a file whose body is kept in `spool`, with `header` set but for its type and
+/// size: as a GNU sparse entry when it has [`SPARSE_MIN`] bytes or more of zeros in whole
+/// blocks (holes stay holes: a 4 GiB sparse file takes a few blocks, not 4 GiB of
+/// zeros), else as a regular file.
+pub(crate) fn append_spooled<W: Write>(
+    tar: &mut tar::Builder<W>,
+    header: &mut tar::Header,
+    name: &Path,
+    spool: &BodySpool,
+    offset: u64,
+    len: u64,
+    cancel: &Cancel,
+) -> io::Result<()> {
+    if let Some(gnu) = header.as_gnu_mut() {
+        // A header copied from a sparse entry must not keep its old map.
+        for slot in gnu.sparse.iter_mut() {
+            slot.offset = [0; 12];
+            slot.numbytes = [0; 12];
+        }
+        gnu.isextended = [0];
+        gnu.realsize = [0; 12];
+    }
+    let map = spool
+        .data_map(offset)
+        .filter(|map| len - map.iter().map(|(_, l)| l).sum::<u64>() >= SPARSE_MIN);
+    let Some(map) = map else {
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(len);
+        let mut reader = Interruptible::new(spool.reader(offset, len), cancel);
+        return tar.append_data(header, name, &mut reader as &mut dyn Read);
+    };
+    // The map, with a last empty region at the end when the file ends in a hole (so
+    // readers that add up the regions find the real size).
+    let mut regions: Vec<(u64, u64)> = map.to_vec();
+    if regions.last().map_or(true, |(s, l)| s + l < len) {
+        regions.push((len, 0));
+    }
+    let stored: u64 = regions.iter().map(|(_, l)| l).sum();
+    header.set_entry_type(tar::EntryType::GNUSparse);
+    header.set_size(stored);
+    let gnu = header
+        .as_gnu_mut()
+        .ok_or_else(|| io::Error::other("a sparse entry needs a GNU header"))?;
+    gnu.set_real_size(len);
+    let (first, rest) = regions.split_at(regions.len().min(gnu.sparse.len()));
+    for (slot, (start, length)) in gnu.sparse.iter_mut().zip(first) {
+        slot.set_offset(*start);
+        slot.set_length(*length);
+    }
+    gnu.set_is_extended(!rest.is_empty());
+    // The regions that do not fit in the header follow it in extension blocks.
+    let mut extensions = Vec::new();
+    let mut chunks = rest
+        .chunks(tar::GnuExtSparseHeader::new().sparse.len())
+        .peekable();
+    while let Some(chunk) = chunks.next() {
+        let mut ext = tar::GnuExtSparseHeader::new();
+        for (slot, (start, length)) in ext.sparse.iter_mut().zip(chunk) {
+            slot.set_offset(*start);
+            slot.set_length(*length);
+        }
+        ext.set_is_extended(chunks.peek().is_some());
+        extensions.extend_from_slice(ext.as_bytes());
+    }
+    let mut body = extensions.as_slice().chain(SpooledRegions {
+        spool,
+        offset,
+        regions: regions.into_iter(),
+        current: None,
+    });
+    let mut reader = Interruptible::new(&mut body, cancel);
+    tar.append_data(header, name, &mut reader as &mut dyn Read)
+}
+
+/// The data regions of a spooled body, one after the other.
+struct SpooledRegions<'a> {
+    spool: &'a BodySpool,
+    offset: u64,
+    regions: std::vec::IntoIter<(u64, u64)>,
+    current: Option<crate::layer::range::RangeReader<&'a std::fs::File>>,
+}
+
+impl Read for SpooledRegions<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(r) = &mut self.current {
+                let n = r.read(buf)?;
+                if n > 0 || buf.is_empty() {
+                    return Ok(n);
+                }
+            }
+            let Some((start, len)) = self.regions.next() else {
+                return Ok(0);
+            };
+            self.current = Some(self.spool.reader(self.offset + start, len));
         }
     }
 }
@@ -227,6 +327,7 @@ pub(crate) fn append_pax_xattrs<W: Write>(
 mod tests {
     use super::*;
     use crate::layer::reader::read_layer;
+    use crate::layer::scan::SPOOL_BLOCK;
     use crate::layer::Change;
     use crate::model::Descriptor;
     use std::collections::BTreeMap;
@@ -335,6 +436,110 @@ mod tests {
             (dir_meta.kind, dir_meta.mode, dir_meta.uid),
             (Kind::Dir, 0o775, 1000)
         );
+    }
+
+    /// A body of `regions` (start, bytes) laid over zeros, `size` long.
+    fn body(size: u64, regions: &[(u64, &[u8])]) -> Vec<u8> {
+        let mut b = vec![0u8; size as usize];
+        for (at, bytes) in regions {
+            b[*at as usize..*at as usize + bytes.len()].copy_from_slice(bytes);
+        }
+        b
+    }
+
+    #[test]
+    fn files_with_holes_are_written_sparse_and_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = BodySpool::new_in(dir.path(), 64 << 20).unwrap();
+        let mb = 1u64 << 20;
+        // Data, 3 MiB of zeros, data, ending in a 2 MiB hole (the map ends with an empty
+        // region at the real size).
+        let holes = body(6 * mb, &[(10, b"head"), (3 * mb + 70_000, &[7u8; 100_000])]);
+        // 30 data blocks 64 KiB apart: more regions than a header holds (4) and than one
+        // extension block holds (21).
+        let many: Vec<(u64, &[u8])> = (0..30)
+            .map(|i| (i * 2 * SPOOL_BLOCK + 5, &b"x"[..]))
+            .collect();
+        let scattered = body(60 * SPOOL_BLOCK + 17, &many);
+        // Zeros but below the threshold: written as a regular file.
+        let small = body(SPOOL_BLOCK * 3, &[(0, b"a"), (2 * SPOOL_BLOCK, b"b")]);
+        let mut plan = BTreeMap::new();
+        let mut files = Vec::new();
+        for (name, bytes) in [
+            ("/holes", &holes),
+            ("/scattered", &scattered),
+            ("/small", &small),
+        ] {
+            let offset = spool
+                .append(&mut bytes.as_slice(), bytes.len() as u64)
+                .unwrap();
+            let mut m = meta(Kind::File, 0o755, 0);
+            m.size = bytes.len() as u64;
+            let body = Body::Spooled {
+                offset,
+                len: bytes.len() as u64,
+            };
+            plan.insert(
+                ImagePath::new(name),
+                FileChange {
+                    meta: m,
+                    body,
+                    reason: crate::plan::Reason::Writable,
+                    before: None,
+                    original: None,
+                },
+            );
+            files.push((name, bytes));
+        }
+        let layer = write_layer(&plan, &spool, dir.path(), &Cancel::new()).unwrap();
+        // The holes are not in the tar: the data blocks of /holes (1 + 2) and /scattered
+        // (30), /small whole (3 blocks), three headers, two extension blocks, the end.
+        assert_eq!(
+            layer.uncompressed_size,
+            (3 + 30 + 3) * SPOOL_BLOCK + (3 + 2 + 2) * 512
+        );
+        let again = write_layer(&plan, &spool, dir.path(), &Cancel::new()).unwrap();
+        assert_eq!(layer.digest, again.digest);
+        // unroot's reader (the tar crate) expands them.
+        let mut tar = Vec::new();
+        flate2::read::MultiGzDecoder::new(std::fs::File::open(layer.file.path()).unwrap())
+            .read_to_end(&mut tar)
+            .unwrap();
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let mut kinds = Vec::new();
+        for (entry, (name, bytes)) in archive.entries().unwrap().zip(&files) {
+            let mut entry = entry.unwrap();
+            kinds.push(entry.header().entry_type());
+            assert_eq!(entry.path_bytes().as_ref(), &name.as_bytes()[1..]);
+            let mut back = Vec::new();
+            entry.read_to_end(&mut back).unwrap();
+            assert!(back == **bytes, "{name} differs");
+        }
+        assert_eq!(
+            kinds,
+            [
+                tar::EntryType::GNUSparse,
+                tar::EntryType::GNUSparse,
+                tar::EntryType::Regular
+            ]
+        );
+        // GNU tar, an independent reader, extracts the same bytes.
+        let tar_file = dir.path().join("layer.tar");
+        std::fs::write(&tar_file, &tar).unwrap();
+        let out = dir.path().join("x");
+        std::fs::create_dir(&out).unwrap();
+        let status = std::process::Command::new("tar")
+            .arg("-xf")
+            .arg(&tar_file)
+            .arg("-C")
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for (name, bytes) in &files {
+            let back = std::fs::read(out.join(&name[1..])).unwrap();
+            assert!(back == **bytes, "GNU tar: {name} differs");
+        }
     }
 
     /// The compressed bytes depend on the gzip backend: this pins zlib-rs at level 3, so a

@@ -14,7 +14,10 @@ use crate::layer::ImagePath;
 use crate::model::digest::VerifyingReader;
 use crate::model::Descriptor;
 
-use super::layer::{append_pax_xattrs, LayerWriter, NewLayer};
+use crate::control::Cancel;
+use crate::layer::scan::BodySpool;
+
+use super::layer::{append_pax_xattrs, append_spooled, LayerWriter, NewLayer};
 
 /// A rewritten layer and how many of its entries changed owner.
 pub struct Remapped {
@@ -40,6 +43,7 @@ pub fn remap_layer<R: Read>(
     let mut writer = LayerWriter::new(dir)?;
     let mut remapped = 0u64;
     let mut entries = 0usize;
+    let mut sparse: Option<BodySpool> = None;
     for entry in archive.entries()? {
         let mut entry = entry?;
         let raw_path = entry.path_bytes().into_owned();
@@ -96,11 +100,20 @@ pub fn remap_layer<R: Read>(
         }
         header.set_uid(new_owner.0);
         header.set_gid(new_owner.1);
-        if header.entry_type() == tar::EntryType::GNUSparse {
-            // The body is read expanded: it is written as a plain file.
-            header.set_entry_type(tar::EntryType::Regular);
-        }
         let name = Path::new(OsStr::from_bytes(&raw_path));
+        if header.entry_type() == tar::EntryType::GNUSparse {
+            // The body reads expanded: kept in a spool (holes stay holes) and written
+            // sparse again.
+            let spool = match &mut sparse {
+                Some(spool) => spool,
+                None => sparse.insert(BodySpool::new_in(dir, u64::MAX)?),
+            };
+            let size = entry.size();
+            let offset = spool.append(&mut entry, size)?;
+            append_spooled(tar, &mut header, name, spool, offset, size, &Cancel::new())?;
+            entries += 1;
+            continue;
+        }
         match header.entry_type() {
             tar::EntryType::Symlink | tar::EntryType::Link => {
                 let target = link.unwrap_or_default();

@@ -2,7 +2,7 @@
 //! non-zero exit, and leaves no output behind.
 
 use crate::support::{
-    corrupt, files_below, layout_blob, layout_manifest, Output, Registry, Scratch, TINY,
+    corrupt, files_below, layout_blob, layout_manifest, tool, Output, Registry, Scratch, TINY,
 };
 
 /// Asserts that the destination layout was not created and the command's temp dir is empty.
@@ -233,6 +233,142 @@ fn layout_files_that_are_not_regular_files_are_refused() {
             out.stderr
         );
     }
+}
+
+/// A sparse file to re-own (GNU tar stores a 1 GiB file holding 8 bytes in a few blocks):
+/// its holes take no spool (a 1 MiB budget is enough) and it is written sparse again, so
+/// the new layer does not hold a gigabyte of zeros either.
+#[test]
+fn sparse_files_stay_sparse() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let s = Scratch::new();
+    let tree = s.path("tree");
+    std::fs::create_dir_all(tree.join("opt")).unwrap();
+    let size: u64 = 1 << 30;
+    let file = std::fs::File::create(tree.join("opt/app.bin")).unwrap();
+    file.set_len(size).unwrap();
+    file.write_all_at(b"head", 0).unwrap();
+    file.write_all_at(b"tail", size - 4).unwrap();
+    drop(file);
+    let tar = s.path("sparse.tar");
+    tool(
+        "tar",
+        &[
+            "--sparse",
+            "--format=gnu",
+            "--owner=app:1000",
+            "--group=app:1000",
+            "--mode=0755",
+            "-cf",
+            tar.to_str().unwrap(),
+            "-C",
+            tree.to_str().unwrap(),
+            "opt/app.bin",
+        ],
+    )
+    .success();
+    assert!(std::fs::metadata(&tar).unwrap().len() < 100_000);
+    let spec = format!("{TINY}\n[[layer]]\ntar = \"{}\"\n", tar.display());
+    let src = s.build("src", "v1", &spec);
+    s.unroot(&[
+        "convert",
+        "-q",
+        &src,
+        "--max-spool",
+        "1M",
+        "--to",
+        "oci:out:v1",
+    ])
+    .success();
+    let manifest = layout_manifest(&s.path("out"), Some("v1"));
+    let new = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert!(new["size"].as_u64().unwrap() < 1_000_000, "{new}");
+    let blob = layout_blob(&s.path("out"), new["digest"].as_str().unwrap());
+    // Re-owned to root, still 1 GiB, and a sparse member for GNU tar too.
+    let listing = tool("tar", &["--numeric-owner", "-tvzf", blob.to_str().unwrap()]).success();
+    let line = listing
+        .stdout
+        .lines()
+        .find(|l| l.ends_with("opt/app.bin"))
+        .unwrap_or_else(|| panic!("no /opt/app.bin in\n{}", listing.stdout))
+        .to_string();
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(f[..3], ["-rwxr-xr-x", "0/0", "1073741824"], "{line}");
+    assert!(entry_types(&blob).contains(&tar::EntryType::GNUSparse));
+    let back = s.path("back");
+    std::fs::create_dir(&back).unwrap();
+    tool(
+        "tar",
+        &["-xzf", blob.to_str().unwrap(), "-C", back.to_str().unwrap()],
+    )
+    .success();
+    let file = std::fs::File::open(back.join("opt/app.bin")).unwrap();
+    let meta = file.metadata().unwrap();
+    assert_eq!(meta.len(), size);
+    assert!(
+        meta.blocks() * 512 < 1 << 20,
+        "extracted with {} blocks",
+        meta.blocks()
+    );
+    let (mut head, mut tail) = ([0u8; 4], [0u8; 4]);
+    file.read_exact_at(&mut head, 0).unwrap();
+    file.read_exact_at(&mut tail, size - 4).unwrap();
+    assert_eq!((&head, &tail), (b"head", b"tail"));
+
+    // Owned by an id above 65535, the layer itself is rewritten by `--remap-ids`: the
+    // file stays sparse there too.
+    let high = s.path("high.tar");
+    tool(
+        "tar",
+        &[
+            "--sparse",
+            "--format=gnu",
+            "--owner=big:200000",
+            "--group=big:200000",
+            "--mode=0644",
+            "-cf",
+            high.to_str().unwrap(),
+            "-C",
+            tree.to_str().unwrap(),
+            "opt/app.bin",
+        ],
+    )
+    .success();
+    let spec = format!("{TINY}\n[[layer]]\ntar = \"{}\"\n", high.display());
+    let src = s.build("high", "v1", &spec);
+    s.unroot(&["convert", "-q", "--remap-ids", &src, "--to", "oci:out:v2"])
+        .success();
+    let manifest = layout_manifest(&s.path("out"), Some("v2"));
+    let rewritten = manifest["layers"][1].clone();
+    assert!(
+        rewritten["size"].as_u64().unwrap() < 1_000_000,
+        "{rewritten}"
+    );
+    let blob = layout_blob(&s.path("out"), rewritten["digest"].as_str().unwrap());
+    let listing = tool("tar", &["--numeric-owner", "-tvzf", blob.to_str().unwrap()]).success();
+    let f: Vec<&str> = listing.stdout.split_whitespace().collect();
+    assert_eq!(
+        f[..3],
+        ["-rw-r--r--", "65532/0", "1073741824"],
+        "{}",
+        listing.stdout
+    );
+    assert_eq!(entry_types(&blob), [tar::EntryType::GNUSparse]);
+}
+
+/// The type of each entry of a gzip'd layer.
+fn entry_types(blob: &std::path::Path) -> Vec<tar::EntryType> {
+    let gz = flate2::read::MultiGzDecoder::new(std::fs::File::open(blob).unwrap());
+    tar::Archive::new(gz)
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().header().entry_type())
+        .collect()
 }
 
 #[test]
