@@ -1,12 +1,17 @@
-//! Privileged ports: `ExposedPorts` and `*PORT` variables below 1024, and the listen
-//! directives of the services the recipes know, following their includes.
+//! Privileged ports: `ExposedPorts` and `*PORT` variables below 1024, the listen ports of
+//! `Entrypoint` and `Cmd`, and the listen directives of the services the recipes know,
+//! following their includes; and exposed ports whose move would not reach the service.
 
 use super::{Analyzer, Facts, Finding, Fixer, Location, Rule, Severity};
+use std::collections::BTreeSet;
+
+use crate::model::command::port_args;
 use crate::model::ports::{is_port_variable, UNPRIVILEGED_START};
 use crate::recipe::{config_lines, ConfigProblem};
+use crate::write::image::recorded_port_moves;
 
 /// The rules of this analyzer.
-pub static RULES: [Rule; 4] = [
+pub static RULES: [Rule; 6] = [
     Rule {
         id: "UR201",
         name: "privileged-exposed-port",
@@ -47,6 +52,26 @@ pub static RULES: [Rule; 4] = [
         fixer: Fixer::User,
         refs: &[],
     },
+    Rule {
+        id: "UR205",
+        name: "privileged-port-argument",
+        severity: Severity::Error,
+        summary: "The command line makes the service listen on a port below 1024",
+        help: "A port in `Entrypoint` or `Cmd` (`--port 80`, `-b 0.0.0.0:80`, `-p 80`, an exposed port given alone, also inside `sh -c`) is where the process binds; as a non-root user it fails there.",
+        fix: "`unroot convert` moves it by the port map (80->8080, 443->8443, else +8000; `--port FROM:TO`)",
+        fixer: Fixer::Unroot,
+        refs: &[],
+    },
+    Rule {
+        id: "UR206",
+        name: "port-set-elsewhere",
+        severity: Severity::Error,
+        summary: "An exposed port moves, but nothing unroot changes moves the service",
+        help: "`ExposedPorts` only documents the port: no port variable, command-line argument or recipe directive that unroot changes sets it, so the service most likely still binds the privileged port (from a config file no recipe knows, or a default compiled in) and fails as a non-root user.",
+        fix: "make the service listen on the new port: set it in its config file or command line (e.g. a `--port` argument in `Cmd`), or add a recipe (`unroot recipes`); `--port FROM:TO` picks the new port",
+        fixer: Fixer::User,
+        refs: &[],
+    },
 ];
 
 /// Finds privileged ports.
@@ -72,10 +97,34 @@ impl Analyzer for Ports {
                 ));
             }
         }
+        let exposed: Vec<u16> = facts
+            .config
+            .exposed_ports()
+            .iter()
+            .filter_map(|k| k.split('/').next()?.parse().ok())
+            .collect();
+        // Every port something in the image sets for the service to listen on.
+        let mut set: BTreeSet<u16> = BTreeSet::new();
+        for (field, args) in [
+            ("Entrypoint", facts.config.entrypoint()),
+            ("Cmd", facts.config.cmd()),
+        ] {
+            for found in port_args(&args, &exposed) {
+                set.insert(found.port);
+                if found.port < UNPRIVILEGED_START {
+                    out.push(Finding::new(
+                        &RULES[4],
+                        Location::config(&format!("{field}[{}]", found.index)),
+                        format!("`{}` listens on port {}", found.text, found.port),
+                    ));
+                }
+            }
+        }
         for var in facts.config.env() {
             if let Some((k, v)) = var.split_once('=') {
                 if is_port_variable(k) {
                     if let Ok(p) = v.trim().parse::<u16>() {
+                        set.insert(p);
                         if p > 0 && p < UNPRIVILEGED_START {
                             out.push(Finding::new(
                                 &RULES[1],
@@ -115,6 +164,9 @@ impl Analyzer for Ports {
                             let port = std::str::from_utf8(&cap["port"])
                                 .ok()
                                 .and_then(|p| p.parse::<u32>().ok());
+                            if let Some(p) = port.and_then(|p| u16::try_from(p).ok()) {
+                                set.insert(p);
+                            }
                             if let Some(p) =
                                 port.filter(|p| *p > 0 && *p < u32::from(UNPRIVILEGED_START))
                             {
@@ -139,6 +191,39 @@ impl Analyzer for Ports {
                 }
             }
         }
+        unreached_moves(facts, &set, out);
+    }
+}
+
+/// UR206: ports that a conversion moves (or, in a converted image, moved) in
+/// `ExposedPorts` while nothing moves the service with them. Before conversion, a move
+/// reaches the service when the plan changes what sets the port; in an image unroot
+/// converted (the moves are in its history), when something in it sets the new port.
+fn unreached_moves(facts: &Facts<'_>, set: &BTreeSet<u16>, out: &mut Vec<Finding>) {
+    let recorded: Vec<(u16, u16)> = facts
+        .config
+        .history_comments()
+        .iter()
+        .flat_map(|c| recorded_port_moves(c))
+        .collect();
+    let unreached: Vec<(u16, u16)> = if recorded.is_empty() {
+        (facts.plan.port_moves.iter().copied())
+            .filter(|(from, _)| !facts.plan.listen_moves.contains(from))
+            .collect()
+    } else {
+        recorded
+            .into_iter()
+            .filter(|(_, to)| !set.contains(to))
+            .collect()
+    };
+    for (from, to) in unreached {
+        out.push(Finding::new(
+            &RULES[5],
+            Location::config("ExposedPorts"),
+            format!(
+                "port {from} moves to {to} in `ExposedPorts`, but no port variable, argument or recipe directive sets the service's port: it still listens on {from} unless its config changes"
+            ),
+        ));
     }
 }
 
@@ -220,10 +305,62 @@ base64 = "IyBjYWbpCnNlcnZlciB7IGxpc3RlbiAyMTsgfQo="  # Latin-1, not UTF-8
                 "UR203 error /etc/nginx/conf.d/default.conf:6 (layer 1): nginx `listen` on port 443: `listen 443 ssl http2;`",
                 "UR203 error /etc/nginx/conf.d/latin1.conf:2 (layer 2): nginx `listen` on port 21: `server { listen 21; }`",
                 "UR203 error /etc/nginx/sites-available/legacy:1 (layer 1): nginx `listen` on port 70: `server { listen 8443 ssl; listen 70; }` (included as `/etc/nginx/sites-enabled/legacy`)",
+                // Nothing nginx's recipe or the config moves sets port 53.
+                "UR206 error config ExposedPorts: port 53 moves to 8053 in `ExposedPorts`, but no port variable, argument or recipe directive sets the service's port: it still listens on 53 unless its config changes",
                 "UR204 warning /etc/nginx/blob.bin (layer 1): nginx config not checked: it is not a text file",
                 "UR204 warning /etc/nginx/huge.conf (layer 1): nginx config not checked: it is larger than 1 MiB",
             ]
         );
+    }
+
+    /// A service without a recipe that takes its port on the command line (one exposed
+    /// port), and another exposed port nothing sets.
+    const GUNICORN: &str = r#"
+[config]
+ExposedPorts = ["80/tcp", "25/tcp", "8000/tcp"]
+Entrypoint = ["/usr/bin/tini", "--"]
+Cmd = ["/bin/sh", "-c", "exec gunicorn -b 0.0.0.0:80 --workers 4 --timeout 80 app:app"]
+
+[[layer]]
+[[layer.entry]]
+path = "/usr/bin/tini"
+size = 10
+mode = 0o755
+"#;
+
+    #[test]
+    fn command_line_ports_and_ports_nothing_sets() {
+        let analyzed = Analyzed::from_spec(GUNICORN);
+        assert_eq!(
+            analyzed.run(&Ports),
+            [
+                "UR201 error config ExposedPorts: `25/tcp` is below 1024 (port 25)",
+                "UR201 error config ExposedPorts: `80/tcp` is below 1024 (port 80)",
+                "UR205 error config Cmd[2]: `-b 0.0.0.0:80` listens on port 80",
+                "UR206 error config ExposedPorts: port 25 moves to 8025 in `ExposedPorts`, but no port variable, argument or recipe directive sets the service's port: it still listens on 25 unless its config changes",
+            ]
+        );
+        // The plan moves the argument in place, and says where.
+        let plan = &analyzed.plan;
+        assert_eq!(
+            plan.cmd.as_deref(),
+            Some(
+                &[
+                    "/bin/sh".to_string(),
+                    "-c".into(),
+                    "exec gunicorn -b 0.0.0.0:8080 --workers 4 --timeout 80 app:app".into()
+                ][..]
+            )
+        );
+        assert_eq!(plan.entrypoint, None);
+        let m = &plan.arg_moves[..];
+        assert_eq!(m.len(), 1);
+        assert_eq!(
+            (m[0].location(), m[0].from, m[0].to),
+            ("config.Cmd[2]".into(), 80, 8080)
+        );
+        assert_eq!(plan.port_moves, [(25, 8025), (80, 8080)]);
+        assert_eq!(plan.listen_moves.iter().copied().collect::<Vec<_>>(), [80]);
     }
 
     #[test]

@@ -108,6 +108,14 @@ impl ImageConfig {
         self.string_list("Cmd")
     }
 
+    /// Replaces `config.Entrypoint` or `config.Cmd` (`field`).
+    pub fn set_command(&mut self, field: &str, args: Vec<String>) {
+        self.exec_config_mut().insert(
+            field.into(),
+            Value::Array(args.into_iter().map(Value::String).collect()),
+        );
+    }
+
     /// `config.WorkingDir`.
     pub fn working_dir(&self) -> Option<&str> {
         self.exec_config()
@@ -164,6 +172,19 @@ impl ImageConfig {
             .map(|m| {
                 m.iter()
                     .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The `comment` of each history entry that has one, oldest first.
+    pub fn history_comments(&self) -> Vec<String> {
+        self.root
+            .get("history")
+            .and_then(Value::as_array)
+            .map(|h| {
+                h.iter()
+                    .filter_map(|e| e.get("comment").and_then(Value::as_str).map(String::from))
                     .collect()
             })
             .unwrap_or_default()

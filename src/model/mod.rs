@@ -1,6 +1,7 @@
 //! The image model: digests, references, locations, manifests, configs and the port map.
 //! Pure data: no I/O happens here.
 
+pub mod command;
 pub mod config;
 pub mod digest;
 pub mod location;

@@ -10,17 +10,20 @@
 //!   (OpenShift) can write them too. Nothing else becomes writable: a directory of the
 //!   former user that holds code below it becomes root-owned instead, or the user could
 //!   swap the binaries in it.
-//! - `ExposedPorts` below 1024 and `*PORT` environment variables move by the port map.
+//! - `ExposedPorts` below 1024, `*PORT` environment variables and the listen ports of
+//!   `Entrypoint` and `Cmd` (`--port 80`, `-b 0.0.0.0:80`, an exposed port given alone;
+//!   see [`crate::model::command`]) move by the port map.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::layer::merged::ResolveError;
 use crate::layer::scan::CapturePolicy;
 use crate::layer::{Content, ImagePath, Kind, MergedView, Meta, Scan, Want};
+use crate::model::command::{port_args, rewrite};
 use crate::model::ImageConfig;
 
 use super::users::{self, SYSTEM_ACCOUNTS};
-use super::{Body, FileChange, Identity, Plan, Reason};
+use super::{ArgMove, Body, FileChange, Identity, Plan, Reason};
 use crate::layer::accounts::{self, PasswdEntry};
 use crate::model::ports::{is_port_variable, PortMap};
 
@@ -447,6 +450,7 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
     }
     let env = config.env();
     let mut new_env = Vec::with_capacity(env.len());
+    let mut listen_moves = BTreeSet::new();
     for var in &env {
         match var.split_once('=') {
             Some((k, v)) if is_port_variable(k) => match v
@@ -457,6 +461,7 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
             {
                 Some((from, to)) => {
                     moves.insert(from, to);
+                    listen_moves.insert(from);
                     new_env.push(format!("{k}={to}"));
                 }
                 None => new_env.push(var.clone()),
@@ -464,6 +469,34 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
             _ => new_env.push(var.clone()),
         }
     }
+
+    // Ports on the command line.
+    let exposed_ports: Vec<u16> = exposed.iter().filter_map(|k| port_of(k).ok()).collect();
+    let mut commands: [Option<Vec<String>>; 2] = [None, None];
+    let mut arg_moves = Vec::new();
+    for (slot, (field, args)) in commands
+        .iter_mut()
+        .zip([("Entrypoint", config.entrypoint()), ("Cmd", config.cmd())])
+    {
+        let found = port_args(&args, &exposed_ports);
+        let (new, moved) = rewrite(&args, &found, |p| opts.ports.map(p));
+        for (index, from, to) in moved {
+            moves.insert(from, to);
+            listen_moves.insert(from);
+            arg_moves.push(ArgMove {
+                field,
+                index,
+                from,
+                to,
+                before: args[index].clone(),
+                after: new[index].clone(),
+            });
+        }
+        if new != args {
+            *slot = Some(new);
+        }
+    }
+    let [entrypoint, cmd] = commands;
 
     for (what, id) in [("uid", uid), ("gid", gid)] {
         if id > MAX_MAPPED_ID {
@@ -484,6 +517,10 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
         exposed_ports: (new_exposed != exposed).then_some(new_exposed),
         env: (new_env != env).then_some(new_env),
         port_moves: moves.into_iter().collect(),
+        listen_moves,
+        entrypoint,
+        cmd,
+        arg_moves,
         writable: tops,
         notes,
         recipes: Vec::new(),

@@ -1,7 +1,7 @@
 //! The plan: every change a conversion makes, decided before anything is written, and
 //! printable. The generic conversion builds one from the merged view and the config.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::layer::{ImagePath, Meta, Scan};
@@ -165,6 +165,30 @@ pub struct Identity {
     pub why: String,
 }
 
+/// A port moved in a command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArgMove {
+    /// `Entrypoint` or `Cmd`.
+    pub field: &'static str,
+    /// The argument's index.
+    pub index: usize,
+    /// The port before, and after.
+    pub from: u16,
+    /// Where it moved.
+    pub to: u16,
+    /// The argument before.
+    pub before: String,
+    /// The argument after.
+    pub after: String,
+}
+
+impl ArgMove {
+    /// Where it is: `config.Cmd[3]`.
+    pub fn location(&self) -> String {
+        format!("config.{}[{}]", self.field, self.index)
+    }
+}
+
 /// Everything a conversion changes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
@@ -180,6 +204,16 @@ pub struct Plan {
     pub env: Option<Vec<String>>,
     /// Ports moved, `(from, to)`, sorted.
     pub port_moves: Vec<(u16, u16)>,
+    /// The ports whose move reaches the service: a port variable, a command-line argument
+    /// or a recipe's directive moved them (moving `ExposedPorts` alone documents a port
+    /// but does not change where the service listens).
+    pub listen_moves: BTreeSet<u16>,
+    /// New `Entrypoint`, when a port in it moves.
+    pub entrypoint: Option<Vec<String>>,
+    /// New `Cmd`, when a port in it moves.
+    pub cmd: Option<Vec<String>>,
+    /// Each port moved in a command line.
+    pub arg_moves: Vec<ArgMove>,
     /// The directories the service may write (and that must be writable at run time:
     /// tmpfs or volumes on a read-only root filesystem).
     pub writable: Vec<ImagePath>,
@@ -233,6 +267,7 @@ impl Plan {
                 );
             }
             for m in &outcome.port_moves {
+                self.listen_moves.insert(m.0);
                 if !self.port_moves.contains(m) {
                     self.port_moves.push(*m);
                 }

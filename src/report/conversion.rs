@@ -20,6 +20,8 @@ pub struct Conversion {
     pub user_reason: String,
     /// Ports moved.
     pub port_moves: Vec<PortMove>,
+    /// Ports moved in the command line, each where it is.
+    pub port_args: Vec<PortArgMove>,
     /// Directories made writable for the runtime user.
     pub writable: Vec<String>,
     /// Every path the new layer holds, with why.
@@ -41,6 +43,21 @@ pub struct PortMove {
     pub from: u16,
     /// Where it moved.
     pub to: u16,
+}
+
+/// A port moved in `Entrypoint` or `Cmd`.
+#[derive(Clone, Debug, Serialize)]
+pub struct PortArgMove {
+    /// Where: `config.Cmd[3]`.
+    pub location: String,
+    /// The privileged port.
+    pub from: u16,
+    /// Where it moved.
+    pub to: u16,
+    /// The argument before.
+    pub before: String,
+    /// The argument after.
+    pub after: String,
 }
 
 /// One path of the new layer.
@@ -65,7 +82,7 @@ pub struct ChangeOut {
 /// A field of the image config that changes.
 #[derive(Clone, Debug, Serialize)]
 pub struct ConfigChange {
-    /// `User`, `ExposedPorts` or `Env`.
+    /// `User`, `ExposedPorts`, `Env`, `Entrypoint` or `Cmd`.
     pub field: &'static str,
     /// Its value before.
     pub before: serde_json::Value,
@@ -95,6 +112,8 @@ impl Conversion {
                 after.exposed_ports(),
             ),
             ("Env", before.env(), after.env()),
+            ("Entrypoint", before.entrypoint(), after.entrypoint()),
+            ("Cmd", before.cmd(), after.cmd()),
         ] {
             if b != a {
                 config_changes.push(ConfigChange {
@@ -114,6 +133,17 @@ impl Conversion {
                 .port_moves
                 .iter()
                 .map(|&(from, to)| PortMove { from, to })
+                .collect(),
+            port_args: plan
+                .arg_moves
+                .iter()
+                .map(|m| PortArgMove {
+                    location: m.location(),
+                    from: m.from,
+                    to: m.to,
+                    before: m.before.clone(),
+                    after: m.after.clone(),
+                })
                 .collect(),
             writable: plan.writable.iter().map(|w| w.display()).collect(),
             changes: plan

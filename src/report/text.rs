@@ -123,6 +123,13 @@ pub fn render(report: &Report) -> String {
             .collect();
         let _ = writeln!(out, "  ports     {}", moves.join(", "));
     }
+    for m in &c.port_args {
+        let _ = writeln!(
+            out,
+            "  port      {}: `{}` -> `{}` ({} -> {})",
+            m.location, m.before, m.after, m.from, m.to
+        );
+    }
     if !c.writable.is_empty() {
         let _ = writeln!(out, "  writable  {}", c.writable.join(" "));
     }

@@ -110,7 +110,8 @@ pub fn assemble(
     })
 }
 
-/// The config with the plan's changes: `User`, `ExposedPorts`, `Env` (no history yet).
+/// The config with the plan's changes: `User`, `ExposedPorts`, `Env`, the ports of
+/// `Entrypoint` and `Cmd` (no history yet).
 pub fn converted_config(config: &ImageConfig, plan: &Plan) -> ImageConfig {
     let mut config = config.clone();
     config.set_user(&plan.user());
@@ -120,8 +121,33 @@ pub fn converted_config(config: &ImageConfig, plan: &Plan) -> ImageConfig {
     if let Some(env) = &plan.env {
         config.set_env(env.clone());
     }
+    for (field, args) in [("Entrypoint", &plan.entrypoint), ("Cmd", &plan.cmd)] {
+        if let Some(args) = args {
+            config.set_command(field, args.clone());
+        }
+    }
     config
 }
+
+/// The ports a conversion moved, as its history comment ([`summary`]) records them; empty
+/// for a comment unroot did not write.
+pub fn recorded_port_moves(comment: &str) -> Vec<(u16, u16)> {
+    let Some(parts) = comment.strip_prefix(SUMMARY_PREFIX) else {
+        return Vec::new();
+    };
+    parts
+        .split("; ")
+        .filter_map(|p| p.strip_prefix("ports "))
+        .flat_map(|list| list.split(','))
+        .filter_map(|m| {
+            let (f, t) = m.split_once("->")?;
+            Some((f.parse().ok()?, t.parse().ok()?))
+        })
+        .collect()
+}
+
+/// How the history comment of a conversion starts.
+const SUMMARY_PREFIX: &str = "unroot: ";
 
 /// One line saying what the conversion did, for the history entry.
 pub fn summary(plan: &Plan) -> String {
@@ -146,5 +172,5 @@ pub fn summary(plan: &Plan) -> String {
         let w: Vec<String> = plan.writable.iter().map(|p| p.display()).collect();
         parts.push(format!("writable {}", w.join(",")));
     }
-    format!("unroot: {}", parts.join("; "))
+    format!("{SUMMARY_PREFIX}{}", parts.join("; "))
 }

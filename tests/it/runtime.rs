@@ -227,14 +227,58 @@ pub(crate) fn unique(prefix: &str, s: &Scratch) -> String {
     format!("{prefix}-{tail}")
 }
 
+/// The same server with no recipe and no port variable: the port is an argument of the
+/// command (busybox `httpd -p 80`), which the conversion must move for it to start.
+const WEB_ARGS: &str = r##"
+[config]
+Env = ["PATH=/bin"]
+ExposedPorts = ["80/tcp"]
+Cmd = ["/bin/busybox", "httpd", "-f", "-v", "-p", "80", "-h", "/srv/www"]
+
+[[layer]]
+[[layer.entry]]
+path = "/bin/busybox"
+host = "/bin/busybox"
+mode = 0o755
+[[layer.entry]]
+path = "/etc/passwd"
+text = "root:x:0:0:root:/root:/bin/sh\n"
+[[layer.entry]]
+path = "/srv/www/index.html"
+text = "hello from an unprivileged container\n"
+"##;
+
 #[test]
 fn converted_image_runs_unprivileged_and_the_original_does_not() {
+    serves_unprivileged(WEB);
+}
+
+#[test]
+fn a_port_on_the_command_line_moves_and_the_image_runs() {
+    let s = serves_unprivileged(WEB_ARGS);
+    // The report says where the port was, and nothing is left to fix.
+    let src = format!("oci:{}:orig", s.path("img").display());
+    let out = s
+        .unroot(&["convert", "-q", "--dry-run", "--format", "json", &src])
+        .success();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        report["conversion"]["port_args"],
+        serde_json::json!([{"location": "config.Cmd[5]", "from": 80, "to": 8080, "before": "80", "after": "8080"}])
+    );
+    assert_eq!(report["findings"], serde_json::json!([]), "{report:#}");
+}
+
+/// Converts `spec` and runs the original and the converted image the strict way: the
+/// original cannot bind its port; the converted one serves on 8080 as its user and as an
+/// arbitrary UID in group 0.
+fn serves_unprivileged(spec: &str) -> Scratch {
     assert!(
         Path::new("/bin/busybox").is_file(),
         "the busybox-static package is needed; run ./scripts/test"
     );
     let s = Scratch::new();
-    let src = s.build("img", "orig", WEB);
+    let src = s.build("img", "orig", spec);
     let layout = s.path("img");
     s.unroot(&[
         "convert",
@@ -272,4 +316,6 @@ fn converted_image_runs_unprivileged_and_the_original_does_not() {
     let c = arbitrary.start(&unique("any", &s));
     assert_eq!(c.get(8080), "hello from an unprivileged container\n");
     assert_eq!(c.host_uid(), HOST_BASE + 54321);
+    drop(c);
+    s
 }
