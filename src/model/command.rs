@@ -223,6 +223,122 @@ fn words(args: &[String]) -> Vec<Word<'_>> {
     out
 }
 
+/// A user a command switches to (`gosu app server`, `memcached -u memcache`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DropUser {
+    /// The user as written (a name or a number), without its group.
+    pub user: String,
+    /// The words that say it, as written (`gosu app:app`, `-u memcache`).
+    pub text: String,
+    /// Whether a privilege-dropping tool says it (`gosu`, `setpriv`, ...), rather than a
+    /// daemon's `-u`/`--user` flag (which names a user only if the image has it).
+    pub tool: bool,
+}
+
+/// Tools whose next argument is the user (`USER[:GROUP]`) to run the rest as.
+const DROP_TOOLS: &[&str] = &["gosu", "su-exec", "s6-setuidgid", "setuidgid"];
+
+/// Options of `su` and `runuser` that take a value (so the value is not the user).
+const SU_VALUE_OPTIONS: &[&str] = &[
+    "-c",
+    "-s",
+    "-g",
+    "-G",
+    "-w",
+    "--command",
+    "--shell",
+    "--group",
+];
+
+/// The users that `args` switch to, in the order they appear: privilege-dropping tools
+/// (`gosu`, `su-exec`, `s6-setuidgid`, `setuidgid`, `chpst -u`, `setpriv --reuid`,
+/// `runuser -u`, `su`, `chroot --userspec`, `start-stop-daemon --chuid`) and the
+/// `-u`/`--user` flags of daemons (`memcached -u memcache`), also inside `sh -c`.
+pub fn drop_users(args: &[String]) -> Vec<DropUser> {
+    let words = words(args);
+    let text: Vec<&str> = words.iter().map(|w| w.text).collect();
+    let mut out = Vec::new();
+    let push = |out: &mut Vec<DropUser>, user: &str, text: String, tool: bool| {
+        let user = user.split(':').next().unwrap_or_default();
+        if !user.is_empty() && !user.starts_with('-') && !user.starts_with('$') {
+            out.push(DropUser {
+                user: user.to_string(),
+                text,
+                tool,
+            });
+        }
+    };
+    // The value of an option in the words after `from`: `--opt=V` or `--opt V`.
+    let option = |from: usize, names: &[&str]| -> Option<(String, String)> {
+        for k in from..text.len() {
+            for name in names {
+                if let Some(v) = text[k].strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
+                    return Some((v.to_string(), text[k].to_string()));
+                }
+                if text[k] == *name {
+                    let v = text.get(k + 1)?;
+                    return Some((v.to_string(), format!("{name} {v}")));
+                }
+            }
+        }
+        None
+    };
+    let mut k = 0;
+    while k < text.len() {
+        let name = text[k].rsplit('/').next().unwrap_or(text[k]);
+        let tool_text = |rest: &str| format!("{name} {rest}");
+        if DROP_TOOLS.contains(&name) {
+            if let Some(user) = text.get(k + 1) {
+                push(&mut out, user, tool_text(user), true);
+            }
+        } else if name == "chpst" {
+            if let Some((user, t)) = option(k + 1, &["-u"]) {
+                push(&mut out, &user, tool_text(&t), true);
+            }
+        } else if name == "setpriv" {
+            if let Some((user, t)) = option(k + 1, &["--reuid"]) {
+                push(&mut out, &user, tool_text(&t), true);
+            }
+        } else if name == "chroot" {
+            if let Some((user, t)) = option(k + 1, &["--userspec"]) {
+                push(&mut out, &user, tool_text(&t), true);
+            }
+        } else if name == "start-stop-daemon" {
+            if let Some((user, t)) = option(k + 1, &["--chuid", "-c"]) {
+                push(&mut out, &user, tool_text(&t), true);
+            }
+        } else if name == "runuser" || name == "su" {
+            let flagged = option(k + 1, &["-u", "--user"]).filter(|_| name == "runuser");
+            match flagged {
+                Some((user, t)) => push(&mut out, &user, tool_text(&t), true),
+                None => {
+                    // The first word that is neither an option nor an option's value.
+                    let mut j = k + 1;
+                    while j < text.len() {
+                        let w = text[j];
+                        if SU_VALUE_OPTIONS.contains(&w) {
+                            j += 2;
+                        } else if w.starts_with('-') {
+                            j += 1;
+                        } else {
+                            push(&mut out, w, tool_text(w), true);
+                            break;
+                        }
+                    }
+                }
+            }
+        } else if let Some(v) = text[k].strip_prefix("--user=") {
+            push(&mut out, v, text[k].to_string(), false);
+        } else if text[k] == "-u" || text[k] == "--user" {
+            if let Some(user) = text.get(k + 1) {
+                push(&mut out, user, format!("{} {user}", text[k]), false);
+            }
+        }
+        k += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,6 +449,85 @@ mod tests {
         // `-ec` is `-e -c`; an argument that is not a script is not split.
         assert_eq!(found(&["bash", "-ec", "exec srv --port=80"], &[]).len(), 1);
         assert_eq!(found(&["app", "-c", "exec srv --port=80"], &[]), []);
+    }
+
+    fn users(list: &[&str]) -> Vec<(String, String, bool)> {
+        drop_users(&args(list))
+            .into_iter()
+            .map(|d| (d.user, d.text, d.tool))
+            .collect()
+    }
+
+    #[test]
+    fn users_commands_drop_to() {
+        let one = |list: &[&str]| users(list).into_iter().next().map(|u| (u.0, u.1));
+        let u = |user: &str, text: &str| Some((user.to_string(), text.to_string()));
+        assert_eq!(
+            one(&["gosu", "postgres", "postgres"]),
+            u("postgres", "gosu postgres")
+        );
+        assert_eq!(
+            one(&["/sbin/su-exec", "app:app", "srv"]),
+            u("app", "su-exec app:app")
+        );
+        assert_eq!(
+            one(&["s6-setuidgid", "nginx", "nginx"]),
+            u("nginx", "s6-setuidgid nginx")
+        );
+        assert_eq!(
+            one(&["chpst", "-u", "www:www", "httpd"]),
+            u("www", "chpst -u www:www")
+        );
+        assert_eq!(
+            one(&[
+                "setpriv",
+                "--reuid=999",
+                "--regid=999",
+                "--init-groups",
+                "mysqld"
+            ]),
+            u("999", "setpriv --reuid=999")
+        );
+        assert_eq!(
+            one(&["runuser", "-u", "redis", "--", "redis-server"]),
+            u("redis", "runuser -u redis")
+        );
+        assert_eq!(
+            one(&["su", "-s", "/bin/sh", "-c", "exec srv", "daemon"]),
+            u("daemon", "su daemon")
+        );
+        assert_eq!(
+            one(&["chroot", "--userspec=1001:0", "/", "srv"]),
+            u("1001", "chroot --userspec=1001:0")
+        );
+        assert_eq!(
+            one(&[
+                "start-stop-daemon",
+                "--start",
+                "--chuid",
+                "bind:bind",
+                "--exec",
+                "/usr/sbin/named"
+            ]),
+            u("bind", "start-stop-daemon --chuid bind:bind")
+        );
+        assert_eq!(
+            users(&["memcached", "-u", "memcache", "-p", "11211"]),
+            [("memcache".into(), "-u memcache".into(), false)]
+        );
+        assert_eq!(
+            users(&[
+                "/bin/sh",
+                "-c",
+                "chown -R app /data && exec gosu app \"$@\"",
+                "--"
+            ]),
+            [("app".into(), "gosu app".into(), true)]
+        );
+        // Variables, options and nothing at all are no users.
+        assert_eq!(users(&["gosu", "$USER", "srv"]), []);
+        assert_eq!(users(&["srv", "--user"]), []);
+        assert_eq!(users(&["nginx", "-g", "daemon off;"]), []);
     }
 
     #[test]

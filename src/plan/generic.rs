@@ -128,9 +128,11 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
         accounts::resolve_user(user_before.as_deref(), &accounts.passwd, &accounts.groups);
     let mut notes = Vec::new();
 
-    // The service user the image had: named in `User`, or the obvious owner of files.
+    // The service user the image had: named in `User`; else the one its command switches
+    // to, the recipe's, or the obvious owner of files.
     let former: Option<(u64, Option<u64>, String)> = match image_user.uid {
         Some(0) => {
+            let switched = users::command_user(config, &accounts.passwd);
             let preferred = opts.preferred_users.iter().find_map(|(name, recipe)| {
                 let p = accounts
                     .passwd
@@ -142,7 +144,7 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
                     format!("`{}`, the service account of the {recipe} recipe", p.name),
                 ))
             });
-            preferred.or_else(|| {
+            switched.or(preferred).or_else(|| {
                 obvious_service_user(view, &accounts.passwd).map(|p| {
                     (
                         p.uid,
@@ -494,6 +496,19 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
         }
         if new != args {
             *slot = Some(new);
+        }
+    }
+    // A privilege drop in front of the command fails as a non-root user: it goes.
+    for (slot, (field, args)) in commands
+        .iter_mut()
+        .zip([("Entrypoint", config.entrypoint()), ("Cmd", config.cmd())])
+    {
+        let current = slot.clone().unwrap_or(args);
+        if let Some((rest, removed)) = users::strip_drop(&current) {
+            notes.push(format!(
+                "`{removed}` removed from `{field}`: switching users needs root, and the image now starts as its user"
+            ));
+            *slot = Some(rest);
         }
     }
     let [entrypoint, cmd] = commands;

@@ -72,6 +72,58 @@ pub fn free_name(passwd: &[PasswdEntry], groups: &[GroupEntry], uid: u64) -> Str
         .unwrap_or_else(|| format!("unroot{uid}"))
 }
 
+/// The non-root user the image's command switches to (`gosu app ...`, `memcached -u
+/// memcache`): `(uid, gid, why)`. A tool's user may be a number; a daemon's `-u` flag
+/// counts only when it names an account of the image.
+pub fn command_user(
+    config: &crate::model::ImageConfig,
+    passwd: &[PasswdEntry],
+) -> Option<(u64, Option<u64>, String)> {
+    let mut args = config.entrypoint();
+    args.extend(config.cmd());
+    for d in crate::model::command::drop_users(&args) {
+        let why = |who: String| format!("{who}, the user the command switches to (`{}`)", d.text);
+        if let Some(p) = passwd.iter().find(|p| p.name == d.user) {
+            if p.uid != 0 {
+                return Some((p.uid, Some(p.gid), why(format!("`{}`", p.name))));
+            }
+            continue;
+        }
+        match d.user.parse::<u64>() {
+            Ok(uid) if d.tool && uid != 0 => {
+                let gid = passwd.iter().find(|p| p.uid == uid).map(|p| p.gid);
+                return Some((uid, gid, why(format!("uid {uid}"))));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `args` without a privilege drop at their start (`gosu USER`, `su-exec USER`,
+/// `s6-setuidgid USER`, `setuidgid USER`, `chpst -u USER`, `runuser -u USER --`), which
+/// fails as a non-root user (it cannot set groups); with the words removed.
+pub fn strip_drop(args: &[String]) -> Option<(Vec<String>, String)> {
+    let name = |w: &String| w.rsplit('/').next().unwrap_or(w).to_string();
+    let first = name(args.first()?);
+    let skip = match first.as_str() {
+        "gosu" | "su-exec" | "s6-setuidgid" | "setuidgid" => 2,
+        "chpst" if args.get(1).map(String::as_str) == Some("-u") => 3,
+        "runuser"
+            if args.get(1).map(String::as_str) == Some("-u")
+                && args.get(3).map(String::as_str) == Some("--") =>
+        {
+            4
+        }
+        _ => return None,
+    };
+    // Nothing left to run: not a drop in front of a command.
+    if args.len() <= skip {
+        return None;
+    }
+    Some((args[skip..].to_vec(), args[..skip].join(" ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +141,59 @@ mod tests {
         let p = parse_passwd(b"nonroot:x:1:1::/:/bin/sh\n");
         assert_eq!(free_name(&p, &[], 65532), "unroot");
         assert_eq!(free_name(&[], &[], 65532), "nonroot");
+    }
+
+    /// Root images whose command names the service user: the plan runs as that user
+    /// (the drop goes, as it needs root), and says why.
+    #[test]
+    fn the_user_the_command_switches_to_is_the_service_user() {
+        let image = |cmd: &str| {
+            crate::testkit::Analyzed::from_spec(&format!(
+                r#"
+[config]
+Cmd = {cmd}
+[[layer]]
+[[layer.entry]]
+path = "/etc/passwd"
+text = "root:x:0:0:root:/root:/bin/sh\nmemcache:x:100:101::/nonexistent:/bin/false\napp:x:1001:1001::/home/app:/bin/sh\n"
+[[layer.entry]]
+path = "/etc/group"
+text = "root:x:0:\nmemcache:x:101:\napp:x:1001:\n"
+"#
+            ))
+            .plan
+        };
+        let plan = image(r#"["gosu", "app:app", "/usr/bin/srv", "--flag"]"#);
+        assert_eq!((plan.identity.uid, plan.identity.gid), (1001, 1001));
+        assert_eq!(
+            plan.identity.why,
+            "`app`, the user the command switches to (`gosu app:app`)"
+        );
+        assert_eq!(
+            plan.cmd,
+            Some(vec!["/usr/bin/srv".to_string(), "--flag".into()])
+        );
+        assert!(
+            plan.notes
+                .iter()
+                .any(|n| n.starts_with("`gosu app:app` removed from `Cmd`")),
+            "{:?}",
+            plan.notes
+        );
+        // A daemon's own flag names an account of the image: that one, and the command
+        // stays (memcached only switches when it runs as root).
+        let plan = image(r#"["memcached", "-u", "memcache", "-p", "11211"]"#);
+        assert_eq!((plan.identity.uid, plan.identity.gid), (100, 101));
+        assert_eq!(
+            plan.identity.why,
+            "`memcache`, the user the command switches to (`-u memcache`)"
+        );
+        assert_eq!(plan.cmd, None);
+        // A flag naming no account is not a user; nothing else is, so 65532.
+        let plan = image(r#"["srv", "--user", "nobody-here"]"#);
+        assert_eq!(plan.identity.uid, 65532);
+        // setpriv with a number.
+        let plan = image(r#"["setpriv", "--reuid=1001", "--regid=1001", "--init-groups", "srv"]"#);
+        assert_eq!(plan.identity.uid, 1001);
     }
 }
