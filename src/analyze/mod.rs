@@ -22,6 +22,7 @@ pub mod ports;
 pub mod privileges;
 pub mod recipes;
 pub mod runtime_paths;
+pub mod service_config;
 pub mod user;
 
 /// How bad a finding is.
@@ -209,6 +210,7 @@ pub fn analyzers() -> Vec<Box<dyn Analyzer>> {
         Box::new(user::User),
         Box::new(ports::Ports),
         Box::new(runtime_paths::RuntimePaths),
+        Box::new(service_config::ServiceConfig),
         Box::new(ownership::Ownership),
         Box::new(privileges::Privileges),
         Box::new(ids::Ids),

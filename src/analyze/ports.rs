@@ -216,12 +216,27 @@ fn unreached_moves(facts: &Facts<'_>, set: &BTreeSet<u16>, out: &mut Vec<Finding
             .filter(|(_, to)| !set.contains(to))
             .collect()
     };
+    if unreached.is_empty() {
+        return;
+    }
+    let directives = super::service_config::directives(facts);
     for (from, to) in unreached {
+        // Where a config file no recipe knows sets it, say so.
+        let seen: Vec<String> = directives
+            .iter()
+            .filter(|d| matches!(d.value, super::service_config::Value::Port(p) if p == from))
+            .map(|d| format!("`{}` at {}:{}", d.text, d.path, d.line))
+            .collect();
+        let hint = if seen.is_empty() {
+            String::new()
+        } else {
+            format!("; set at {}", seen.join(", "))
+        };
         out.push(Finding::new(
             &RULES[5],
             Location::config("ExposedPorts"),
             format!(
-                "port {from} moves to {to} in `ExposedPorts`, but no port variable, argument or recipe directive sets the service's port: it still listens on {from} unless its config changes"
+                "port {from} moves to {to} in `ExposedPorts`, but no port variable, argument or recipe directive sets the service's port: it still listens on {from} unless its config changes{hint}"
             ),
         ));
     }

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+
+use crate::analyze::service_config;
 
 use crate::control::{panic_message, Control, Event};
 use crate::error::Error;
@@ -21,15 +24,26 @@ use super::metered::Metered;
 use super::ResolvedImage;
 
 /// What the scan keeps: what the generic conversion needs, plus the files the recipes
-/// read (their config, in memory and capped).
+/// read (their config, in memory and capped), and small config files under `/etc` for
+/// the services no recipe knows (up to a budget in all).
 struct Capture {
     recipes: globset::GlobSet,
+    /// Bytes of config files kept so far.
+    configs: AtomicU64,
 }
 
 impl CapturePolicy for Capture {
     fn want(&self, path: &ImagePath, meta: &Meta) -> Want {
         match GenericCapture.want(path, meta) {
             Want::Nothing if self.recipes.is_match(path.display()) => Want::Text,
+            Want::Nothing if service_config::is_candidate(path, meta) => {
+                let before = self.configs.fetch_add(meta.size, Ordering::Relaxed);
+                if before + meta.size <= service_config::CONFIG_BUDGET {
+                    Want::Text
+                } else {
+                    Want::Nothing
+                }
+            }
             other => other,
         }
     }
@@ -101,6 +115,7 @@ pub(crate) fn scan_layers(
     let mut cache = BTreeMap::new();
     let policy = Capture {
         recipes: recipe::capture_set(recipes),
+        configs: AtomicU64::new(0),
     };
     let layers = &image.manifest.layers;
     let total = layers.len();
