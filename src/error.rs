@@ -27,6 +27,9 @@ pub mod exit {
     /// `analyze --fail-on LEVEL` (or `convert --fail-on`) found a finding at that level or
     /// worse.
     pub const FINDINGS: u8 = 4;
+    /// `unroot verify` (or `convert --verify`): the image did not run the way a
+    /// restrictive runtime runs it.
+    pub const NOT_RUNNING: u8 = 5;
     /// The job was cancelled (as a shell reports a process ended by SIGINT).
     pub const CANCELLED: u8 = 130;
 }
@@ -124,6 +127,17 @@ pub enum Error {
         /// Why none can be derived.
         reason: String,
     },
+    /// The work directory cannot be used for this job.
+    #[error("the work directory `{}` {reason}", path.display())]
+    WorkDir {
+        /// The work directory.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The OCI runtime could not run the image.
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
     /// The job was cancelled.
     #[error("cancelled")]
     Cancelled,
@@ -198,7 +212,7 @@ impl Error {
             | Error::NoDestination { .. }
             | Error::Recipe(_) => exit::USAGE,
             Error::Auth(e) => auth_exit(e),
-            Error::Io { .. } => exit::LOCAL,
+            Error::Io { .. } | Error::Runtime(_) | Error::WorkDir { .. } => exit::LOCAL,
             Error::Cancelled => exit::CANCELLED,
             Error::Transport(t) => match &**t {
                 TransportError::Io { .. } => exit::LOCAL,

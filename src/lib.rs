@@ -30,7 +30,8 @@
 //! ```text
 //! cli        clap definitions and rendering; no logic
 //! report     text, JSON, SARIF; the runtime contract as docker and Kubernetes settings
-//! pipeline   Session: resolve -> scan -> plan -> analysis; mutate -> sink
+//! pipeline   Session: resolve -> scan -> plan -> analysis; mutate -> sink; verify
+//! runtime    unpack layers into a root filesystem, run it with an OCI runtime, watch it
 //! analyze    passes over the merged view and the plan -> findings; the runtime contract
 //! write      plan -> new layer, id remap, config, manifest
 //! plan       recipe outcomes + the generic conversion -> Plan
@@ -57,6 +58,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod recipe;
 pub mod report;
+pub mod runtime;
 pub mod transport;
 pub mod write;
 

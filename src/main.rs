@@ -27,20 +27,32 @@ fn main() -> ExitCode {
         Command::Convert(args) => {
             ConvertRequest::new(&args.source, &args.plan.options(), &args.options())
                 .and_then(|request| session(&args.plan)?.convert(&request))
-                .map(|outcome| unroot::cli::convert::render(args, &outcome))
+                .map(|outcome| gated(unroot::cli::convert::render(args, &outcome)))
         }
         Command::Analyze(args) => ImageRequest::new(&args.image, &args.plan.options())
             .and_then(|request| session(&args.plan)?.analyze(&request))
-            .map(|analysis| unroot::cli::analyze::render(args, &analysis)),
-        Command::Recipes(command) => unroot::cli::recipes::run(command).map(|text| (text, false)),
+            .map(|analysis| gated(unroot::cli::analyze::render(args, &analysis))),
+        Command::Verify(args) => ImageRequest::new(&args.image, &args.plan.options())
+            .and_then(|image| session(&args.plan)?.verify(&args.request(image)))
+            .map(|v| {
+                let code = if v.passed {
+                    exit::SUCCESS
+                } else {
+                    exit::NOT_RUNNING
+                };
+                (unroot::report::verification::render(&v, args.format), code)
+            }),
+        Command::Recipes(command) => {
+            unroot::cli::recipes::run(command).map(|text| (text, exit::SUCCESS))
+        }
     };
     // Bars are cleared before the result or the error is printed.
     drop(events);
     match result {
-        Ok((text, gate)) => {
+        Ok((text, code)) => {
             // A closed pipe (`| head`) is not an error worth reporting.
             let _ = std::io::stdout().lock().write_all(text.as_bytes());
-            ExitCode::from(if gate { exit::FINDINGS } else { exit::SUCCESS })
+            ExitCode::from(code)
         }
         Err(unroot::Error::Cancelled) if signal.load(Ordering::SeqCst) != 0 => {
             // What the run had written was removed as the work unwound.
@@ -63,6 +75,11 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// The text of a report and its exit code: `--fail-on` tripped or not.
+fn gated((text, gate): (String, bool)) -> (String, u8) {
+    (text, if gate { exit::FINDINGS } else { exit::SUCCESS })
 }
 
 /// SIGINT and SIGTERM cancel the job: it stops at its next wait, removes what it made, and

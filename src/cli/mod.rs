@@ -9,7 +9,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::analyze::Severity;
 use crate::control::{Cancel, Events};
 use crate::error::Error;
-use crate::pipeline::{ConvertOptions, PlanOptions, ScanLimits, Session, SessionOptions};
+use crate::pipeline::{
+    ConvertOptions, ImageRequest, PlanOptions, ScanLimits, Session, SessionOptions, VerifyRequest,
+};
 use crate::transport::auth::{Credentials, UserCredentials};
 use crate::transport::registry::{Pace, RetryPolicy};
 
@@ -72,6 +74,18 @@ pub enum Command {
     /// `unroot convert` would do; and the converted image's runtime contract.
     #[command(after_help = AFTER_HELP)]
     Analyze(AnalyzeArgs),
+
+    /// Run an image the way a restrictive runtime would, and say whether it serves.
+    ///
+    /// Unpacks IMAGE (no daemon) and runs it with the OCI runtime (runc or crun): as its
+    /// User, in a user namespace, with no capabilities, no_new_privs, a read-only root
+    /// filesystem with tmpfs only at the runtime contract's writable directories, its own
+    /// network namespace with ip_unprivileged_port_start 1024. It passes when the process
+    /// stays up and listens on every exposed TCP port within --timeout (read from the
+    /// namespace's /proc/net/tcp*); else the reasons, the denials and the last output are
+    /// printed and the exit code is 5. Needs root (or the rights to map the id range).
+    #[command(after_help = AFTER_HELP)]
+    Verify(VerifyArgs),
 
     /// List, show and check recipes (declarative service conversions, see recipes/README.md).
     #[command(subcommand)]
@@ -256,6 +270,38 @@ pub struct AnalyzeArgs {
     pub plan: PlanArgs,
 }
 
+/// Arguments of `unroot verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The image to run.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+
+    /// Also run as an arbitrary UID in group 0 (as OpenShift does).
+    #[arg(long)]
+    pub arbitrary_uid: bool,
+
+    /// How long the process has to listen on its exposed ports.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+
+    /// With no exposed TCP port: how long the process must stay up.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub settle: u64,
+
+    /// The OCI runtime to run it with (runc or crun, on PATH).
+    #[arg(long, value_name = "PROGRAM", default_value = "runc")]
+    pub runtime: String,
+
+    /// The report's format (`text` or `json`).
+    #[arg(long, value_enum, default_value = "text", help_heading = "Output")]
+    pub format: Format,
+
+    /// Image choices (the platform) and registry access.
+    #[command(flatten)]
+    pub plan: PlanArgs,
+}
+
 /// How to reach registries.
 #[derive(Debug, Args)]
 pub struct RegistryArgs {
@@ -348,6 +394,19 @@ impl PlanArgs {
             cancel,
             ..Default::default()
         }))
+    }
+}
+
+impl VerifyArgs {
+    /// The verification these arguments ask for, of `image`.
+    pub fn request(&self, image: ImageRequest) -> VerifyRequest {
+        VerifyRequest {
+            image,
+            arbitrary_uid: self.arbitrary_uid,
+            timeout: Duration::from_secs(self.timeout),
+            settle: Duration::from_secs(self.settle),
+            runtime: self.runtime.clone(),
+        }
     }
 }
 

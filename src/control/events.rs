@@ -53,6 +53,15 @@ pub enum Event<'a> {
         /// Where to.
         destination: &'a ImageLocation,
     },
+    /// `verify` starts the image's process.
+    Running {
+        /// As whom (`image user`, `arbitrary uid`).
+        as_: &'a str,
+        /// The uid.
+        uid: u32,
+        /// The gid.
+        gid: u32,
+    },
     /// An index is being written.
     WritingIndex {
         /// How many platforms it lists.
@@ -137,6 +146,9 @@ impl fmt::Display for Event<'_> {
             ),
             Event::WritingImage { destination } => {
                 write!(f, "writing the image to {destination}")
+            }
+            Event::Running { as_, uid, gid } => {
+                write!(f, "running as the {as_} ({uid}:{gid}) under a restrictive runtime")
             }
             Event::WritingIndex {
                 platforms,

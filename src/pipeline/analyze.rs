@@ -55,7 +55,7 @@ impl Session {
         }
     }
 
-    fn analyze_image(
+    pub(super) fn analyze_image(
         &self,
         request: &ImageRequest,
         source: &mut dyn Source,

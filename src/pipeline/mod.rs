@@ -16,6 +16,7 @@ mod request;
 mod resolve;
 pub(crate) mod scan;
 mod session;
+mod verify;
 
 pub use analyze::run_name;
 pub use outcome::{
@@ -30,3 +31,4 @@ pub use resolve::{Contents, Resolved, ResolvedImage, ResolvedIndex};
 
 pub use scan::ScanLimits;
 pub use session::{Session, SessionOptions};
+pub use verify::{Run, Verification, VerifyRequest, ID_MAP};

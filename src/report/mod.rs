@@ -16,6 +16,7 @@ pub mod contract;
 mod conversion;
 pub mod sarif;
 pub mod text;
+pub mod verification;
 
 pub use contract::Contract;
 pub use conversion::{unified_diff, ChangeOut, ConfigChange, Conversion, PortMove};

@@ -319,3 +319,164 @@ fn serves_unprivileged(spec: &str) -> Scratch {
     drop(c);
     s
 }
+
+/// Like `WEB_ARGS`, but the port is computed by the shell: nothing unroot can move.
+const WEB_COMPUTED: &str = r##"
+[config]
+Env = ["PATH=/bin"]
+ExposedPorts = ["80/tcp"]
+Cmd = ["/bin/busybox", "sh", "-c", "exec /bin/busybox httpd -f -p $((40 + 40)) -h /srv/www"]
+
+[[layer]]
+[[layer.entry]]
+path = "/bin/busybox"
+host = "/bin/busybox"
+mode = 0o755
+[[layer.entry]]
+path = "/etc/passwd"
+text = "root:x:0:0:root:/root:/bin/sh\n"
+[[layer.entry]]
+path = "/srv/www/index.html"
+text = "hello\n"
+"##;
+
+/// `unroot verify IMAGE --arbitrary-uid --format json` in `s`, with its exit code.
+fn verify(s: &Scratch, image: &str) -> (i32, serde_json::Value) {
+    // The container's root (an unprivileged host uid) must reach the work directory.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(s.tmp(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = s.unroot(&["verify", "-q", "--arbitrary-uid", "--format", "json", image]);
+    let report = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", out.stdout, out.stderr));
+    // Nothing is left: no bundle, no container.
+    assert_eq!(crate::support::files_below(&s.tmp()), Vec::<String>::new());
+    let list = tool("runc", &["list", "-q"]).success().stdout;
+    assert!(!list.contains("unroot-verify"), "containers left: {list}");
+    (out.code, report)
+}
+
+#[test]
+fn verify_passes_converted_images_and_fails_the_originals_saying_why() {
+    for (name, spec) in [("env", WEB), ("args", WEB_ARGS)] {
+        let s = Scratch::new();
+        let src = s.build("img", "orig", spec);
+        let converted = format!("oci:{}:unprivileged", s.path("img").display());
+        s.unroot(&["convert", "-q", &src, "--to", &converted])
+            .success();
+
+        let (code, report) = verify(&s, &converted);
+        assert_eq!(code, 0, "{name}: {report:#}");
+        assert_eq!(report["passed"], true);
+        let runs = report["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 2);
+        for run in runs {
+            assert_eq!(run["passed"], true, "{name}: {run:#}");
+            assert_eq!(run["listening"], serde_json::json!([8080]));
+        }
+        assert_eq!(
+            (runs[0]["uid"].as_u64(), runs[0]["gid"].as_u64()),
+            (Some(65532), Some(65532))
+        );
+        assert_eq!(runs[1]["gid"], 0);
+        assert_ne!(runs[1]["uid"], 65532);
+        assert!(
+            report["writable"]
+                .as_array()
+                .unwrap()
+                .contains(&"/tmp".into()),
+            "{report:#}"
+        );
+
+        // The original runs as root, and even so cannot bind its port.
+        let (code, report) = verify(&s, &src);
+        assert_eq!(code, 5, "{name}: {report:#}");
+        let run = &report["runs"][0];
+        assert_eq!(run["passed"], false);
+        let reasons: Vec<&str> = run["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r.as_str())
+            .collect();
+        assert!(
+            reasons.iter().any(|r| r.starts_with("it runs as root")),
+            "{reasons:?}"
+        );
+        assert!(reasons.contains(&"it never listened on 80"), "{reasons:?}");
+        assert!(
+            run["denied"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d.as_str().unwrap().contains("bind: Permission denied")),
+            "{run:#}"
+        );
+    }
+}
+
+#[test]
+fn verify_fails_a_converted_image_whose_port_could_not_move() {
+    let s = Scratch::new();
+    let src = s.build("img", "orig", WEB_COMPUTED);
+    let converted = format!("oci:{}:unprivileged", s.path("img").display());
+    let out = s
+        .unroot(&["convert", "--format", "json", &src, "--to", &converted])
+        .success();
+    // The report already says so...
+    let conversion: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(
+        conversion["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["id"] == "UR206"),
+        "{conversion:#}"
+    );
+    // ... and running it shows it.
+    let (code, report) = verify(&s, &converted);
+    assert_eq!(code, 5, "{report:#}");
+    let run = &report["runs"][0];
+    assert_eq!(run["passed"], false);
+    assert_eq!(run["uid"], 65532);
+    assert!(
+        run["reasons"]
+            .as_array()
+            .unwrap()
+            .contains(&"it never listened on 8080".into()),
+        "{run:#}"
+    );
+    assert!(
+        run["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("bind: Permission denied")),
+        "{run:#}"
+    );
+}
+
+#[test]
+fn verify_needs_a_work_directory_the_container_can_reach() {
+    let s = Scratch::new();
+    let src = s.build("img", "orig", WEB_ARGS);
+    // A temp dir in a directory only root may enter cannot be reached by uid 100000.
+    use std::os::unix::fs::PermissionsExt;
+    let closed = s.path("closed");
+    std::fs::create_dir(&closed).unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let tmp = closed.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let out = s
+        .unroot_env(
+            &["verify", "-q", &src],
+            &[("TMPDIR", tmp.to_str().unwrap())],
+        )
+        .failure(3);
+    assert!(
+        out.stderr.contains("which others cannot enter"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("set TMPDIR"), "{}", out.stderr);
+}

@@ -1,0 +1,361 @@
+//! Running an image the way a restrictive runtime would, with a real OCI runtime (runc or
+//! crun): an unpacked root filesystem, read-only, with tmpfs only where the contract says;
+//! a user namespace; no capabilities; `no_new_privs`; its own network namespace with
+//! `net.ipv4.ip_unprivileged_port_start` at 1024. The process passes when it stays up and
+//! listens on the ports it should, read from its namespace's `/proc/net/tcp*`.
+
+pub mod unpack;
+
+use std::collections::{BTreeSet, VecDeque};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::control::Cancel;
+use unpack::IdMap;
+
+/// How the process is started.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    /// `Entrypoint` + `Cmd`.
+    pub args: Vec<String>,
+    /// `KEY=value`.
+    pub env: Vec<String>,
+    /// The working directory.
+    pub cwd: String,
+    /// The user and group inside the namespace.
+    pub uid: u32,
+    /// The group.
+    pub gid: u32,
+    /// Directories mounted as tmpfs (the root filesystem is read-only).
+    pub writable: Vec<String>,
+    /// The namespace's id range.
+    pub ids: IdMap,
+}
+
+/// What the process did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// The TCP ports it listened on (in its network namespace).
+    pub listening: BTreeSet<u16>,
+    /// How it ended before it was stopped: its exit code (or 128 + signal).
+    pub exited: Option<i32>,
+    /// The last lines it wrote (stdout and stderr).
+    pub log: Vec<String>,
+    /// Lines that say the process was denied something (a path, a port, an id change).
+    pub denied: Vec<String>,
+}
+
+/// The lines of output kept.
+const LOG_LINES: usize = 20;
+
+/// The OCI runtime config for `spec`.
+pub fn config(spec: &RunSpec) -> serde_json::Value {
+    let caps =
+        json!({"bounding": [], "effective": [], "inheritable": [], "permitted": [], "ambient": []});
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+               "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+               "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+               "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+               "options": ["nosuid", "noexec", "nodev", "ro"]}),
+    ];
+    for w in &spec.writable {
+        mounts.push(json!({"destination": w, "type": "tmpfs", "source": "tmpfs",
+                           "options": ["nosuid", "nodev", "mode=1777"]}));
+    }
+    let map = json!([{"containerID": 0, "hostID": spec.ids.base, "size": spec.ids.size}]);
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": spec.uid, "gid": spec.gid},
+            "args": spec.args,
+            "env": spec.env,
+            "cwd": spec.cwd,
+            "capabilities": caps,
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": "unroot-verify",
+        "mounts": mounts,
+        "linux": {
+            "uidMappings": map,
+            "gidMappings": map,
+            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"},
+                           {"type": "uts"}, {"type": "mount"}, {"type": "user"}],
+            "sysctl": {"net.ipv4.ip_unprivileged_port_start": "1024"},
+            "maskedPaths": ["/proc/kcore", "/proc/latency_stats", "/proc/timer_list",
+                            "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+            "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq",
+                              "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    })
+}
+
+/// Why the runtime could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The runtime binary is missing.
+    #[error("the OCI runtime `{0}` is not installed (Debian: `apt-get install runc`, or `crun`), or not on PATH")]
+    Missing(String),
+    /// It failed to start the container.
+    #[error("`{runtime} run` failed: {message}")]
+    Start {
+        /// The runtime.
+        runtime: String,
+        /// Its last output lines.
+        message: String,
+    },
+    /// Reading or writing the bundle failed.
+    #[error("the bundle at `{path}`: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs the bundle at `bundle` (its `config.json` and `rootfs`) as container `id` with
+/// `runtime`, until every port of `ports` listens, the process exits, `timeout` passes, or
+/// `cancel` fires; with no ports, it must stay up for `settle`. The container is removed
+/// whatever happens.
+pub fn run(
+    runtime: &str,
+    bundle: &Path,
+    id: &str,
+    ports: &BTreeSet<u16>,
+    timeout: Duration,
+    settle: Duration,
+    cancel: &Cancel,
+) -> Result<Observed, RuntimeError> {
+    let mut child = Command::new(runtime)
+        .args(["run", "--bundle"])
+        .arg(bundle)
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => RuntimeError::Missing(runtime.to_string()),
+            _ => RuntimeError::Io {
+                path: bundle.display().to_string(),
+                source: e,
+            },
+        })?;
+    let lines: Arc<Mutex<VecDeque<String>>> = Arc::default();
+    let readers: Vec<_> = [
+        child
+            .stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|e| Box::new(e) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|pipe| {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut l = lines.lock().unwrap_or_else(|e| e.into_inner());
+                l.push_back(line);
+                if l.len() > 200 {
+                    l.pop_front();
+                }
+            }
+        })
+    })
+    .collect();
+
+    let started = Instant::now();
+    let mut observed = Observed::default();
+    let mut pid: Option<u32> = None;
+    let mut up_since: Option<Instant> = None;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            use std::os::unix::process::ExitStatusExt;
+            observed.exited = Some(
+                status
+                    .code()
+                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+            );
+            break;
+        }
+        if pid.is_none() {
+            pid = state_pid(runtime, id);
+        }
+        if let Some(p) = pid {
+            up_since.get_or_insert_with(Instant::now);
+            observed.listening.extend(listening(p));
+        }
+        let all = !ports.is_empty() && ports.is_subset(&observed.listening);
+        let settled = ports.is_empty() && up_since.is_some_and(|t| t.elapsed() >= settle);
+        if all || settled || started.elapsed() >= timeout || cancel.is_cancelled() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new(runtime)
+        .args(["kill", id, "KILL"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let _ = child.wait();
+    let _ = Command::new(runtime)
+        .args(["delete", "-f", id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    for r in readers {
+        let _ = r.join();
+    }
+    let lines = lines.lock().unwrap_or_else(|e| e.into_inner());
+    observed.log = lines
+        .iter()
+        .skip(lines.len().saturating_sub(LOG_LINES))
+        .cloned()
+        .collect();
+    let mut denied = Vec::new();
+    for l in lines.iter() {
+        let denial = [
+            "Permission denied",
+            "Read-only file system",
+            "Operation not permitted",
+        ]
+        .iter()
+        .any(|d| l.contains(d));
+        if denial && !denied.contains(l) && denied.len() < 10 {
+            denied.push(l.clone());
+        }
+    }
+    observed.denied = denied;
+    // A container that never ran: the runtime's own failure.
+    if pid.is_none() && observed.exited.is_some_and(|c| c != 0) && observed.listening.is_empty() {
+        let runtime_said = observed
+            .log
+            .iter()
+            .any(|l| l.contains("runc") || l.contains("crun"));
+        if runtime_said && started.elapsed() < Duration::from_secs(2) {
+            return Err(RuntimeError::Start {
+                runtime: runtime.to_string(),
+                message: observed.log.join("\n"),
+            });
+        }
+    }
+    Ok(observed)
+}
+
+/// The host pid of the container's process, once it runs.
+fn state_pid(runtime: &str, id: &str) -> Option<u32> {
+    let out = Command::new(runtime)
+        .args(["state", id])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let state: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    if state["status"] != "running" {
+        return None;
+    }
+    state["pid"]
+        .as_u64()
+        .and_then(|p| u32::try_from(p).ok())
+        .filter(|p| *p > 0)
+}
+
+/// The TCP ports listening in the network namespace of `pid`.
+pub fn listening(pid: u32) -> BTreeSet<u16> {
+    let mut ports = BTreeSet::new();
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            continue;
+        };
+        ports.extend(listen_ports(&text));
+    }
+    ports
+}
+
+/// The local ports of the sockets in state LISTEN (`0A`) of a `/proc/net/tcp` table.
+fn listen_ports(table: &str) -> Vec<u16> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.get(3) != Some(&"0A") {
+                return None;
+            }
+            let port = fields.get(1)?.rsplit(':').next()?;
+            u16::from_str_radix(port, 16).ok()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_sockets_are_read_from_proc_net_tcp() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000 65532        0 1 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:0050 0100007F:A1B2 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 20 4 30 10 -1
+";
+        assert_eq!(listen_ports(table), [8080]);
+    }
+
+    #[test]
+    fn the_config_is_strict() {
+        let c = config(&RunSpec {
+            args: vec!["/srv".into()],
+            env: vec!["PATH=/bin".into()],
+            cwd: "/".into(),
+            uid: 65532,
+            gid: 0,
+            writable: vec!["/tmp".into(), "/var/cache/app".into()],
+            ids: IdMap {
+                base: 100_000,
+                size: 65536,
+            },
+        });
+        assert_eq!(c["root"]["readonly"], true);
+        assert_eq!(c["process"]["noNewPrivileges"], true);
+        assert_eq!(c["process"]["capabilities"]["effective"], json!([]));
+        assert_eq!(c["process"]["user"], json!({"uid": 65532, "gid": 0}));
+        assert_eq!(
+            c["linux"]["sysctl"]["net.ipv4.ip_unprivileged_port_start"],
+            "1024"
+        );
+        let tmpfs: Vec<&str> = c["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["type"] == "tmpfs" && m["source"] == "tmpfs")
+            .filter_map(|m| m["destination"].as_str())
+            .collect();
+        assert_eq!(tmpfs, ["/dev", "/tmp", "/var/cache/app"]);
+        let ns: Vec<&str> = c["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n["type"].as_str())
+            .collect();
+        assert!(ns.contains(&"user") && ns.contains(&"network"));
+    }
+}
