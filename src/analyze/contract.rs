@@ -41,6 +41,14 @@ pub struct RuntimeContract {
 }
 
 impl RuntimeContract {
+    /// The owner a tmpfs at writable directory `dir` must have, as `uid=`/`gid=` mount
+    /// options: runtimes give a tmpfs the mode of the directory it covers but keep it
+    /// root's, so the runtime user (owner) and group 0 (an arbitrary UID) must be named.
+    /// `None` for /tmp (1777, anyone's).
+    pub fn tmpfs_owner(&self, dir: &str) -> Option<(u64, u64)> {
+        (dir != "/tmp").then_some((self.uid, 0))
+    }
+
     /// The contract of the image the plan produces (`config` is the converted config).
     pub fn new(
         view: &MergedView,

@@ -46,6 +46,8 @@ pub struct VerifyRequest {
 pub struct Run {
     /// `image user` or `arbitrary uid`.
     pub as_: String,
+    /// The container's id (removed when the run ends).
+    pub container: String,
     /// The uid and gid it ran as.
     pub uid: u32,
     /// The gid.
@@ -248,6 +250,7 @@ impl Session {
                 ));
                 runs.push(Run {
                     as_,
+                    container: String::new(),
                     uid: 0,
                     gid: 0,
                     passed: false,
@@ -276,7 +279,10 @@ impl Session {
                     .to_string(),
                 uid,
                 gid,
-                writable: writable.clone(),
+                writable: writable
+                    .iter()
+                    .map(|w| (w.clone(), analysis.contract.tmpfs_owner(w)))
+                    .collect(),
                 ids: ID_MAP,
             };
             let config_path = bundle.join("config.json");
@@ -319,6 +325,7 @@ impl Session {
             }
             runs.push(Run {
                 as_,
+                container: id,
                 uid,
                 gid,
                 passed: reasons.is_empty(),

@@ -44,7 +44,14 @@ impl Contract {
             cmd.push_str(" --read-only");
         }
         for w in &self.runtime.writable {
-            let _ = write!(cmd, " --tmpfs {w}");
+            match self.runtime.tmpfs_owner(w) {
+                Some((uid, gid)) => {
+                    let _ = write!(cmd, " --tmpfs {w}:uid={uid},gid={gid}");
+                }
+                None => {
+                    let _ = write!(cmd, " --tmpfs {w}");
+                }
+            }
         }
         let _ = write!(
             cmd,
@@ -185,7 +192,7 @@ mod tests {
         );
         assert_eq!(
             c.docker_command(),
-            "docker run --rm --read-only --tmpfs /tmp --tmpfs /var/cache/nginx --user 101:101 --cap-drop ALL --security-opt no-new-privileges -p 8080:8080 img"
+            "docker run --rm --read-only --tmpfs /tmp --tmpfs /var/cache/nginx:uid=101,gid=0 --user 101:101 --cap-drop ALL --security-opt no-new-privileges -p 8080:8080 img"
         );
         let y = c.kubernetes_yaml();
         for line in [

@@ -31,8 +31,9 @@ pub struct RunSpec {
     pub uid: u32,
     /// The group.
     pub gid: u32,
-    /// Directories mounted as tmpfs (the root filesystem is read-only).
-    pub writable: Vec<String>,
+    /// Directories mounted as tmpfs (the root filesystem is read-only), each with the
+    /// owner its tmpfs gets (`uid=`, `gid=`; none: the namespace's root).
+    pub writable: Vec<(String, Option<(u64, u64)>)>,
     /// The namespace's id range.
     pub ids: IdMap,
 }
@@ -70,9 +71,13 @@ pub fn config(spec: &RunSpec) -> serde_json::Value {
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
                "options": ["nosuid", "noexec", "nodev", "ro"]}),
     ];
-    for w in &spec.writable {
+    for (w, owner) in &spec.writable {
+        let mut options = vec!["nosuid".to_string(), "nodev".into(), "mode=1777".into()];
+        if let Some((uid, gid)) = owner {
+            options.extend([format!("uid={uid}"), format!("gid={gid}")]);
+        }
         mounts.push(json!({"destination": w, "type": "tmpfs", "source": "tmpfs",
-                           "options": ["nosuid", "nodev", "mode=1777"]}));
+                           "options": options}));
     }
     let map = json!([{"containerID": 0, "hostID": spec.ids.base, "size": spec.ids.size}]);
     json!({
@@ -328,7 +333,10 @@ mod tests {
             cwd: "/".into(),
             uid: 65532,
             gid: 0,
-            writable: vec!["/tmp".into(), "/var/cache/app".into()],
+            writable: vec![
+                ("/tmp".into(), None),
+                ("/var/cache/app".into(), Some((65532, 0))),
+            ],
             ids: IdMap {
                 base: 100_000,
                 size: 65536,
@@ -350,6 +358,10 @@ mod tests {
             .filter_map(|m| m["destination"].as_str())
             .collect();
         assert_eq!(tmpfs, ["/dev", "/tmp", "/var/cache/app"]);
+        assert_eq!(
+            c["mounts"][7]["options"],
+            json!(["nosuid", "nodev", "mode=1777", "uid=65532", "gid=0"])
+        );
         let ns: Vec<&str> = c["linux"]["namespaces"]
             .as_array()
             .unwrap()

@@ -223,7 +223,7 @@ fn emit_prints_the_contract_alone() {
     assert_eq!(
         out.stdout,
         format!(
-            "docker run --rm --read-only --tmpfs /run --tmpfs /tmp --tmpfs /var/cache/nginx --user 101:101 --cap-drop ALL --security-opt no-new-privileges -p 8080:8080 {}-unprivileged\n",
+            "docker run --rm --read-only --tmpfs /run:uid=101,gid=0 --tmpfs /tmp --tmpfs /var/cache/nginx:uid=101,gid=0 --user 101:101 --cap-drop ALL --security-opt no-new-privileges -p 8080:8080 {}-unprivileged\n",
             golden("nginx-official")
         )
     );

@@ -341,18 +341,21 @@ text = "hello\n"
 "##;
 
 /// `unroot verify IMAGE --arbitrary-uid --format json` in `s`, with its exit code.
-fn verify(s: &Scratch, image: &str) -> (i32, serde_json::Value) {
+pub(crate) fn verify(s: &Scratch, image: &str) -> (i32, serde_json::Value) {
     // The container's root (an unprivileged host uid) must reach the work directory.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(s.tmp(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = s.unroot(&["verify", "-q", "--arbitrary-uid", "--format", "json", image]);
-    let report = serde_json::from_str(&out.stdout)
+    let report: serde_json::Value = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}\n{}", out.stdout, out.stderr));
     // Nothing is left: no bundle, no container.
     assert_eq!(crate::support::files_below(&s.tmp()), Vec::<String>::new());
     let list = tool("runc", &["list", "-q"]).success().stdout;
-    assert!(!list.contains("unroot-verify"), "containers left: {list}");
+    for run in report["runs"].as_array().unwrap() {
+        let id = run["container"].as_str().unwrap();
+        assert!(!list.lines().any(|l| l == id), "container {id} left");
+    }
     (out.code, report)
 }
 

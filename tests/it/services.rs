@@ -153,6 +153,28 @@ fn prove(name: &str, image: HostImage, probe: Probe, moved_from: u16, uid: u32) 
     }
     drop(c);
 
+    // `unroot verify` agrees: the converted image serves as its user and as an arbitrary
+    // UID in group 0; the original does not.
+    let converted = format!("oci:{}:unprivileged", layout.display());
+    let (code, verified) = crate::runtime::verify(&s, &converted);
+    assert_eq!(code, 0, "{name}: unroot verify: {verified:#}");
+    assert!(
+        verified["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["listening"]
+                .as_array()
+                .unwrap()
+                .contains(&probe.port().into())),
+        "{name}: {verified:#}"
+    );
+    let (code, verified) = crate::runtime::verify(&s, &src);
+    assert_eq!(
+        code, 5,
+        "{name}: unroot verify of the original: {verified:#}"
+    );
+
     report["destination"]["new_layer"]["size"].as_u64().unwrap()
 }
 
