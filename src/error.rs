@@ -135,6 +135,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// `convert --verify`: the converted image did not serve; nothing was written.
+    #[error("the converted image does not run unprivileged, so nothing was written to {destination}: {}", summary.join("; "))]
+    NotVerified {
+        /// Where it would have been written.
+        destination: String,
+        /// Each run, one line.
+        summary: Vec<String>,
+    },
     /// The OCI runtime could not run the image.
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
@@ -214,6 +222,7 @@ impl Error {
             Error::Auth(e) => auth_exit(e),
             Error::Io { .. } | Error::Runtime(_) | Error::WorkDir { .. } => exit::LOCAL,
             Error::Cancelled => exit::CANCELLED,
+            Error::NotVerified { .. } => exit::NOT_RUNNING,
             Error::Transport(t) => match &**t {
                 TransportError::Io { .. } => exit::LOCAL,
                 TransportError::Credentials { source, .. } => auth_exit(source),

@@ -10,7 +10,8 @@ use crate::analyze::Severity;
 use crate::control::{Cancel, Events};
 use crate::error::Error;
 use crate::pipeline::{
-    ConvertOptions, ImageRequest, PlanOptions, ScanLimits, Session, SessionOptions, VerifyRequest,
+    ConvertOptions, ImageRequest, PlanOptions, ScanLimits, Session, SessionOptions, VerifyOptions,
+    VerifyRequest,
 };
 use crate::transport::auth::{Credentials, UserCredentials};
 use crate::transport::registry::{Pace, RetryPolicy};
@@ -233,6 +234,24 @@ pub struct ConvertArgs {
     #[arg(long)]
     pub replace: bool,
 
+    /// Run the converted image as `unroot verify --arbitrary-uid` does before writing it;
+    /// if it does not serve, write nothing and exit with 5.
+    #[arg(long, help_heading = "Verification")]
+    pub verify: bool,
+
+    /// With `--verify`: how long the image has to listen on its exposed ports.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Verification")]
+    pub verify_timeout: u64,
+
+    /// With `--verify`: the OCI runtime (runc or crun, on PATH).
+    #[arg(
+        long,
+        value_name = "PROGRAM",
+        default_value = "runc",
+        help_heading = "Verification"
+    )]
+    pub runtime: String,
+
     /// The report's format.
     #[arg(long, value_enum, default_value = "text", help_heading = "Output")]
     pub format: Format,
@@ -402,10 +421,12 @@ impl VerifyArgs {
     pub fn request(&self, image: ImageRequest) -> VerifyRequest {
         VerifyRequest {
             image,
-            arbitrary_uid: self.arbitrary_uid,
-            timeout: Duration::from_secs(self.timeout),
-            settle: Duration::from_secs(self.settle),
-            runtime: self.runtime.clone(),
+            options: VerifyOptions {
+                arbitrary_uid: self.arbitrary_uid,
+                timeout: Duration::from_secs(self.timeout),
+                settle: Duration::from_secs(self.settle),
+                runtime: self.runtime.clone(),
+            },
         }
     }
 }
@@ -419,6 +440,12 @@ impl ConvertArgs {
             remap_ids: self.remap_ids,
             dry_run: self.dry_run,
             replace: self.replace,
+            verify: self.verify.then(|| VerifyOptions {
+                arbitrary_uid: true,
+                timeout: Duration::from_secs(self.verify_timeout),
+                settle: Duration::from_secs(3),
+                runtime: self.runtime.clone(),
+            }),
         }
     }
 }

@@ -27,9 +27,53 @@ impl Session {
     /// picks a platform) becomes an index of every platform converted, in the same order,
     /// attestations dropped, written after all of its images. Nothing is visible at the
     /// destination until everything it refers to is there.
+    ///
+    /// With `request.verify`, the converted image is first written to a layout in the
+    /// work directory and run (see [`Session::verify`]); only when it serves is it written
+    /// to the destination, else [`Error::NotVerified`] and nothing is written there.
     pub fn convert(&self, request: &ConvertRequest) -> Result<ConvertOutcome, Error> {
-        let result = self.convert_all(request);
+        let result = match &request.verify {
+            Some(options) if !request.dry_run => self.convert_verified(request, options),
+            _ => self.convert_all(request),
+        };
         self.settle(result)
+    }
+
+    fn convert_verified(
+        &self,
+        request: &ConvertRequest,
+        options: &super::VerifyOptions,
+    ) -> Result<ConvertOutcome, Error> {
+        let scratch = self.scratch()?;
+        let trial_dir = scratch.path().join("trial");
+        let trial_location = ImageLocation::OciLayout {
+            dir: trial_dir,
+            tag: Some("verify".into()),
+        };
+        let mut trial = request.clone();
+        trial.destination = trial_location.clone();
+        if let ConvertOutcome::AlreadyConverted { .. } = self.convert_all(&trial)? {
+            return self.convert_all(request);
+        }
+        let mut image = request.image.clone();
+        image.source = trial_location;
+        let verification = self.verify(&super::VerifyRequest {
+            image,
+            options: options.clone(),
+        })?;
+        if !verification.passed {
+            return Err(Error::NotVerified {
+                destination: request.destination.to_string(),
+                summary: verification.summary(),
+            });
+        }
+        drop(scratch);
+        // The conversion is deterministic: the destination gets the image that was run.
+        let mut outcome = self.convert_all(request)?;
+        if let ConvertOutcome::Image(conversion) = &mut outcome {
+            conversion.verified = Some(verification.summary());
+        }
+        Ok(outcome)
     }
 
     fn convert_all(&self, request: &ConvertRequest) -> Result<ConvertOutcome, Error> {
@@ -324,6 +368,7 @@ impl Session {
             run_name(destination),
         );
         Ok(ImageConversion {
+            verified: None,
             destination: destination.clone(),
             digest,
             manifest: output.manifest_desc,

@@ -31,4 +31,4 @@ pub use resolve::{Contents, Resolved, ResolvedImage, ResolvedIndex};
 
 pub use scan::ScanLimits;
 pub use session::{Session, SessionOptions};
-pub use verify::{Run, Verification, VerifyRequest, ID_MAP};
+pub use verify::{Run, Verification, VerifyOptions, VerifyRequest, ID_MAP};

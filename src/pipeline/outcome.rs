@@ -48,6 +48,8 @@ pub struct ImageConversion {
     pub new_layer: Option<NewLayerSummary>,
     /// The analysis of the converted image: what remains, the changes, the contract.
     pub analysis: ImageAnalysis,
+    /// With `--verify`: each run of the converted image, which all passed.
+    pub verified: Option<Vec<String>>,
 }
 
 /// The layer a conversion added.

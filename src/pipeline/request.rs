@@ -48,6 +48,8 @@ pub struct ConvertOptions {
     pub dry_run: bool,
     /// Allow the destination to be the source itself (its tag, or its archive file).
     pub replace: bool,
+    /// Run the converted image before writing it, and write nothing if it fails.
+    pub verify: Option<super::VerifyOptions>,
 }
 
 /// What to read and how to plan its conversion.
@@ -154,6 +156,8 @@ pub struct ConvertRequest {
     pub dry_run: bool,
     /// Rewrite the layers that hold owners above 65535.
     pub remap_ids: bool,
+    /// Run the converted image before writing it, and write nothing if it fails.
+    pub verify: Option<super::VerifyOptions>,
 }
 
 impl ConvertRequest {
@@ -182,6 +186,7 @@ impl ConvertRequest {
             created_by: created_by(plan, options),
             dry_run: options.dry_run,
             remap_ids: options.remap_ids,
+            verify: options.verify.clone(),
         })
     }
 }

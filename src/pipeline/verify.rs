@@ -31,6 +31,13 @@ pub const ID_MAP: IdMap = IdMap {
 pub struct VerifyRequest {
     /// The image (a platform of an index: `--platform`, else this machine's).
     pub image: ImageRequest,
+    /// How.
+    pub options: VerifyOptions,
+}
+
+/// How to run an image to verify it.
+#[derive(Clone, Debug)]
+pub struct VerifyOptions {
     /// Also run as an arbitrary UID in group 0 (OpenShift's way).
     pub arbitrary_uid: bool,
     /// How long the process has to listen on its ports.
@@ -84,6 +91,31 @@ pub struct Verification {
     pub runs: Vec<Run>,
     /// What the user should know (entries not unpacked, writable paths missing).
     pub notes: Vec<String>,
+}
+
+impl Verification {
+    /// One line per run: `as the image user 65532:65532: passed, listening on 8080`.
+    pub fn summary(&self) -> Vec<String> {
+        self.runs
+            .iter()
+            .map(|r| {
+                let ports: Vec<String> = r.listening.iter().map(u16::to_string).collect();
+                let verdict = if r.passed {
+                    format!(
+                        "passed, listening on {}",
+                        if ports.is_empty() {
+                            "nothing (none exposed)".into()
+                        } else {
+                            ports.join(", ")
+                        }
+                    )
+                } else {
+                    format!("failed: {}", r.reasons.join("; "))
+                };
+                format!("as the {} {}:{}: {verdict}", r.as_, r.uid, r.gid)
+            })
+            .collect()
+    }
 }
 
 impl Session {
@@ -237,7 +269,7 @@ impl Session {
                 .and_then(|u| u32::try_from(u).ok())
                 .map(|u| (u, user.gid.and_then(|g| u32::try_from(g).ok()).unwrap_or(0))),
         )];
-        if request.arbitrary_uid {
+        if request.options.arbitrary_uid {
             users.push(("arbitrary uid".into(), Some((arbitrary_uid(), 0))));
         }
         let mut runs = Vec::new();
@@ -298,12 +330,12 @@ impl Session {
             });
             let id = format!("unroot-verify-{}-{n}", std::process::id());
             let observed = runtime::run(
-                &request.runtime,
+                &request.options.runtime,
                 &bundle,
                 &id,
                 &expected,
-                request.timeout,
-                request.settle,
+                request.options.timeout,
+                request.options.settle,
                 &control.cancel,
             )?;
             control.cancel.check().map_err(|_| Error::Cancelled)?;
@@ -318,7 +350,7 @@ impl Session {
                 reasons.push(format!(
                     "it did not listen on {} within {} s",
                     missing.join(", "),
-                    request.timeout.as_secs()
+                    request.options.timeout.as_secs()
                 ));
             } else if !missing.is_empty() {
                 reasons.push(format!("it never listened on {}", missing.join(", ")));

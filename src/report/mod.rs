@@ -197,6 +197,9 @@ pub struct Destination {
     /// The new layer, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub new_layer: Option<NewLayerOut>,
+    /// With `convert --verify`: each run of the image, which all passed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified: Option<Vec<String>>,
 }
 
 /// The layer a conversion added.
@@ -375,6 +378,7 @@ impl Report {
                 entries: l.entries,
                 content_bytes: l.content_bytes,
             }),
+            verified: conversion.verified.clone(),
         });
         report
     }

@@ -26,6 +26,9 @@ pub fn render(report: &Report) -> String {
                 report.image.location, report.image.digest
             );
             let _ = writeln!(out, "{pad}to {} ({})", d.location, d.digest);
+            for v in d.verified.iter().flatten() {
+                let _ = writeln!(out, "verified {v}");
+            }
             match &d.new_layer {
                 Some(l) => {
                     let _ = writeln!(

@@ -483,3 +483,67 @@ fn verify_needs_a_work_directory_the_container_can_reach() {
     );
     assert!(out.stderr.contains("set TMPDIR"), "{}", out.stderr);
 }
+
+#[test]
+fn convert_verify_writes_only_an_image_that_runs() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new();
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(s.tmp(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // An image that serves once converted: written, and the report says it was run.
+    let src = s.build("img", "orig", WEB_ARGS);
+    let out = s
+        .unroot(&[
+            "convert",
+            "-q",
+            "--verify",
+            "--format",
+            "json",
+            &src,
+            "--to",
+            "oci:good:v1",
+        ])
+        .success();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let verified = report["destination"]["verified"].as_array().unwrap();
+    assert_eq!(verified.len(), 2, "{report:#}");
+    assert_eq!(
+        verified[0],
+        "as the image user 65532:65532: passed, listening on 8080"
+    );
+    assert!(s.path("good/index.json").is_file());
+    // The same conversion without --verify writes the same image.
+    let plain = s
+        .unroot(&[
+            "convert",
+            "-q",
+            "--format",
+            "json",
+            &src,
+            "--to",
+            "oci:plain:v1",
+        ])
+        .success();
+    let plain: serde_json::Value = serde_json::from_str(&plain.stdout).unwrap();
+    assert_eq!(
+        plain["destination"]["digest"],
+        report["destination"]["digest"]
+    );
+    // One whose port cannot move: nothing is written, exit 5, the reasons on stderr.
+    let src = s.build("bad", "orig", WEB_COMPUTED);
+    let out = s
+        .unroot(&["convert", "-q", "--verify", &src, "--to", "oci:bad-out:v1"])
+        .failure(5);
+    assert!(
+        out.stderr.contains("the converted image does not run unprivileged, so nothing was written to oci:bad-out:v1: as the image user 65532:65532: failed: "),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("it never listened on 8080"),
+        "{}",
+        out.stderr
+    );
+    assert!(!s.path("bad-out").exists(), "something was written");
+    assert_eq!(crate::support::files_below(&s.tmp()), Vec::<String>::new());
+}
