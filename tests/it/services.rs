@@ -494,3 +494,55 @@ StopSignal = "SIGUSR1"
     );
     eprintln!("haproxy (Debian): new layer {size} bytes");
 }
+
+/// memcached as Debian runs it (`memcached -u memcache`), with no recipe: the generic
+/// conversion runs it as the user its command names, and `unroot verify` proves it serves,
+/// as that user and as an arbitrary UID in group 0; the original (root, dropping to
+/// memcache, which needs capabilities) does not.
+#[test]
+fn memcached_runs_as_the_user_its_command_names() {
+    let mut i = HostImage::new(
+        r#"[config]
+Env = ["PATH=/usr/bin"]
+Cmd = ["memcached", "-u", "memcache", "-p", "11211", "-l", "0.0.0.0"]
+ExposedPorts = ["11211/tcp"]
+"#,
+    );
+    i.base();
+    i.binary("/usr/bin/memcached");
+    i.accounts(&["root", "memcache"], &["root", "memcache"]);
+    let s = Scratch::new();
+    let layout = s.path("img");
+    let src = format!("oci:{}:original", layout.display());
+    crate::support::build(&i.spec(), &src);
+    let converted = format!("oci:{}:unprivileged", layout.display());
+    let out = s
+        .unroot(&[
+            "convert", "-q", "--format", "json", &src, "--to", &converted,
+        ])
+        .success();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let uid = host_uid("memcache");
+    assert_eq!(report["contract"]["uid"], uid);
+    assert_eq!(
+        report["conversion"]["user_reason"],
+        "`memcache`, the user the command switches to (`-u memcache`)"
+    );
+    assert_eq!(report["conversion"]["recipes"], serde_json::json!([]));
+    let errors: Vec<&serde_json::Value> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+
+    let (code, verified) = crate::runtime::verify(&s, &converted);
+    assert_eq!(code, 0, "{verified:#}");
+    for run in verified["runs"].as_array().unwrap() {
+        assert_eq!(run["listening"], serde_json::json!([11211]), "{run:#}");
+    }
+    assert_eq!(verified["runs"][0]["uid"], uid);
+    let (code, verified) = crate::runtime::verify(&s, &src);
+    assert_eq!(code, 5, "{verified:#}");
+}
