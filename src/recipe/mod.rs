@@ -35,6 +35,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../recipes/haproxy.toml"),
     ),
     (
+        "recipes/lighttpd.toml",
+        include_str!("../../recipes/lighttpd.toml"),
+    ),
+    (
         "recipes/nginx.toml",
         include_str!("../../recipes/nginx.toml"),
     ),
@@ -357,7 +361,7 @@ mod tests {
         let recipes = Recipe::builtin();
         assert_eq!(
             recipes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
-            ["apache", "haproxy", "nginx", "redis"]
+            ["apache", "haproxy", "lighttpd", "nginx", "redis"]
         );
     }
 

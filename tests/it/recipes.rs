@@ -246,7 +246,7 @@ fn recipe_errors_point_at_the_place() {
         .collect();
     assert_eq!(
         names,
-        ["apache", "haproxy", "nginx", "redis"],
+        ["apache", "haproxy", "lighttpd", "nginx", "redis"],
         "{}",
         out.stdout
     );

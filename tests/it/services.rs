@@ -546,3 +546,68 @@ ExposedPorts = ["11211/tcp"]
     let (code, verified) = crate::runtime::verify(&s, &src);
     assert_eq!(code, 5, "{verified:#}");
 }
+
+/// lighttpd as Debian packages it: `server.port = 80`, the pid file in /run, logs and
+/// uploads in www-data's directories (the package's own config includes Perl scripts; this
+/// one has the same directives without them).
+#[test]
+fn lighttpd_debian() {
+    let mut i = HostImage::new(
+        r#"[config]
+Env = ["PATH=/usr/sbin:/usr/bin"]
+Cmd = ["lighttpd", "-D", "-f", "/etc/lighttpd/lighttpd.conf"]
+ExposedPorts = ["80/tcp"]
+"#,
+    );
+    i.base();
+    i.binary("/usr/sbin/lighttpd");
+    i.text(
+        "/etc/lighttpd/lighttpd.conf",
+        r#"server.modules = ( "mod_indexfile", "mod_access", "mod_staticfile" )
+server.document-root        = "/var/www/html"
+server.upload-dirs          = ( "/var/cache/lighttpd/uploads" )
+server.errorlog             = "/var/log/lighttpd/error.log"
+server.pid-file             = "/run/lighttpd.pid"
+server.username             = "www-data"
+server.groupname            = "www-data"
+server.port                 = 80
+index-file.names            = ( "index.html" )
+mimetype.assign             = ( ".html" => "text/html" )
+include "/etc/lighttpd/conf-enabled/*.conf"
+"#,
+        0o644,
+        0,
+        0,
+    );
+    i.text(
+        "/etc/lighttpd/conf-enabled/10-local.conf",
+        "url.access-deny = ( \"~\", \".inc\" )\n",
+        0o644,
+        0,
+        0,
+    );
+    i.text(
+        "/var/www/html/index.html",
+        "hello from lighttpd\n",
+        0o644,
+        0,
+        0,
+    );
+    let www = host_uid("www-data");
+    i.dir("/run", 0o755, 0, 0);
+    i.dir("/var/log/lighttpd", 0o750, www, www);
+    i.dir("/var/cache/lighttpd", 0o755, www, www);
+    i.dir("/var/cache/lighttpd/uploads", 0o750, www, www);
+    i.accounts(&["root", "www-data"], &["root", "www-data"]);
+    let size = prove(
+        "lighttpd",
+        i,
+        Probe::Http {
+            port: 8080,
+            expect: "hello from lighttpd",
+        },
+        80,
+        www,
+    );
+    eprintln!("lighttpd (Debian): new layer {size} bytes");
+}
