@@ -122,6 +122,20 @@ impl Location {
             field: field.to_string(),
         }
     }
+
+    /// Whether two locations are the same place whatever layer holds the file (a path the
+    /// new layer rewrites is still that path).
+    pub fn same_place(&self, other: &Location) -> bool {
+        match (self, other) {
+            (
+                Location::File { path, line, .. },
+                Location::File {
+                    path: p, line: l, ..
+                },
+            ) => path == p && line == l,
+            (a, b) => a == b,
+        }
+    }
 }
 
 impl fmt::Display for Location {

@@ -84,7 +84,8 @@ impl Session {
         // The contract describes the image `unroot convert` writes by default.
         let run_as = default_destination(&request.source)
             .map_or_else(|_| "IMAGE".to_string(), |d| run_name(&d));
-        Ok(examine(
+        let mut scanned = scanned;
+        let mut analysis = examine(
             &request.source,
             image,
             Examined {
@@ -96,7 +97,31 @@ impl Session {
             plan,
             recipes,
             run_as,
-        ))
+        );
+        // What is fixed is what the converted image no longer has: the analyzers run again
+        // over the image as `convert` writes it.
+        let view = &mut scanned.scan.view;
+        view.apply_layer(analysis.plan.layer_changes());
+        let matched = MatchedRecipe::find(recipes, view);
+        let accounts = Accounts::read(view).unwrap_or_default();
+        let remaining = analyze::analyze(&Facts {
+            view,
+            layers: &scanned.scan.layers,
+            config: &converted,
+            accounts: &accounts,
+            plan: &analysis.plan,
+            recipes: &matched,
+        });
+        analysis.fixed = analysis
+            .findings
+            .iter()
+            .map(|f| {
+                !remaining
+                    .iter()
+                    .any(|r| r.rule.id == f.rule.id && r.location.same_place(&f.location))
+            })
+            .collect();
+        Ok(analysis)
     }
 }
 
@@ -136,6 +161,7 @@ pub(crate) fn examine(
         digest: image.digest.clone(),
         platform: image.platform.clone(),
         findings,
+        fixed: Vec::new(),
         recipes: matched.iter().map(MatchedRecipe::summary).collect(),
         plan,
         config_before: image.config.clone(),

@@ -19,6 +19,10 @@ pub struct ImageAnalysis {
     pub platform: Option<Platform>,
     /// The findings, sorted.
     pub findings: Vec<Finding>,
+    /// For `analyze`: per finding, whether the converted image no longer has it (the
+    /// analyzers run again over the image as `convert` would write it); empty for the
+    /// analysis of a converted image.
+    pub fixed: Vec<bool>,
     /// The recipes that match.
     pub recipes: Vec<RecipeMatch>,
     /// What the conversion does (for `convert`: did).

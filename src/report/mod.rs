@@ -249,6 +249,9 @@ pub struct FindingOut {
     pub fixer: Fixer,
     /// Equivalent checks of other scanners.
     pub refs: &'static [&'static str],
+    /// For `analyze`: whether the converted image no longer has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixed_by_convert: Option<bool>,
 }
 
 impl From<&Finding> for FindingOut {
@@ -263,6 +266,7 @@ impl From<&Finding> for FindingOut {
             fix: f.rule.fix,
             fixer: f.rule.fixer,
             refs: f.rule.refs,
+            fixed_by_convert: None,
         }
     }
 }
@@ -324,13 +328,13 @@ impl Report {
     pub fn from_analysis(analysis: &ImageAnalysis) -> Report {
         let findings = &analysis.findings;
         let mut summary = Summary::default();
-        for f in findings {
+        for (i, f) in findings.iter().enumerate() {
             match f.rule.severity {
                 Severity::Error => summary.errors += 1,
                 Severity::Warning => summary.warnings += 1,
                 Severity::Info => summary.infos += 1,
             }
-            if f.rule.fixer == Fixer::Unroot {
+            if analysis.fixed.get(i).copied().unwrap_or(false) {
                 summary.fixable_by_unroot += 1;
             }
         }
@@ -345,7 +349,14 @@ impl Report {
             },
             destination: None,
             summary,
-            findings: findings.iter().map(FindingOut::from).collect(),
+            findings: findings
+                .iter()
+                .enumerate()
+                .map(|(i, f)| FindingOut {
+                    fixed_by_convert: analysis.fixed.get(i).copied(),
+                    ..FindingOut::from(f)
+                })
+                .collect(),
             recipes: analysis
                 .recipes
                 .iter()

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::Report;
-use crate::analyze::{Fixer, Severity};
+use crate::analyze::Severity;
 use crate::model::human_bytes;
 
 /// Renders a report as text.
@@ -73,10 +73,15 @@ pub fn render(report: &Report) -> String {
             let rule = findings[i].id;
             let group: Vec<_> = findings[i..].iter().take_while(|f| f.id == rule).collect();
             let first = group[0];
-            let who = if first.fixer == Fixer::Unroot {
-                " [unroot convert fixes this]"
-            } else {
-                ""
+            // What the analyzers no longer find in the image as `convert` writes it.
+            let fixed = group
+                .iter()
+                .filter(|f| f.fixed_by_convert == Some(true))
+                .count();
+            let who = match fixed {
+                0 => String::new(),
+                n if n == group.len() => " [unroot convert fixes this]".to_string(),
+                n => format!(" [unroot convert fixes {n} of {}]", group.len()),
             };
             let _ = writeln!(out, "  {} {}: {}{who}", first.id, first.name, first.summary);
             for f in &group {

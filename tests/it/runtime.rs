@@ -436,6 +436,28 @@ fn verify_fails_a_converted_image_whose_port_could_not_move() {
             .any(|f| f["id"] == "UR206"),
         "{conversion:#}"
     );
+    // `analyze` says beforehand what the conversion fixes and what it does not: the
+    // analyzers run again over the converted image.
+    let out = s
+        .unroot(&["analyze", "-q", "--format", "json", &src])
+        .success();
+    let analysis: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let fixed: Vec<(String, bool)> = analysis["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["id"].as_str().unwrap().to_string(),
+                f["fixed_by_convert"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert!(fixed.contains(&("UR101".into(), true)), "{fixed:?}");
+    assert!(fixed.contains(&("UR201".into(), true)), "{fixed:?}");
+    assert!(fixed.contains(&("UR206".into(), false)), "{fixed:?}");
+    let fixed_count = fixed.iter().filter(|(_, f)| *f).count();
+    assert_eq!(analysis["summary"]["fixable_by_unroot"], fixed_count);
     // ... and running it shows it.
     let (code, report) = verify(&s, &converted);
     assert_eq!(code, 5, "{report:#}");
