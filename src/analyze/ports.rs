@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use crate::model::command::port_args;
 use crate::model::ports::{is_port_variable, UNPRIVILEGED_START};
+use crate::plan::scripts::command_script;
 use crate::recipe::{config_lines, ConfigProblem};
 use crate::write::image::recorded_port_moves;
 
@@ -116,6 +117,21 @@ impl Analyzer for Ports {
                         &RULES[4],
                         Location::config(&format!("{field}[{}]", found.index)),
                         format!("`{}` listens on port {}", found.text, found.port),
+                    ));
+                }
+            }
+        }
+        if let Some(script) = command_script(facts.view, facts.config, &exposed, |_| None) {
+            for m in &script.moves {
+                set.insert(m.from);
+                if m.from < UNPRIVILEGED_START {
+                    out.push(Finding::new(
+                        &RULES[4],
+                        Location::file(&script.path, Some(script.layer), Some(m.line)),
+                        format!(
+                            "the command's script listens on port {}: `{}`",
+                            m.from, m.before
+                        ),
                     ));
                 }
             }
@@ -371,8 +387,8 @@ mode = 0o755
         let m = &plan.arg_moves[..];
         assert_eq!(m.len(), 1);
         assert_eq!(
-            (m[0].location(), m[0].from, m[0].to),
-            ("config.Cmd[2]".into(), 80, 8080)
+            (m[0].location.as_str(), m[0].from, m[0].to),
+            ("config.Cmd[2]", 80, 8080)
         );
         assert_eq!(plan.port_moves, [(25, 8025), (80, 8080)]);
         assert_eq!(plan.listen_moves.iter().copied().collect::<Vec<_>>(), [80]);

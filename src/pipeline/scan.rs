@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
 use crate::analyze::service_config;
+use crate::plan::scripts::SCRIPT_CAP;
 
 use crate::control::{panic_message, Control, Event};
 use crate::error::Error;
@@ -28,6 +29,8 @@ use super::ResolvedImage;
 /// the services no recipe knows (up to a budget in all).
 struct Capture {
     recipes: globset::GlobSet,
+    /// Where the command's script may be, and the names it may have (a link's target).
+    scripts: (Vec<ImagePath>, Vec<Vec<u8>>),
     /// Bytes of config files kept so far.
     configs: AtomicU64,
 }
@@ -36,6 +39,17 @@ impl CapturePolicy for Capture {
     fn want(&self, path: &ImagePath, meta: &Meta) -> Want {
         match GenericCapture.want(path, meta) {
             Want::Nothing if self.recipes.is_match(path.display()) => Want::Text,
+            Want::Nothing
+                if meta.size <= SCRIPT_CAP
+                    && (self.scripts.0.contains(path)
+                        || self
+                            .scripts
+                            .1
+                            .iter()
+                            .any(|n| n.as_slice() == path.file_name())) =>
+            {
+                Want::Text
+            }
             Want::Nothing if service_config::is_candidate(path, meta) => {
                 let before = self.configs.fetch_add(meta.size, Ordering::Relaxed);
                 if before + meta.size <= service_config::CONFIG_BUDGET {
@@ -113,8 +127,11 @@ pub(crate) fn scan_layers(
         source: e,
     })?;
     let mut cache = BTreeMap::new();
+    let scripts = crate::plan::scripts::candidates(&image.config);
+    let names = scripts.iter().map(|p| p.file_name().to_vec()).collect();
     let policy = Capture {
         recipes: recipe::capture_set(recipes),
+        scripts: (scripts, names),
         configs: AtomicU64::new(0),
     };
     let layers = &image.manifest.layers;

@@ -486,8 +486,7 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
             moves.insert(from, to);
             listen_moves.insert(from);
             arg_moves.push(ArgMove {
-                field,
-                index,
+                location: format!("config.{field}[{index}]"),
                 from,
                 to,
                 before: args[index].clone(),
@@ -498,6 +497,40 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
             *slot = Some(new);
         }
     }
+    // The script the command runs: its listen ports move too, in a copy in the new layer.
+    if let Some(script) =
+        super::scripts::command_script(view, config, &exposed_ports, |p| opts.ports.map(p))
+    {
+        let moved: Vec<_> = script.moves.iter().filter(|m| m.from != m.to).collect();
+        if !moved.is_empty() {
+            for m in &moved {
+                moves.insert(m.from, m.to);
+                listen_moves.insert(m.from);
+                arg_moves.push(ArgMove {
+                    location: format!("{}:{}", script.path, m.line),
+                    from: m.from,
+                    to: m.to,
+                    before: m.before.clone(),
+                    after: m.after.clone(),
+                });
+            }
+            let edits = moved
+                .iter()
+                .map(|m| format!("line {}: {} -> {}", m.line, m.from, m.to))
+                .collect();
+            changes.insert(
+                script.path.clone(),
+                text_change(
+                    script.text,
+                    view.get(&script.path).map(|n| n.meta.clone()),
+                    Some(&script.original),
+                    opts.mtime,
+                    Reason::PortsMoved { edits },
+                ),
+            );
+        }
+    }
+
     // A privilege drop in front of the command fails as a non-root user: it goes.
     for (slot, (field, args)) in commands
         .iter_mut()

@@ -10,6 +10,7 @@ use crate::recipe::edit::ApplyError;
 use crate::recipe::{MatchedRecipe, Selection};
 
 pub mod generic;
+pub mod scripts;
 pub mod users;
 
 /// How a recipe that matches but does not apply is handled.
@@ -120,6 +121,11 @@ pub enum Reason {
         /// What it changed, in order.
         edits: Vec<String>,
     },
+    /// The command's script, with its listen ports moved.
+    PortsMoved {
+        /// Each move: `line 12: 80 -> 8080`.
+        edits: Vec<String>,
+    },
 }
 
 impl Reason {
@@ -133,6 +139,9 @@ impl Reason {
             Reason::Writable => "runtime-writable: owner UID, group 0, group-writable".into(),
             Reason::CreatedDir => "created as a runtime-writable directory".into(),
             Reason::Edited { recipe, edits } => format!("{recipe} recipe: {}", edits.join("; ")),
+            Reason::PortsMoved { edits } => {
+                format!("the command's script: ports moved ({})", edits.join("; "))
+            }
         }
     }
 }
@@ -165,28 +174,19 @@ pub struct Identity {
     pub why: String,
 }
 
-/// A port moved in a command line.
+/// A port moved in a command line, or in the script it runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArgMove {
-    /// `Entrypoint` or `Cmd`.
-    pub field: &'static str,
-    /// The argument's index.
-    pub index: usize,
+    /// Where: `config.Cmd[3]`, or `/docker-entrypoint.sh:12`.
+    pub location: String,
     /// The port before, and after.
     pub from: u16,
     /// Where it moved.
     pub to: u16,
-    /// The argument before.
+    /// The argument (or line) before.
     pub before: String,
-    /// The argument after.
+    /// The argument (or line) after.
     pub after: String,
-}
-
-impl ArgMove {
-    /// Where it is: `config.Cmd[3]`.
-    pub fn location(&self) -> String {
-        format!("config.{}[{}]", self.field, self.index)
-    }
 }
 
 /// Everything a conversion changes.

@@ -138,7 +138,7 @@ impl Conversion {
                 .arg_moves
                 .iter()
                 .map(|m| PortArgMove {
-                    location: m.location(),
+                    location: m.location.clone(),
                     from: m.from,
                     to: m.to,
                     before: m.before.clone(),
@@ -159,6 +159,7 @@ impl Conversion {
                         Reason::Writable => "writable",
                         Reason::CreatedDir => "created-dir",
                         Reason::Edited { .. } => "edited",
+                        Reason::PortsMoved { .. } => "ports-moved",
                     },
                     description: c.reason.describe(),
                     before: c.before.as_ref().map(owner),

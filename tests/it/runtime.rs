@@ -569,3 +569,85 @@ fn convert_verify_writes_only_an_image_that_runs() {
     assert!(!s.path("bad-out").exists(), "something was written");
     assert_eq!(crate::support::files_below(&s.tmp()), Vec::<String>::new());
 }
+
+/// The port is set in the entrypoint script the image runs.
+const WEB_SCRIPT: &str = r##"
+[config]
+Env = ["PATH=/bin"]
+ExposedPorts = ["80/tcp"]
+Entrypoint = ["docker-entrypoint.sh"]
+
+[[layer]]
+[[layer.entry]]
+path = "/bin/busybox"
+host = "/bin/busybox"
+mode = 0o755
+[[layer.entry]]
+path = "/bin/sh"
+type = "symlink"
+target = "busybox"
+[[layer.entry]]
+path = "/bin/docker-entrypoint.sh"
+type = "symlink"
+target = "/docker-entrypoint.sh"
+[[layer.entry]]
+path = "/docker-entrypoint.sh"
+mode = 0o755
+text = """#!/bin/sh
+set -e
+# the server listens on 80
+echo starting
+exec /bin/busybox httpd -f -v -p 80 -h /srv/www
+"""
+[[layer.entry]]
+path = "/etc/passwd"
+text = "root:x:0:0:root:/root:/bin/sh\n"
+[[layer.entry]]
+path = "/srv/www/index.html"
+text = "hello from an unprivileged container\n"
+"##;
+
+#[test]
+fn a_port_in_the_entrypoint_script_moves_and_the_image_runs() {
+    let s = serves_unprivileged(WEB_SCRIPT);
+    let src = format!("oci:{}:orig", s.path("img").display());
+    let out = s
+        .unroot(&["convert", "-q", "--dry-run", "--format", "json", &src])
+        .success();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        report["conversion"]["port_args"],
+        serde_json::json!([{
+            "location": "/docker-entrypoint.sh:5",
+            "from": 80,
+            "to": 8080,
+            "before": "exec /bin/busybox httpd -f -v -p 80 -h /srv/www",
+            "after": "exec /bin/busybox httpd -f -v -p 8080 -h /srv/www"
+        }])
+    );
+    let change = report["conversion"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["path"] == "/docker-entrypoint.sh")
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(change["reason"], "ports-moved");
+    assert_eq!(change["after"], "0:0 0755");
+    assert_eq!(report["findings"], serde_json::json!([]), "{report:#}");
+    // Before the conversion, the analysis points at the line.
+    let out = s
+        .unroot(&["analyze", "-q", "--format", "json", &src])
+        .success();
+    let analysis: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(
+        analysis["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["id"] == "UR205"
+                && f["location"]["path"] == "/docker-entrypoint.sh"
+                && f["location"]["line"] == 5
+                && f["fixed_by_convert"] == true),
+        "{analysis:#}"
+    );
+}
