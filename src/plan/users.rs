@@ -91,8 +91,9 @@ pub fn command_user(
         }
         match d.user.parse::<u64>() {
             Ok(uid) if d.tool && uid != 0 => {
-                let gid = passwd.iter().find(|p| p.uid == uid).map(|p| p.gid);
-                return Some((uid, gid, why(format!("uid {uid}"))));
+                let entry = passwd.iter().find(|p| p.uid == uid);
+                let who = entry.map_or(format!("uid {uid}"), |p| format!("`{}`", p.name));
+                return Some((uid, entry.map(|p| p.gid), why(who)));
             }
             _ => {}
         }
@@ -100,13 +101,51 @@ pub fn command_user(
     None
 }
 
+/// Options of `setpriv` that take a value as the next word.
+const SETPRIV_VALUE_OPTIONS: &[&str] = &[
+    "--reuid",
+    "--regid",
+    "--ruid",
+    "--rgid",
+    "--euid",
+    "--egid",
+    "--groups",
+    "--inh-caps",
+    "--ambient-caps",
+    "--bounding-set",
+    "--securebits",
+    "--pdeathsig",
+    "--selinux-label",
+    "--apparmor-profile",
+    "--landlock-access",
+    "--landlock-rule",
+    "--seccomp-filter",
+];
+
 /// `args` without a privilege drop at their start (`gosu USER`, `su-exec USER`,
-/// `s6-setuidgid USER`, `setuidgid USER`, `chpst -u USER`, `runuser -u USER --`), which
-/// fails as a non-root user (it cannot set groups); with the words removed.
+/// `s6-setuidgid USER`, `setuidgid USER`, `chpst -u USER`, `runuser -u USER --`,
+/// `setpriv [OPTIONS]`), which fails as a non-root user (it cannot set groups); with the
+/// words removed.
 pub fn strip_drop(args: &[String]) -> Option<(Vec<String>, String)> {
     let name = |w: &String| w.rsplit('/').next().unwrap_or(w).to_string();
     let first = name(args.first()?);
     let skip = match first.as_str() {
+        "setpriv" => {
+            let mut k = 1;
+            while let Some(a) = args.get(k) {
+                if a == "--" {
+                    k += 1;
+                    break;
+                } else if SETPRIV_VALUE_OPTIONS.contains(&a.as_str()) {
+                    k += 2;
+                } else if a.starts_with('-') {
+                    k += 1;
+                } else {
+                    break;
+                }
+            }
+            k
+        }
         "gosu" | "su-exec" | "s6-setuidgid" | "setuidgid" => 2,
         "chpst" if args.get(1).map(String::as_str) == Some("-u") => 3,
         "runuser"
@@ -192,8 +231,11 @@ text = "root:x:0:\nmemcache:x:101:\napp:x:1001:\n"
         // A flag naming no account is not a user; nothing else is, so 65532.
         let plan = image(r#"["srv", "--user", "nobody-here"]"#);
         assert_eq!(plan.identity.uid, 65532);
-        // setpriv with a number.
-        let plan = image(r#"["setpriv", "--reuid=1001", "--regid=1001", "--init-groups", "srv"]"#);
+        // setpriv with a number; it goes too.
+        let plan = image(
+            r#"["setpriv", "--reuid=1001", "--regid", "1001", "--clear-groups", "srv", "-x"]"#,
+        );
         assert_eq!(plan.identity.uid, 1001);
+        assert_eq!(plan.cmd, Some(vec!["srv".to_string(), "-x".into()]));
     }
 }

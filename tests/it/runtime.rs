@@ -651,3 +651,35 @@ fn a_port_in_the_entrypoint_script_moves_and_the_image_runs() {
         "{analysis:#}"
     );
 }
+
+/// The same server in an image with no /etc/passwd, /etc/group or /tmp at all.
+const WEB_BARE: &str = r##"
+[config]
+ExposedPorts = ["80/tcp"]
+Cmd = ["/bin/busybox", "httpd", "-f", "-v", "-p", "80", "-h", "/srv/www"]
+
+[[layer]]
+[[layer.entry]]
+path = "/bin/busybox"
+host = "/bin/busybox"
+mode = 0o755
+[[layer.entry]]
+path = "/srv/www/index.html"
+text = "hello from an unprivileged container\n"
+"##;
+
+#[test]
+fn an_image_without_accounts_or_tmp_converts_and_runs() {
+    let s = serves_unprivileged(WEB_BARE);
+    let converted = format!("oci:{}:unprivileged", s.path("img").display());
+    let (code, report) = verify(&s, &converted);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["runs"][0]["uid"], 65532);
+    assert!(
+        report["writable"]
+            .as_array()
+            .unwrap()
+            .contains(&"/tmp".into()),
+        "{report:#}"
+    );
+}

@@ -611,3 +611,62 @@ include "/etc/lighttpd/conf-enabled/*.conf"
     );
     eprintln!("lighttpd (Debian): new layer {size} bytes");
 }
+
+/// An image whose command drops privileges itself (`setpriv --reuid=1000 ...`, which needs
+/// root), with no recipe: the user it drops to becomes the image's, the drop goes, and the
+/// image serves under `unroot verify`.
+#[test]
+fn a_setpriv_drop_becomes_the_user_and_goes() {
+    let mut i = HostImage::new(
+        r#"[config]
+Env = ["PATH=/usr/bin"]
+Cmd = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "busybox", "httpd", "-f", "-p", "80", "-h", "/srv/www"]
+ExposedPorts = ["80/tcp"]
+"#,
+    );
+    i.base();
+    i.binary("/usr/bin/setpriv");
+    i.busybox(&[]);
+    i.text(
+        "/etc/passwd",
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/srv:/bin/sh\n",
+        0o644,
+        0,
+        0,
+    );
+    i.text("/etc/group", "root:x:0:\napp:x:1000:\n", 0o644, 0, 0);
+    i.text("/srv/www/index.html", "hello\n", 0o644, 0, 0);
+    let s = Scratch::new();
+    let layout = s.path("img");
+    let src = format!("oci:{}:original", layout.display());
+    crate::support::build(&i.spec(), &src);
+    let converted = format!("oci:{}:unprivileged", layout.display());
+    let out = s
+        .unroot(&[
+            "convert", "-q", "--format", "json", &src, "--to", &converted,
+        ])
+        .success();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["contract"]["uid"], 1000);
+    assert_eq!(
+        report["conversion"]["user_reason"],
+        "`app`, the user the command switches to (`setpriv --reuid=1000`)"
+    );
+    let cmd = report["conversion"]["config_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["field"] == "Cmd")
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(
+        cmd["after"],
+        serde_json::json!(["busybox", "httpd", "-f", "-p", "8080", "-h", "/srv/www"])
+    );
+    let (code, verified) = crate::runtime::verify(&s, &converted);
+    assert_eq!(code, 0, "{verified:#}");
+    for run in verified["runs"].as_array().unwrap() {
+        assert_eq!(run["listening"], serde_json::json!([8080]), "{run:#}");
+    }
+    let (code, _) = crate::runtime::verify(&s, &src);
+    assert_eq!(code, 5);
+}
