@@ -44,6 +44,76 @@ path = "/srv/www/index.html"
 text = "hello from an unprivileged container\n"
 "##;
 
+/// A busybox web server image: `config` (TOML of `[config]`), busybox, the page, and
+/// `entries` (more `[[layer.entry]]` tables).
+fn busybox_web(config: &str, entries: &str) -> String {
+    format!(
+        "[config]\n{config}\n[[layer]]\n[[layer.entry]]\npath = \"/bin/busybox\"\nhost = \"/bin/busybox\"\nmode = 0o755\n[[layer.entry]]\npath = \"/srv/www/index.html\"\ntext = \"hello from an unprivileged container\\n\"\n{entries}"
+    )
+}
+
+/// Root's account only.
+const ROOT_PASSWD: &str =
+    "[[layer.entry]]\npath = \"/etc/passwd\"\ntext = \"root:x:0:0:root:/root:/bin/sh\\n\"\n";
+
+/// The server with no recipe and no port variable: the port is an argument of the command
+/// (busybox `httpd -p 80`), which the conversion must move for it to start.
+fn web_args() -> String {
+    busybox_web(
+        r#"Env = ["PATH=/bin"]
+ExposedPorts = ["80/tcp"]
+Cmd = ["/bin/busybox", "httpd", "-f", "-v", "-p", "80", "-h", "/srv/www"]"#,
+        ROOT_PASSWD,
+    )
+}
+
+/// The port is computed by the shell: nothing unroot can move.
+fn web_computed() -> String {
+    busybox_web(
+        r#"Env = ["PATH=/bin"]
+ExposedPorts = ["80/tcp"]
+Cmd = ["/bin/busybox", "sh", "-c", "exec /bin/busybox httpd -f -p $((40 + 40)) -h /srv/www"]"#,
+        ROOT_PASSWD,
+    )
+}
+
+/// No /etc/passwd, /etc/group or /tmp at all.
+fn web_bare() -> String {
+    busybox_web(
+        r#"ExposedPorts = ["80/tcp"]
+Cmd = ["/bin/busybox", "httpd", "-f", "-v", "-p", "80", "-h", "/srv/www"]"#,
+        "",
+    )
+}
+
+/// The port is set in the entrypoint script the image runs (found on PATH, a link).
+fn web_script() -> String {
+    let script = r##"[[layer.entry]]
+path = "/bin/sh"
+type = "symlink"
+target = "busybox"
+[[layer.entry]]
+path = "/bin/docker-entrypoint.sh"
+type = "symlink"
+target = "/docker-entrypoint.sh"
+[[layer.entry]]
+path = "/docker-entrypoint.sh"
+mode = 0o755
+text = """#!/bin/sh
+set -e
+# the server listens on 80
+echo starting
+exec /bin/busybox httpd -f -v -p 80 -h /srv/www
+"""
+"##;
+    busybox_web(
+        r#"Env = ["PATH=/bin"]
+ExposedPorts = ["80/tcp"]
+Entrypoint = ["docker-entrypoint.sh"]"#,
+        &(script.to_string() + ROOT_PASSWD),
+    )
+}
+
 /// The host range the container's ids map to, as podman does with a default /etc/subuid.
 pub(crate) const HOST_BASE: u32 = 100_000;
 
@@ -227,27 +297,6 @@ pub(crate) fn unique(prefix: &str, s: &Scratch) -> String {
     format!("{prefix}-{tail}")
 }
 
-/// The same server with no recipe and no port variable: the port is an argument of the
-/// command (busybox `httpd -p 80`), which the conversion must move for it to start.
-const WEB_ARGS: &str = r##"
-[config]
-Env = ["PATH=/bin"]
-ExposedPorts = ["80/tcp"]
-Cmd = ["/bin/busybox", "httpd", "-f", "-v", "-p", "80", "-h", "/srv/www"]
-
-[[layer]]
-[[layer.entry]]
-path = "/bin/busybox"
-host = "/bin/busybox"
-mode = 0o755
-[[layer.entry]]
-path = "/etc/passwd"
-text = "root:x:0:0:root:/root:/bin/sh\n"
-[[layer.entry]]
-path = "/srv/www/index.html"
-text = "hello from an unprivileged container\n"
-"##;
-
 #[test]
 fn converted_image_runs_unprivileged_and_the_original_does_not() {
     serves_unprivileged(WEB);
@@ -255,7 +304,7 @@ fn converted_image_runs_unprivileged_and_the_original_does_not() {
 
 #[test]
 fn a_port_on_the_command_line_moves_and_the_image_runs() {
-    let s = serves_unprivileged(WEB_ARGS);
+    let s = serves_unprivileged(&web_args());
     // The report says where the port was, and nothing is left to fix.
     let src = format!("oci:{}:orig", s.path("img").display());
     let out = s
@@ -320,25 +369,13 @@ fn serves_unprivileged(spec: &str) -> Scratch {
     s
 }
 
-/// Like `WEB_ARGS`, but the port is computed by the shell: nothing unroot can move.
-const WEB_COMPUTED: &str = r##"
-[config]
-Env = ["PATH=/bin"]
-ExposedPorts = ["80/tcp"]
-Cmd = ["/bin/busybox", "sh", "-c", "exec /bin/busybox httpd -f -p $((40 + 40)) -h /srv/www"]
-
-[[layer]]
-[[layer.entry]]
-path = "/bin/busybox"
-host = "/bin/busybox"
-mode = 0o755
-[[layer.entry]]
-path = "/etc/passwd"
-text = "root:x:0:0:root:/root:/bin/sh\n"
-[[layer.entry]]
-path = "/srv/www/index.html"
-text = "hello\n"
-"##;
+/// Whether a JSON list of lines has one containing `text`.
+fn has_line(lines: &serde_json::Value, text: &str) -> bool {
+    lines.as_array().is_some_and(|l| {
+        l.iter()
+            .any(|l| l.as_str().is_some_and(|l| l.contains(text)))
+    })
+}
 
 /// `unroot verify IMAGE --arbitrary-uid --format json` in `s`, with its exit code.
 pub(crate) fn verify(s: &Scratch, image: &str) -> (i32, serde_json::Value) {
@@ -361,9 +398,9 @@ pub(crate) fn verify(s: &Scratch, image: &str) -> (i32, serde_json::Value) {
 
 #[test]
 fn verify_passes_converted_images_and_fails_the_originals_saying_why() {
-    for (name, spec) in [("env", WEB), ("args", WEB_ARGS)] {
+    for (name, spec) in [("env", WEB.to_string()), ("args", web_args())] {
         let s = Scratch::new();
-        let src = s.build("img", "orig", spec);
+        let src = s.build("img", "orig", &spec);
         let converted = format!("oci:{}:unprivileged", s.path("img").display());
         s.unroot(&["convert", "-q", &src, "--to", &converted])
             .success();
@@ -408,11 +445,7 @@ fn verify_passes_converted_images_and_fails_the_originals_saying_why() {
         );
         assert!(reasons.contains(&"it never listened on 80"), "{reasons:?}");
         assert!(
-            run["denied"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|d| d.as_str().unwrap().contains("bind: Permission denied")),
+            has_line(&run["denied"], "bind: Permission denied"),
             "{run:#}"
         );
     }
@@ -421,7 +454,7 @@ fn verify_passes_converted_images_and_fails_the_originals_saying_why() {
 #[test]
 fn verify_fails_a_converted_image_whose_port_could_not_move() {
     let s = Scratch::new();
-    let src = s.build("img", "orig", WEB_COMPUTED);
+    let src = s.build("img", "orig", &web_computed());
     let converted = format!("oci:{}:unprivileged", s.path("img").display());
     let out = s
         .unroot(&["convert", "--format", "json", &src, "--to", &converted])
@@ -471,20 +504,13 @@ fn verify_fails_a_converted_image_whose_port_could_not_move() {
             .contains(&"it never listened on 8080".into()),
         "{run:#}"
     );
-    assert!(
-        run["log"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|l| l.as_str().unwrap().contains("bind: Permission denied")),
-        "{run:#}"
-    );
+    assert!(has_line(&run["log"], "bind: Permission denied"), "{run:#}");
 }
 
 #[test]
 fn verify_needs_a_work_directory_the_container_can_reach() {
     let s = Scratch::new();
-    let src = s.build("img", "orig", WEB_ARGS);
+    let src = s.build("img", "orig", &web_args());
     // A temp dir in a directory only root may enter cannot be reached by uid 100000.
     use std::os::unix::fs::PermissionsExt;
     let closed = s.path("closed");
@@ -513,7 +539,7 @@ fn convert_verify_writes_only_an_image_that_runs() {
     std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(s.tmp(), std::fs::Permissions::from_mode(0o755)).unwrap();
     // An image that serves once converted: written, and the report says it was run.
-    let src = s.build("img", "orig", WEB_ARGS);
+    let src = s.build("img", "orig", &web_args());
     let out = s
         .unroot(&[
             "convert",
@@ -552,7 +578,7 @@ fn convert_verify_writes_only_an_image_that_runs() {
         report["destination"]["digest"]
     );
     // One whose port cannot move: nothing is written, exit 5, the reasons on stderr.
-    let src = s.build("bad", "orig", WEB_COMPUTED);
+    let src = s.build("bad", "orig", &web_computed());
     let out = s
         .unroot(&["convert", "-q", "--verify", &src, "--to", "oci:bad-out:v1"])
         .failure(5);
@@ -570,46 +596,9 @@ fn convert_verify_writes_only_an_image_that_runs() {
     assert_eq!(crate::support::files_below(&s.tmp()), Vec::<String>::new());
 }
 
-/// The port is set in the entrypoint script the image runs.
-const WEB_SCRIPT: &str = r##"
-[config]
-Env = ["PATH=/bin"]
-ExposedPorts = ["80/tcp"]
-Entrypoint = ["docker-entrypoint.sh"]
-
-[[layer]]
-[[layer.entry]]
-path = "/bin/busybox"
-host = "/bin/busybox"
-mode = 0o755
-[[layer.entry]]
-path = "/bin/sh"
-type = "symlink"
-target = "busybox"
-[[layer.entry]]
-path = "/bin/docker-entrypoint.sh"
-type = "symlink"
-target = "/docker-entrypoint.sh"
-[[layer.entry]]
-path = "/docker-entrypoint.sh"
-mode = 0o755
-text = """#!/bin/sh
-set -e
-# the server listens on 80
-echo starting
-exec /bin/busybox httpd -f -v -p 80 -h /srv/www
-"""
-[[layer.entry]]
-path = "/etc/passwd"
-text = "root:x:0:0:root:/root:/bin/sh\n"
-[[layer.entry]]
-path = "/srv/www/index.html"
-text = "hello from an unprivileged container\n"
-"##;
-
 #[test]
 fn a_port_in_the_entrypoint_script_moves_and_the_image_runs() {
-    let s = serves_unprivileged(WEB_SCRIPT);
+    let s = serves_unprivileged(&web_script());
     let src = format!("oci:{}:orig", s.path("img").display());
     let out = s
         .unroot(&["convert", "-q", "--dry-run", "--format", "json", &src])
@@ -652,25 +641,9 @@ fn a_port_in_the_entrypoint_script_moves_and_the_image_runs() {
     );
 }
 
-/// The same server in an image with no /etc/passwd, /etc/group or /tmp at all.
-const WEB_BARE: &str = r##"
-[config]
-ExposedPorts = ["80/tcp"]
-Cmd = ["/bin/busybox", "httpd", "-f", "-v", "-p", "80", "-h", "/srv/www"]
-
-[[layer]]
-[[layer.entry]]
-path = "/bin/busybox"
-host = "/bin/busybox"
-mode = 0o755
-[[layer.entry]]
-path = "/srv/www/index.html"
-text = "hello from an unprivileged container\n"
-"##;
-
 #[test]
 fn an_image_without_accounts_or_tmp_converts_and_runs() {
-    let s = serves_unprivileged(WEB_BARE);
+    let s = serves_unprivileged(&web_bare());
     let converted = format!("oci:{}:unprivileged", s.path("img").display());
     let (code, report) = verify(&s, &converted);
     assert_eq!(code, 0, "{report:#}");

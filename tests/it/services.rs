@@ -495,10 +495,44 @@ StopSignal = "SIGUSR1"
     eprintln!("haproxy (Debian): new layer {size} bytes");
 }
 
+/// Converts an image no recipe knows and proves it with `unroot verify`: no error remains,
+/// the converted image serves on `port` as `uid` and as an arbitrary UID in group 0, and
+/// the original fails. Returns the conversion's report.
+fn prove_generic(image: HostImage, uid: u32, port: u16) -> serde_json::Value {
+    let s = Scratch::new();
+    let layout = s.path("img");
+    let src = format!("oci:{}:original", layout.display());
+    crate::support::build(&image.spec(), &src);
+    let converted = format!("oci:{}:unprivileged", layout.display());
+    let out = s
+        .unroot(&[
+            "convert", "-q", "--format", "json", &src, "--to", &converted,
+        ])
+        .success();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["contract"]["uid"], uid, "{report:#}");
+    assert_eq!(report["conversion"]["recipes"], serde_json::json!([]));
+    let errors: Vec<&serde_json::Value> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let (code, verified) = crate::runtime::verify(&s, &converted);
+    assert_eq!(code, 0, "{verified:#}");
+    for run in verified["runs"].as_array().unwrap() {
+        assert_eq!(run["listening"], serde_json::json!([port]), "{run:#}");
+    }
+    assert_eq!(verified["runs"][0]["uid"], uid);
+    let (code, verified) = crate::runtime::verify(&s, &src);
+    assert_eq!(code, 5, "the original passes: {verified:#}");
+    report
+}
+
 /// memcached as Debian runs it (`memcached -u memcache`), with no recipe: the generic
-/// conversion runs it as the user its command names, and `unroot verify` proves it serves,
-/// as that user and as an arbitrary UID in group 0; the original (root, dropping to
-/// memcache, which needs capabilities) does not.
+/// conversion runs it as the user its command names; the original (root, dropping to
+/// memcache, which needs capabilities) does not serve.
 #[test]
 fn memcached_runs_as_the_user_its_command_names() {
     let mut i = HostImage::new(
@@ -511,40 +545,51 @@ ExposedPorts = ["11211/tcp"]
     i.base();
     i.binary("/usr/bin/memcached");
     i.accounts(&["root", "memcache"], &["root", "memcache"]);
-    let s = Scratch::new();
-    let layout = s.path("img");
-    let src = format!("oci:{}:original", layout.display());
-    crate::support::build(&i.spec(), &src);
-    let converted = format!("oci:{}:unprivileged", layout.display());
-    let out = s
-        .unroot(&[
-            "convert", "-q", "--format", "json", &src, "--to", &converted,
-        ])
-        .success();
-    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    let uid = host_uid("memcache");
-    assert_eq!(report["contract"]["uid"], uid);
+    let report = prove_generic(i, host_uid("memcache"), 11211);
     assert_eq!(
         report["conversion"]["user_reason"],
         "`memcache`, the user the command switches to (`-u memcache`)"
     );
-    assert_eq!(report["conversion"]["recipes"], serde_json::json!([]));
-    let errors: Vec<&serde_json::Value> = report["findings"]
+}
+
+/// An image whose command drops privileges itself (`setpriv --reuid=1000 ...`, which needs
+/// root), with no recipe: the user it drops to becomes the image's, and the drop goes.
+#[test]
+fn a_setpriv_drop_becomes_the_user_and_goes() {
+    let mut i = HostImage::new(
+        r#"[config]
+Env = ["PATH=/usr/bin"]
+Cmd = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "busybox", "httpd", "-f", "-p", "80", "-h", "/srv/www"]
+ExposedPorts = ["80/tcp"]
+"#,
+    );
+    i.base();
+    i.binary("/usr/bin/setpriv");
+    i.busybox(&[]);
+    i.text(
+        "/etc/passwd",
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/srv:/bin/sh\n",
+        0o644,
+        0,
+        0,
+    );
+    i.text("/etc/group", "root:x:0:\napp:x:1000:\n", 0o644, 0, 0);
+    i.text("/srv/www/index.html", "hello\n", 0o644, 0, 0);
+    let report = prove_generic(i, 1000, 8080);
+    assert_eq!(
+        report["conversion"]["user_reason"],
+        "`app`, the user the command switches to (`setpriv --reuid=1000`)"
+    );
+    let cmd = report["conversion"]["config_changes"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|f| f["severity"] == "error")
-        .collect();
-    assert!(errors.is_empty(), "{errors:#?}");
-
-    let (code, verified) = crate::runtime::verify(&s, &converted);
-    assert_eq!(code, 0, "{verified:#}");
-    for run in verified["runs"].as_array().unwrap() {
-        assert_eq!(run["listening"], serde_json::json!([11211]), "{run:#}");
-    }
-    assert_eq!(verified["runs"][0]["uid"], uid);
-    let (code, verified) = crate::runtime::verify(&s, &src);
-    assert_eq!(code, 5, "{verified:#}");
+        .find(|c| c["field"] == "Cmd")
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(
+        cmd["after"],
+        serde_json::json!(["busybox", "httpd", "-f", "-p", "8080", "-h", "/srv/www"])
+    );
 }
 
 /// lighttpd as Debian packages it: `server.port = 80`, the pid file in /run, logs and
@@ -610,63 +655,4 @@ include "/etc/lighttpd/conf-enabled/*.conf"
         www,
     );
     eprintln!("lighttpd (Debian): new layer {size} bytes");
-}
-
-/// An image whose command drops privileges itself (`setpriv --reuid=1000 ...`, which needs
-/// root), with no recipe: the user it drops to becomes the image's, the drop goes, and the
-/// image serves under `unroot verify`.
-#[test]
-fn a_setpriv_drop_becomes_the_user_and_goes() {
-    let mut i = HostImage::new(
-        r#"[config]
-Env = ["PATH=/usr/bin"]
-Cmd = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "busybox", "httpd", "-f", "-p", "80", "-h", "/srv/www"]
-ExposedPorts = ["80/tcp"]
-"#,
-    );
-    i.base();
-    i.binary("/usr/bin/setpriv");
-    i.busybox(&[]);
-    i.text(
-        "/etc/passwd",
-        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/srv:/bin/sh\n",
-        0o644,
-        0,
-        0,
-    );
-    i.text("/etc/group", "root:x:0:\napp:x:1000:\n", 0o644, 0, 0);
-    i.text("/srv/www/index.html", "hello\n", 0o644, 0, 0);
-    let s = Scratch::new();
-    let layout = s.path("img");
-    let src = format!("oci:{}:original", layout.display());
-    crate::support::build(&i.spec(), &src);
-    let converted = format!("oci:{}:unprivileged", layout.display());
-    let out = s
-        .unroot(&[
-            "convert", "-q", "--format", "json", &src, "--to", &converted,
-        ])
-        .success();
-    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(report["contract"]["uid"], 1000);
-    assert_eq!(
-        report["conversion"]["user_reason"],
-        "`app`, the user the command switches to (`setpriv --reuid=1000`)"
-    );
-    let cmd = report["conversion"]["config_changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["field"] == "Cmd")
-        .unwrap_or_else(|| panic!("{report:#}"));
-    assert_eq!(
-        cmd["after"],
-        serde_json::json!(["busybox", "httpd", "-f", "-p", "8080", "-h", "/srv/www"])
-    );
-    let (code, verified) = crate::runtime::verify(&s, &converted);
-    assert_eq!(code, 0, "{verified:#}");
-    for run in verified["runs"].as_array().unwrap() {
-        assert_eq!(run["listening"], serde_json::json!([8080]), "{run:#}");
-    }
-    let (code, _) = crate::runtime::verify(&s, &src);
-    assert_eq!(code, 5);
 }
