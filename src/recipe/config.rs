@@ -61,7 +61,10 @@ pub fn config_files(
             if let (Ok(text), Some(include)) = (&file.text, &recipe.include) {
                 for line in config_lines(text, recipe.comment.as_deref()) {
                     for cap in include.captures_iter(line) {
-                        let target = expand(&String::from_utf8_lossy(&cap[1]), vars);
+                        let mut target = expand(&String::from_utf8_lossy(&cap[1]), vars);
+                        if let Some(files) = &recipe.include_files {
+                            target = format!("{}/{files}", target.trim_end_matches('/'));
+                        }
                         included.extend(expand_glob(view, &entry.base, &target));
                     }
                 }

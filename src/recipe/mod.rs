@@ -39,6 +39,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../recipes/lighttpd.toml"),
     ),
     (
+        "recipes/mosquitto.toml",
+        include_str!("../../recipes/mosquitto.toml"),
+    ),
+    (
         "recipes/nginx.toml",
         include_str!("../../recipes/nginx.toml"),
     ),
@@ -225,6 +229,9 @@ pub struct Recipe {
     pub capture: Vec<String>,
     /// The include directive (group 1: path or glob).
     pub include: Option<Regex>,
+    /// When the include directive names a directory: the glob of its files to read
+    /// (`*.conf` for mosquitto's `include_dir`).
+    pub include_files: Option<String>,
     /// Line comment prefix.
     pub comment: Option<String>,
     /// Where variables come from: a file and a regex (group 1 name, group 2 value).
@@ -361,7 +368,14 @@ mod tests {
         let recipes = Recipe::builtin();
         assert_eq!(
             recipes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
-            ["apache", "haproxy", "lighttpd", "nginx", "redis"]
+            [
+                "apache",
+                "haproxy",
+                "lighttpd",
+                "mosquitto",
+                "nginx",
+                "redis"
+            ]
         );
     }
 

@@ -54,6 +54,8 @@ struct ConfigSpec {
     #[serde(default)]
     include: Option<String>,
     #[serde(default)]
+    include_files: Option<String>,
+    #[serde(default)]
     comment: Option<String>,
     #[serde(default)]
     variables: Option<VariablesSpec>,
@@ -386,6 +388,7 @@ impl Recipe {
                 .and_then(|cfg| cfg.include.as_deref())
                 .map(|p| c.regex("config.include", p))
                 .transpose()?,
+            include_files: config.as_ref().and_then(|cfg| cfg.include_files.clone()),
             comment: config.as_ref().and_then(|cfg| cfg.comment.clone()),
             variables: config
                 .as_ref()

@@ -246,7 +246,14 @@ fn recipe_errors_point_at_the_place() {
         .collect();
     assert_eq!(
         names,
-        ["apache", "haproxy", "lighttpd", "nginx", "redis"],
+        [
+            "apache",
+            "haproxy",
+            "lighttpd",
+            "mosquitto",
+            "nginx",
+            "redis"
+        ],
         "{}",
         out.stdout
     );

@@ -17,12 +17,14 @@ enum Probe {
     Http { port: u16, expect: &'static str },
     /// `redis-cli ping` answers `PONG`.
     Redis { port: u16 },
+    /// `mosquitto_pub` connects and publishes.
+    Mqtt { port: u16 },
 }
 
 impl Probe {
     fn port(&self) -> u16 {
         match self {
-            Probe::Http { port, .. } | Probe::Redis { port } => *port,
+            Probe::Http { port, .. } | Probe::Redis { port } | Probe::Mqtt { port } => *port,
         }
     }
 
@@ -41,10 +43,24 @@ impl Probe {
                 &format!("http://127.0.0.1:{p}/"),
             ]),
             Probe::Redis { .. } => c.in_netns(&["redis-cli", "-p", &p, "ping"]),
+            Probe::Mqtt { .. } => c.in_netns(&[
+                "mosquitto_pub",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &p,
+                "-t",
+                "unroot",
+                "-m",
+                "hello",
+                "-q",
+                "1",
+            ]),
         };
         let want = match self {
             Probe::Http { expect, .. } => *expect,
             Probe::Redis { .. } => "PONG",
+            Probe::Mqtt { .. } => "",
         };
         if out.code == 0 && out.stdout.contains(want) {
             Ok(())
@@ -655,4 +671,38 @@ include "/etc/lighttpd/conf-enabled/*.conf"
         www,
     );
     eprintln!("lighttpd (Debian): new layer {size} bytes");
+}
+
+/// Mosquitto as Debian packages it (pid file in /run/mosquitto, a log file, persistence in
+/// /var/lib/mosquitto, conf.d included), with a listener on a privileged port.
+#[test]
+fn mosquitto_debian() {
+    let mut i = HostImage::new(
+        r#"[config]
+Env = ["PATH=/usr/sbin:/usr/bin"]
+Cmd = ["mosquitto", "-c", "/etc/mosquitto/mosquitto.conf"]
+ExposedPorts = ["183/tcp"]
+"#,
+    );
+    i.base();
+    i.binary("/usr/sbin/mosquitto");
+    i.tree("/etc/mosquitto");
+    i.text(
+        "/etc/mosquitto/conf.d/listener.conf",
+        "listener 183 0.0.0.0\nallow_anonymous true\n",
+        0o644,
+        0,
+        0,
+    );
+    i.path("/var/lib/mosquitto");
+    i.path("/var/log/mosquitto");
+    i.accounts(&["root", "mosquitto"], &["root", "mosquitto"]);
+    let size = prove(
+        "mosquitto",
+        i,
+        Probe::Mqtt { port: 8183 },
+        183,
+        host_uid("mosquitto"),
+    );
+    eprintln!("mosquitto (Debian): new layer {size} bytes");
 }
