@@ -50,6 +50,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "recipes/redis.toml",
         include_str!("../../recipes/redis.toml"),
     ),
+    (
+        "recipes/squid.toml",
+        include_str!("../../recipes/squid.toml"),
+    ),
 ];
 
 /// Whether a runtime-writable path is a file or a directory.
@@ -374,7 +378,8 @@ mod tests {
                 "lighttpd",
                 "mosquitto",
                 "nginx",
-                "redis"
+                "redis",
+                "squid"
             ]
         );
     }

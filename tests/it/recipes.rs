@@ -252,7 +252,8 @@ fn recipe_errors_point_at_the_place() {
             "lighttpd",
             "mosquitto",
             "nginx",
-            "redis"
+            "redis",
+            "squid"
         ],
         "{}",
         out.stdout

@@ -706,3 +706,44 @@ ExposedPorts = ["183/tcp"]
     );
     eprintln!("mosquitto (Debian): new layer {size} bytes");
 }
+
+/// Squid as Debian packages it (its pid file and logs at their compiled-in places in /run
+/// and /var/log/squid, run as proxy), with `http_port` on a privileged port; asked for a
+/// page it cannot fetch, it answers with its own error page.
+#[test]
+fn squid_debian() {
+    let mut i = HostImage::new(
+        r#"[config]
+Env = ["PATH=/usr/sbin:/usr/bin"]
+Cmd = ["squid", "-N", "-f", "/etc/squid/squid.conf"]
+ExposedPorts = ["80/tcp"]
+"#,
+    );
+    i.base();
+    i.binary("/usr/sbin/squid");
+    i.tree("/etc/squid");
+    let cfg = std::fs::read_to_string("/etc/squid/squid.conf")
+        .unwrap()
+        .replace("\nhttp_port 3128", "\nhttp_port 80");
+    i.text("/etc/squid/squid.conf", &cfg, 0o644, 0, 0);
+    i.path("/usr/lib/squid");
+    for helper in std::fs::read_dir("/usr/lib/squid").unwrap().flatten() {
+        i.binary(&helper.path().to_string_lossy());
+    }
+    i.tree("/usr/share/squid");
+    i.tree("/usr/share/squid-langpack");
+    i.path("/var/log/squid");
+    i.path("/var/spool/squid");
+    i.accounts(&["root", "proxy"], &["root", "proxy"]);
+    let size = prove(
+        "squid",
+        i,
+        Probe::Http {
+            port: 8080,
+            expect: "squid",
+        },
+        80,
+        host_uid("proxy"),
+    );
+    eprintln!("squid (Debian): new layer {size} bytes");
+}
