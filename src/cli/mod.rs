@@ -312,6 +312,11 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "PROGRAM", default_value = "runc")]
     pub runtime: String,
 
+    /// Also GET this path on every exposed port once it listens: `http:/PATH`; a 2xx or 3xx
+    /// answer passes.
+    #[arg(long, value_name = "http:/PATH", value_parser = parse_probe)]
+    pub probe: Option<String>,
+
     /// The report's format (`text` or `json`).
     #[arg(long, value_enum, default_value = "text", help_heading = "Output")]
     pub format: Format,
@@ -426,6 +431,7 @@ impl VerifyArgs {
                 timeout: Duration::from_secs(self.timeout),
                 settle: Duration::from_secs(self.settle),
                 runtime: self.runtime.clone(),
+                probe: self.probe.clone(),
             },
         }
     }
@@ -445,8 +451,19 @@ impl ConvertArgs {
                 timeout: Duration::from_secs(self.verify_timeout),
                 settle: Duration::from_secs(3),
                 runtime: self.runtime.clone(),
+                probe: None,
             }),
         }
+    }
+}
+
+/// `--probe http:/PATH`: the path.
+fn parse_probe(s: &str) -> Result<String, String> {
+    match s.strip_prefix("http:") {
+        Some(path) if path.starts_with('/') && !path.contains(char::is_whitespace) => {
+            Ok(path.to_string())
+        }
+        _ => Err(format!("`{s}` is not `http:/PATH` (e.g. `http:/healthz`)")),
     }
 }
 

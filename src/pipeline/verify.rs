@@ -46,6 +46,8 @@ pub struct VerifyOptions {
     pub settle: Duration,
     /// The OCI runtime (`runc`, `crun`).
     pub runtime: String,
+    /// An HTTP path to GET on every exposed port once it listens (a 2xx or 3xx passes).
+    pub probe: Option<String>,
 }
 
 /// One run of the image.
@@ -333,12 +335,23 @@ impl Session {
                 &request.options.runtime,
                 &bundle,
                 &id,
-                &expected,
-                request.options.timeout,
-                request.options.settle,
+                &runtime::Watch {
+                    ports: &expected,
+                    timeout: request.options.timeout,
+                    settle: request.options.settle,
+                    probe: request.options.probe.as_deref(),
+                },
                 &control.cancel,
             )?;
             control.cancel.check().map_err(|_| Error::Cancelled)?;
+            for (port, answer) in &observed.probes {
+                let path = request.options.probe.as_deref().unwrap_or("/");
+                match answer {
+                    Ok(status) if runtime::status_ok(status) => {}
+                    Ok(status) => reasons.push(format!("GET {path} on {port} answered `{status}`")),
+                    Err(e) => reasons.push(format!("GET {path} on {port} failed: {e}")),
+                }
+            }
             if let Some(code) = observed.exited {
                 reasons.push(format!("it exited with code {code}"));
             }

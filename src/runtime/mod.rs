@@ -49,6 +49,8 @@ pub struct Observed {
     pub log: Vec<String>,
     /// Lines that say the process was denied something (a path, a port, an id change).
     pub denied: Vec<String>,
+    /// With a probe: each port and the status line it answered (or why it did not).
+    pub probes: Vec<(u16, Result<String, String>)>,
 }
 
 /// The lines of output kept.
@@ -109,6 +111,19 @@ pub fn config(spec: &RunSpec) -> serde_json::Value {
     })
 }
 
+/// What a run waits for.
+#[derive(Clone, Copy, Debug)]
+pub struct Watch<'a> {
+    /// The TCP ports the process must listen on.
+    pub ports: &'a BTreeSet<u16>,
+    /// How long it has to.
+    pub timeout: Duration,
+    /// With no ports: how long it must stay up.
+    pub settle: Duration,
+    /// An HTTP path to GET on each port once they all listen.
+    pub probe: Option<&'a str>,
+}
+
 /// Why the runtime could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -135,18 +150,22 @@ pub enum RuntimeError {
 }
 
 /// Runs the bundle at `bundle` (its `config.json` and `rootfs`) as container `id` with
-/// `runtime`, until every port of `ports` listens, the process exits, `timeout` passes, or
-/// `cancel` fires; with no ports, it must stay up for `settle`. The container is removed
-/// whatever happens.
+/// `runtime`, until every port of `watch.ports` listens (then probed, when asked), the
+/// process exits, `watch.timeout` passes, or `cancel` fires; with no ports, it must stay up
+/// for `watch.settle`. The container is removed whatever happens.
 pub fn run(
     runtime: &str,
     bundle: &Path,
     id: &str,
-    ports: &BTreeSet<u16>,
-    timeout: Duration,
-    settle: Duration,
+    watch: &Watch<'_>,
     cancel: &Cancel,
 ) -> Result<Observed, RuntimeError> {
+    let Watch {
+        ports,
+        timeout,
+        settle,
+        probe,
+    } = *watch;
     let mut child = Command::new(runtime)
         .args(["run", "--bundle"])
         .arg(bundle)
@@ -213,6 +232,12 @@ pub fn run(
         let all = !ports.is_empty() && ports.is_subset(&observed.listening);
         let settled = ports.is_empty() && up_since.is_some_and(|t| t.elapsed() >= settle);
         if all || settled || started.elapsed() >= timeout || cancel.is_cancelled() {
+            if let (true, Some(path), Some(p)) = (all, probe, pid) {
+                observed.probes = ports
+                    .iter()
+                    .map(|&port| (port, http_get(p, port, path)))
+                    .collect();
+            }
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -265,6 +290,54 @@ pub fn run(
         }
     }
     Ok(observed)
+}
+
+/// `GET path` on `port` of 127.0.0.1 in the network namespace of `pid`: the status line
+/// of the answer.
+fn http_get(pid: u32, port: u16, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|e| e.to_string())?;
+    // On a thread of its own: setns changes the calling thread's namespace only.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> Result<String, String> {
+                // SAFETY: `ns` is an open namespace file for the duration of the call, and
+                // only this short-lived thread enters the namespace.
+                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(format!(
+                        "cannot enter its network namespace: {}",
+                        std::io::Error::last_os_error()
+                    ));
+                }
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                let mut stream =
+                    std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+                        .map_err(|e| e.to_string())?;
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .map_err(|e| e.to_string())?;
+                write!(
+                    stream,
+                    "GET {path} HTTP/1.0\r\nHost: localhost\r\nUser-Agent: unroot-verify\r\n\r\n"
+                )
+                .map_err(|e| e.to_string())?;
+                let mut head = [0u8; 512];
+                let n = stream.read(&mut head).map_err(|e| e.to_string())?;
+                let text = String::from_utf8_lossy(&head[..n]);
+                Ok(text.lines().next().unwrap_or_default().trim().to_string())
+            })
+            .join()
+            .unwrap_or_else(|_| Err("the probe failed".into()))
+    })
+}
+
+/// Whether an HTTP status line says the request succeeded (2xx or 3xx).
+pub fn status_ok(line: &str) -> bool {
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .is_some_and(|c| (200..400).contains(&c))
 }
 
 /// The host pid of the container's process, once it runs.
@@ -323,6 +396,10 @@ mod tests {
    1: 0100007F:0050 0100007F:A1B2 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 20 4 30 10 -1
 ";
         assert_eq!(listen_ports(table), [8080]);
+        assert!(status_ok("HTTP/1.0 200 OK"));
+        assert!(status_ok("HTTP/1.1 302 Found"));
+        assert!(!status_ok("HTTP/1.0 404 Not Found"));
+        assert!(!status_ok("SSH-2.0-OpenSSH"));
     }
 
     #[test]

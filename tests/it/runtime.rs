@@ -656,3 +656,41 @@ fn an_image_without_accounts_or_tmp_converts_and_runs() {
         "{report:#}"
     );
 }
+
+#[test]
+fn verify_probes_a_path_over_http_when_asked() {
+    let s = Scratch::new();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(s.tmp(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let src = s.build("img", "orig", &web_args());
+    let converted = format!("oci:{}:unprivileged", s.path("img").display());
+    s.unroot(&["convert", "-q", &src, "--to", &converted])
+        .success();
+    s.unroot(&["verify", "-q", "--probe", "http:/index.html", &converted])
+        .success();
+    let out = s
+        .unroot(&[
+            "verify",
+            "-q",
+            "--probe",
+            "http:/missing",
+            "--format",
+            "json",
+            &converted,
+        ])
+        .failure(5);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let reasons = &report["runs"][0]["reasons"];
+    assert!(
+        has_line(
+            reasons,
+            "GET /missing on 8080 answered `HTTP/1.1 404 Not Found`"
+        ),
+        "{report:#}"
+    );
+    let out = s
+        .unroot(&["verify", "--probe", "/healthz", &converted])
+        .failure(2);
+    assert!(out.stderr.contains("is not `http:/PATH`"), "{}", out.stderr);
+}
