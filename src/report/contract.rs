@@ -78,6 +78,10 @@ impl Contract {
             y,
             "# unroot: the converted image's runtime contract (Pod Security Standards: restricted)"
         );
+        // Volumes (persistent ones too) become the runtime group's, group-writable.
+        let _ = writeln!(y, "securityContext:");
+        let _ = writeln!(y, "  fsGroup: {}", self.runtime.gid);
+        let _ = writeln!(y, "  fsGroupChangePolicy: OnRootMismatch");
         let _ = writeln!(y, "containers:");
         let _ = writeln!(y, "  - name: app");
         let _ = writeln!(y, "    image: {image}");
@@ -120,6 +124,10 @@ impl Contract {
     /// The same as [`Contract::kubernetes_yaml`], as JSON.
     pub fn kubernetes_json(&self) -> serde_json::Value {
         serde_json::json!({
+            "podSecurityContext": {
+                "fsGroup": self.runtime.gid,
+                "fsGroupChangePolicy": "OnRootMismatch",
+            },
             "securityContext": {
                 "runAsNonRoot": true,
                 "runAsUser": self.runtime.uid,
@@ -206,5 +214,8 @@ mod tests {
         ] {
             assert!(y.contains(line), "{line} missing in\n{y}");
         }
+        // The pod's part comes first, then the container's.
+        assert!(y.contains("securityContext:\n  fsGroup: 101\n  fsGroupChangePolicy: OnRootMismatch\ncontainers:\n"), "{y}");
+        assert_eq!(c.kubernetes_json()["podSecurityContext"]["fsGroup"], 101);
     }
 }

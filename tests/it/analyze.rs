@@ -201,6 +201,8 @@ fn emit_prints_the_contract_alone() {
         "runAsNonRoot: true",
         "runAsUser: 101",
         "runAsGroup: 101",
+        "fsGroup: 101",
+        "fsGroupChangePolicy: OnRootMismatch",
         "allowPrivilegeEscalation: false",
         "readOnlyRootFilesystem: true",
         "drop: [\"ALL\"]",
