@@ -369,6 +369,15 @@ fn serves_unprivileged(spec: &str) -> Scratch {
     s
 }
 
+/// Opens the scratch directory to others, so the container's root (an unprivileged host
+/// uid) can reach the work directory below it.
+fn reachable(s: &Scratch) {
+    use std::os::unix::fs::PermissionsExt;
+    for dir in [s.dir.path().to_path_buf(), s.tmp()] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
 /// Whether a JSON list of lines has one containing `text`.
 fn has_line(lines: &serde_json::Value, text: &str) -> bool {
     lines.as_array().is_some_and(|l| {
@@ -379,10 +388,7 @@ fn has_line(lines: &serde_json::Value, text: &str) -> bool {
 
 /// `unroot verify IMAGE --arbitrary-uid --format json` in `s`, with its exit code.
 pub(crate) fn verify(s: &Scratch, image: &str) -> (i32, serde_json::Value) {
-    // The container's root (an unprivileged host uid) must reach the work directory.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(s.tmp(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    reachable(s);
     let out = s.unroot(&["verify", "-q", "--arbitrary-uid", "--format", "json", image]);
     let report: serde_json::Value = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}\n{}", out.stdout, out.stderr));
@@ -534,10 +540,8 @@ fn verify_needs_a_work_directory_the_container_can_reach() {
 
 #[test]
 fn convert_verify_writes_only_an_image_that_runs() {
-    use std::os::unix::fs::PermissionsExt;
     let s = Scratch::new();
-    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(s.tmp(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    reachable(&s);
     // An image that serves once converted: written, and the report says it was run.
     let src = s.build("img", "orig", &web_args());
     let out = s
@@ -660,9 +664,7 @@ fn an_image_without_accounts_or_tmp_converts_and_runs() {
 #[test]
 fn verify_probes_a_path_over_http_when_asked() {
     let s = Scratch::new();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(s.tmp(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    reachable(&s);
     let src = s.build("img", "orig", &web_args());
     let converted = format!("oci:{}:unprivileged", s.path("img").display());
     s.unroot(&["convert", "-q", &src, "--to", &converted])
