@@ -108,6 +108,13 @@ impl RuntimeContract {
                 tops.push(d);
             }
         }
+        for o in &plan.owned {
+            let parent = o.path.parent().map(|p| p.display()).unwrap_or_default();
+            notes.push(format!(
+                "`{}` is the {} service's {}, which it must own with mode {:04o}: it stays uid {}'s in the image, and the writable mount is its parent `{parent}`, in which the service, running as any UID in group 0, creates it at start; a volume with data mounted at `{}` itself must be owned by the UID the container runs as",
+                o.path, o.recipe, o.what, o.mode, plan.identity.uid, o.path
+            ));
+        }
         RuntimeContract {
             uid: plan.identity.uid,
             gid: plan.identity.gid,

@@ -151,12 +151,21 @@ impl ImageConfig {
 
     /// Replaces `config.ExposedPorts` with these keys, in this order.
     pub fn set_exposed_ports(&mut self, ports: Vec<String>) {
-        let map: Map<String, Value> = ports
+        self.set_key_set("ExposedPorts", ports);
+    }
+
+    /// Replaces `config.Volumes` with these paths, in this order.
+    pub fn set_volumes(&mut self, volumes: Vec<String>) {
+        self.set_key_set("Volumes", volumes);
+    }
+
+    fn set_key_set(&mut self, key: &str, keys: Vec<String>) {
+        let map: Map<String, Value> = keys
             .into_iter()
             .map(|p| (p, Value::Object(Map::new())))
             .collect();
         self.exec_config_mut()
-            .insert("ExposedPorts".into(), Value::Object(map));
+            .insert(key.into(), Value::Object(map));
     }
 
     /// `config.Volumes` keys, absolute paths.

@@ -49,6 +49,23 @@ pub struct Options {
     pub preferred_users: Vec<(String, String)>,
     /// Directories the matched recipes say the service writes, with the recipe's name.
     pub recipe_writable: Vec<(ImagePath, String)>,
+    /// Directories the matched recipes say the service must own.
+    pub recipe_owned: Vec<OwnedDir>,
+}
+
+/// A directory the service must own with a mode it checks (a recipe's `[[owned]]`): it
+/// keeps the runtime user as owner and that mode, and its parent becomes the writable
+/// mount in which any UID in group 0 can create it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedDir {
+    /// The directory.
+    pub path: ImagePath,
+    /// The mode the service requires.
+    pub mode: u32,
+    /// What it is (`data directory`).
+    pub what: String,
+    /// The recipe that says so.
+    pub recipe: String,
 }
 
 /// Why the generic conversion cannot go on.
@@ -384,6 +401,21 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
     for (dir, recipe) in &opts.recipe_writable {
         writable_roots.push((dir.clone(), format!("written by the {recipe} service")));
     }
+    // A directory the service must own is not made group-writable (the service refuses
+    // it then); its parent is, and is what gets mounted.
+    let mut owned: Vec<&OwnedDir> = Vec::new();
+    for o in &opts.recipe_owned {
+        let Some(parent) = o.path.parent().filter(|p| !p.is_root()) else {
+            continue;
+        };
+        writable_roots.push((
+            parent,
+            format!("where the {} service creates its {}", o.recipe, o.what),
+        ));
+        owned.push(o);
+    }
+    let is_owned = |p: &ImagePath| owned.iter().any(|o| *p == o.path || p.is_below(&o.path));
+    writable_roots.retain(|(root, _)| !is_owned(root));
     for (root, what) in writable_roots {
         if root.is_root() {
             notes.push(format!(
@@ -402,7 +434,7 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
             Some(node) => {
                 make_writable(&mut changes, &root, &node.meta, uid);
                 for (p, n) in view.below(&root) {
-                    if n.meta.kind == Kind::Dir {
+                    if n.meta.kind == Kind::Dir && !is_owned(&p) {
                         make_writable(&mut changes, &p, &n.meta, uid);
                     }
                 }
@@ -417,6 +449,60 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
         }
         writable.insert(root);
     }
+    for o in &owned {
+        let before = view.get(&o.path).map(|n| n.meta.clone());
+        let mut change = match &before {
+            Some(meta) if meta.kind != Kind::Dir => {
+                notes.push(format!(
+                    "`{}` is the {} service's {} but is a {}, not a directory; left as it is",
+                    o.path,
+                    o.recipe,
+                    o.what,
+                    meta.kind.name()
+                ));
+                continue;
+            }
+            Some(meta) => FileChange {
+                meta: meta.clone(),
+                body: Body::Empty,
+                reason: Reason::Owned {
+                    what: o.what.clone(),
+                },
+                before: before.clone(),
+                original: None,
+            },
+            None => {
+                let mut created = new_dir(uid, opts.mtime);
+                created.reason = Reason::Owned {
+                    what: o.what.clone(),
+                };
+                created
+            }
+        };
+        change.meta.uid = uid;
+        change.meta.gid = 0;
+        change.meta.mode = o.mode;
+        if before.as_ref() != Some(&change.meta) {
+            changes.insert(o.path.clone(), change);
+        } else {
+            changes.remove(&o.path);
+        }
+    }
+    // A volume at a directory the service must own moves to its parent: a fresh volume
+    // takes the parent's owner and mode, so any UID in group 0 can create the directory.
+    let before_volumes = config.volumes();
+    let mut new_volumes: Vec<String> = Vec::new();
+    for v in &before_volumes {
+        let resolved = view.resolve(&ImagePath::new(v))?;
+        let v = match owned.iter().find(|o| o.path == resolved) {
+            Some(o) => o.path.parent().map_or(v.clone(), |p| p.display()),
+            None => v.clone(),
+        };
+        if !new_volumes.contains(&v) {
+            new_volumes.push(v);
+        }
+    }
+    let volumes = (new_volumes != before_volumes).then_some(new_volumes);
     // The runtime contract mounts a tmpfs on /tmp and services are pointed there: an image
     // without it (scratch) gets one, world-writable with the sticky bit as usual.
     let tmp = ImagePath::new("/tmp");
@@ -564,12 +650,14 @@ pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, P
         changes,
         exposed_ports: (new_exposed != exposed).then_some(new_exposed),
         env: (new_env != env).then_some(new_env),
+        volumes,
         port_moves: moves.into_iter().collect(),
         listen_moves,
         entrypoint,
         cmd,
         arg_moves,
         writable: tops,
+        owned: owned.into_iter().cloned().collect(),
         notes,
         recipes: Vec::new(),
         recipe_problems: Vec::new(),

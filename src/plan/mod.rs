@@ -71,6 +71,21 @@ pub fn build(
                 .map(move |d| (d.clone(), name.clone()))
         })
         .collect();
+    let env = config.env();
+    options.recipe_owned = matched
+        .iter()
+        .flat_map(|m| {
+            m.recipe.owned.iter().map(|o| {
+                let path = o.resolve(&env);
+                generic::OwnedDir {
+                    path: scan.view.resolve(&path).unwrap_or(path),
+                    mode: o.mode,
+                    what: o.what.clone(),
+                    recipe: m.recipe.name.clone(),
+                }
+            })
+        })
+        .collect();
     let mut plan = generic::plan(scan, config, &options)?;
     plan.add_recipe_outcomes(&outcomes, &scan.view, &config.env(), options.mtime);
     plan.recipe_problems = problems;
@@ -126,6 +141,12 @@ pub enum Reason {
         /// Each move: `line 12: 80 -> 8080`.
         edits: Vec<String>,
     },
+    /// A directory the service must own (a recipe's `[[owned]]`): the runtime user's,
+    /// with the mode the service requires, not group-writable.
+    Owned {
+        /// What it is (`data directory`).
+        what: String,
+    },
 }
 
 impl Reason {
@@ -139,6 +160,7 @@ impl Reason {
             Reason::Writable => "runtime-writable: owner UID, group 0, group-writable".into(),
             Reason::CreatedDir => "created as a runtime-writable directory".into(),
             Reason::Edited { recipe, edits } => format!("{recipe} recipe: {}", edits.join("; ")),
+            Reason::Owned { what } => format!("{what} the service must own: owner UID, its own mode, not group-writable"),
             Reason::PortsMoved { edits } => {
                 format!("the command's script: ports moved ({})", edits.join("; "))
             }
@@ -202,6 +224,9 @@ pub struct Plan {
     pub exposed_ports: Option<Vec<String>>,
     /// New `Env`, when it changes.
     pub env: Option<Vec<String>>,
+    /// New `Volumes` keys, when they change (a directory the service must own gives way
+    /// to its parent).
+    pub volumes: Option<Vec<String>>,
     /// Ports moved, `(from, to)`, sorted.
     pub port_moves: Vec<(u16, u16)>,
     /// The ports whose move reaches the service: a port variable, a command-line argument
@@ -217,6 +242,9 @@ pub struct Plan {
     /// The directories the service may write (and that must be writable at run time:
     /// tmpfs or volumes on a read-only root filesystem).
     pub writable: Vec<ImagePath>,
+    /// The directories the service must own (kept the runtime user's, with their mode;
+    /// their parents are in `writable`).
+    pub owned: Vec<generic::OwnedDir>,
     /// Things the user should know (what was not changed and why).
     pub notes: Vec<String>,
     /// The recipes applied, by name.

@@ -47,6 +47,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../recipes/nginx.toml"),
     ),
     (
+        "recipes/postgresql.toml",
+        include_str!("../../recipes/postgresql.toml"),
+    ),
+    (
         "recipes/redis.toml",
         include_str!("../../recipes/redis.toml"),
     ),
@@ -160,6 +164,36 @@ pub struct Writable {
     pub make_writable: bool,
 }
 
+/// A directory the service must own, with a mode it checks (PostgreSQL's data directory:
+/// its owner, 0700). It is not made group-writable: it keeps the runtime user as owner
+/// and its mode, and its parent is the writable mount, where a process running as any UID
+/// in group 0 creates it at start.
+#[derive(Debug, Clone)]
+pub struct Owned {
+    /// What it is, for messages.
+    pub what: String,
+    /// The config's environment variable that names it, when set.
+    pub env: Option<String>,
+    /// The path when the variable is not set.
+    pub path: String,
+    /// The mode the service requires.
+    pub mode: u32,
+}
+
+impl Owned {
+    /// The directory in an image whose config has this `Env`.
+    pub fn resolve(&self, env: &[String]) -> ImagePath {
+        let named = self.env.as_deref().and_then(|name| {
+            env.iter().find_map(|kv| {
+                kv.split_once('=')
+                    .filter(|(k, v)| *k == name && v.starts_with('/'))
+                    .map(|(_, v)| v.to_string())
+            })
+        });
+        ImagePath::new(named.as_deref().unwrap_or(&self.path))
+    }
+}
+
 /// Where the service logs.
 #[derive(Debug, Clone)]
 pub struct Logs {
@@ -244,6 +278,8 @@ pub struct Recipe {
     pub ports: Vec<PortPattern>,
     /// Runtime-writable paths.
     pub writable: Vec<Writable>,
+    /// Directories the service must own.
+    pub owned: Vec<Owned>,
     /// Log locations.
     pub logs: Vec<Logs>,
     /// Other edits, in order.

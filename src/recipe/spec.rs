@@ -5,7 +5,8 @@ use regex::bytes::Regex;
 use serde::Deserialize;
 
 use super::{
-    Edit, EditAction, Entry, Insert, Logs, PathKind, PortPattern, Recipe, RecipeError, Writable,
+    Edit, EditAction, Entry, Insert, Logs, Owned, PathKind, PortPattern, Recipe, RecipeError,
+    Writable,
 };
 use crate::layer::ImagePath;
 
@@ -24,6 +25,8 @@ struct RecipeFile {
     ports: Vec<PortSpec>,
     #[serde(default)]
     writable: Vec<WritableSpec>,
+    #[serde(default)]
+    owned: Vec<OwnedSpec>,
     #[serde(default)]
     logs: Vec<LogSpec>,
     #[serde(default)]
@@ -113,6 +116,16 @@ struct WritableSpec {
     insert: Option<InsertSpec>,
     #[serde(default)]
     make_writable: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OwnedSpec {
+    what: String,
+    #[serde(default)]
+    env: Option<String>,
+    path: String,
+    mode: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -281,6 +294,29 @@ impl Recipe {
             });
         }
 
+        let mut owned = Vec::new();
+        for (i, o) in spec.owned.iter().enumerate() {
+            let field = format!("owned[{i}]");
+            if !o.path.starts_with('/') || o.path == "/" {
+                return Err(c.err(
+                    &format!("{field}.path"),
+                    "an absolute path below `/` (its parent is mounted writable)",
+                ));
+            }
+            if o.mode > 0o7777 || o.mode & 0o700 != 0o700 {
+                return Err(c.err(
+                    &format!("{field}.mode"),
+                    "a mode such as 0o700 that lets the owner read, write and enter",
+                ));
+            }
+            owned.push(Owned {
+                what: o.what.clone(),
+                env: o.env.clone(),
+                path: o.path.clone(),
+                mode: o.mode,
+            });
+        }
+
         let mut logs = Vec::new();
         for (i, l) in spec.logs.iter().enumerate() {
             logs.push(Logs {
@@ -402,6 +438,7 @@ impl Recipe {
                 .transpose()?,
             ports,
             writable,
+            owned,
             logs,
             edits,
             env: spec.env.into_iter().map(|e| (e.name, e.value)).collect(),

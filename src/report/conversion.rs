@@ -112,6 +112,7 @@ impl Conversion {
                 after.exposed_ports(),
             ),
             ("Env", before.env(), after.env()),
+            ("Volumes", before.volumes(), after.volumes()),
             ("Entrypoint", before.entrypoint(), after.entrypoint()),
             ("Cmd", before.cmd(), after.cmd()),
         ] {
@@ -160,6 +161,7 @@ impl Conversion {
                         Reason::CreatedDir => "created-dir",
                         Reason::Edited { .. } => "edited",
                         Reason::PortsMoved { .. } => "ports-moved",
+                        Reason::Owned { .. } => "owned-dir",
                     },
                     description: c.reason.describe(),
                     before: c.before.as_ref().map(owner),

@@ -121,6 +121,9 @@ pub fn converted_config(config: &ImageConfig, plan: &Plan) -> ImageConfig {
     if let Some(env) = &plan.env {
         config.set_env(env.clone());
     }
+    if let Some(volumes) = &plan.volumes {
+        config.set_volumes(volumes.clone());
+    }
     for (field, args) in [("Entrypoint", &plan.entrypoint), ("Cmd", &plan.cmd)] {
         if let Some(args) = args {
             config.set_command(field, args.clone());

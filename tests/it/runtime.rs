@@ -179,6 +179,23 @@ impl Bundle {
         Bundle { dir }
     }
 
+    /// Mounts a tmpfs at each of the contract's writable directories but /tmp (which
+    /// every bundle has), owned by `uid` and group 0 as the docker contract's
+    /// `--tmpfs DIR:uid=UID,gid=0` does; runc gives each the mode of the directory it covers.
+    pub(crate) fn mount_writable(&self, dirs: &[String], uid: u32) {
+        let path = self.dir.join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let mounts = config["mounts"].as_array_mut().unwrap();
+        for d in dirs.iter().filter(|d| *d != "/tmp") {
+            mounts.push(serde_json::json!({
+                "destination": d, "type": "tmpfs", "source": "tmpfs",
+                "options": ["nosuid", "nodev", format!("uid={uid}"), "gid=0"]
+            }));
+        }
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    }
+
     /// Runs in the foreground until the process exits (at most 20 s).
     pub(crate) fn run_to_exit(&self, id: &str) -> Output {
         let out = tool(
@@ -207,7 +224,13 @@ impl Bundle {
             .stderr(std::process::Stdio::null())
             .status()
             .expect("runc runs");
-        assert!(status.success(), "runc could not start {id}");
+        if !status.success() {
+            let out = self.run_to_exit(&format!("{id}-fg"));
+            panic!(
+                "runc could not start {id}; in the foreground:\n{}\n{}",
+                out.stdout, out.stderr
+            );
+        }
         let state: serde_json::Value =
             serde_json::from_str(&tool("runc", &["state", id]).success().stdout).unwrap();
         Container {

@@ -19,12 +19,17 @@ enum Probe {
     Redis { port: u16 },
     /// `mosquitto_pub` connects and publishes.
     Mqtt { port: u16 },
+    /// `psql` runs a query.
+    Postgres { port: u16 },
 }
 
 impl Probe {
     fn port(&self) -> u16 {
         match self {
-            Probe::Http { port, .. } | Probe::Redis { port } | Probe::Mqtt { port } => *port,
+            Probe::Http { port, .. }
+            | Probe::Redis { port }
+            | Probe::Mqtt { port }
+            | Probe::Postgres { port } => *port,
         }
     }
 
@@ -56,11 +61,23 @@ impl Probe {
                 "-q",
                 "1",
             ]),
+            Probe::Postgres { .. } => c.in_netns(&[
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &p,
+                "-U",
+                "postgres",
+                "-tAc",
+                "select 'answered by ' || version()",
+            ]),
         };
         let want = match self {
             Probe::Http { expect, .. } => *expect,
             Probe::Redis { .. } => "PONG",
             Probe::Mqtt { .. } => "",
+            Probe::Postgres { .. } => "answered by PostgreSQL",
         };
         if out.code == 0 && out.stdout.contains(want) {
             Ok(())
@@ -87,8 +104,15 @@ impl Probe {
     }
 }
 
-/// Converts the image, runs the original and the result, and returns the new layer's size.
-fn prove(name: &str, image: HostImage, probe: Probe, moved_from: u16, uid: u32) -> u64 {
+/// Converts the image, runs the original and the result, and returns the new layer's size
+/// and the conversion's report.
+fn prove(
+    name: &str,
+    image: HostImage,
+    probe: Probe,
+    moved_from: u16,
+    uid: u32,
+) -> (u64, serde_json::Value) {
     let s = Scratch::new();
     let layout = s.path("img");
     let src = format!("oci:{}:original", layout.display());
@@ -135,9 +159,18 @@ fn prove(name: &str, image: HostImage, probe: Probe, moved_from: u16, uid: u32) 
         "{name}: the original layers, unchanged"
     );
 
-    // The original, run the same way (its own user, no capabilities, read-only root),
-    // answers on neither port.
+    // The contract's writable directories, mounted as its docker command does.
+    let writable: Vec<String> = report["contract"]["writable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap().to_string())
+        .collect();
+
+    // The original, run the same way (its own user, no capabilities, read-only root, the
+    // same writable mounts), answers on neither port.
     let original = Bundle::new(&s, &layout, "original", "orig", None);
+    original.mount_writable(&writable, 0);
     let c = original.start(&unique("orig", &s));
     std::thread::sleep(Duration::from_millis(1500));
     for port in [moved_from, probe.port()] {
@@ -150,6 +183,7 @@ fn prove(name: &str, image: HostImage, probe: Probe, moved_from: u16, uid: u32) 
 
     // The converted image answers on the moved port, as its numeric non-root user.
     let converted = Bundle::new(&s, &layout, "unprivileged", "conv", None);
+    converted.mount_writable(&writable, uid);
     let c = converted.start(&unique("conv", &s));
     if let Err(e) = probe.answers(&c, probe.port()) {
         drop(c);
@@ -161,6 +195,7 @@ fn prove(name: &str, image: HostImage, probe: Probe, moved_from: u16, uid: u32) 
 
     // An arbitrary UID in group 0, as OpenShift runs images.
     let arbitrary = Bundle::new(&s, &layout, "unprivileged", "any", Some((54321, 0)));
+    arbitrary.mount_writable(&writable, uid);
     let c = arbitrary.start(&unique("any", &s));
     if let Err(e) = probe.answers(&c, probe.port()) {
         drop(c);
@@ -191,7 +226,10 @@ fn prove(name: &str, image: HostImage, probe: Probe, moved_from: u16, uid: u32) 
         "{name}: unroot verify of the original: {verified:#}"
     );
 
-    report["destination"]["new_layer"]["size"].as_u64().unwrap()
+    (
+        report["destination"]["new_layer"]["size"].as_u64().unwrap(),
+        report,
+    )
 }
 
 /// The layer digests of a tagged image in a layout.
@@ -243,7 +281,7 @@ ExposedPorts = ["80/tcp"]
     i.dir("/var/lib/nginx", 0o755, 0, 0);
     i.dir("/var/log/nginx", 0o755, 0, 4);
     i.accounts(&["root", "www-data"], &["root", "adm", "www-data"]);
-    let size = prove(
+    let (size, _) = prove(
         "nginx",
         i,
         Probe::Http {
@@ -304,7 +342,7 @@ StopSignal = "SIGQUIT"
         0,
     );
     i.text("/etc/group", "root:x:0:\nnginx:x:101:\n", 0o644, 0, 0);
-    let size = prove(
+    let (size, _) = prove(
         "nginx",
         i,
         Probe::Http {
@@ -355,7 +393,7 @@ StopSignal = "SIGWINCH"
         "/usr/local/bin/apache2-foreground",
     );
     i.accounts(&["root", "www-data"], &["root", "adm", "www-data"]);
-    let size = prove(
+    let (size, _) = prove(
         "apache",
         i,
         Probe::Http {
@@ -438,7 +476,7 @@ WorkingDir = "/usr/local/apache2"
         0,
     );
     i.text("/etc/group", "root:x:0:\ndaemon:x:1:\n", 0o644, 0, 0);
-    let size = prove(
+    let (size, _) = prove(
         "apache",
         i,
         Probe::Http {
@@ -468,7 +506,7 @@ ExposedPorts = ["6379/tcp"]
     i.path("/var/lib/redis");
     i.path("/var/log/redis");
     i.accounts(&["root", "redis"], &["root", "adm", "redis"]);
-    let size = prove(
+    let (size, _) = prove(
         "redis",
         i,
         Probe::Redis { port: 6379 },
@@ -498,7 +536,7 @@ StopSignal = "SIGUSR1"
     i.text("/etc/haproxy/haproxy.cfg", &cfg, 0o644, 0, 0);
     i.tree("/var/lib/haproxy");
     i.accounts(&["root", "haproxy"], &["root", "haproxy"]);
-    let size = prove(
+    let (size, _) = prove(
         "haproxy",
         i,
         Probe::Http {
@@ -660,7 +698,7 @@ include "/etc/lighttpd/conf-enabled/*.conf"
     i.dir("/var/cache/lighttpd", 0o755, www, www);
     i.dir("/var/cache/lighttpd/uploads", 0o750, www, www);
     i.accounts(&["root", "www-data"], &["root", "www-data"]);
-    let size = prove(
+    let (size, _) = prove(
         "lighttpd",
         i,
         Probe::Http {
@@ -697,7 +735,7 @@ ExposedPorts = ["183/tcp"]
     i.path("/var/lib/mosquitto");
     i.path("/var/log/mosquitto");
     i.accounts(&["root", "mosquitto"], &["root", "mosquitto"]);
-    let size = prove(
+    let (size, _) = prove(
         "mosquitto",
         i,
         Probe::Mqtt { port: 8183 },
@@ -735,7 +773,7 @@ ExposedPorts = ["80/tcp"]
     i.path("/var/log/squid");
     i.path("/var/spool/squid");
     i.accounts(&["root", "proxy"], &["root", "proxy"]);
-    let size = prove(
+    let (size, _) = prove(
         "squid",
         i,
         Probe::Http {
@@ -746,4 +784,113 @@ ExposedPorts = ["80/tcp"]
         host_uid("proxy"),
     );
     eprintln!("squid (Debian): new layer {size} bytes");
+}
+
+/// PostgreSQL in the official image's style: Debian's server binaries, `PGDATA` a volume
+/// the root entrypoint chowns and `chmod 1777`s in the image, an entrypoint that drops to
+/// postgres with gosu when it runs as root, creates and initdb's the data directory at
+/// start, and gives an account-less UID one through nss_wrapper (initdb needs a name).
+#[test]
+fn postgresql_official_style() {
+    let pg = host_uid("postgres");
+    let bin = "/usr/lib/postgresql/15/bin";
+    let mut i = HostImage::new(&format!(
+        r#"[config]
+Env = ["PATH={bin}:/usr/local/bin:/usr/bin", "TZ=UTC", "PGDATA=/var/lib/postgresql/data", "NSS_WRAPPER_LIB=/usr/lib/x86_64-linux-gnu/libnss_wrapper.so"]
+Entrypoint = ["docker-entrypoint.sh"]
+Cmd = ["postgres"]
+ExposedPorts = ["5432/tcp"]
+Volumes = ["/var/lib/postgresql/data"]
+StopSignal = "SIGINT"
+"#
+    ));
+    i.base();
+    for b in ["postgres", "initdb"] {
+        i.binary(&format!("{bin}/{b}"));
+    }
+    // The modules initdb loads (PL/pgSQL, the text search dictionaries); not the others,
+    // LLVM's JIT among them.
+    for m in ["plpgsql", "dict_snowball"] {
+        i.binary(&format!("/usr/lib/postgresql/15/lib/{m}.so"));
+    }
+    i.tree("/usr/share/postgresql/15");
+    i.path("/usr/share/zoneinfo/UTC");
+    i.binary("/usr/sbin/gosu");
+    i.binary("/usr/lib/x86_64-linux-gnu/libnss_wrapper.so");
+    i.busybox(&["sh", "id", "mkdir", "chown", "chmod", "mktemp", "echo"]);
+    i.text(
+        "/usr/local/bin/docker-entrypoint.sh",
+        r#"#!/bin/sh
+set -e
+if [ "$1" = postgres ] && [ "$(id -u)" = 0 ]; then
+    # As root: make the directories postgres's, then start again as postgres.
+    mkdir -p "$PGDATA" /var/run/postgresql
+    chown -R postgres:postgres "$PGDATA" /var/run/postgresql
+    chmod 700 "$PGDATA"
+    exec gosu postgres "$0" "$@"
+fi
+if [ "$1" = postgres ]; then
+    mkdir -p "$PGDATA"
+    chmod 700 "$PGDATA" 2>/dev/null || :
+    # initdb asks for the name of the user it runs as: a UID with no account gets one.
+    if ! id -un >/dev/null 2>&1 && [ -e "$NSS_WRAPPER_LIB" ]; then
+        NSS_WRAPPER_PASSWD="$(mktemp)"
+        NSS_WRAPPER_GROUP="$(mktemp)"
+        echo "postgres:x:$(id -u):$(id -g):PostgreSQL:$PGDATA:/bin/false" > "$NSS_WRAPPER_PASSWD"
+        echo "postgres:x:$(id -g):" > "$NSS_WRAPPER_GROUP"
+        export LD_PRELOAD="$NSS_WRAPPER_LIB" NSS_WRAPPER_PASSWD NSS_WRAPPER_GROUP
+    fi
+    if [ ! -s "$PGDATA/PG_VERSION" ]; then
+        initdb --username=postgres --auth=trust --pgdata="$PGDATA"
+        echo "listen_addresses = '*'" >> "$PGDATA/postgresql.conf"
+        echo "host all all all trust" >> "$PGDATA/pg_hba.conf"
+    fi
+fi
+exec "$@"
+"#,
+        0o755,
+        0,
+        0,
+    );
+    i.dir("/var/lib/postgresql", 0o755, pg, pg);
+    i.dir("/var/lib/postgresql/data", 0o1777, pg, pg);
+    i.dir("/run/postgresql", 0o3777, pg, pg);
+    i.accounts(&["root", "postgres"], &["root", "postgres"]);
+    let (size, report) = prove("postgresql", i, Probe::Postgres { port: 5432 }, 5432, pg);
+    // The data directory keeps its owner and the mode the server requires; its parent is
+    // the mount (and the volume), where an arbitrary UID creates it.
+    let change = |path: &str| {
+        report["conversion"]["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["path"] == path)
+            .unwrap_or_else(|| panic!("no change of {path}: {report:#}"))
+            .clone()
+    };
+    assert_eq!(
+        change("/var/lib/postgresql/data")["after"],
+        format!("{pg}:0 0700")
+    );
+    assert_eq!(
+        change("/var/lib/postgresql")["after"],
+        format!("{pg}:0 0775")
+    );
+    let volumes = report["conversion"]["config_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["field"] == "Volumes")
+        .unwrap_or_else(|| panic!("{report:#}"))
+        .clone();
+    assert_eq!(volumes["after"], serde_json::json!(["/var/lib/postgresql"]));
+    assert!(
+        report["contract"]["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("must own with mode 0700")),
+        "{report:#}"
+    );
+    eprintln!("postgresql (official style): new layer {size} bytes");
 }

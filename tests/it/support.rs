@@ -147,8 +147,12 @@ impl Scratch {
     }
 }
 
-/// Builds spec text into a location.
+/// Builds spec text into a location. With `UNROOT_TEST_KEEP_SPEC=FILE` the spec is also
+/// written there, to rebuild the image by hand (`cargo run --example build_image`).
 pub fn build(spec: &str, location: &str) -> Digest {
+    if let Ok(keep) = std::env::var("UNROOT_TEST_KEEP_SPEC") {
+        std::fs::write(keep, spec).expect("the spec can be kept");
+    }
     let spec = ImageSpec::parse(spec, "test spec").expect("spec parses");
     spec.build(&ImageLocation::parse(location).expect("location"))
         .expect("image builds")
