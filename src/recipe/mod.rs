@@ -39,6 +39,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../recipes/lighttpd.toml"),
     ),
     (
+        "recipes/mariadb.toml",
+        include_str!("../../recipes/mariadb.toml"),
+    ),
+    (
         "recipes/mosquitto.toml",
         include_str!("../../recipes/mosquitto.toml"),
     ),

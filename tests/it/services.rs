@@ -21,6 +21,8 @@ enum Probe {
     Mqtt { port: u16 },
     /// `psql` runs a query.
     Postgres { port: u16 },
+    /// `mariadb-admin ping` over TCP.
+    Mariadb { port: u16 },
 }
 
 impl Probe {
@@ -29,7 +31,8 @@ impl Probe {
             Probe::Http { port, .. }
             | Probe::Redis { port }
             | Probe::Mqtt { port }
-            | Probe::Postgres { port } => *port,
+            | Probe::Postgres { port }
+            | Probe::Mariadb { port } => *port,
         }
     }
 
@@ -72,12 +75,25 @@ impl Probe {
                 "-tAc",
                 "select 'answered by ' || version()",
             ]),
+            Probe::Mariadb { .. } => c.in_netns(&[
+                "mariadb-admin",
+                "--protocol=tcp",
+                "-h",
+                "127.0.0.1",
+                "-P",
+                &p,
+                "-u",
+                "root",
+                "--connect-timeout=2",
+                "ping",
+            ]),
         };
         let want = match self {
             Probe::Http { expect, .. } => *expect,
             Probe::Redis { .. } => "PONG",
             Probe::Mqtt { .. } => "",
             Probe::Postgres { .. } => "answered by PostgreSQL",
+            Probe::Mariadb { .. } => "mysqld is alive",
         };
         if out.code == 0 && out.stdout.contains(want) {
             Ok(())
@@ -893,4 +909,70 @@ exec "$@"
         "{report:#}"
     );
     eprintln!("postgresql (official style): new layer {size} bytes");
+}
+
+/// MariaDB in the official image's style, from Debian's package: my.cnf with its include
+/// directories, the socket and pid file in /run/mysqld, `/var/lib/mysql` a volume, an
+/// entrypoint that drops from root to mysql with gosu and runs mariadb-install-db at the
+/// first start.
+#[test]
+fn mariadb_official_style() {
+    let my = host_uid("mysql");
+    let mut i = HostImage::new(
+        r#"[config]
+Env = ["PATH=/usr/local/bin:/usr/sbin:/usr/bin"]
+Entrypoint = ["docker-entrypoint.sh"]
+Cmd = ["mariadbd"]
+ExposedPorts = ["3306/tcp"]
+Volumes = ["/var/lib/mysql"]
+"#,
+    );
+    i.base();
+    for b in [
+        "/usr/sbin/mariadbd",
+        "/usr/bin/my_print_defaults",
+        "/usr/sbin/gosu",
+    ] {
+        i.binary(b);
+    }
+    i.path("/usr/bin/mariadb-install-db");
+    i.tree("/etc/mysql");
+    i.path("/etc/alternatives/my.cnf");
+    for d in ["english", "charsets"] {
+        i.tree(&format!("/usr/share/mysql/{d}"));
+    }
+    for f in std::fs::read_dir("/usr/share/mysql").unwrap().flatten() {
+        if f.path().extension().is_some_and(|x| x == "sql") {
+            i.path(&f.path().to_string_lossy());
+        }
+    }
+    i.busybox(&[
+        "sh", "id", "mkdir", "chown", "chmod", "cat", "sed", "dirname", "basename", "hostname",
+        "rm", "test", "echo", "grep", "tr", "cut", "head",
+    ]);
+    i.text(
+        "/usr/local/bin/docker-entrypoint.sh",
+        r#"#!/bin/sh
+set -e
+if [ "$1" = mariadbd ] && [ "$(id -u)" = 0 ]; then
+    # As root: make the directories mysql's, then start again as mysql.
+    mkdir -p /var/lib/mysql /run/mysqld
+    chown -R mysql:mysql /var/lib/mysql /run/mysqld
+    exec gosu mysql "$0" "$@"
+fi
+if [ "$1" = mariadbd ] && [ ! -d /var/lib/mysql/mysql ]; then
+    mariadb-install-db --datadir=/var/lib/mysql --skip-test-db --skip-name-resolve \
+        --auth-root-authentication-method=normal --cross-bootstrap > /dev/null
+fi
+exec "$@"
+"#,
+        0o755,
+        0,
+        0,
+    );
+    i.dir("/var/lib/mysql", 0o1777, my, my);
+    i.dir("/run/mysqld", 0o1777, my, my);
+    i.accounts(&["root", "mysql"], &["root", "mysql"]);
+    let (size, _) = prove("mariadb", i, Probe::Mariadb { port: 3306 }, 3306, my);
+    eprintln!("mariadb (official style): new layer {size} bytes");
 }
