@@ -31,6 +31,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../recipes/apache.toml"),
     ),
     (
+        "recipes/caddy.toml",
+        include_str!("../../recipes/caddy.toml"),
+    ),
+    (
         "recipes/haproxy.toml",
         include_str!("../../recipes/haproxy.toml"),
     ),
@@ -49,6 +53,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
     (
         "recipes/nginx.toml",
         include_str!("../../recipes/nginx.toml"),
+    ),
+    (
+        "recipes/php-fpm.toml",
+        include_str!("../../recipes/php-fpm.toml"),
     ),
     (
         "recipes/postgresql.toml",
@@ -414,10 +422,14 @@ mod tests {
             recipes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
             [
                 "apache",
+                "caddy",
                 "haproxy",
                 "lighttpd",
+                "mariadb",
                 "mosquitto",
                 "nginx",
+                "php-fpm",
+                "postgresql",
                 "redis",
                 "squid"
             ]

@@ -23,6 +23,12 @@ enum Probe {
     Postgres { port: u16 },
     /// `mariadb-admin ping` over TCP.
     Mariadb { port: u16 },
+    /// A FastCGI request (`cgi-fcgi`) for a script; the output contains the text.
+    FastCgi {
+        port: u16,
+        script: &'static str,
+        expect: &'static str,
+    },
 }
 
 impl Probe {
@@ -32,7 +38,8 @@ impl Probe {
             | Probe::Redis { port }
             | Probe::Mqtt { port }
             | Probe::Postgres { port }
-            | Probe::Mariadb { port } => *port,
+            | Probe::Mariadb { port }
+            | Probe::FastCgi { port, .. } => *port,
         }
     }
 
@@ -87,13 +94,26 @@ impl Probe {
                 "--connect-timeout=2",
                 "ping",
             ]),
+            Probe::FastCgi { script, .. } => c.in_netns(&[
+                "env",
+                "REQUEST_METHOD=GET",
+                &format!("SCRIPT_FILENAME={script}"),
+                "SCRIPT_NAME=/index.php",
+                "timeout",
+                "3",
+                "cgi-fcgi",
+                "-bind",
+                "-connect",
+                &format!("127.0.0.1:{p}"),
+            ]),
         };
         let want = match self {
-            Probe::Http { expect, .. } => *expect,
+            Probe::Http { expect, .. } => expect,
             Probe::Redis { .. } => "PONG",
             Probe::Mqtt { .. } => "",
             Probe::Postgres { .. } => "answered by PostgreSQL",
             Probe::Mariadb { .. } => "mysqld is alive",
+            Probe::FastCgi { expect, .. } => expect,
         };
         if out.code == 0 && out.stdout.contains(want) {
             Ok(())
@@ -975,4 +995,111 @@ exec "$@"
     i.accounts(&["root", "mysql"], &["root", "mysql"]);
     let (size, _) = prove("mariadb", i, Probe::Mariadb { port: 3306 }, 3306, my);
     eprintln!("mariadb (official style): new layer {size} bytes");
+}
+
+/// Caddy in the official image's layout: the Caddyfile's `:80` site serving
+/// /usr/share/caddy, `XDG_DATA_HOME=/data` and `XDG_CONFIG_HOME=/config` as volumes (the
+/// official image also exposes 443, which only a site with a certificate listens on).
+#[test]
+fn caddy_official_layout() {
+    let mut i = HostImage::new(
+        r#"[config]
+Env = ["PATH=/usr/bin", "XDG_CONFIG_HOME=/config", "XDG_DATA_HOME=/data"]
+Cmd = ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]
+ExposedPorts = ["80/tcp"]
+Volumes = ["/config", "/data"]
+WorkingDir = "/srv"
+"#,
+    );
+    i.base();
+    i.binary("/usr/bin/caddy");
+    i.path("/etc/caddy/Caddyfile");
+    i.tree("/usr/share/caddy");
+    i.path("/etc/ssl/certs/ca-certificates.crt");
+    for d in ["/config", "/data", "/srv"] {
+        i.dir(d, 0o755, 0, 0);
+    }
+    i.text(
+        "/etc/passwd",
+        "root:x:0:0:root:/root:/bin/sh\n",
+        0o644,
+        0,
+        0,
+    );
+    i.text("/etc/group", "root:x:0:\n", 0o644, 0, 0);
+    // The admin endpoint listens on localhost:2019: the name must resolve offline.
+    i.text(
+        "/etc/hosts",
+        "127.0.0.1 localhost\n::1 localhost\n",
+        0o644,
+        0,
+        0,
+    );
+    i.text("/etc/nsswitch.conf", "hosts: files dns\n", 0o644, 0, 0);
+    let (size, _) = prove(
+        "caddy",
+        i,
+        Probe::Http {
+            port: 8080,
+            expect: "Caddy works!",
+        },
+        80,
+        65532,
+    );
+    eprintln!("caddy (official layout): new layer {size} bytes");
+}
+
+/// PHP-FPM from Debian's package, in the official image's way: pool.d with a
+/// `zz-docker.conf` that listens on 9000, the pid file in /run/php, the log in /var/log;
+/// asked over FastCGI for a script, it runs it.
+#[test]
+fn php_fpm_debian() {
+    let mut i = HostImage::new(
+        r#"[config]
+Env = ["PATH=/usr/sbin:/usr/bin"]
+Cmd = ["php-fpm8.2", "--nodaemonize", "--fpm-config", "/etc/php/8.2/fpm/php-fpm.conf"]
+ExposedPorts = ["9000/tcp"]
+StopSignal = "SIGQUIT"
+WorkingDir = "/var/www/html"
+"#,
+    );
+    i.base();
+    i.binary("/usr/sbin/php-fpm8.2");
+    i.tree("/etc/php/8.2/fpm");
+    i.tree("/etc/php/8.2/mods-available");
+    i.path("/usr/lib/php/20220829");
+    for e in std::fs::read_dir("/usr/lib/php/20220829")
+        .unwrap()
+        .flatten()
+    {
+        i.binary(&e.path().to_string_lossy());
+    }
+    i.text(
+        "/etc/php/8.2/fpm/pool.d/zz-docker.conf",
+        "[global]\ndaemonize = no\n\n[www]\nlisten = 9000\n",
+        0o644,
+        0,
+        0,
+    );
+    i.text(
+        "/var/www/html/index.php",
+        "<?php echo 'hello from php-fpm ' . PHP_VERSION;\n",
+        0o644,
+        0,
+        0,
+    );
+    i.dir("/run/php", 0o755, 0, 0);
+    i.accounts(&["root", "www-data"], &["root", "www-data"]);
+    let (size, _) = prove(
+        "php-fpm",
+        i,
+        Probe::FastCgi {
+            port: 9000,
+            script: "/var/www/html/index.php",
+            expect: "hello from php-fpm",
+        },
+        9000,
+        33,
+    );
+    eprintln!("php-fpm (Debian): new layer {size} bytes");
 }
