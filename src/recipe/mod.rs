@@ -47,6 +47,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../recipes/mariadb.toml"),
     ),
     (
+        "recipes/memcached.toml",
+        include_str!("../../recipes/memcached.toml"),
+    ),
+    (
         "recipes/mosquitto.toml",
         include_str!("../../recipes/mosquitto.toml"),
     ),
@@ -426,6 +430,7 @@ mod tests {
                 "haproxy",
                 "lighttpd",
                 "mariadb",
+                "memcached",
                 "mosquitto",
                 "nginx",
                 "php-fpm",

@@ -395,14 +395,74 @@ StopSignal = "SIGQUIT"
 /// script that reads /etc/apache2/envvars).
 #[test]
 fn apache_debian_layout() {
-    let mut i = HostImage::new(
-        r#"[config]
-Env = ["PATH=/usr/sbin:/usr/bin"]
-Cmd = ["apache2-foreground"]
-ExposedPorts = ["80/tcp"]
-StopSignal = "SIGWINCH"
-"#,
+    let mut i = apache_debian_image(r#"Cmd = ["apache2-foreground"]"#);
+    i.busybox(&["sh", "mkdir", "rm"]);
+    i.text(
+        "/usr/local/bin/apache2-foreground",
+        "#!/bin/sh\nset -e\n. /etc/apache2/envvars\nmkdir -p \"$APACHE_RUN_DIR\" \"$APACHE_LOCK_DIR\"\nrm -f \"$APACHE_PID_FILE\"\nexec apache2 -DFOREGROUND \"$@\"\n",
+        0o755,
+        0,
+        0,
     );
+    i.symlink(
+        "/usr/sbin/apache2-foreground",
+        "/usr/local/bin/apache2-foreground",
+    );
+    let (size, _) = prove(
+        "apache",
+        i,
+        Probe::Http {
+            port: 8080,
+            expect: "Apache2 Debian Default Page",
+        },
+        80,
+        33,
+    );
+    eprintln!("apache (Debian layout): new layer {size} bytes");
+}
+
+/// Debian's Apache started the way most Dockerfiles built on Debian's package start it:
+/// `apache2ctl -D FOREGROUND`, whose script creates the run and lock directories and chowns
+/// them to www-data (which an arbitrary UID may not do).
+#[test]
+fn apache_debian_apache2ctl() {
+    let mut i = apache_debian_image(r#"Cmd = ["apache2ctl", "-D", "FOREGROUND"]"#);
+    i.path("/usr/sbin/apache2ctl");
+    i.busybox(&[
+        "sh", "mkdir", "rm", "stat", "mktemp", "chmod", "chown", "mv", "rmdir", "id",
+    ]);
+    let (size, report) = prove(
+        "apache",
+        i,
+        Probe::Http {
+            port: 8080,
+            expect: "Apache2 Debian Default Page",
+        },
+        80,
+        33,
+    );
+    let ctl = report["conversion"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "/usr/sbin/apache2ctl")
+        .unwrap_or_else(|| panic!("apache2ctl is not in the new layer: {report:#}"));
+    assert!(
+        ctl["diff"]
+            .as_str()
+            .unwrap()
+            .contains("+        [ \"$(id -u)\" != 0 ] || chown $OWNER $TMPNAME || exit 1"),
+        "{ctl:#}"
+    );
+    eprintln!("apache (Debian, apache2ctl): new layer {size} bytes");
+}
+
+/// Debian's apache2 package as an image holds it: the server, every module, /etc/apache2,
+/// the default page, log directory and accounts; `cmd` is the config's Cmd line.
+fn apache_debian_image(cmd: &str) -> HostImage {
+    let mut i = HostImage::new(&format!(
+        "[config]\nEnv = [\"PATH=/usr/sbin:/usr/bin\"]\n{cmd}\nExposedPorts = [\"80/tcp\"]\nStopSignal = \"SIGWINCH\"\n"
+    ));
     i.base();
     i.binary("/usr/sbin/apache2");
     i.tree("/etc/apache2");
@@ -416,30 +476,8 @@ StopSignal = "SIGWINCH"
     i.path("/etc/mime.types");
     i.tree("/var/www/html");
     i.dir("/var/log/apache2", 0o750, 0, 4);
-    i.busybox(&["sh", "mkdir", "rm"]);
-    i.text(
-        "/usr/local/bin/apache2-foreground",
-        "#!/bin/sh\nset -e\n. /etc/apache2/envvars\nmkdir -p \"$APACHE_RUN_DIR\" \"$APACHE_LOCK_DIR\"\nrm -f \"$APACHE_PID_FILE\"\nexec apache2 -DFOREGROUND \"$@\"\n",
-        0o755,
-        0,
-        0,
-    );
-    i.symlink(
-        "/usr/sbin/apache2-foreground",
-        "/usr/local/bin/apache2-foreground",
-    );
     i.accounts(&["root", "www-data"], &["root", "adm", "www-data"]);
-    let (size, _) = prove(
-        "apache",
-        i,
-        Probe::Http {
-            port: 8080,
-            expect: "Apache2 Debian Default Page",
-        },
-        80,
-        33,
-    );
-    eprintln!("apache (Debian layout): new layer {size} bytes");
+    i
 }
 
 /// Apache in the official httpd image's layout: /usr/local/apache2, `httpd-foreground`,
@@ -589,19 +627,35 @@ StopSignal = "SIGUSR1"
 /// the converted image serves on `port` as `uid` and as an arbitrary UID in group 0, and
 /// the original fails. Returns the conversion's report.
 fn prove_generic(image: HostImage, uid: u32, port: u16) -> serde_json::Value {
+    prove_converted(image, uid, port, &["--no-recipes"], &[])
+}
+
+/// [`prove_generic`], with `convert` given `args` and the recipes that must apply.
+fn prove_converted(
+    image: HostImage,
+    uid: u32,
+    port: u16,
+    args: &[&str],
+    recipes: &[&str],
+) -> serde_json::Value {
     let s = Scratch::new();
     let layout = s.path("img");
     let src = format!("oci:{}:original", layout.display());
     crate::support::build(&image.spec(), &src);
     let converted = format!("oci:{}:unprivileged", layout.display());
-    let out = s
-        .unroot(&[
-            "convert", "-q", "--format", "json", &src, "--to", &converted,
-        ])
-        .success();
+    let mut convert = vec!["convert", "-q", "--format", "json"];
+    convert.extend_from_slice(args);
+    convert.extend_from_slice(&[&src, "--to", &converted]);
+    let out = s.unroot(&convert).success();
     let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(report["contract"]["uid"], uid, "{report:#}");
-    assert_eq!(report["conversion"]["recipes"], serde_json::json!([]));
+    let applied: Vec<&str> = report["conversion"]["recipes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(applied, recipes, "{report:#}");
     let errors: Vec<&serde_json::Value> = report["findings"]
         .as_array()
         .unwrap()
@@ -618,6 +672,27 @@ fn prove_generic(image: HostImage, uid: u32, port: u16) -> serde_json::Value {
     let (code, verified) = crate::runtime::verify(&s, &src);
     assert_eq!(code, 5, "the original passes: {verified:#}");
     report
+}
+
+/// memcached as the official image's Dockerfile runs it, but left as root: `memcached`
+/// with no `-u`, which as root refuses to start. The memcached recipe names its account.
+#[test]
+fn memcached_recipe_names_the_account() {
+    let mut i = HostImage::new(
+        r#"[config]
+Env = ["PATH=/usr/bin"]
+Cmd = ["memcached"]
+ExposedPorts = ["11211/tcp"]
+"#,
+    );
+    i.base();
+    i.binary("/usr/bin/memcached");
+    i.accounts(&["root", "memcache"], &["root", "memcache"]);
+    let report = prove_converted(i, host_uid("memcache"), 11211, &[], &["memcached"]);
+    assert_eq!(
+        report["conversion"]["user_reason"],
+        "`memcache`, the service account of the memcached recipe"
+    );
 }
 
 /// memcached as Debian runs it (`memcached -u memcache`), with no recipe: the generic
@@ -679,6 +754,64 @@ ExposedPorts = ["80/tcp"]
     assert_eq!(
         cmd["after"],
         serde_json::json!(["busybox", "httpd", "-f", "-p", "8080", "-h", "/srv/www"])
+    );
+}
+
+/// Python's `http.server` on port 80, the port a positional argument of the command
+/// (`python3 -m http.server 80`), with no recipe: the argument moves with ExposedPorts, and
+/// the server answers as the fallback user and as an arbitrary UID.
+#[test]
+fn python_http_server_port_argument_moves() {
+    let mut i = HostImage::new(
+        r#"[config]
+Env = ["PATH=/usr/bin"]
+Cmd = ["python3", "-m", "http.server", "80", "--directory", "/srv"]
+ExposedPorts = ["80/tcp"]
+"#,
+    );
+    i.base();
+    i.binary("/usr/bin/python3");
+    // The standard library modules the server imports, as this machine's Python loads them.
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import argparse, contextlib, encodings.idna, http.server, runpy, sys\n\
+             for m in list(sys.modules.values()):\n    print(getattr(m, '__file__', None) or '')",
+        ])
+        .output()
+        .expect("python3 runs (run ./scripts/test)");
+    assert!(out.status.success(), "{out:?}");
+    for f in String::from_utf8(out.stdout).unwrap().lines() {
+        if f.starts_with("/usr/lib/python3") && !f.contains("-packages/") {
+            i.binary(f);
+        }
+    }
+    // The server looks its address up (`getfqdn`) before it listens.
+    i.text(
+        "/etc/hosts",
+        "127.0.0.1 localhost\n::1 localhost\n",
+        0o644,
+        0,
+        0,
+    );
+    i.text("/srv/index.html", "hello from python\n", 0o644, 0, 0);
+    let report = prove_generic(i, 65532, 8080);
+    let cmd = report["conversion"]["config_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["field"] == "Cmd")
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(
+        cmd["after"],
+        serde_json::json!([
+            "python3",
+            "-m",
+            "http.server",
+            "8080",
+            "--directory",
+            "/srv"
+        ])
     );
 }
 
