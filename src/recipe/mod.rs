@@ -442,6 +442,18 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_schema_is_a_recipe() {
+        let doc = include_str!("../../recipes/README.md");
+        let start = doc
+            .find("```toml\n")
+            .expect("recipes/README.md has a toml block")
+            + 8;
+        let len = doc[start..].find("```").unwrap();
+        let recipe = Recipe::parse(&doc[start..start + len], "recipes/README.md").unwrap();
+        assert_eq!(recipe.name, "nginx");
+    }
+
+    #[test]
     fn syntax_errors_point_at_line_and_column() {
         let err = Recipe::parse("name = \"x\"\nsummary = 3\n", "recipes/x.toml").unwrap_err();
         let msg = err.to_string();

@@ -693,6 +693,10 @@ ExposedPorts = ["11211/tcp"]
         report["conversion"]["user_reason"],
         "`memcache`, the service account of the memcached recipe"
     );
+    eprintln!(
+        "memcached (recipe): new layer {} bytes",
+        report["conversion"]["content_bytes"]
+    );
 }
 
 /// memcached as Debian runs it (`memcached -u memcache`), with no recipe: the generic
