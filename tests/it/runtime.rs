@@ -196,6 +196,23 @@ impl Bundle {
         std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
     }
 
+    /// Makes the run a plain one, as `docker run` without hardening flags would be: the
+    /// root filesystem writable and nothing mounted on it (still no capabilities, a user
+    /// namespace, privileged ports at 1024). umoci turns the image's `Volumes` into empty
+    /// root-owned tmpfs mounts; docker and podman fill a new volume with the directory's
+    /// content, owner and mode from the image, which the writable root itself gives here.
+    pub(crate) fn writable_root(&self) {
+        let path = self.dir.join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        config["root"]["readonly"] = false.into();
+        config["mounts"].as_array_mut().unwrap().retain(|m| {
+            let volume = m["type"] == "tmpfs" && m["source"] == "none";
+            m["destination"] != "/tmp" && !volume
+        });
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    }
+
     /// Runs in the foreground until the process exits (at most 20 s).
     pub(crate) fn run_to_exit(&self, id: &str) -> Output {
         let out = tool(
@@ -372,7 +389,14 @@ fn serves_unprivileged(spec: &str) -> Scratch {
         out.stderr
     );
 
-    // The converted image serves on 8080 as uid 65532.
+    // Plain: as its user, the root filesystem writable, nothing mounted.
+    let plain = Bundle::new(&s, &layout, "unprivileged", "plain-bundle", None);
+    plain.writable_root();
+    let c = plain.start(&unique("plain", &s));
+    assert_eq!(c.get(8080), "hello from an unprivileged container\n");
+    drop(c);
+
+    // Read-only root and a tmpfs /tmp: the converted image serves on 8080 as uid 65532.
     let converted = Bundle::new(&s, &layout, "unprivileged", "conv-bundle", None);
     let c = converted.start(&unique("conv", &s));
     assert_eq!(c.get(8080), "hello from an unprivileged container\n");

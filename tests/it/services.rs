@@ -217,7 +217,20 @@ fn prove(
     }
     drop(c);
 
-    // The converted image answers on the moved port, as its numeric non-root user.
+    // Plain: the converted image as its user with its root filesystem writable and no
+    // mounts, as `docker run` without hardening flags runs it.
+    let plain = Bundle::new(&s, &layout, "unprivileged", "plain", None);
+    plain.writable_root();
+    let c = plain.start(&unique("plain", &s));
+    if let Err(e) = probe.answers(&c, probe.port()) {
+        drop(c);
+        let out = plain.run_to_exit(&unique("diag", &s));
+        panic!("{name}: the converted image, run plain, does not answer on {}: {e}\nrun in the foreground it printed:\n{}\n{}", probe.port(), out.stdout, out.stderr);
+    }
+    drop(c);
+
+    // Read-only: it answers on the moved port, as its numeric non-root user, with the
+    // root filesystem read-only and the contract's writable mounts.
     let converted = Bundle::new(&s, &layout, "unprivileged", "conv", None);
     converted.mount_writable(&writable, uid);
     let c = converted.start(&unique("conv", &s));
