@@ -29,6 +29,7 @@
 //!
 //! ```text
 //! cli        clap definitions and rendering; no logic
+//! serve      the registry bot: webhook payloads -> image events (jobs over a Session)
 //! report     text, JSON, SARIF; the runtime contract as docker and Kubernetes settings
 //! pipeline   Session: resolve -> scan -> plan -> analysis; mutate -> sink; verify
 //! runtime    unpack layers into a root filesystem, run it with an OCI runtime, watch it
@@ -59,6 +60,7 @@ pub mod plan;
 pub mod recipe;
 pub mod report;
 pub mod runtime;
+pub mod serve;
 pub mod transport;
 pub mod write;
 

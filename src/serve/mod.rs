@@ -1,0 +1,7 @@
+//! The registry automation bot (`unroot serve`): webhooks in, one conversion per pushed
+//! image out. [`hooks`] turns what registries send into image events; [`rules`] reads the
+//! rules file and routes each event to a destination, or says why it is not converted
+//! (no rule, an excluded tag, the bot's own output).
+
+pub mod hooks;
+pub mod rules;
