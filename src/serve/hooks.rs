@@ -124,7 +124,8 @@ fn url_host(url: &str) -> Option<&str> {
 }
 
 /// The CNCF distribution registry's notifications: an envelope
-/// (`application/vnd.docker.distribution.events.v2+json`) of several events, manifest and
+/// (`application/vnd.docker.distribution.events.v1+json` from distribution 2.x, `v2` from
+/// 3.x, the same shape) of several events, manifest and
 /// blob pushes, pulls and deletes. The registry's address comes from the target's URL (as
 /// the registry was asked), else from the request's `Host`.
 pub fn distribution(body: &[u8]) -> Result<Vec<Hooked>, HookError> {

@@ -10,6 +10,7 @@ mod platforms;
 mod recipes;
 mod registry;
 mod runtime;
+mod serve;
 mod services;
 mod session;
 mod signals;

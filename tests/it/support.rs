@@ -196,40 +196,49 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry without authentication.
     pub fn start() -> Registry {
-        Registry::start_inner("127.0.0.1", None, false)
+        Registry::start_inner("127.0.0.1", None, false, "")
     }
 
     /// Starts a registry without authentication on another loopback address, one that
     /// unroot does not treat as local (so TLS is required unless `--tls-verify=false`).
     pub fn start_on(host: &str) -> Registry {
-        Registry::start_inner(host, None, false)
+        Registry::start_inner(host, None, false, "")
     }
 
     /// Starts a registry with htpasswd authentication for one user.
     pub fn start_with_auth(user: &str, password: &str) -> Registry {
-        Registry::start_inner("127.0.0.1", Some(Auth::Htpasswd(user, password)), false)
+        Registry::start_inner("127.0.0.1", Some(Auth::Htpasswd(user, password)), false, "")
     }
 
     /// Starts a registry with bearer-token authentication served by `tokens`.
     pub fn start_with_tokens(tokens: &TokenServer) -> Registry {
-        Registry::start_inner("127.0.0.1", Some(Auth::Token(tokens)), false)
+        Registry::start_inner("127.0.0.1", Some(Auth::Token(tokens)), false, "")
     }
 
     /// Starts a registry serving HTTPS with a self-signed certificate on `host`.
     pub fn start_tls(host: &str) -> Registry {
-        Registry::start_inner(host, None, true)
+        Registry::start_inner(host, None, true, "")
     }
 
     /// Starts a registry serving HTTPS on `host` with a certificate of a test CA, with
     /// bearer-token authentication by `tokens`; returns it and the CA's certificate (trust
     /// it with `SSL_CERT_FILE`).
     pub fn start_trusted_tls_with_tokens(host: &str, tokens: &TokenServer) -> (Registry, PathBuf) {
-        let registry = Registry::start_inner(host, Some(Auth::Token(tokens)), true);
+        let registry = Registry::start_inner(host, Some(Auth::Token(tokens)), true, "");
         let ca = registry._dir.path().join("ca.crt");
         (registry, ca)
     }
 
-    fn start_inner(host: &str, auth: Option<Auth<'_>>, tls: bool) -> Registry {
+    /// Starts a registry without authentication that sends its notifications (event
+    /// envelopes) to `url` with `Authorization: Bearer TOKEN`.
+    pub fn start_notifying(url: &str, token: &str) -> Registry {
+        let notifications = format!(
+            "notifications:\n  endpoints:\n    - name: bot\n      url: {url}\n      headers:\n        Authorization: [\"Bearer {token}\"]\n      timeout: 2s\n      threshold: 3\n      backoff: 1s\n"
+        );
+        Registry::start_inner("127.0.0.1", None, false, &notifications)
+    }
+
+    fn start_inner(host: &str, auth: Option<Auth<'_>>, tls: bool, extra: &str) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("unroot-registry-")
             .tempdir()
@@ -270,6 +279,7 @@ impl Registry {
             )),
             None => {}
         }
+        config.push_str(extra);
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).expect("write registry config");
         let child = Command::new("docker-registry")
