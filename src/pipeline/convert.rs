@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::model::{media, Descriptor, Digest, ImageIndex, ImageLocation, ImageRef};
 use crate::plan::{self, RecipeFailure};
 use crate::transport::{BlobProvider, BlobReader, Sink, Source, TransportError};
-use crate::write::image::{Lineage, BASE_DIGEST, BASE_NAME};
+use crate::write::image::{Lineage, BASE_DIGEST, BASE_NAME, RECIPES_DIGEST};
 use crate::write::mutate::{mutate, MutateError, Mutation, SourceImage};
 
 use super::analyze::{examine, plan_error, run_name, Examined};
@@ -155,6 +155,10 @@ impl Session {
         let mut annotations = index.index.annotations.clone();
         annotations.insert(BASE_NAME.to_string(), base_name(&request.image.source));
         annotations.insert(BASE_DIGEST.to_string(), index.digest.to_string());
+        annotations.insert(
+            RECIPES_DIGEST.to_string(),
+            request.image.recipes.digest().to_string(),
+        );
         let manifests = platforms
             .iter()
             .map(|(_, entry, converted)| {
@@ -246,6 +250,7 @@ impl Session {
         // Mutate: the new layer, rewritten layers, config and manifest; meanwhile the sink
         // finds (or mounts) the base layers it has.
         let base_name = base_name(&from.source);
+        let recipes_digest = recipes.digest();
         let kept: Vec<Descriptor> = image
             .manifest
             .layers
@@ -285,6 +290,7 @@ impl Session {
                 &Lineage {
                     base_name: &base_name,
                     base_digest: &image.digest,
+                    recipes_digest: &recipes_digest,
                     created: &created,
                     created_by: &request.created_by,
                 },

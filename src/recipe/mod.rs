@@ -399,6 +399,22 @@ impl Selection {
         Selection { candidates, forced }
     }
 
+    /// The digest of the selection: of each recipe's name and text, candidates then
+    /// forced ones, in order. Converted images carry it, so a bot can tell an image
+    /// converted with other recipes from an up-to-date one.
+    pub fn digest(&self) -> crate::model::Digest {
+        let mut text = Vec::new();
+        for (kind, recipes) in [("candidate", &self.candidates), ("forced", &self.forced)] {
+            for r in recipes {
+                for part in [kind, &r.name, &r.source] {
+                    text.extend_from_slice(&(part.len() as u64).to_be_bytes());
+                    text.extend_from_slice(part.as_bytes());
+                }
+            }
+        }
+        crate::model::Digest::sha256_of(&text)
+    }
+
     /// Every recipe of the selection.
     pub fn all(&self) -> Vec<Recipe> {
         self.candidates
@@ -438,6 +454,30 @@ mod tests {
                 "redis",
                 "squid"
             ]
+        );
+    }
+
+    #[test]
+    fn selections_differ_in_digest_by_recipe_text_and_role() {
+        let builtin = Selection::default();
+        assert_eq!(builtin.digest(), Selection::default().digest());
+        let none = Selection::new(true, Vec::new());
+        assert_ne!(builtin.digest(), none.digest());
+        let nginx = Recipe::builtin()
+            .into_iter()
+            .find(|r| r.name == "nginx")
+            .unwrap();
+        let forced = Selection::new(false, vec![nginx.clone()]);
+        assert_ne!(
+            forced.digest(),
+            builtin.digest(),
+            "forcing a recipe is another set"
+        );
+        let mut edited = nginx;
+        edited.source.push_str("\n# a comment\n");
+        assert_ne!(
+            Selection::new(false, vec![edited]).digest(),
+            forced.digest()
         );
     }
 

@@ -13,6 +13,9 @@ use crate::transport::{OutputImage, OutputLayer};
 pub const BASE_NAME: &str = "org.opencontainers.image.base.name";
 /// The annotation with the digest of that image.
 pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
+/// The annotation with the digest of the recipe set the conversion used
+/// ([`Selection::digest`](crate::recipe::Selection::digest)).
+pub const RECIPES_DIGEST: &str = "dev.unroot.recipes.digest";
 
 /// What went into the history entry and the layer.
 pub struct Lineage<'a> {
@@ -20,6 +23,8 @@ pub struct Lineage<'a> {
     pub base_name: &'a str,
     /// The source manifest's digest.
     pub base_digest: &'a Digest,
+    /// The digest of the recipe set.
+    pub recipes_digest: &'a Digest,
     /// The `created` time of the new config and history entry (RFC 3339).
     pub created: &'a str,
     /// The `created_by` of the history entry.
@@ -86,6 +91,10 @@ pub fn assemble(
     let mut annotations: BTreeMap<String, String> = source.annotations.clone();
     annotations.insert(BASE_NAME.to_string(), lineage.base_name.to_string());
     annotations.insert(BASE_DIGEST.to_string(), lineage.base_digest.to_string());
+    annotations.insert(
+        RECIPES_DIGEST.to_string(),
+        lineage.recipes_digest.to_string(),
+    );
     let manifest = ImageManifest {
         schema_version: 2,
         media_type: Some(media::OCI_MANIFEST.to_string()),

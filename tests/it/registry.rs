@@ -45,6 +45,26 @@ fn registry_to_new_repository_reuses_base_layers() {
         manifest["annotations"]["org.opencontainers.image.base.name"],
         format!("{}/team/sample:v1", registry.addr).as_str()
     );
+    // The recipe set is named too: another set, another value.
+    let recipes = manifest["annotations"]["dev.unroot.recipes.digest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{manifest:#}"))
+        .to_string();
+    assert!(recipes.starts_with("sha256:"), "{recipes}");
+    s.unroot(&[
+        "convert",
+        "-q",
+        "--no-recipes",
+        &registry.image("team/sample:v1"),
+        "--to",
+        &registry.image("other/sample:v1-generic"),
+    ])
+    .success();
+    let generic = raw_manifest(&registry.image("other/sample:v1-generic"));
+    assert_ne!(
+        generic["annotations"]["dev.unroot.recipes.digest"],
+        recipes.as_str()
+    );
     // skopeo copies it out again (every blob is there).
     registry.copy_out("other/sample:v1", &s.path("copy"));
     // The default destination is the same repository with `-unprivileged`.
