@@ -312,7 +312,7 @@ pub fn apply(
             };
             if let Some(v) = value.filter(|v| v.starts_with('/') && !v.contains("${")) {
                 let path = ImagePath::new(&v);
-                if view.exists(&path) {
+                if view.exists(&path) || w.create {
                     let dir = view.resolve(&path).unwrap_or(path);
                     if !outcome.writable_dirs.contains(&dir) {
                         outcome.writable_dirs.push(dir);

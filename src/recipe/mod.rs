@@ -178,6 +178,9 @@ pub struct Writable {
     /// The conversion makes the directory (the fixed path, or the one the directive
     /// names) `UID:0` and group-writable, when it exists.
     pub make_writable: bool,
+    /// ... and creates it when it does not (a directory the init system makes at boot,
+    /// such as Debian's /run/php).
+    pub create: bool,
 }
 
 /// A directory the service must own, with a mode it checks (PostgreSQL's data directory:
@@ -479,6 +482,24 @@ mod tests {
             Selection::new(false, vec![edited]).digest(),
             forced.digest()
         );
+    }
+
+    #[test]
+    fn create_needs_a_fixed_path_made_writable() {
+        let base = "name = \"x\"\nsummary = \"x\"\n[match]\nany = [\"/x\"]\n[[writable]]\nwhat = \"run dir\"\nkind = \"dir\"\n";
+        for body in [
+            "path = \"/run/x\"\ncreate = true\n",
+            "config = 'dir (\\S+)'\nmake_writable = true\ncreate = true\n",
+        ] {
+            let err = Recipe::parse(&format!("{base}{body}"), "x.toml").unwrap_err();
+            assert!(err.to_string().contains("writable[0].create"), "{err}");
+        }
+        let ok = Recipe::parse(
+            &format!("{base}path = \"/run/x\"\nmake_writable = true\ncreate = true\n"),
+            "x.toml",
+        )
+        .unwrap();
+        assert!(ok.writable[0].create);
     }
 
     #[test]

@@ -116,6 +116,8 @@ struct WritableSpec {
     insert: Option<InsertSpec>,
     #[serde(default)]
     make_writable: bool,
+    #[serde(default)]
+    create: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -272,6 +274,12 @@ impl Recipe {
                     "`redirect` moves a path a directive names, so it needs `config`",
                 ));
             }
+            if w.create && (!w.make_writable || w.path.is_none()) {
+                return Err(c.err(
+                    &format!("{field}.create"),
+                    "`create` makes a missing directory: it needs `make_writable = true` and a fixed `path`",
+                ));
+            }
             writable.push(Writable {
                 what: w.what.clone(),
                 kind: w.kind,
@@ -291,6 +299,7 @@ impl Recipe {
                     .map(|ins| c.insert(&format!("{field}.insert"), ins))
                     .transpose()?,
                 make_writable: w.make_writable,
+                create: w.create,
             });
         }
 

@@ -1238,9 +1238,9 @@ WorkingDir = "/var/www/html"
         0,
         0,
     );
-    i.dir("/run/php", 0o755, 0, 0);
+    // No /run/php: the package leaves it to tmpfiles.d, which images do not run.
     i.accounts(&["root", "www-data"], &["root", "www-data"]);
-    let (size, _) = prove(
+    let (size, report) = prove(
         "php-fpm",
         i,
         Probe::FastCgi {
@@ -1250,6 +1250,23 @@ WorkingDir = "/var/www/html"
         },
         9000,
         33,
+    );
+    // The pools' socket directory stays where web servers look for it: created, writable,
+    // and a writable mount of the contract.
+    let run = report["conversion"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["path"] == "/run/php")
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(run["reason"], "created-dir", "{run:#}");
+    assert_eq!(run["after"], "33:0 0775");
+    assert!(
+        report["contract"]["writable"]
+            .as_array()
+            .unwrap()
+            .contains(&"/run/php".into()),
+        "{report:#}"
     );
     eprintln!("php-fpm (Debian): new layer {size} bytes");
 }
