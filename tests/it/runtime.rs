@@ -665,12 +665,7 @@ fn a_port_in_the_entrypoint_script_moves_and_the_image_runs() {
             "after": "exec /bin/busybox httpd -f -v -p 8080 -h /srv/www"
         }])
     );
-    let change = report["conversion"]["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["path"] == "/docker-entrypoint.sh")
-        .unwrap_or_else(|| panic!("{report:#}"));
+    let change = crate::support::change_of(&report, "/docker-entrypoint.sh");
     assert_eq!(change["reason"], "ports-moved");
     assert_eq!(change["after"], "0:0 0755");
     assert_eq!(report["findings"], serde_json::json!([]), "{report:#}");

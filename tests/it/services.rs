@@ -454,12 +454,7 @@ fn apache_debian_apache2ctl() {
         80,
         33,
     );
-    let ctl = report["conversion"]["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["path"] == "/usr/sbin/apache2ctl")
-        .unwrap_or_else(|| panic!("apache2ctl is not in the new layer: {report:#}"));
+    let ctl = crate::support::change_of(&report, "/usr/sbin/apache2ctl");
     assert!(
         ctl["diff"]
             .as_str()
@@ -1045,15 +1040,7 @@ exec "$@"
     let (size, report) = prove("postgresql", i, Probe::Postgres { port: 5432 }, 5432, pg);
     // The data directory keeps its owner and the mode the server requires; its parent is
     // the mount (and the volume), where an arbitrary UID creates it.
-    let change = |path: &str| {
-        report["conversion"]["changes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["path"] == path)
-            .unwrap_or_else(|| panic!("no change of {path}: {report:#}"))
-            .clone()
-    };
+    let change = |path: &str| crate::support::change_of(&report, path);
     assert_eq!(
         change("/var/lib/postgresql/data")["after"],
         format!("{pg}:0 0700")
@@ -1253,12 +1240,7 @@ WorkingDir = "/var/www/html"
     );
     // The pools' socket directory stays where web servers look for it: created, writable,
     // and a writable mount of the contract.
-    let run = report["conversion"]["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["path"] == "/run/php")
-        .unwrap_or_else(|| panic!("{report:#}"));
+    let run = crate::support::change_of(&report, "/run/php");
     assert_eq!(run["reason"], "created-dir", "{run:#}");
     assert_eq!(run["after"], "33:0 0775");
     assert!(

@@ -439,6 +439,16 @@ mode = 0o755
 "##;
 
 /// Parses a JSON file.
+/// The entry of a conversion report's new layer for `path` (`conversion.changes`).
+pub fn change_of<'a>(report: &'a serde_json::Value, path: &str) -> &'a serde_json::Value {
+    report["conversion"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["path"] == path)
+        .unwrap_or_else(|| panic!("{path} is not in the new layer: {report:#}"))
+}
+
 pub fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(
         &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
