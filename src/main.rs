@@ -19,6 +19,9 @@ use unroot::pipeline::{ConvertRequest, ImageRequest};
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
+    if let Command::Serve(args) = &cli.command {
+        return serve(args);
+    }
     let events = unroot::cli::progress::for_stderr(cli.quiet);
     let cancel = Cancel::new();
     let signal = stop_on_signals(&cancel);
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Recipes(command) => {
             unroot::cli::recipes::run(command).map(|text| (text, exit::SUCCESS))
         }
+        Command::Serve(_) => unreachable!("served above"),
     };
     // Bars are cleared before the result or the error is printed.
     drop(events);
@@ -73,6 +77,37 @@ fn main() -> ExitCode {
                 eprintln!("\nhint: {}", redact(&hint));
             }
             ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// `unroot serve`: logs to stderr (text or JSON lines; `RUST_LOG` filters, default
+/// `info`), runs until SIGTERM or SIGINT.
+fn serve(args: &unroot::cli::ServeArgs) -> ExitCode {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        unroot::cli::LogFormat::Json => logs.json().init(),
+        unroot::cli::LogFormat::Text => logs.init(),
+    }
+    let session = match args.session() {
+        Ok(session) => session,
+        Err(e) => {
+            eprintln!("error: {}", redact(&e.to_string()));
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    match unroot::serve::server::serve(args.options(), session) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", redact(&e.to_string()));
+            if let Some(hint) = e.hint() {
+                eprintln!("\nhint: {}", redact(&hint));
+            }
+            ExitCode::from(exit::LOCAL)
         }
     }
 }

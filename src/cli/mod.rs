@@ -91,6 +91,106 @@ pub enum Command {
     /// List, show and check recipes (declarative service conversions, see recipes/README.md).
     #[command(subcommand)]
     Recipes(RecipesCommand),
+
+    /// Run the registry bot: convert every image pushed to the watched repositories.
+    ///
+    /// Listens for registry webhooks (POST /hooks/distribution, harbor, github, dockerhub,
+    /// quay, generic; each needs the secret in `webhook_token_file`), stores each pushed
+    /// image's job durably before answering 202, and converts it as `unroot convert` would
+    /// to the destination its rule names, once per source digest, recipe set and options.
+    /// The state and queue live in SQLite (one machine) or PostgreSQL (replicas sharing
+    /// one database). Also serves GET /healthz, /readyz, /metrics (Prometheus), /jobs,
+    /// /jobs/ID and POST /jobs/ID/retry. SIGTERM stops taking hooks and jobs, gives running
+    /// jobs --grace to finish, and puts the rest back in the queue.
+    #[command(after_help = SERVE_AFTER_HELP)]
+    Serve(ServeArgs),
+}
+
+const SERVE_AFTER_HELP: &str = "\
+The rules file (TOML):
+  listen = \"127.0.0.1:8686\"
+  state = \"sqlite:/var/lib/unroot/state.db\"   # or postgres://USER:PASSWORD@HOST/DB
+  webhook_token_file = \"/etc/unroot/hook-token\"
+
+  [[rule]]
+  source = \"registry.example:5000/library/*\"   # repository glob; all tags
+  exclude_tags = [\"*-unprivileged\"]
+  destination = \"{registry}/{repository}:{tag}-unprivileged\"
+  # optional: platforms, recipes, uid, gid, ports = [\"80:8080\"], verify = true
+
+Exit status: 0 stopped cleanly, 2 usage error, 3 the rules or token file, the state store
+or the listening address cannot be used.";
+
+/// `unroot serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The rules file: where to listen, the state store, what to convert to where.
+    #[arg(long, short = 'c', value_name = "FILE", env = "UNROOT_RULES")]
+    pub config: std::path::PathBuf,
+
+    /// Run the jobs already queued, then exit (for a cron job beside a registry that
+    /// cannot send webhooks), instead of serving.
+    #[arg(long)]
+    pub once: bool,
+
+    /// How many conversions this process runs at once.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub concurrency: u64,
+
+    /// After SIGTERM, how long running jobs have to finish before they are stopped and
+    /// put back in the queue.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub grace: u64,
+
+    /// How often this process tells the state store it is alive; a process silent for
+    /// three of these has its jobs handed to another replica.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat: u64,
+
+    /// How many times a job tries again, with backoff from 2 s, after a registry failure
+    /// that may pass (unreachable, 5xx, 429 beyond --retries).
+    #[arg(long, value_name = "N", default_value_t = 6)]
+    pub job_retries: u32,
+
+    /// Log lines as text or as JSON objects (one per line).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Registry access for sources and destinations.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// How `unroot serve` logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl ServeArgs {
+    /// The bot's options.
+    pub fn options(&self) -> crate::serve::server::ServeOptions {
+        crate::serve::server::ServeOptions {
+            config: self.config.clone(),
+            concurrency: self.concurrency as usize,
+            grace: Duration::from_secs(self.grace),
+            heartbeat: Duration::from_secs(self.heartbeat),
+            job_retries: self.job_retries,
+            once: self.once,
+        }
+    }
+
+    /// The session the bot's jobs share.
+    pub fn session(&self) -> Result<Session, Error> {
+        Ok(Session::new(self.registry.session_options(
+            ScanLimits::default(),
+            Arc::new(crate::control::Silent),
+            Cancel::new(),
+        )?))
+    }
 }
 
 /// `unroot recipes ...`
@@ -391,33 +491,43 @@ impl PlanArgs {
     /// The session these arguments ask for, its events going to `events`, stopped by
     /// `cancel`.
     pub fn session(&self, events: Arc<dyn Events>, cancel: Cancel) -> Result<Session, Error> {
-        let creds = self
-            .registry
-            .creds
-            .as_deref()
-            .map(Credentials::parse)
-            .transpose()?;
-        Ok(Session::new(SessionOptions {
+        let limits = ScanLimits {
+            jobs: self.jobs.unwrap_or(0),
+            max_spool: self.max_spool.0,
+        };
+        Ok(Session::new(
+            self.registry.session_options(limits, events, cancel)?,
+        ))
+    }
+}
+
+impl RegistryArgs {
+    /// The session options these arguments ask for.
+    pub fn session_options(
+        &self,
+        limits: ScanLimits,
+        events: Arc<dyn Events>,
+        cancel: Cancel,
+    ) -> Result<SessionOptions, Error> {
+        let creds = self.creds.as_deref().map(Credentials::parse).transpose()?;
+        Ok(SessionOptions {
             credentials: Arc::new(UserCredentials { creds }),
-            tls_verify: self.registry.tls_verify,
+            tls_verify: self.tls_verify,
             retry: RetryPolicy {
-                retries: self.registry.retries,
+                retries: self.retries,
                 ..Default::default()
             },
             pace: Pace {
-                read_timeout: Duration::from_secs(self.registry.read_timeout),
-                speed_limit: self.registry.speed_limit,
-                speed_time: Duration::from_secs(self.registry.speed_time),
-                deadline: Duration::from_secs(self.registry.request_deadline),
+                read_timeout: Duration::from_secs(self.read_timeout),
+                speed_limit: self.speed_limit,
+                speed_time: Duration::from_secs(self.speed_time),
+                deadline: Duration::from_secs(self.request_deadline),
             },
-            limits: ScanLimits {
-                jobs: self.jobs.unwrap_or(0),
-                max_spool: self.max_spool.0,
-            },
+            limits,
             events,
             cancel,
             ..Default::default()
-        }))
+        })
     }
 }
 

@@ -2,8 +2,13 @@
 //! image out. [`hooks`] turns what registries send into image events; [`rules`] reads the
 //! rules file and routes each event to a destination, or says why it is not converted
 //! (no rule, an excluded tag, the bot's own output); [`job`] says when two conversions are
-//! the same.
+//! the same; [`store`] keeps the jobs and the queue (SQLite or PostgreSQL); [`worker`]
+//! runs one job; [`server`] is the HTTP side and the process's life.
 
 pub mod hooks;
 pub mod job;
+pub mod metrics;
 pub mod rules;
+pub mod server;
+pub mod store;
+pub mod worker;

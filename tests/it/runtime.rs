@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::support::{tool, Output, Scratch};
 
 /// A web server image as many are: root, port 80 from `$PORT`, busybox for everything.
-const WEB: &str = r##"
+pub(crate) const WEB: &str = r##"
 [config]
 Env = ["PATH=/bin", "PORT=80"]
 ExposedPorts = ["80/tcp"]

@@ -2,7 +2,9 @@
 //! images are pushed.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -11,13 +13,13 @@ use unroot::serve::hooks::{self, Hooked, ImageEvent};
 use crate::support::{sample_spec, skopeo, Registry, Scratch};
 
 /// One HTTP request as received: its headers (lower-case names) and body.
-struct Received {
+pub(crate) struct Received {
     headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
 
 /// Accepts HTTP/1.1 POSTs on 127.0.0.1, answers each `200`, and hands them over.
-fn receiver() -> (String, mpsc::Receiver<Received>) {
+pub(crate) fn receiver() -> (String, mpsc::Receiver<Received>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!(
         "http://{}/hooks/distribution",
@@ -121,4 +123,353 @@ fn the_registry_s_notifications_of_a_push_parse_to_one_image_event() {
     assert_eq!(image.digest.as_ref().map(|d| d.to_string()), Some(digest));
     assert!(!image.is_untagged_image_manifest());
     assert!(ignored.iter().all(|why| why == "blob push"), "{ignored:?}");
+}
+
+/// A free port on 127.0.0.1.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP/1.1 request to `addr`; the status and the body.
+pub(crate) fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut conn = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    conn.write_all(request.as_bytes()).unwrap();
+    conn.write_all(body).unwrap();
+    let mut response = Vec::new();
+    conn.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `unroot serve` started on a rules file, stopped (SIGTERM) when dropped.
+pub(crate) struct Bot {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// The hooks' secret.
+    pub token: String,
+    /// Its log (stderr).
+    pub log: PathBuf,
+}
+
+pub(crate) const TOKEN: &str = "test-hook-secret-0123456789";
+
+impl Bot {
+    /// Writes the token file and `rules` (with `listen` and `webhook_token_file` put
+    /// first) into `dir`, starts the bot and waits for `/healthz`.
+    pub fn start(dir: &std::path::Path, name: &str, port: u16, rules: &str, args: &[&str]) -> Bot {
+        let token_file = dir.join("hook-token");
+        std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"{addr}\"\nwebhook_token_file = \"{}\"\n{rules}",
+                token_file.display()
+            ),
+        )
+        .unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_unroot"))
+            .args(["serve", "-c", config.to_str().unwrap(), "--heartbeat", "2"])
+            .args(args)
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start unroot serve");
+        let mut bot = Bot {
+            child,
+            addr,
+            token: TOKEN.to_string(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = bot.child.try_wait() {
+                panic!("unroot serve exited ({status}):\n{}", bot.log_text());
+            }
+            if TcpStream::connect(&bot.addr).is_ok() && bot.get("/healthz").0 == 200 {
+                return bot;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no /healthz in 30 s:\n{}",
+                bot.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http(&self.addr, "GET", path, &[], b"")
+    }
+
+    /// POSTs `body` to `/hooks/HOOK` with the secret.
+    pub fn hook(&self, hook: &str, body: &str) -> (u16, serde_json::Value) {
+        let auth = format!("Bearer {}", self.token);
+        let (status, text) = http(
+            &self.addr,
+            "POST",
+            &format!("/hooks/{hook}"),
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        );
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    /// The jobs, newest first.
+    pub fn jobs(&self) -> Vec<serde_json::Value> {
+        let (status, text) = self.get("/jobs?limit=1000");
+        assert_eq!(status, 200, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["jobs"].as_array().unwrap().clone()
+    }
+
+    /// Waits until `n` jobs exist and none is queued or running; returns them.
+    pub fn wait_jobs_ended(&self, n: usize, within: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let jobs = self.jobs();
+            let live = jobs
+                .iter()
+                .filter(|j| j["state"] == "queued" || j["state"] == "running")
+                .count();
+            if jobs.len() >= n && live == 0 {
+                return jobs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "jobs did not end in {within:?}: {jobs:#?}\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit; its status code.
+    pub fn stop(&mut self) -> Option<i32> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+}
+
+impl Drop for Bot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How many manifest pushes to `repository` with a tag ending in `suffix` the registry
+/// announced (read from its envelopes as they are, whoever pushed), from what `rx`
+/// received until it was quiet for `quiet`.
+fn pushes_seen(
+    rx: &mpsc::Receiver<Received>,
+    repository: &str,
+    suffix: &str,
+    quiet: Duration,
+) -> usize {
+    let mut n = 0;
+    while let Ok(r) = rx.recv_timeout(quiet) {
+        let envelope: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        for e in envelope["events"].as_array().unwrap() {
+            let target = &e["target"];
+            if e["action"] == "push"
+                && target["repository"] == repository
+                && target["tag"].as_str().is_some_and(|t| t.ends_with(suffix))
+            {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// The end-to-end test of the bot: the real registry notifies it of a push, it converts
+/// the image once to the rule's destination, the result runs and names its source; a
+/// duplicated, replayed or tag-only notification converts nothing again (the registry's
+/// own notifications count the pushes); its own push, a wrong secret and garbage are
+/// refused or ignored.
+#[test]
+fn a_pushed_image_is_converted_once_by_the_bot_and_runs() {
+    let s = Scratch::new();
+    let port = free_port();
+    let hook_url = format!("http://127.0.0.1:{port}/hooks/distribution");
+    let (count_url, counted) = receiver();
+    let registry = Registry::start_notifying_all(&[(&hook_url, TOKEN), (&count_url, "counter")]);
+    let rules = format!(
+        "state = \"sqlite:{}\"\n\n[[rule]]\nsource = \"{}/library/*\"\nexclude_tags = [\"*-unprivileged\"]\ndestination = \"{{registry}}/{{repository}}:{{tag}}-unprivileged\"\n",
+        s.path("state/bot.db").display(),
+        registry.addr
+    );
+    let mut bot = Bot::start(s.dir.path(), "bot", port, &rules, &[]);
+
+    let src = s.build("img", "latest", crate::runtime::WEB);
+    let digest_file = s.path("digest");
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+        "--digestfile",
+        digest_file.to_str().unwrap(),
+        &src,
+        &registry.image("library/web:1.0"),
+    ])
+    .success();
+    let digest = std::fs::read_to_string(&digest_file).unwrap();
+
+    let jobs = bot.wait_jobs_ended(1, Duration::from_secs(180));
+    assert_eq!(jobs.len(), 1, "{jobs:#?}");
+    let job = &jobs[0];
+    assert_eq!(job["state"], "done", "{job:#}\n{}", bot.log_text());
+    assert_eq!(job["outcome"], "converted");
+    assert_eq!(job["source_digest"], digest.as_str());
+    assert_eq!(
+        job["destination"],
+        format!("{}/library/web:1.0-unprivileged", registry.addr)
+    );
+    assert!(job["report"]["findings"].is_array(), "{job:#}");
+    let (status, one) = bot.get(&format!("/jobs/{}", job["id"].as_str().unwrap()));
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&one).unwrap()["id"],
+        job["id"]
+    );
+
+    // The converted twin names its source and recipe set, and runs.
+    let converted = registry.image("library/web:1.0-unprivileged");
+    let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &converted]).success();
+    let manifest: serde_json::Value = serde_json::from_str(&raw.stdout).unwrap();
+    assert_eq!(
+        manifest["annotations"]["org.opencontainers.image.base.digest"],
+        digest.as_str()
+    );
+    assert!(manifest["annotations"]["dev.unroot.recipes.digest"]
+        .as_str()
+        .is_some_and(|d| d.starts_with("sha256:")));
+    let (code, report) = crate::runtime::verify(&s, &converted);
+    assert_eq!(code, 0, "{report:#}");
+
+    // The same push notified again (replayed), twice at once (duplicated), and by tag
+    // alone: each is a job that finds the conversion done.
+    let envelope = serde_json::json!({ "events": [{
+        "id": "replayed-1",
+        "action": "push",
+        "target": {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest,
+            "repository": "library/web",
+            "tag": "1.0",
+        },
+        "request": { "host": registry.addr, "useragent": "skopeo/1.9" },
+    }]})
+    .to_string();
+    for _ in 0..2 {
+        let (status, answer) = bot.hook("distribution", &envelope);
+        assert_eq!(status, 202, "{answer}");
+    }
+    let generic = format!("{{\"image\": \"{}/library/web:1.0\"}}", registry.addr);
+    let (status, answer) = bot.hook("generic", &generic);
+    assert_eq!(status, 202, "{answer}");
+    let jobs = bot.wait_jobs_ended(2, Duration::from_secs(120));
+    for job in &jobs[..jobs.len() - 1] {
+        assert_eq!(job["state"], "done", "{job:#}");
+        assert_eq!(job["outcome"], "up to date", "{job:#}");
+        assert_eq!(job["source_digest"], digest.as_str());
+    }
+    assert_eq!(
+        pushes_seen(
+            &counted,
+            "library/web",
+            "-unprivileged",
+            Duration::from_secs(3)
+        ),
+        1,
+        "the converted tag was pushed once"
+    );
+
+    // The bot's own push was announced to it, and ignored.
+    let (_, metrics) = bot.get("/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("unroot_events_ignored_total{reason=\"the bot's own push\"}")),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("unroot_events_received_total{hook=\"distribution\"}")),
+        "{metrics}"
+    );
+
+    // A wrong secret: 401; garbage with the right one: 400; neither queues anything.
+    let before = bot.jobs().len();
+    let (status, _) = http(
+        &bot.addr,
+        "POST",
+        "/hooks/generic",
+        &[("Authorization", "Bearer wrong-secret-000000000")],
+        generic.as_bytes(),
+    );
+    assert_eq!(status, 401);
+    let (status, _) = http(&bot.addr, "POST", "/hooks/generic", &[], generic.as_bytes());
+    assert_eq!(status, 401);
+    let (status, answer) = bot.hook("distribution", "{\"events\": [{\"action\": ");
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("distribution")),
+        "{answer}"
+    );
+    assert_eq!(bot.jobs().len(), before);
+    assert_eq!(bot.get("/readyz").0, 200);
+
+    assert_eq!(bot.stop(), Some(0), "{}", bot.log_text());
 }

@@ -232,9 +232,18 @@ impl Registry {
     /// Starts a registry without authentication that sends its notifications (event
     /// envelopes) to `url` with `Authorization: Bearer TOKEN`.
     pub fn start_notifying(url: &str, token: &str) -> Registry {
-        let notifications = format!(
-            "notifications:\n  endpoints:\n    - name: bot\n      url: {url}\n      headers:\n        Authorization: [\"Bearer {token}\"]\n      timeout: 2s\n      threshold: 3\n      backoff: 1s\n"
-        );
+        Registry::start_notifying_all(&[(url, token)])
+    }
+
+    /// Starts a registry without authentication that sends its notifications to each
+    /// `(url, token)`.
+    pub fn start_notifying_all(endpoints: &[(&str, &str)]) -> Registry {
+        let mut notifications = String::from("notifications:\n  endpoints:\n");
+        for (i, (url, token)) in endpoints.iter().enumerate() {
+            notifications.push_str(&format!(
+                "    - name: endpoint{i}\n      url: {url}\n      headers:\n        Authorization: [\"Bearer {token}\"]\n      timeout: 2s\n      threshold: 3\n      backoff: 1s\n"
+            ));
+        }
         Registry::start_inner("127.0.0.1", None, false, &notifications)
     }
 

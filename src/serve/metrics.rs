@@ -1,0 +1,285 @@
+//! The bot's counters, served as Prometheus text at `GET /metrics`. Counters are this
+//! process's own; the job gauges come from the state store, so every replica reports the
+//! shared queue.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use super::store::Counts;
+
+/// The upper bounds (seconds) of the job duration histogram's buckets.
+const BUCKETS: [f64; 10] = [1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
+
+/// What this process counted.
+#[derive(Default)]
+pub struct Metrics {
+    /// Hook requests that carried events, by hook.
+    received: Mutex<BTreeMap<String, u64>>,
+    /// Events not converted, by reason (`no rule`, `own output`, ...).
+    ignored: Mutex<BTreeMap<String, u64>>,
+    /// Events for a job already queued or running.
+    deduplicated: AtomicU64,
+    /// Events that made a job.
+    queued: AtomicU64,
+    /// Hook requests refused, by status.
+    rejected: Mutex<BTreeMap<u16, u64>>,
+    /// Jobs ended, by outcome (`converted`, `up to date`, `failed`, ...).
+    ended: Mutex<BTreeMap<String, u64>>,
+    /// Job durations: bucket counts, the sum and the count.
+    durations: Mutex<([u64; BUCKETS.len()], f64, u64)>,
+    /// Bytes of blobs uploaded to destinations.
+    uploaded: AtomicU64,
+    /// Registry errors met by jobs, by what the registry answered.
+    registry_errors: Mutex<BTreeMap<String, u64>>,
+}
+
+fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K, n: u64) {
+    *map.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key)
+        .or_default() += n;
+}
+
+impl Metrics {
+    /// A hook request with `n` events.
+    pub fn received(&self, hook: &str, n: u64) {
+        bump(&self.received, hook.to_string(), n);
+    }
+    /// An event not converted, and why.
+    pub fn ignored(&self, why: &str) {
+        bump(&self.ignored, why.to_string(), 1);
+    }
+    /// An event for a live job.
+    pub fn deduplicated(&self) {
+        self.deduplicated.fetch_add(1, Ordering::Relaxed);
+    }
+    /// An event that made a job.
+    pub fn queued(&self) {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+    }
+    /// A hook request refused with `status`.
+    pub fn rejected(&self, status: u16) {
+        bump(&self.rejected, status, 1);
+    }
+    /// A job ended with `outcome` after `seconds`.
+    pub fn ended(&self, outcome: &str, seconds: f64) {
+        bump(&self.ended, outcome.to_string(), 1);
+        let mut d = self.durations.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                d.0[i] += 1;
+            }
+        }
+        d.1 += seconds;
+        d.2 += 1;
+    }
+    /// Blob bytes a job uploaded.
+    pub fn uploaded(&self, bytes: u64) {
+        self.uploaded.fetch_add(bytes, Ordering::Relaxed);
+    }
+    /// A registry error a job met.
+    pub fn registry_error(&self, kind: &str) {
+        bump(&self.registry_errors, kind.to_string(), 1);
+    }
+
+    /// The Prometheus text exposition, with the store's job counts.
+    pub fn render(&self, jobs: Option<&Counts>) -> String {
+        let mut out = String::new();
+        let lock =
+            |m: &Mutex<BTreeMap<String, u64>>| m.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        family(
+            &mut out,
+            "unroot_events_received_total",
+            "counter",
+            "Events received, by hook.",
+        );
+        for (hook, n) in lock(&self.received) {
+            let _ = writeln!(
+                out,
+                "unroot_events_received_total{{hook=\"{}\"}} {n}",
+                label(&hook)
+            );
+        }
+        family(
+            &mut out,
+            "unroot_events_ignored_total",
+            "counter",
+            "Events not converted, by reason.",
+        );
+        for (why, n) in lock(&self.ignored) {
+            let _ = writeln!(
+                out,
+                "unroot_events_ignored_total{{reason=\"{}\"}} {n}",
+                label(&why)
+            );
+        }
+        family(
+            &mut out,
+            "unroot_events_deduplicated_total",
+            "counter",
+            "Events for a job already queued or running.",
+        );
+        let _ = writeln!(
+            out,
+            "unroot_events_deduplicated_total {}",
+            self.deduplicated.load(Ordering::Relaxed)
+        );
+        family(
+            &mut out,
+            "unroot_events_queued_total",
+            "counter",
+            "Events that made a job.",
+        );
+        let _ = writeln!(
+            out,
+            "unroot_events_queued_total {}",
+            self.queued.load(Ordering::Relaxed)
+        );
+        family(
+            &mut out,
+            "unroot_hook_rejected_total",
+            "counter",
+            "Hook requests refused, by HTTP status.",
+        );
+        for (status, n) in self
+            .rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(out, "unroot_hook_rejected_total{{status=\"{status}\"}} {n}");
+        }
+        if let Some(c) = jobs {
+            family(
+                &mut out,
+                "unroot_jobs",
+                "gauge",
+                "Jobs in the state store, by state.",
+            );
+            for (state, n) in [
+                ("queued", c.queued),
+                ("running", c.running),
+                ("done", c.done),
+                ("failed", c.failed),
+            ] {
+                let _ = writeln!(out, "unroot_jobs{{state=\"{state}\"}} {n}");
+            }
+        }
+        family(
+            &mut out,
+            "unroot_jobs_ended_total",
+            "counter",
+            "Jobs this process ended, by outcome.",
+        );
+        for (outcome, n) in lock(&self.ended) {
+            let _ = writeln!(
+                out,
+                "unroot_jobs_ended_total{{outcome=\"{}\"}} {n}",
+                label(&outcome)
+            );
+        }
+        family(
+            &mut out,
+            "unroot_job_duration_seconds",
+            "histogram",
+            "How long jobs took, from start to end.",
+        );
+        {
+            let d = self.durations.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "unroot_job_duration_seconds_bucket{{le=\"{bound}\"}} {}",
+                    d.0[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "unroot_job_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+                d.2
+            );
+            let _ = writeln!(out, "unroot_job_duration_seconds_sum {}", d.1);
+            let _ = writeln!(out, "unroot_job_duration_seconds_count {}", d.2);
+        }
+        family(
+            &mut out,
+            "unroot_uploaded_bytes_total",
+            "counter",
+            "Blob bytes uploaded to destinations.",
+        );
+        let _ = writeln!(
+            out,
+            "unroot_uploaded_bytes_total {}",
+            self.uploaded.load(Ordering::Relaxed)
+        );
+        family(
+            &mut out,
+            "unroot_registry_errors_total",
+            "counter",
+            "Registry errors jobs met, by kind.",
+        );
+        for (kind, n) in lock(&self.registry_errors) {
+            let _ = writeln!(
+                out,
+                "unroot_registry_errors_total{{kind=\"{}\"}} {n}",
+                label(&kind)
+            );
+        }
+        out
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A label value as the text format wants it.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_histogram_and_gauges() {
+        let m = Metrics::default();
+        m.received("distribution", 3);
+        m.ignored("no rule");
+        m.ignored("no rule");
+        m.deduplicated();
+        m.ended("converted", 4.0);
+        m.ended("converted", 40.0);
+        m.registry_error("HTTP 503");
+        let text = m.render(Some(&Counts {
+            queued: 1,
+            running: 2,
+            done: 3,
+            failed: 4,
+        }));
+        for line in [
+            "unroot_events_received_total{hook=\"distribution\"} 3",
+            "unroot_events_ignored_total{reason=\"no rule\"} 2",
+            "unroot_events_deduplicated_total 1",
+            "unroot_jobs{state=\"failed\"} 4",
+            "unroot_jobs_ended_total{outcome=\"converted\"} 2",
+            "unroot_job_duration_seconds_bucket{le=\"2.5\"} 0",
+            "unroot_job_duration_seconds_bucket{le=\"5\"} 1",
+            "unroot_job_duration_seconds_bucket{le=\"60\"} 2",
+            "unroot_job_duration_seconds_bucket{le=\"+Inf\"} 2",
+            "unroot_job_duration_seconds_sum 44",
+            "unroot_registry_errors_total{kind=\"HTTP 503\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! What a worker does with one job: resolve the source's digest, skip it when its key is
+//! done (in the state store, or in the registry: the destination already carries the
+//! source digest and recipe set), else convert it as `unroot convert` would, push it, and
+//! record the result. Registry failures that may pass are tried again with backoff; the
+//! others fail the job with their reason.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
+
+use crate::control::secrets::redact;
+use crate::control::{Cancel, Event, Events, Meter, NoMeter};
+use crate::error::Error;
+use crate::model::{Digest, ImageLocation};
+use crate::pipeline::{
+    ConvertOptions, ConvertOutcome, ConvertRequest, PlanOptions, Session, VerifyOptions,
+};
+use crate::report::{Format, Outcome};
+use crate::transport::TransportError;
+use crate::write::image::{BASE_DIGEST, RECIPES_DIGEST};
+
+use super::metrics::Metrics;
+use super::rules::{Rule, ServeConfig};
+use super::store::{Db, Job, StoreError};
+
+/// What every job of this process shares.
+pub struct Bot {
+    /// The rules file.
+    pub config: ServeConfig,
+    /// The state store.
+    pub db: Db,
+    /// The registry pool and work directory.
+    pub session: Session,
+    /// The counters.
+    pub metrics: Arc<Metrics>,
+    /// The secret hooks must present.
+    pub token: String,
+    /// This replica's worker name.
+    pub worker: String,
+    /// The jobs running here, each with its token.
+    pub running: Mutex<HashMap<String, Cancel>>,
+    /// Set once a stop was asked for: jobs starting now are released, not run.
+    pub stopping: AtomicBool,
+    /// How many times a registry failure that may pass is tried again in a job, and the
+    /// first wait (doubling, at most a minute).
+    pub job_retries: (u32, Duration),
+}
+
+/// How a job ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// Done: what happened, the report, and the digest at the destination.
+    Done {
+        /// `converted`, `up to date`, `already converted`.
+        outcome: &'static str,
+        /// The conversion's report (JSON).
+        report: Option<serde_json::Value>,
+        /// The source digest, the key and the digest now at the destination.
+        pushed: Option<(String, String, String)>,
+    },
+    /// Failed, with the reason.
+    Failed(String),
+    /// Stopped by a shutdown before it finished: back to the queue.
+    Released,
+}
+
+/// Runs a job to its end and records it. Called on a blocking thread.
+pub fn run(bot: &Bot, handle: &Handle, job: &Job) -> Result<Ended, StoreError> {
+    let cancel = Cancel::new();
+    bot.running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(job.id.clone(), cancel.clone());
+    let started = Instant::now();
+    let ended = attempt_all(bot, handle, job, &cancel);
+    bot.running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&job.id);
+    let seconds = started.elapsed().as_secs_f64();
+    match &ended {
+        Ended::Done {
+            outcome,
+            report,
+            pushed,
+        } => {
+            handle.block_on(
+                bot.db.finish(
+                    job,
+                    outcome,
+                    report.as_ref(),
+                    pushed.as_ref().map(|(source, key, digest)| {
+                        (key.as_str(), source.as_str(), digest.as_str())
+                    }),
+                ),
+            )?;
+            bot.metrics.ended(outcome, seconds);
+            tracing::info!(job = %job.id, source = %job.subject, destination = %job.destination, outcome, seconds, "job done");
+        }
+        Ended::Failed(reason) => {
+            handle.block_on(bot.db.fail(&job.id, reason))?;
+            bot.metrics.ended("failed", seconds);
+            tracing::warn!(job = %job.id, source = %job.subject, destination = %job.destination, reason = %reason, "job failed");
+        }
+        Ended::Released => {
+            handle.block_on(bot.db.release(&job.id))?;
+            tracing::info!(job = %job.id, source = %job.subject, "job released: the bot is stopping");
+        }
+    }
+    Ok(ended)
+}
+
+fn attempt_all(bot: &Bot, handle: &Handle, job: &Job, cancel: &Cancel) -> Ended {
+    let (retries, first) = bot.job_retries;
+    let mut wait = first;
+    let mut attempt = 0;
+    loop {
+        if bot.stopping.load(Ordering::SeqCst) && cancel.is_cancelled() {
+            return Ended::Released;
+        }
+        match convert(bot, handle, job, cancel) {
+            Ok(ended) => return ended,
+            Err(Failure::Store(e)) => return Ended::Failed(e.to_string()),
+            Err(Failure::Convert(Error::Cancelled)) if bot.stopping.load(Ordering::SeqCst) => {
+                return Ended::Released
+            }
+            Err(Failure::Convert(e)) => {
+                let reason = match e.hint() {
+                    Some(hint) => format!("{e} (hint: {hint})"),
+                    None => e.to_string(),
+                };
+                let reason = redact(&reason);
+                if let Some(kind) = registry_kind(&e) {
+                    bot.metrics.registry_error(kind);
+                }
+                if !may_pass(&e) || attempt >= retries {
+                    return Ended::Failed(reason);
+                }
+                attempt += 1;
+                tracing::warn!(job = %job.id, attempt, wait_s = wait.as_secs(), reason = %reason, "job failed in a way that may pass; trying again");
+                if cancel.sleep(wait).is_err() {
+                    return Ended::Released;
+                }
+                wait = (wait * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
+}
+
+enum Failure {
+    Store(StoreError),
+    Convert(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Convert(e)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Store(e)
+    }
+}
+
+/// Whether a failure may pass if tried again: the registry unreachable, an error status
+/// it kept answering, a transfer it kept cutting.
+fn may_pass(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Transport(t) if matches!(
+            **t,
+            TransportError::Connect { .. } | TransportError::Registry { .. } | TransportError::GaveUp { .. }
+        )
+    )
+}
+
+/// The kind of a registry failure, for the metrics.
+fn registry_kind(e: &Error) -> Option<&'static str> {
+    let Error::Transport(t) = e else { return None };
+    Some(match **t {
+        TransportError::Connect { .. } => "unreachable",
+        TransportError::Registry { .. } => "error status",
+        TransportError::GaveUp { .. } => "gave up",
+        TransportError::Unauthorized { .. } => "unauthorized",
+        TransportError::Denied { .. } => "denied",
+        TransportError::NotFound { .. } => "not found",
+        _ => return None,
+    })
+}
+
+fn convert(bot: &Bot, handle: &Handle, job: &Job, cancel: &Cancel) -> Result<Ended, Failure> {
+    let Some(rule) = bot.config.rules.get(job.rule as usize) else {
+        return Ok(Ended::Failed(format!(
+            "rule {} is no longer in the rules file; queue the image again",
+            job.rule
+        )));
+    };
+    let events: Arc<dyn Events> = Arc::new(JobEvents {
+        job: job.id.clone(),
+        metrics: bot.metrics.clone(),
+    });
+    let session = bot.session.job(events, cancel.clone());
+    let named = format!("docker://{}/{}", job.registry, job.repository);
+    let digest = match &job.digest {
+        Some(d) => Digest::parse(d).map_err(|e| Error::Internal {
+            location: named.clone(),
+            message: format!("a stored digest `{d}` does not parse: {e}"),
+        })?,
+        None => {
+            // The tag is resolved once; the conversion reads that digest, whatever the tag
+            // names by then.
+            let tag = job.tag.as_deref().unwrap_or("latest");
+            let location = ImageLocation::parse(&format!("{named}:{tag}")).map_err(Error::from)?;
+            session
+                .open_source(&location)?
+                .manifest()
+                .map_err(|e| Error::Transport(Box::new(e)))?
+                .digest
+        }
+    };
+    let request = ConvertRequest::new(
+        &format!("{named}@{digest}"),
+        &plan_options(rule),
+        &ConvertOptions {
+            destination: Some(format!("docker://{}", job.destination)),
+            source_date_epoch: None,
+            remap_ids: false,
+            dry_run: false,
+            replace: false,
+            verify: rule.verify.then(|| VerifyOptions {
+                arbitrary_uid: true,
+                timeout: Duration::from_secs(30),
+                settle: Duration::from_secs(3),
+                runtime: "runc".to_string(),
+                probe: None,
+            }),
+        },
+    )?;
+    let recipes = request.image.recipes.digest();
+    let key = super::job::key(&digest, &recipes, rule, &job.destination).to_string();
+    handle.block_on(bot.db.resolved(&job.id, &digest.to_string(), &key))?;
+    if let Some(done) = handle.block_on(bot.db.conversion(&key))? {
+        return Ok(Ended::Done {
+            outcome: "up to date",
+            report: None,
+            pushed: Some((digest.to_string(), key, done)),
+        });
+    }
+    // The registry is the record too: a destination that already carries this source
+    // digest and recipe set was converted before, whatever the state store remembers.
+    if let Some(done) = destination_holds(&session, &request.destination, &digest, &recipes)? {
+        return Ok(Ended::Done {
+            outcome: "up to date",
+            report: None,
+            pushed: Some((digest.to_string(), key, done)),
+        });
+    }
+    if bot.stopping.load(Ordering::SeqCst) {
+        return Ok(Ended::Released);
+    }
+    let outcome = session.convert(&request)?;
+    let report: serde_json::Value =
+        serde_json::from_str(&Outcome::of_conversion(&outcome).render(Format::Json))
+            .unwrap_or(serde_json::Value::Null);
+    Ok(match &outcome {
+        ConvertOutcome::Image(c) => Ended::Done {
+            outcome: "converted",
+            report: Some(report),
+            pushed: Some((digest.to_string(), key, c.digest.to_string())),
+        },
+        ConvertOutcome::Index(i) => Ended::Done {
+            outcome: "converted",
+            report: Some(report),
+            pushed: Some((digest.to_string(), key, i.digest.to_string())),
+        },
+        ConvertOutcome::AlreadyConverted { .. } => Ended::Done {
+            outcome: "already converted",
+            report: Some(report),
+            pushed: None,
+        },
+    })
+}
+
+fn plan_options(rule: &Rule) -> PlanOptions {
+    PlanOptions {
+        uid: rule.uid.map(u64::from),
+        gid: rule.gid.map(u64::from),
+        ports: rule.ports.clone(),
+        recipes: rule.recipes.clone(),
+        no_recipes: false,
+        platform: match rule.platforms.as_slice() {
+            [one] => Some(one.clone()),
+            _ => None,
+        },
+    }
+}
+
+/// The digest at `destination` when it is a conversion of `source` with `recipes`.
+fn destination_holds(
+    session: &Session,
+    destination: &ImageLocation,
+    source: &Digest,
+    recipes: &Digest,
+) -> Result<Option<String>, Error> {
+    let mut sink = session.open_source(destination)?;
+    let raw = match sink.manifest() {
+        Ok(raw) => raw,
+        Err(TransportError::NotFound { .. } | TransportError::NoSuchTag { .. }) => return Ok(None),
+        Err(e) => return Err(Error::Transport(Box::new(e))),
+    };
+    let value: serde_json::Value = serde_json::from_slice(&raw.bytes).unwrap_or_default();
+    let annotation = |name: &str| {
+        value
+            .get("annotations")
+            .and_then(|a| a.get(name))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    let same = annotation(BASE_DIGEST).as_deref() == Some(&source.to_string())
+        && annotation(RECIPES_DIGEST).as_deref() == Some(&recipes.to_string());
+    Ok(same.then(|| raw.digest.to_string()))
+}
+
+/// A job's events, logged with its id; the bytes written to destinations are counted.
+struct JobEvents {
+    job: String,
+    metrics: Arc<Metrics>,
+}
+
+impl Events for JobEvents {
+    fn event(&self, event: &Event<'_>) {
+        match event {
+            Event::Retry {
+                error,
+                wait,
+                attempt,
+                attempts,
+            } => {
+                self.metrics.registry_error("retried");
+                tracing::warn!(job = %self.job, attempt, attempts, wait_ms = wait.as_millis() as u64, error = %redact(&error.to_string()), "registry request failed; trying again");
+            }
+            other => {
+                tracing::debug!(job = %self.job, event = %redact(&other.to_string()), "progress")
+            }
+        }
+    }
+
+    fn meter(&self, label: &str, _total: u64) -> Arc<dyn Meter> {
+        if label.starts_with("writing ") {
+            Arc::new(Uploaded(self.metrics.clone()))
+        } else {
+            Arc::new(NoMeter)
+        }
+    }
+}
+
+struct Uploaded(Arc<Metrics>);
+
+impl Meter for Uploaded {
+    fn add(&self, bytes: u64) {
+        self.0.uploaded(bytes);
+    }
+    fn finish(&self) {}
+}
