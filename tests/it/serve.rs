@@ -473,3 +473,170 @@ fn a_pushed_image_is_converted_once_by_the_bot_and_runs() {
 
     assert_eq!(bot.stop(), Some(0), "{}", bot.log_text());
 }
+
+/// Three replicas on one real PostgreSQL share the queue: every push reaches all three
+/// (the registry notifies each), and each of 50 images is converted and pushed once. The
+/// replica running the slow conversion is killed with SIGKILL mid-way; after its heartbeats
+/// stop another replica finishes that job, and every converted tag's blobs are there.
+#[test]
+fn three_replicas_on_postgresql_convert_fifty_pushes_once_and_survive_a_kill() {
+    let s = Scratch::new();
+    let pg = crate::support::Postgres::start();
+    let ports = [free_port(), free_port(), free_port()];
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}/hooks/distribution"))
+        .collect();
+    let (count_url, counted) = receiver();
+    let mut endpoints: Vec<(&str, &str)> = urls.iter().map(|u| (u.as_str(), TOKEN)).collect();
+    endpoints.push((&count_url, "counter"));
+    let registry = Registry::start_notifying_all(&endpoints);
+    let rules = format!(
+        "state = \"{}\"\n\n[[rule]]\nsource = \"{}/library/*\"\nexclude_tags = [\"*-unprivileged\"]\ndestination = \"{{registry}}/{{repository}}:{{tag}}-unprivileged\"\n",
+        pg.url, registry.addr
+    );
+    let mut bots: Vec<Option<Bot>> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            Some(Bot::start(
+                s.dir.path(),
+                &format!("replica{i}"),
+                *port,
+                &rules,
+                &["--concurrency", "2"],
+            ))
+        })
+        .collect();
+
+    let started = Instant::now();
+    // The slow one: a 64 MiB layer, stored uncompressed so that building it is quick,
+    // read and hashed by the conversion.
+    let big = format!(
+        "{}\n[[layer]]\ncompression = \"none\"\n[[layer.entry]]\npath = \"/srv\"\ntype = \"dir\"\n[[layer.entry]]\npath = \"/srv/blob\"\nsize = {}\n",
+        crate::support::TINY,
+        64 << 20
+    );
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+        &s.build("big", "1", &big),
+        &registry.image("library/big:1"),
+    ])
+    .success();
+
+    // Kill the replica that runs it, while it runs.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (killed_worker, killed) = loop {
+        let jobs = bots[0].as_ref().unwrap().jobs();
+        let running = jobs.iter().find(|j| {
+            j["state"] == "running" && j["subject"].as_str().unwrap().contains("/library/big:1")
+        });
+        if let Some(job) = running {
+            let worker = job["worker"].as_str().unwrap().to_string();
+            let pid: u32 = worker.split('-').nth(2).unwrap().parse().unwrap();
+            let i = bots
+                .iter()
+                .position(|b| b.as_ref().is_some_and(|b| b.child.id() == pid))
+                .expect("the worker is a replica");
+            break (worker, i);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the big job never ran: {jobs:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!("killing replica {killed} after {:?}", started.elapsed());
+    let mut victim = bots[killed].take().unwrap();
+    victim.child.kill().unwrap();
+    victim.child.wait().unwrap();
+    let survivor = bots.iter().flatten().next().unwrap();
+
+    // 49 more images, each its own repository.
+    for i in 0..49 {
+        let spec = format!(
+            "{}[[layer.entry]]\npath = \"/etc/build-id\"\ntext = \"{i}\\n\"\n",
+            crate::support::TINY
+        );
+        skopeo(&[
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            &s.build(&format!("app{i}"), "1", &spec),
+            &registry.image(&format!("library/app{i}:1")),
+        ])
+        .success();
+    }
+
+    eprintln!("pushed after {:?}", started.elapsed());
+    // Every image converted; nothing live.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let jobs = loop {
+        let jobs = survivor.jobs();
+        let done: std::collections::BTreeSet<&str> = jobs
+            .iter()
+            .filter(|j| j["state"] == "done")
+            .map(|j| j["destination"].as_str().unwrap())
+            .collect();
+        let live = jobs
+            .iter()
+            .any(|j| j["state"] == "queued" || j["state"] == "running");
+        if done.len() == 50 && !live {
+            break jobs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of 50 converted in 300 s: {jobs:#?}\n{}",
+            done.len(),
+            survivor.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    eprintln!("all converted after {:?}", started.elapsed());
+    assert!(jobs.iter().all(|j| j["state"] == "done"), "{jobs:#?}");
+
+    // The killed replica's job was finished by another one.
+    let big_jobs: Vec<_> = jobs
+        .iter()
+        .filter(|j| j["subject"].as_str().unwrap().contains("/library/big:1"))
+        .collect();
+    let taken_over = big_jobs
+        .iter()
+        .find(|j| j["attempts"].as_i64() >= Some(2))
+        .unwrap_or_else(|| panic!("no job of the big image was started twice: {big_jobs:#?}"));
+    assert_ne!(taken_over["worker"], killed_worker.as_str());
+
+    // Each converted tag was pushed once, and its blobs are all there.
+    let mut pushes = std::collections::BTreeMap::new();
+    while let Ok(r) = counted.recv_timeout(Duration::from_secs(3)) {
+        let envelope: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        for e in envelope["events"].as_array().unwrap() {
+            let tag = e["target"]["tag"].as_str().unwrap_or_default();
+            if e["action"] == "push" && tag.ends_with("-unprivileged") {
+                *pushes
+                    .entry(format!(
+                        "{}:{tag}",
+                        e["target"]["repository"].as_str().unwrap()
+                    ))
+                    .or_insert(0) += 1;
+            }
+        }
+    }
+    assert_eq!(pushes.len(), 50, "{pushes:?}");
+    assert!(pushes.values().all(|n| *n == 1), "{pushes:?}");
+    std::fs::create_dir_all(s.path("out")).unwrap();
+    for name in pushes.keys() {
+        let out = s.path(&format!("out/{}", name.replace(['/', ':'], "_")));
+        skopeo(&[
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            &registry.image(name),
+            &format!("oci:{}:x", out.display()),
+        ])
+        .success();
+    }
+    drop(bots);
+}

@@ -611,3 +611,95 @@ fn ca_signed(dir: &Path, host: &str) -> (PathBuf, PathBuf) {
 }
 
 pub use crate::tokens::{TokenServer, TOKEN_ISSUER, TOKEN_SERVICE};
+
+/// A real PostgreSQL 15 server (Debian's), made by `initdb` in a temp dir and run by
+/// `pg_ctl` as the unprivileged user `nobody` on 127.0.0.1; stopped when dropped.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
+    pub url: String,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+fn as_nobody(program: &str, args: &[&str]) -> Output {
+    let mut full = vec!["--reuid=65534", "--regid=65534", "--clear-groups", program];
+    full.extend_from_slice(args);
+    Output::of(
+        Command::new("setpriv")
+            .args(&full)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run setpriv {program}: {e}")),
+    )
+}
+
+impl Postgres {
+    /// Starts a server with trust authentication for the user `postgres`.
+    pub fn start() -> Postgres {
+        use std::os::unix::fs::{chown, PermissionsExt};
+        let dir = tempfile::Builder::new()
+            .prefix("unroot-postgres-")
+            .tempdir()
+            .expect("temp dir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        chown(dir.path(), Some(65534), Some(65534)).unwrap();
+        let data = dir.path().join("data");
+        let initdb = format!("{PG_BIN}/initdb");
+        assert!(
+            Path::new(&initdb).exists(),
+            "{initdb} is missing; run ./scripts/test, which installs postgresql-15"
+        );
+        as_nobody(
+            &initdb,
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+            ],
+        )
+        .success();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let options = format!(
+            "-k {} -p {port} -h 127.0.0.1 -c fsync=off -c max_connections=200",
+            dir.path().display()
+        );
+        let log = dir.path().join("server.log");
+        as_nobody(
+            &format!("{PG_BIN}/pg_ctl"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-o",
+                &options,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        )
+        .success();
+        Postgres {
+            dir,
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = as_nobody(
+            &format!("{PG_BIN}/pg_ctl"),
+            &["-D", data.to_str().unwrap(), "-m", "immediate", "stop"],
+        );
+    }
+}
