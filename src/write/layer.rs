@@ -214,7 +214,7 @@ pub(crate) fn append_spooled<W: Write>(
     // The map, with a last empty region at the end when the file ends in a hole (so
     // readers that add up the regions find the real size).
     let mut regions: Vec<(u64, u64)> = map.to_vec();
-    if regions.last().map_or(true, |(s, l)| s + l < len) {
+    if regions.last().is_none_or(|(s, l)| s + l < len) {
         regions.push((len, 0));
     }
     let stored: u64 = regions.iter().map(|(_, l)| l).sum();

@@ -480,7 +480,7 @@ pub fn layout_manifest(layout: &Path, tag: Option<&str>) -> serde_json::Value {
         .unwrap()
         .iter()
         .find(|m| {
-            tag.map_or(true, |t| {
+            tag.is_none_or(|t| {
                 m["annotations"]["org.opencontainers.image.ref.name"] == t
             })
         })
