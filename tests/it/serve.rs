@@ -640,3 +640,81 @@ fn three_replicas_on_postgresql_convert_fifty_pushes_once_and_survive_a_kill() {
     }
     drop(bots);
 }
+
+/// The registry down for 30 s: the job meets refused connections, tries again with
+/// backoff, and converts once the registry is back. An image that does not exist fails its
+/// job with the reason, kept; `POST /jobs/ID/retry` (with the secret) runs it again once
+/// the image is there.
+#[test]
+fn jobs_outlast_a_registry_down_for_30_s_and_failed_ones_are_retried_on_request() {
+    let s = Scratch::new();
+    let mut registry = Registry::start();
+    let port = free_port();
+    let rules = format!(
+        "state = \"sqlite:{}\"\n\n[[rule]]\nsource = \"{}/library/*\"\ndestination = \"{{registry}}/{{repository}}:{{tag}}-unprivileged\"\n",
+        s.path("state.db").display(),
+        registry.addr
+    );
+    let bot = Bot::start(s.dir.path(), "bot", port, &rules, &["--retries", "1"]);
+    let src = s.build("img", "1", crate::support::TINY);
+    registry.push(&src, "library/app:1", None);
+
+    registry.stop();
+    let down = Instant::now();
+    let (status, answer) = bot.hook(
+        "generic",
+        &format!("{{\"image\": \"{}/library/app:1\"}}", registry.addr),
+    );
+    assert_eq!(status, 202, "{answer}");
+    // The job has met the closed port before the registry comes back.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !bot.log_text().contains("trying again") {
+        assert!(Instant::now() < deadline, "{}", bot.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(down.elapsed()));
+    registry.start_again();
+    let jobs = bot.wait_jobs_ended(1, Duration::from_secs(120));
+    assert_eq!(jobs[0]["state"], "done", "{:#}\n{}", jobs[0], bot.log_text());
+    assert_eq!(jobs[0]["outcome"], "converted");
+    assert!(registry.has_tag("library/app:1-unprivileged", None));
+    let (_, metrics) = bot.get("/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("unroot_registry_errors_total{kind=\"unreachable\"}")),
+        "{metrics}"
+    );
+
+    // No such image: failed, with the registry's answer.
+    let (status, _) = bot.hook(
+        "generic",
+        &format!("{{\"image\": \"{}/library/late:2\"}}", registry.addr),
+    );
+    assert_eq!(status, 202);
+    let jobs = bot.wait_jobs_ended(2, Duration::from_secs(60));
+    let failed = &jobs[0];
+    assert_eq!(failed["state"], "failed", "{failed:#}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("library/late")),
+        "{failed:#}"
+    );
+    let id = failed["id"].as_str().unwrap();
+    let retry = format!("/jobs/{id}/retry");
+    let (status, _) = http(&bot.addr, "POST", &retry, &[], b"");
+    assert_eq!(status, 401, "retrying needs the secret");
+    registry.push(&src, "library/late:2", None);
+    let auth = format!("Bearer {TOKEN}");
+    let (status, answer) = http(&bot.addr, "POST", &retry, &[("Authorization", &auth)], b"");
+    assert_eq!(status, 202, "{answer}");
+    let (status, _) = http(&bot.addr, "POST", &retry, &[("Authorization", &auth)], b"");
+    assert_eq!(status, 409, "only a failed job is retried");
+    let jobs = bot.wait_jobs_ended(2, Duration::from_secs(60));
+    let retried = jobs.iter().find(|j| j["id"] == id).unwrap();
+    assert_eq!(retried["state"], "done", "{retried:#}");
+    assert_eq!(retried["outcome"], "converted");
+    assert_eq!(retried["error"], serde_json::Value::Null);
+    assert!(registry.has_tag("library/late:2-unprivileged", None));
+}

@@ -312,6 +312,24 @@ impl Registry {
         registry
     }
 
+    /// Stops the registry (SIGKILL), keeping its storage and address.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the stopped registry again, on the same address and storage.
+    pub fn start_again(&mut self) {
+        self.child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(self._dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("restart docker-registry");
+        self.wait_ready();
+    }
+
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
