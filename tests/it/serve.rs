@@ -471,6 +471,45 @@ fn a_pushed_image_is_converted_once_by_the_bot_and_runs() {
     assert_eq!(bot.jobs().len(), before);
     assert_eq!(bot.get("/readyz").0, 200);
 
+    // A multi-platform push: the children's notifications come first, by digest; one job,
+    // for the index, converts every platform.
+    let layout = crate::platforms::multi_platform_layout(&s);
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--all",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:multi", layout.display()),
+        &registry.image("library/multi:v1"),
+    ])
+    .success();
+    let jobs = bot.wait_jobs_ended(before + 1, Duration::from_secs(120));
+    let multi: Vec<_> = jobs
+        .iter()
+        .filter(|j| j["repository"] == "library/multi")
+        .collect();
+    assert_eq!(multi.len(), 1, "{multi:#?}");
+    assert_eq!(multi[0]["state"], "done", "{:#}", multi[0]);
+    assert_eq!(multi[0]["tag"], "v1");
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &registry.image("library/multi:v1-unprivileged"),
+    ])
+    .success();
+    let index: serde_json::Value = serde_json::from_str(&raw.stdout).unwrap();
+    assert_eq!(index["manifests"].as_array().map(Vec::len), Some(2), "{index:#}");
+    let (_, metrics) = bot.get("/metrics");
+    let children: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("unroot_events_ignored_total{reason=\"an index's child (converted with its index)\"} ")
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(children >= 2, "{metrics}");
+
     assert_eq!(bot.stop(), Some(0), "{}", bot.log_text());
 }
 
