@@ -128,10 +128,16 @@ pub struct ServeArgs {
     #[arg(long, short = 'c', value_name = "FILE", env = "UNROOT_RULES")]
     pub config: std::path::PathBuf,
 
-    /// Run the jobs already queued, then exit (for a cron job beside a registry that
-    /// cannot send webhooks), instead of serving.
+    /// List the watched repositories' tags, queue every one without an up-to-date
+    /// converted twin, run the queue, then exit (for cron, beside a registry that cannot
+    /// send webhooks), instead of serving.
     #[arg(long)]
     pub once: bool,
+
+    /// How often to reconcile while serving: list the watched repositories' tags and
+    /// queue what the webhooks missed (the first pass at start); 0: never.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub reconcile_every: u64,
 
     /// How many conversions this process runs at once.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
@@ -180,6 +186,8 @@ impl ServeArgs {
             heartbeat: Duration::from_secs(self.heartbeat),
             job_retries: self.job_retries,
             once: self.once,
+            reconcile_every: (self.reconcile_every > 0)
+                .then(|| Duration::from_secs(self.reconcile_every)),
         }
     }
 

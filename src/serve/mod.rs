@@ -3,11 +3,13 @@
 //! rules file and routes each event to a destination, or says why it is not converted
 //! (no rule, an excluded tag, the bot's own output); [`job`] says when two conversions are
 //! the same; [`store`] keeps the jobs and the queue (SQLite or PostgreSQL); [`worker`]
-//! runs one job; [`server`] is the HTTP side and the process's life.
+//! runs one job; [`reconcile`] finds what webhooks missed; [`server`] is the HTTP side
+//! and the process's life.
 
 pub mod hooks;
 pub mod job;
 pub mod metrics;
+pub mod reconcile;
 pub mod rules;
 pub mod server;
 pub mod store;

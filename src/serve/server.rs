@@ -41,8 +41,11 @@ pub struct ServeOptions {
     pub heartbeat: Duration,
     /// How many times a job tries again after a registry failure that may pass.
     pub job_retries: u32,
-    /// Run what is queued, then exit (for cron), instead of serving.
+    /// Reconcile once, run what is queued, then exit (for cron), instead of serving.
     pub once: bool,
+    /// How often to list the watched repositories and queue what has no up-to-date twin
+    /// (the first pass at start); `None`: never.
+    pub reconcile_every: Option<Duration>,
 }
 
 /// Why the bot could not start or stopped.
@@ -145,6 +148,14 @@ async fn run(
     let workers = tokio::spawn(run_workers(bot.clone(), options.clone(), stop_rx.clone()));
 
     if options.once {
+        let summary = reconcile_now(&bot).await;
+        tracing::info!(
+            tags = summary.tags,
+            queued = summary.queued,
+            up_to_date = summary.up_to_date,
+            errors = summary.errors.len(),
+            "reconciled"
+        );
         // Wait until nothing is queued or running, then stop.
         loop {
             let counts = db.counts().await?;
@@ -173,6 +184,26 @@ async fn run(
             })
             .await
     });
+
+    if let Some(every) = options.reconcile_every {
+        let (bot, mut stop) = (bot.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            loop {
+                let summary = reconcile_now(&bot).await;
+                tracing::info!(
+                    tags = summary.tags,
+                    queued = summary.queued,
+                    up_to_date = summary.up_to_date,
+                    errors = summary.errors.len(),
+                    "reconciled"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        });
+    }
 
     let signal = wait_for_signal().await;
     tracing::info!(
@@ -230,6 +261,18 @@ async fn finish(
         // again by the queue once its heartbeats stop.
         Err(_) => Ok(()),
     }
+}
+
+/// One reconcile pass on a blocking thread; its errors are logged.
+async fn reconcile_now(bot: &Arc<Bot>) -> super::reconcile::Reconciled {
+    let (bot, handle) = (bot.clone(), Handle::current());
+    let summary = tokio::task::spawn_blocking(move || super::reconcile::reconcile(&bot, &handle))
+        .await
+        .unwrap_or_default();
+    for error in &summary.errors {
+        tracing::warn!(error = %crate::control::secrets::redact(error), "reconcile");
+    }
+    summary
 }
 
 fn state_name(state: &super::rules::StateStore) -> String {

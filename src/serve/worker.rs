@@ -205,55 +205,29 @@ fn convert(bot: &Bot, handle: &Handle, job: &Job, cancel: &Cancel) -> Result<End
         metrics: bot.metrics.clone(),
     });
     let session = bot.session.job(events, cancel.clone());
-    let named = format!("docker://{}/{}", job.registry, job.repository);
     let digest = match &job.digest {
-        Some(d) => Digest::parse(d).map_err(|e| Error::Internal {
-            location: named.clone(),
+        Some(d) => Some(Digest::parse(d).map_err(|e| Error::Internal {
+            location: job.subject.clone(),
             message: format!("a stored digest `{d}` does not parse: {e}"),
-        })?,
-        None => {
-            // The tag is resolved once; the conversion reads that digest, whatever the tag
-            // names by then.
-            let tag = job.tag.as_deref().unwrap_or("latest");
-            let location = ImageLocation::parse(&format!("{named}:{tag}")).map_err(Error::from)?;
-            session
-                .open_source(&location)?
-                .manifest()
-                .map_err(|e| Error::Transport(Box::new(e)))?
-                .digest
-        }
+        })?),
+        None => None,
     };
-    let request = ConvertRequest::new(
-        &format!("{named}@{digest}"),
-        &plan_options(rule),
-        &ConvertOptions {
-            destination: Some(format!("docker://{}", job.destination)),
-            source_date_epoch: None,
-            remap_ids: false,
-            dry_run: false,
-            replace: false,
-            verify: rule.verify.then(|| VerifyOptions {
-                arbitrary_uid: true,
-                timeout: Duration::from_secs(30),
-                settle: Duration::from_secs(3),
-                runtime: "runc".to_string(),
-                probe: None,
-            }),
-        },
+    let planned = plan(
+        &session,
+        rule,
+        &job.registry,
+        &job.repository,
+        job.tag.as_deref(),
+        digest,
+        &job.destination,
     )?;
-    let recipes = request.image.recipes.digest();
-    let key = super::job::key(&digest, &recipes, rule, &job.destination).to_string();
+    let (digest, key) = (planned.digest.clone(), planned.key.clone());
     handle.block_on(bot.db.resolved(&job.id, &digest.to_string(), &key))?;
-    if let Some(done) = handle.block_on(bot.db.conversion(&key))? {
-        return Ok(Ended::Done {
-            outcome: "up to date",
-            report: None,
-            pushed: Some((digest.to_string(), key, done)),
-        });
-    }
-    // The registry is the record too: a destination that already carries this source
-    // digest and recipe set was converted before, whatever the state store remembers.
-    if let Some(done) = destination_holds(&session, &request.destination, &digest, &recipes)? {
+    let done = match handle.block_on(bot.db.conversion(&key))? {
+        Some(done) => Some(done),
+        None => planned.done_at_destination(&session)?,
+    };
+    if let Some(done) = done {
         return Ok(Ended::Done {
             outcome: "up to date",
             report: None,
@@ -263,7 +237,7 @@ fn convert(bot: &Bot, handle: &Handle, job: &Job, cancel: &Cancel) -> Result<End
     if bot.stopping.load(Ordering::SeqCst) {
         return Ok(Ended::Released);
     }
-    let outcome = session.convert(&request)?;
+    let outcome = session.convert(&planned.request)?;
     let report: serde_json::Value =
         serde_json::from_str(&Outcome::of_conversion(&outcome).render(Format::Json))
             .unwrap_or(serde_json::Value::Null);
@@ -283,6 +257,84 @@ fn convert(bot: &Bot, handle: &Handle, job: &Job, cancel: &Cancel) -> Result<End
             report: Some(report),
             pushed: None,
         },
+    })
+}
+
+/// A job's conversion, decided before anything is read but the source's manifest.
+pub struct Planned {
+    /// The conversion of the source pinned by digest.
+    pub request: ConvertRequest,
+    /// The source's digest.
+    pub digest: Digest,
+    /// The idempotency key.
+    pub key: String,
+    /// The recipe set's digest.
+    pub recipes: Digest,
+}
+
+impl Planned {
+    /// Whether the destination already holds this conversion (the registry as the
+    /// record: it carries this source digest and recipe set): its digest if so.
+    pub fn done_at_destination(&self, session: &Session) -> Result<Option<String>, Error> {
+        destination_holds(
+            session,
+            &self.request.destination,
+            &self.digest,
+            &self.recipes,
+        )
+    }
+}
+
+/// Plans converting `registry/repository` (the tag resolved once, when no digest is given:
+/// the conversion reads that digest, whatever the tag names by then) to `destination`
+/// by `rule`.
+pub fn plan(
+    session: &Session,
+    rule: &Rule,
+    registry: &str,
+    repository: &str,
+    tag: Option<&str>,
+    digest: Option<Digest>,
+    destination: &str,
+) -> Result<Planned, Error> {
+    let named = format!("docker://{registry}/{repository}");
+    let digest = match digest {
+        Some(d) => d,
+        None => {
+            let tag = tag.unwrap_or("latest");
+            let location = ImageLocation::parse(&format!("{named}:{tag}")).map_err(Error::from)?;
+            session
+                .open_source(&location)?
+                .manifest()
+                .map_err(|e| Error::Transport(Box::new(e)))?
+                .digest
+        }
+    };
+    let request = ConvertRequest::new(
+        &format!("{named}@{digest}"),
+        &plan_options(rule),
+        &ConvertOptions {
+            destination: Some(format!("docker://{destination}")),
+            source_date_epoch: None,
+            remap_ids: false,
+            dry_run: false,
+            replace: false,
+            verify: rule.verify.then(|| VerifyOptions {
+                arbitrary_uid: true,
+                timeout: Duration::from_secs(30),
+                settle: Duration::from_secs(3),
+                runtime: "runc".to_string(),
+                probe: None,
+            }),
+        },
+    )?;
+    let recipes = request.image.recipes.digest();
+    let key = super::job::key(&digest, &recipes, rule, destination).to_string();
+    Ok(Planned {
+        request,
+        digest,
+        key,
+        recipes,
     })
 }
 

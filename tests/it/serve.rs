@@ -499,7 +499,11 @@ fn a_pushed_image_is_converted_once_by_the_bot_and_runs() {
     ])
     .success();
     let index: serde_json::Value = serde_json::from_str(&raw.stdout).unwrap();
-    assert_eq!(index["manifests"].as_array().map(Vec::len), Some(2), "{index:#}");
+    assert_eq!(
+        index["manifests"].as_array().map(Vec::len),
+        Some(2),
+        "{index:#}"
+    );
     let (_, metrics) = bot.get("/metrics");
     let children: u64 = metrics
         .lines()
@@ -714,7 +718,13 @@ fn jobs_outlast_a_registry_down_for_30_s_and_failed_ones_are_retried_on_request(
     std::thread::sleep(Duration::from_secs(30).saturating_sub(down.elapsed()));
     registry.start_again();
     let jobs = bot.wait_jobs_ended(1, Duration::from_secs(120));
-    assert_eq!(jobs[0]["state"], "done", "{:#}\n{}", jobs[0], bot.log_text());
+    assert_eq!(
+        jobs[0]["state"],
+        "done",
+        "{:#}\n{}",
+        jobs[0],
+        bot.log_text()
+    );
     assert_eq!(jobs[0]["outcome"], "converted");
     assert!(registry.has_tag("library/app:1-unprivileged", None));
     let (_, metrics) = bot.get("/metrics");
@@ -756,4 +766,79 @@ fn jobs_outlast_a_registry_down_for_30_s_and_failed_ones_are_retried_on_request(
     assert_eq!(retried["outcome"], "converted");
     assert_eq!(retried["error"], serde_json::Value::Null);
     assert!(registry.has_tag("library/late:2-unprivileged", None));
+}
+
+/// `unroot serve --once` (for cron) lists the watched repositories' tags, converts the
+/// ones without an up-to-date twin and exits 0; a second pass converts nothing, and
+/// neither does one after the state store was lost (the registry is the record). Logs are
+/// JSON lines with `--log-format json`.
+#[test]
+fn serve_once_reconciles_from_the_registry_and_a_lost_state_store_costs_only_time() {
+    let s = Scratch::new();
+    let registry = Registry::start();
+    let src = s.build("img", "1", crate::support::TINY);
+    for tag in [
+        "library/app:1",
+        "library/app:2",
+        "library/tool:1",
+        "other/app:1",
+    ] {
+        registry.push(&src, tag, None);
+    }
+    std::fs::write(s.path("hook-token"), format!("{TOKEN}\n")).unwrap();
+    let state = s.path("state.db");
+    std::fs::write(
+        s.path("rules.toml"),
+        format!(
+            "listen = \"127.0.0.1:{}\"\nwebhook_token_file = \"{}\"\nstate = \"sqlite:{}\"\n\n[[rule]]\nsource = \"{}/library/*\"\nexclude_tags = [\"2\"]\ndestination = \"{{registry}}/{{repository}}:{{tag}}-unprivileged\"\n",
+            free_port(),
+            s.path("hook-token").display(),
+            state.display(),
+            registry.addr
+        ),
+    )
+    .unwrap();
+    let once = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_unroot"))
+            .args(["serve", "--once", "--log-format", "json", "-c"])
+            .arg(s.path("rules.toml"))
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(0), "{log}");
+        assert!(!log.contains(TOKEN), "the secret is logged: {log}");
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        let summary = lines
+            .iter()
+            .find(|l| l["fields"]["message"] == "reconciled")
+            .unwrap_or_else(|| panic!("no summary: {log}"))["fields"]
+            .clone();
+        (summary["queued"].as_u64(), summary["up_to_date"].as_u64())
+    };
+    assert_eq!(once(), (Some(2), Some(0)));
+    for tag in ["library/app:1", "library/tool:1"] {
+        assert!(
+            registry.has_tag(&format!("{tag}-unprivileged"), None),
+            "{tag}"
+        );
+    }
+    assert!(
+        !registry.has_tag("library/app:2-unprivileged", None),
+        "an excluded tag"
+    );
+    assert!(
+        !registry.has_tag("other/app:1-unprivileged", None),
+        "not watched"
+    );
+    assert_eq!(once(), (Some(0), Some(2)));
+    // The whole store lost: the file and its write-ahead log.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", state.display()));
+    }
+    assert!(!state.exists());
+    assert_eq!(once(), (Some(0), Some(2)));
 }

@@ -497,11 +497,7 @@ pub fn layout_manifest(layout: &Path, tag: Option<&str>) -> serde_json::Value {
         .as_array()
         .unwrap()
         .iter()
-        .find(|m| {
-            tag.is_none_or(|t| {
-                m["annotations"]["org.opencontainers.image.ref.name"] == t
-            })
-        })
+        .find(|m| tag.is_none_or(|t| m["annotations"]["org.opencontainers.image.ref.name"] == t))
         .expect("the tag is in the layout");
     read_json(&layout_blob(layout, entry["digest"].as_str().unwrap()))
 }

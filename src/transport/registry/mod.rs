@@ -15,6 +15,7 @@ use super::{BlobProvider, BlobReader, OutputImage, RawManifest, Sink, Source, Tr
 mod auth;
 mod client;
 mod download;
+pub mod listing;
 mod pace;
 mod pool;
 mod retry;

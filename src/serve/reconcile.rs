@@ -1,0 +1,134 @@
+//! Webhooks get lost (distribution keeps them in memory, GitHub never sends one again), so
+//! the bot also looks for itself: it lists each watched repository's tags and queues every
+//! tag whose current digest has no up-to-date converted twin, in the state store or at
+//! the destination.
+
+use std::sync::atomic::Ordering;
+
+use tokio::runtime::Handle;
+
+use crate::transport::registry::listing;
+
+use super::hooks::ImageEvent;
+use super::rules::Route;
+use super::store::Enqueued;
+use super::worker::{plan, Bot};
+
+/// What one pass found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Tags looked at.
+    pub tags: usize,
+    /// Tags queued (no up-to-date twin).
+    pub queued: usize,
+    /// Tags whose twin is up to date.
+    pub up_to_date: usize,
+    /// What could not be listed or resolved, one line each.
+    pub errors: Vec<String>,
+}
+
+/// Whether a repository pattern is a glob rather than one name.
+fn is_glob(pattern: &str) -> bool {
+    pattern.contains(['*', '?', '[', '{'])
+}
+
+/// One pass over every rule's repositories. Runs on a blocking thread.
+pub fn reconcile(bot: &Bot, handle: &Handle) -> Reconciled {
+    let mut out = Reconciled::default();
+    let session = &bot.session;
+    let (pool, control) = (session.registries(), session.control());
+    for (index, rule) in bot.config.rules.iter().enumerate() {
+        let Some((registry, pattern)) = rule.source.split_once('/') else {
+            continue;
+        };
+        let repositories = if is_glob(pattern) {
+            match listing::repositories(pool, registry, control) {
+                Ok(all) => all,
+                Err(e) => {
+                    out.errors.push(format!(
+                        "rule {index}: listing {registry}'s repositories: {e}"
+                    ));
+                    continue;
+                }
+            }
+        } else {
+            vec![pattern.to_string()]
+        };
+        for repository in repositories {
+            if bot.stopping.load(Ordering::SeqCst) {
+                return out;
+            }
+            let watched = |tag: Option<&str>| {
+                let event = ImageEvent {
+                    registry: registry.to_string(),
+                    repository: repository.clone(),
+                    tag: tag.map(str::to_string),
+                    digest: None,
+                    media_type: None,
+                };
+                matches!(bot.config.route(&event), Route::Convert(r) if std::ptr::eq(r, rule))
+                    .then_some(event)
+            };
+            if watched(None).is_none() {
+                continue;
+            }
+            let tags = match listing::tags(pool, registry, &repository, control) {
+                Ok(tags) => tags,
+                Err(e) => {
+                    out.errors
+                        .push(format!("{registry}/{repository}: listing tags: {e}"));
+                    continue;
+                }
+            };
+            for tag in tags {
+                let Some(mut event) = watched(Some(&tag)) else {
+                    continue;
+                };
+                out.tags += 1;
+                let destination = rule.destination_for(registry, &repository, &tag);
+                let planned = match plan(
+                    session,
+                    rule,
+                    registry,
+                    &repository,
+                    Some(&tag),
+                    None,
+                    &destination,
+                ) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        out.errors
+                            .push(format!("{registry}/{repository}:{tag}: {e}"));
+                        continue;
+                    }
+                };
+                let done = match handle.block_on(bot.db.conversion(&planned.key)) {
+                    Ok(Some(_)) => true,
+                    Ok(None) => matches!(planned.done_at_destination(session), Ok(Some(_))),
+                    Err(e) => {
+                        out.errors.push(e.to_string());
+                        return out;
+                    }
+                };
+                if done {
+                    out.up_to_date += 1;
+                    continue;
+                }
+                event.digest = Some(planned.digest.clone());
+                match handle.block_on(bot.db.enqueue(&event, index, &destination)) {
+                    Ok(Enqueued::New(id)) => {
+                        out.queued += 1;
+                        bot.metrics.queued();
+                        tracing::info!(job = %id, source = %format!("{registry}/{repository}:{tag}"), "queued by reconcile: no up-to-date twin");
+                    }
+                    Ok(Enqueued::Duplicate) => bot.metrics.deduplicated(),
+                    Err(e) => {
+                        out.errors.push(e.to_string());
+                        return out;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
