@@ -124,9 +124,8 @@ fn attempt_all(bot: &Bot, handle: &Handle, job: &Job, cancel: &Cancel) -> Ended 
         match convert(bot, handle, job, cancel) {
             Ok(ended) => return ended,
             Err(Failure::Store(e)) => return Ended::Failed(e.to_string()),
-            Err(Failure::Convert(Error::Cancelled)) if bot.stopping.load(Ordering::SeqCst) => {
-                return Ended::Released
-            }
+            // Whatever stopped once the token was cancelled stopped because of it.
+            Err(Failure::Convert(_)) if cancel.is_cancelled() => return Ended::Released,
             Err(Failure::Convert(e)) => {
                 let reason = match e.hint() {
                     Some(hint) => format!("{e} (hint: {hint})"),
@@ -234,9 +233,8 @@ fn convert(bot: &Bot, handle: &Handle, job: &Job, cancel: &Cancel) -> Result<End
             pushed: Some((digest.to_string(), key, done)),
         });
     }
-    if bot.stopping.load(Ordering::SeqCst) {
-        return Ok(Ended::Released);
-    }
+    // A stop asked for now lets this job go on: it has the grace period, after which its
+    // token is cancelled and it is released.
     let outcome = session.convert(&planned.request)?;
     let report: serde_json::Value =
         serde_json::from_str(&Outcome::of_conversion(&outcome).render(Format::Json))

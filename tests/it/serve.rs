@@ -842,3 +842,104 @@ fn serve_once_reconciles_from_the_registry_and_a_lost_state_store_costs_only_tim
     assert!(!state.exists());
     assert_eq!(once(), (Some(0), Some(2)));
 }
+
+/// A spec whose conversion takes a while: a 64 MiB layer, stored uncompressed so that
+/// building it is quick, read and hashed by the conversion.
+fn slow_spec() -> String {
+    format!(
+        "{}\n[[layer]]\ncompression = \"none\"\n[[layer.entry]]\npath = \"/srv\"\ntype = \"dir\"\n[[layer.entry]]\npath = \"/srv/blob\"\nsize = {}\n",
+        crate::support::TINY,
+        64 << 20
+    )
+}
+
+/// Waits until a job whose subject contains `name` is running; returns it.
+fn wait_running(bot: &Bot, name: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let jobs = bot.jobs();
+        if let Some(job) = jobs
+            .iter()
+            .find(|j| j["state"] == "running" && j["subject"].as_str().unwrap().contains(name))
+        {
+            return job.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never ran: {jobs:#?}\n{}",
+            bot.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM: the bot stops taking hooks, a running job finishes within the grace period;
+/// with no grace left, it is stopped and put back in the queue, and the next start
+/// finishes it. Either way the process exits 0.
+#[test]
+fn sigterm_lets_running_jobs_finish_within_the_grace_period_and_releases_the_rest() {
+    let s = Scratch::new();
+    let registry = Registry::start();
+    let src = s.build("slow", "1", &slow_spec());
+    registry.push(&src, "library/slow:1", None);
+    registry.push(&src, "library/slow:2", None);
+    let rules = format!(
+        "state = \"sqlite:{}\"\n\n[[rule]]\nsource = \"{}/library/*\"\ndestination = \"{{registry}}/{{repository}}:{{tag}}-unprivileged\"\n",
+        s.path("state.db").display(),
+        registry.addr
+    );
+    let no_reconcile = ["--reconcile-every", "0"];
+
+    // A grace long enough: the job ends done before the process exits.
+    let mut bot = Bot::start(
+        s.dir.path(),
+        "patient",
+        free_port(),
+        &rules,
+        &[&no_reconcile[..], &["--grace", "120"]].concat(),
+    );
+    let image = format!("{{\"image\": \"{}/library/slow:1\"}}", registry.addr);
+    assert_eq!(bot.hook("generic", &image).0, 202);
+    wait_running(&bot, "slow:1");
+    assert_eq!(bot.stop(), Some(0), "{}", bot.log_text());
+    assert!(
+        registry.has_tag("library/slow:1-unprivileged", None),
+        "{}",
+        bot.log_text()
+    );
+
+    // No grace: the job is stopped, nothing is pushed, it is queued again.
+    let mut bot = Bot::start(
+        s.dir.path(),
+        "hasty",
+        free_port(),
+        &rules,
+        &[&no_reconcile[..], &["--grace", "0"]].concat(),
+    );
+    let image = format!("{{\"image\": \"{}/library/slow:2\"}}", registry.addr);
+    assert_eq!(bot.hook("generic", &image).0, 202);
+    let job = wait_running(&bot, "slow:2");
+    assert_eq!(bot.stop(), Some(0), "{}", bot.log_text());
+    assert!(
+        bot.log_text().contains("job released"),
+        "{}",
+        bot.log_text()
+    );
+    assert!(!registry.has_tag("library/slow:2-unprivileged", None));
+
+    let bot = Bot::start(s.dir.path(), "next", free_port(), &rules, &no_reconcile);
+    let jobs = bot.wait_jobs_ended(2, Duration::from_secs(120));
+    let finished = jobs.iter().find(|j| j["id"] == job["id"]).unwrap();
+    assert_eq!(
+        finished["state"],
+        "done",
+        "{finished:#}\n{}",
+        bot.log_text()
+    );
+    assert_eq!(finished["outcome"], "converted");
+    assert_eq!(finished["attempts"], 2);
+    assert!(registry.has_tag("library/slow:2-unprivileged", None));
+    let first = jobs.iter().find(|j| j["id"] != job["id"]).unwrap();
+    assert_eq!(first["state"], "done");
+    assert_eq!(first["attempts"], 1);
+}
