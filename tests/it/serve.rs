@@ -943,3 +943,35 @@ fn sigterm_lets_running_jobs_finish_within_the_grace_period_and_releases_the_res
     assert_eq!(first["state"], "done");
     assert_eq!(first["attempts"], 1);
 }
+
+/// With `verify = true` a job runs the converted image before pushing it: one that serves
+/// is pushed; one that does not fails its job with the reasons, and nothing is pushed.
+#[test]
+fn a_rule_with_verify_pushes_only_images_that_run() {
+    let s = Scratch::new();
+    let registry = Registry::start();
+    registry.push(&s.build("web", "1", crate::runtime::WEB), "library/web:1", None);
+    registry.push(&s.build("tiny", "1", crate::support::TINY), "library/tiny:1", None);
+    let rules = format!(
+        "state = \"sqlite:{}\"\n\n[[rule]]\nsource = \"{}/library/*\"\ndestination = \"{{registry}}/{{repository}}:{{tag}}-unprivileged\"\nverify = true\n",
+        s.path("state.db").display(),
+        registry.addr
+    );
+    let bot = Bot::start(s.dir.path(), "bot", free_port(), &rules, &[]);
+    // The first reconcile finds both.
+    let jobs = bot.wait_jobs_ended(2, Duration::from_secs(180));
+    let job = |name: &str| {
+        jobs.iter()
+            .find(|j| j["repository"] == format!("library/{name}"))
+            .unwrap_or_else(|| panic!("no job for {name}: {jobs:#?}"))
+    };
+    assert_eq!(job("web")["state"], "done", "{:#}\n{}", job("web"), bot.log_text());
+    assert!(registry.has_tag("library/web:1-unprivileged", None));
+    let failed = job("tiny");
+    assert_eq!(failed["state"], "failed", "{failed:#}");
+    assert!(
+        failed["error"].as_str().is_some_and(|e| e.contains("verif")),
+        "{failed:#}"
+    );
+    assert!(!registry.has_tag("library/tiny:1-unprivileged", None));
+}
