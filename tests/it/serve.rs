@@ -154,7 +154,8 @@ pub(crate) fn http(
     }
     request.push_str("\r\n");
     conn.write_all(request.as_bytes()).unwrap();
-    conn.write_all(body).unwrap();
+    // A server that refuses a body (413) may close before reading all of it.
+    let _ = conn.write_all(body);
     let mut response = Vec::new();
     conn.read_to_end(&mut response).unwrap();
     let text = String::from_utf8_lossy(&response).to_string();
@@ -950,8 +951,16 @@ fn sigterm_lets_running_jobs_finish_within_the_grace_period_and_releases_the_res
 fn a_rule_with_verify_pushes_only_images_that_run() {
     let s = Scratch::new();
     let registry = Registry::start();
-    registry.push(&s.build("web", "1", crate::runtime::WEB), "library/web:1", None);
-    registry.push(&s.build("tiny", "1", crate::support::TINY), "library/tiny:1", None);
+    registry.push(
+        &s.build("web", "1", crate::runtime::WEB),
+        "library/web:1",
+        None,
+    );
+    registry.push(
+        &s.build("tiny", "1", crate::support::TINY),
+        "library/tiny:1",
+        None,
+    );
     let rules = format!(
         "state = \"sqlite:{}\"\n\n[[rule]]\nsource = \"{}/library/*\"\ndestination = \"{{registry}}/{{repository}}:{{tag}}-unprivileged\"\nverify = true\n",
         s.path("state.db").display(),
@@ -965,13 +974,119 @@ fn a_rule_with_verify_pushes_only_images_that_run() {
             .find(|j| j["repository"] == format!("library/{name}"))
             .unwrap_or_else(|| panic!("no job for {name}: {jobs:#?}"))
     };
-    assert_eq!(job("web")["state"], "done", "{:#}\n{}", job("web"), bot.log_text());
+    assert_eq!(
+        job("web")["state"],
+        "done",
+        "{:#}\n{}",
+        job("web"),
+        bot.log_text()
+    );
     assert!(registry.has_tag("library/web:1-unprivileged", None));
     let failed = job("tiny");
     assert_eq!(failed["state"], "failed", "{failed:#}");
     assert!(
-        failed["error"].as_str().is_some_and(|e| e.contains("verif")),
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("verif")),
         "{failed:#}"
     );
     assert!(!registry.has_tag("library/tiny:1-unprivileged", None));
+}
+
+/// The hooks over HTTP: GitHub's signature is checked (401 when it does not match the
+/// body), Harbor's auth header may be the bare token, an unknown hook is 404, a body
+/// over 1 MiB is 413, and each answer says what was queued and why the rest was not.
+#[test]
+fn hooks_check_their_sender_s_secret_and_size() {
+    use hmac::Mac;
+    let s = Scratch::new();
+    let rules = format!(
+        "state = \"sqlite:{}\"\n\n[[rule]]\nsource = \"ghcr.io/owner/*\"\ndestination = \"ghcr.io/owner/unprivileged/{{name}}:{{tag}}\"\n",
+        s.path("state.db").display(),
+    );
+    let bot = Bot::start(
+        s.dir.path(),
+        "bot",
+        free_port(),
+        &rules,
+        &[
+            "--reconcile-every",
+            "0",
+            "--job-retries",
+            "0",
+            "--retries",
+            "0",
+        ],
+    );
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let body = serde_json::json!({
+        "action": "published",
+        "registry_package": {
+            "name": "app", "namespace": "owner", "package_type": "CONTAINER",
+            "package_version": {
+                "version": digest,
+                "package_url": "ghcr.io/owner/app:2.0",
+                "container_metadata": {"tag": {"name": "2.0", "digest": digest}}
+            }
+        }
+    })
+    .to_string();
+    let sign = |body: &str| {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(TOKEN.as_bytes()).unwrap();
+        mac.update(body.as_bytes());
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    };
+    let github = |signature: &str, body: &str| {
+        http(
+            &bot.addr,
+            "POST",
+            "/hooks/github",
+            &[
+                ("X-GitHub-Event", "registry_package"),
+                ("X-Hub-Signature-256", signature),
+            ],
+            body.as_bytes(),
+        )
+    };
+    let (status, answer) = github(&sign(&body), &body);
+    assert_eq!(status, 202, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(
+        answer["queued"].as_array().map(Vec::len),
+        Some(1),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["queued"][0]["source"],
+        format!("ghcr.io/owner/app:2.0@{digest}")
+    );
+    let tampered = body.replace("2.0", "6.6");
+    assert_eq!(github(&sign(&body), &tampered).0, 401);
+
+    // Harbor, with the bare token as its auth header; the repository is watched by no rule.
+    let harbor = serde_json::json!({"type": "PUSH_ARTIFACT", "occur_at": 1, "operator": "admin", "event_data": {
+        "resources": [{"digest": digest, "tag": "1.0", "resource_url": "harbor.example/library/app:1.0"}],
+        "repository": {"name": "app", "namespace": "library", "repo_full_name": "library/app"}}})
+    .to_string();
+    let (status, answer) = http(
+        &bot.addr,
+        "POST",
+        "/hooks/harbor",
+        &[("Authorization", TOKEN)],
+        harbor.as_bytes(),
+    );
+    assert_eq!(status, 202, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["queued"], serde_json::json!([]));
+    assert_eq!(
+        answer["ignored"][0]["reason"],
+        "no rule watches the repository"
+    );
+
+    assert_eq!(bot.hook("gitlab", "{}").0, 404);
+    let huge = format!("{{\"image\": \"{}\"}}", "x".repeat(2 << 20));
+    assert_eq!(bot.hook("generic", &huge).0, 413);
+    let (status, answer) = bot.hook("generic", "{\"image\": \"not a reference!\"}");
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(bot.jobs().len(), 1);
 }
