@@ -72,6 +72,8 @@ pub struct Logged {
     pub body: u64,
     pub status: u16,
     pub faulted: bool,
+    /// When its head was read.
+    pub at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -203,6 +205,7 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Re
         body,
         status: 0,
         faulted: fault.is_some(),
+        at: std::time::Instant::now(),
     };
     if let (Some(Fault::EchoAuthorization), Some(auth)) = (fault, &authorization) {
         std::io::copy(&mut (&mut reader).take(body), &mut std::io::sink())?;

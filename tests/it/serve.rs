@@ -1090,3 +1090,58 @@ fn hooks_check_their_sender_s_secret_and_size() {
     assert_eq!(status, 400, "{answer}");
     assert_eq!(bot.jobs().len(), 1);
 }
+
+/// A 429 with `Retry-After` that one job gets holds every job's requests to that
+/// registry until the time is up: the registry's wish is honoured across jobs.
+#[test]
+fn a_registry_s_retry_after_holds_every_job() {
+    use crate::faults::{Fault, FaultProxy, Rule};
+    let s = Scratch::new();
+    let registry = Registry::start();
+    let src = s.build("img", "1", crate::support::TINY);
+    registry.push(&src, "library/app1:1", None);
+    registry.push(&src, "library/app2:1", None);
+    let proxy = FaultProxy::start(&registry.addr);
+    let rules = format!(
+        "state = \"sqlite:{}\"\n\n[[rule]]\nsource = \"{}/library/*\"\ndestination = \"{{registry}}/{{repository}}:{{tag}}-unprivileged\"\n",
+        s.path("state.db").display(),
+        proxy.addr
+    );
+    let bot = Bot::start(
+        s.dir.path(),
+        "bot",
+        free_port(),
+        &rules,
+        &["--reconcile-every", "0", "--concurrency", "2"],
+    );
+    proxy.add(Rule::new("GET", "/library/app1/manifests/", Fault::Status(429, Some("4"))));
+    let hook = |repo: &str| {
+        let body = format!("{{\"image\": \"{}/library/{repo}:1\"}}", proxy.addr);
+        assert_eq!(bot.hook("generic", &body).0, 202);
+    };
+    hook("app1");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let limited = loop {
+        if let Some(l) = proxy.log().into_iter().find(|l| l.faulted) {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "no 429 given: {:?}", proxy.log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    hook("app2");
+    let jobs = bot.wait_jobs_ended(2, Duration::from_secs(60));
+    assert!(jobs.iter().all(|j| j["state"] == "done"), "{jobs:#?}");
+    let first_of_app2 = proxy
+        .log()
+        .into_iter()
+        .filter(|l| l.target.contains("/library/app2"))
+        .map(|l| l.at)
+        .min()
+        .expect("app2 was read");
+    let waited = first_of_app2.duration_since(limited.at);
+    assert!(
+        waited >= Duration::from_millis(3500),
+        "the second job asked {waited:?} after the 429 that asked for 4 s"
+    );
+}

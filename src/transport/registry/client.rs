@@ -41,6 +41,9 @@ pub(super) struct Client {
     pub(super) pace: Pace,
     /// Set once the registry refused a monolithic upload.
     pub(super) chunked: AtomicBool,
+    /// Until when the registry asked every client to wait (a 429 with `Retry-After`):
+    /// the client is shared by every job of a session, so one job's answer holds them all.
+    pub(super) hold: Mutex<Option<std::time::Instant>>,
 }
 
 /// What one call is about: the image (for messages) and the job that makes it.
@@ -120,6 +123,7 @@ impl Client {
             retry,
             pace,
             chunked: AtomicBool::new(false),
+            hold: Mutex::new(None),
         })
     }
 
@@ -140,6 +144,7 @@ impl Client {
     /// (a peer that never answers cannot hold a cancelled job); a request with nothing to
     /// send gets its answer's headers within the deadline.
     pub(super) fn execute(&self, call: &Call, request: Request) -> Result<Response, Attempt> {
+        self.wait_for_hold(call)?;
         let http = self.http.clone();
         let has_body = request.body().is_some();
         let work = move || http.execute(request);
@@ -301,7 +306,20 @@ impl Client {
         }
     }
 
-    /// Turns a transient status into a retry, after what `Retry-After` asks.
+    /// Waits out a `Retry-After` the registry gave any job of the session.
+    fn wait_for_hold(&self, call: &Call) -> Result<(), Attempt> {
+        let until = *self.hold.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(wait) = until.and_then(|u| u.checked_duration_since(std::time::Instant::now())) {
+            call.control
+                .cancel
+                .sleep(wait.min(self.retry.max_wait))
+                .map_err(|_| Attempt::Fail(TransportError::Cancelled))?;
+        }
+        Ok(())
+    }
+
+    /// Turns a transient status into a retry, after what `Retry-After` asks; a 429's wait
+    /// holds every request to the registry, of every job.
     pub(super) fn check_transient(
         &self,
         call: &Call,
@@ -311,6 +329,11 @@ impl Client {
         let status = response.status();
         if is_transient_status(status) {
             let after = retry_after(response.headers());
+            if let Some(wait) = after.filter(|_| status.as_u16() == 429) {
+                let until = std::time::Instant::now() + wait.min(self.retry.max_wait);
+                let mut hold = self.hold.lock().unwrap_or_else(|p| p.into_inner());
+                *hold = Some(hold.map_or(until, |h| h.max(until)));
+            }
             return Err(Attempt::Retry {
                 error: self.status_error(call, what, response),
                 after,
