@@ -94,8 +94,8 @@ fn serve(args: &unroot::cli::ServeArgs) -> ExitCode {
         unroot::cli::LogFormat::Json => logs.json().init(),
         unroot::cli::LogFormat::Text => logs.init(),
     }
-    let session = match args.session() {
-        Ok(session) => session,
+    let session = match args.session_options() {
+        Ok(options) => options,
         Err(e) => {
             eprintln!("error: {}", redact(&e.to_string()));
             return ExitCode::from(e.exit_code());

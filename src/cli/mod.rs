@@ -191,13 +191,14 @@ impl ServeArgs {
         }
     }
 
-    /// The session the bot's jobs share.
-    pub fn session(&self) -> Result<Session, Error> {
-        Ok(Session::new(self.registry.session_options(
+    /// The session options the bot's jobs share (the rules file adds credentials per
+    /// registry).
+    pub fn session_options(&self) -> Result<SessionOptions, Error> {
+        self.registry.session_options(
             ScanLimits::default(),
             Arc::new(crate::control::Silent),
             Cancel::new(),
-        )?))
+        )
     }
 }
 

@@ -71,6 +71,19 @@ pub struct ServeConfig {
     pub webhook_token_file: PathBuf,
     /// The rules, in the file's order; the first that matches an image applies.
     pub rules: Vec<Rule>,
+    /// Settings per registry host (`host[:port]`).
+    pub registries: std::collections::BTreeMap<String, RegistrySettings>,
+}
+
+/// What the rules file says about one registry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySettings {
+    /// How many jobs at once may read from it or write to it.
+    pub concurrency: Option<usize>,
+    /// An auth file (`auth.json`, docker's `config.json`) with its credentials, read
+    /// before the usual ones.
+    pub auth_file: Option<PathBuf>,
 }
 
 /// One rule: a repository glob and where its conversions go.
@@ -105,6 +118,8 @@ struct File {
     webhook_token_file: PathBuf,
     #[serde(default)]
     rule: Vec<RuleFile>,
+    #[serde(default)]
+    registries: std::collections::BTreeMap<String, RegistrySettings>,
 }
 
 #[derive(Deserialize)]
@@ -251,11 +266,24 @@ impl ServeConfig {
                 })
             })
             .collect::<Result<_, _>>()?;
+        for (host, settings) in &f.registries {
+            if host.contains('/') || host.is_empty() {
+                return Err(err(format!(
+                    "registries.\"{host}\": name a registry host, `registry.example:5000`"
+                )));
+            }
+            if settings.concurrency == Some(0) {
+                return Err(err(format!(
+                    "registries.\"{host}\".concurrency: 0 would run nothing; give 1 or more"
+                )));
+            }
+        }
         Ok(ServeConfig {
             listen,
             state,
             webhook_token_file: f.webhook_token_file,
             rules,
+            registries: f.registries,
         })
     }
 
@@ -422,6 +450,18 @@ ports = ["80:8000"]
             (
                 RULES.replace("{tag}-unprivileged", "{tag}"),
                 "would name the sources themselves",
+            ),
+            (
+                format!("{RULES}\n[registries.\"r.example\"]\nconcurrency = 0\n"),
+                "registries.\"r.example\".concurrency: 0 would run nothing",
+            ),
+            (
+                format!("{RULES}\n[registries.\"r.example\"]\nconcurency = 2\n"),
+                "unknown field `concurency`",
+            ),
+            (
+                format!("{RULES}\n[registries.\"r.example/x\"]\nconcurrency = 2\n"),
+                "name a registry host",
             ),
         ];
         for (text, want) in cases {

@@ -108,9 +108,24 @@ fn read_token(config: &ServeConfig) -> Result<String, ServeError> {
 }
 
 /// Runs the bot until SIGTERM or SIGINT (or, with `once`, until the queue is empty).
-pub fn serve(options: ServeOptions, session: crate::pipeline::Session) -> Result<(), ServeError> {
+pub fn serve(
+    options: ServeOptions,
+    mut session: crate::pipeline::SessionOptions,
+) -> Result<(), ServeError> {
     let config = ServeConfig::load(&options.config)?;
     let token = read_token(&config)?;
+    let files: std::collections::BTreeMap<_, _> = config
+        .registries
+        .iter()
+        .filter_map(|(host, s)| s.auth_file.clone().map(|f| (host.clone(), f)))
+        .collect();
+    if !files.is_empty() {
+        session.credentials = Arc::new(crate::transport::auth::PerRegistryFiles {
+            files,
+            fallback: session.credentials,
+        });
+    }
+    let session = crate::pipeline::Session::new(session);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(2)
@@ -129,7 +144,16 @@ async fn run(
     let db = Db::open(&config.state).await?;
     let listen = config.listen;
     let host = hostname();
+    let slots = config
+        .registries
+        .iter()
+        .filter_map(|(host, s)| {
+            s.concurrency
+                .map(|n| (host.clone(), Arc::new(tokio::sync::Semaphore::new(n))))
+        })
+        .collect();
     let bot = Arc::new(Bot {
+        slots,
         config,
         db: db.clone(),
         session,

@@ -47,6 +47,8 @@ pub struct Bot {
     /// How many times a registry failure that may pass is tried again in a job, and the
     /// first wait (doubling, at most a minute).
     pub job_retries: (u32, Duration),
+    /// The job slots of registries with a `concurrency` limit.
+    pub slots: std::collections::BTreeMap<String, Arc<tokio::sync::Semaphore>>,
 }
 
 /// How a job ended.
@@ -233,9 +235,38 @@ fn convert(bot: &Bot, handle: &Handle, job: &Job, cancel: &Cancel) -> Result<End
             pushed: Some((digest.to_string(), key, done)),
         });
     }
+    // A slot of each limited registry the conversion reads from or writes to (resolving
+    // and the up-to-date checks are a request or two), taken in one order so that two
+    // jobs never wait on each other.
+    let destination_registry = job.destination.split('/').next().unwrap_or_default();
+    let mut hosts = vec![job.registry.as_str(), destination_registry];
+    hosts.sort_unstable();
+    hosts.dedup();
+    let mut permits = Vec::new();
+    for host in hosts {
+        if let Some(slots) = bot.slots.get(host) {
+            if slots.available_permits() == 0 {
+                tracing::info!(job = %job.id, registry = host, "waiting for a slot of the registry");
+            }
+            let permit = handle.block_on(async {
+                tokio::select! {
+                    p = slots.clone().acquire_owned() => p.ok(),
+                    _ = wait_cancelled(cancel) => None,
+                }
+            });
+            match permit {
+                Some(p) => permits.push(p),
+                None => return Ok(Ended::Released),
+            }
+        }
+    }
+    tracing::info!(job = %job.id, source = %job.subject, "converting");
     // A stop asked for now lets this job go on: it has the grace period, after which its
     // token is cancelled and it is released.
-    let outcome = session.convert(&planned.request)?;
+    let outcome = session.convert(&planned.request);
+    tracing::info!(job = %job.id, ok = outcome.is_ok(), "conversion ended");
+    drop(permits);
+    let outcome = outcome?;
     let report: serde_json::Value =
         serde_json::from_str(&Outcome::of_conversion(&outcome).render(Format::Json))
             .unwrap_or(serde_json::Value::Null);
@@ -334,6 +365,13 @@ pub fn plan(
         key,
         recipes,
     })
+}
+
+/// Resolves once `cancel` is cancelled.
+async fn wait_cancelled(cancel: &Cancel) {
+    while !cancel.is_cancelled() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn plan_options(rule: &Rule) -> PlanOptions {

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use base64::Engine;
@@ -210,16 +210,54 @@ pub fn lookup(registry: &str, repository: &str) -> Result<Option<Credentials>, A
         let Ok(bytes) = std::fs::read(&file) else {
             continue;
         };
-        let path = file.display().to_string();
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| AuthError::BadFile {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        if let Some(c) = lookup_in(&value, registry, repository, &path)? {
+        if let Some(c) = lookup_bytes(&bytes, &file, registry, repository)? {
             return Ok(Some(c));
         }
     }
     Ok(None)
+}
+
+fn lookup_bytes(
+    bytes: &[u8],
+    file: &Path,
+    registry: &str,
+    repository: &str,
+) -> Result<Option<Credentials>, AuthError> {
+    let path = file.display().to_string();
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| AuthError::BadFile {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    lookup_in(&value, registry, repository, &path)
+}
+
+/// Credentials from an auth file named per registry (a service's settings), read before
+/// what `fallback` gives; a named file that cannot be read is an error, not a silent
+/// fall-through.
+pub struct PerRegistryFiles {
+    /// The auth file of each registry host.
+    pub files: std::collections::BTreeMap<String, PathBuf>,
+    /// For registries without a file, and what their files do not name.
+    pub fallback: std::sync::Arc<dyn CredentialsProvider>,
+}
+
+impl CredentialsProvider for PerRegistryFiles {
+    fn credentials(
+        &self,
+        registry: &str,
+        repository: &str,
+    ) -> Result<Option<Credentials>, AuthError> {
+        if let Some(file) = self.files.get(registry) {
+            let bytes = std::fs::read(file).map_err(|e| AuthError::BadFile {
+                path: file.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            if let Some(c) = lookup_bytes(&bytes, file, registry, repository)? {
+                return Ok(Some(c));
+            }
+        }
+        self.fallback.credentials(registry, repository)
+    }
 }
 
 fn lookup_in(

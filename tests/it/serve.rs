@@ -1114,7 +1114,11 @@ fn a_registry_s_retry_after_holds_every_job() {
         &rules,
         &["--reconcile-every", "0", "--concurrency", "2"],
     );
-    proxy.add(Rule::new("GET", "/library/app1/manifests/", Fault::Status(429, Some("4"))));
+    proxy.add(Rule::new(
+        "GET",
+        "/library/app1/manifests/",
+        Fault::Status(429, Some("4")),
+    ));
     let hook = |repo: &str| {
         let body = format!("{{\"image\": \"{}/library/{repo}:1\"}}", proxy.addr);
         assert_eq!(bot.hook("generic", &body).0, 202);
@@ -1144,4 +1148,66 @@ fn a_registry_s_retry_after_holds_every_job() {
         waited >= Duration::from_millis(3500),
         "the second job asked {waited:?} after the 429 that asked for 4 s"
     );
+}
+
+/// `[registries."HOST"]`: the credentials of a registry that needs them come from the auth
+/// file named there, and `concurrency = 1` lets one job at a time touch it, whatever
+/// `--concurrency` allows.
+#[test]
+fn per_registry_credentials_and_concurrency_come_from_the_rules_file() {
+    use base64::Engine;
+    let s = Scratch::new();
+    let registry = Registry::start_with_auth("bot", "s3cret-pass");
+    let src = s.build("img", "1", crate::support::TINY);
+    for repo in ["a", "b", "c"] {
+        registry.push(&src, &format!("library/{repo}:1"), Some("bot:s3cret-pass"));
+    }
+    let auth = base64::engine::general_purpose::STANDARD.encode("bot:s3cret-pass");
+    std::fs::write(
+        s.path("auth.json"),
+        format!(
+            "{{\"auths\": {{\"{}\": {{\"auth\": \"{auth}\"}}}}}}",
+            registry.addr
+        ),
+    )
+    .unwrap();
+    let rules = format!(
+        "state = \"sqlite:{}\"\n\n[[rule]]\nsource = \"{r}/library/*\"\ndestination = \"{{registry}}/{{repository}}:{{tag}}-unprivileged\"\n\n[registries.\"{r}\"]\nconcurrency = 1\nauth_file = \"{}\"\n",
+        s.path("state.db").display(),
+        s.path("auth.json").display(),
+        r = registry.addr,
+    );
+    let bot = Bot::start(
+        s.dir.path(),
+        "bot",
+        free_port(),
+        &rules,
+        &["--concurrency", "3"],
+    );
+    let jobs = bot.wait_jobs_ended(3, Duration::from_secs(120));
+    assert!(
+        jobs.iter()
+            .all(|j| j["state"] == "done" && j["outcome"] == "converted"),
+        "{jobs:#?}\n{}",
+        bot.log_text()
+    );
+    for repo in ["a", "b", "c"] {
+        assert!(registry.has_tag(
+            &format!("library/{repo}:1-unprivileged"),
+            Some("bot:s3cret-pass")
+        ));
+    }
+    // Never two conversions at once.
+    let log = bot.log_text();
+    let mut active = 0;
+    for line in log.lines() {
+        if line.contains(" converting ") {
+            active += 1;
+            assert_eq!(active, 1, "two jobs at once:\n{log}");
+        } else if line.contains(" conversion ended ") {
+            active -= 1;
+        }
+    }
+    assert!(log.contains("waiting for a slot of the registry"), "{log}");
+    assert!(!log.contains("s3cret-pass"), "{log}");
 }

@@ -309,7 +309,8 @@ impl Client {
     /// Waits out a `Retry-After` the registry gave any job of the session.
     fn wait_for_hold(&self, call: &Call) -> Result<(), Attempt> {
         let until = *self.hold.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(wait) = until.and_then(|u| u.checked_duration_since(std::time::Instant::now())) {
+        if let Some(wait) = until.and_then(|u| u.checked_duration_since(std::time::Instant::now()))
+        {
             call.control
                 .cancel
                 .sleep(wait.min(self.retry.max_wait))
