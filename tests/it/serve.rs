@@ -847,10 +847,15 @@ fn serve_once_reconciles_from_the_registry_and_a_lost_state_store_costs_only_tim
 /// A spec whose conversion takes a while: a 64 MiB layer, stored uncompressed so that
 /// building it is quick, read and hashed by the conversion.
 fn slow_spec() -> String {
+    spec_with_blob(64 << 20)
+}
+
+/// TINY with a layer holding `size` bytes, uncompressed.
+fn spec_with_blob(size: usize) -> String {
     format!(
         "{}\n[[layer]]\ncompression = \"none\"\n[[layer.entry]]\npath = \"/srv\"\ntype = \"dir\"\n[[layer.entry]]\npath = \"/srv/blob\"\nsize = {}\n",
         crate::support::TINY,
-        64 << 20
+        size
     )
 }
 
@@ -1158,7 +1163,7 @@ fn per_registry_credentials_and_concurrency_come_from_the_rules_file() {
     use base64::Engine;
     let s = Scratch::new();
     let registry = Registry::start_with_auth("bot", "s3cret-pass");
-    let src = s.build("img", "1", crate::support::TINY);
+    let src = s.build("img", "1", &spec_with_blob(8 << 20));
     for repo in ["a", "b", "c"] {
         registry.push(&src, &format!("library/{repo}:1"), Some("bot:s3cret-pass"));
     }
@@ -1182,8 +1187,33 @@ fn per_registry_credentials_and_concurrency_come_from_the_rules_file() {
         "bot",
         free_port(),
         &rules,
-        &["--concurrency", "3"],
+        &["--concurrency", "3", "--reconcile-every", "0"],
     );
+    // The three at once, in one envelope.
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        "bot:s3cret-pass",
+        &registry.image("library/a:1"),
+    ])
+    .success();
+    let digest = unroot::model::Digest::sha256_of(raw.stdout.as_bytes()).to_string();
+    let events: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|repo| {
+            serde_json::json!({
+                "action": "push",
+                "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest,
+                           "repository": format!("library/{repo}"), "tag": "1"},
+                "request": {"host": registry.addr, "useragent": "skopeo/1.9"},
+            })
+        })
+        .collect();
+    let envelope = serde_json::json!({ "events": events }).to_string();
+    let (status, answer) = bot.hook("distribution", &envelope);
+    assert_eq!(status, 202, "{answer}");
     let jobs = bot.wait_jobs_ended(3, Duration::from_secs(120));
     assert!(
         jobs.iter()
