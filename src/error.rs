@@ -194,6 +194,9 @@ impl Error {
             Error::Request(crate::pipeline::RequestError::OverwritesSource { .. }) => Some(
                 "write it elsewhere with `--to` (the default adds `-unprivileged` to the tag), or pass `--replace` to move the tag to the converted image".into(),
             ),
+            Error::RecipeApply { source: crate::recipe::edit::ApplyError::NotInImage { recipe, .. }, .. } => Some(format!(
+                "drop `--recipe {recipe}` (`unroot analyze IMAGE` lists the recipes that match), or check that IMAGE is the one with the service"
+            )),
             Error::RecipeApply { .. } => Some(
                 "the service's files differ from what the recipe expects; run with `--no-recipes` for the generic conversion, or adapt the recipe (`unroot recipes show NAME`)".into(),
             ),

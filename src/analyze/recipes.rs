@@ -1,5 +1,6 @@
-//! Recipes that match the image but whose edits do not apply: the service's files are not
-//! what the recipe expects, so `unroot convert` would stop.
+//! Recipes that do not apply: one matches the image but its edits do not (the service's
+//! files are not what the recipe expects), or one asked for with `--recipe` finds nothing of
+//! its service in the image; either way `unroot convert` would stop.
 
 use super::{Analyzer, Facts, Finding, Fixer, Location, Rule, Severity};
 
@@ -8,8 +9,8 @@ pub static RULES: [Rule; 1] = [Rule {
     id: "UR701",
     name: "recipe-does-not-apply",
     severity: Severity::Error,
-    summary: "A recipe matches the image but its edits do not apply",
-    help: "The service is present but its files are not laid out as the recipe expects (a directive it must change is missing). `unroot convert` stops rather than write an image that fails at run time; `sed`-based conversions silently produce such images.",
+    summary: "A recipe does not apply to the image",
+    help: "The service is present but its files are not laid out as the recipe expects (a directive it must change is missing), or a recipe asked for with `--recipe` finds none of its service's files. `unroot convert` stops rather than write an image that fails at run time; `sed`-based conversions silently produce such images.",
     fix: "convert with `--no-recipes` (the generic conversion only) and edit the service's config yourself, or give a recipe that fits with `--recipe FILE`",
     fixer: Fixer::User,
     refs: &[],

@@ -46,6 +46,24 @@ pub fn build(
     let matched = MatchedRecipe::find(recipes, &scan.view);
     let mut outcomes = Vec::new();
     let mut problems = Vec::new();
+    // A recipe asked for by name with nothing of its service in the image would convert
+    // nothing while its name says otherwise.
+    for r in &recipes.forced {
+        if !matched.iter().any(|m| m.recipe.name == r.name) {
+            let e = crate::recipe::edit::ApplyError::NotInImage {
+                recipe: r.name.clone(),
+                signature: r
+                    .signature
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect(),
+            };
+            match failure {
+                RecipeFailure::Record => problems.push(e),
+                RecipeFailure::Stop => return Err(BuildError::Recipe(e)),
+            }
+        }
+    }
     for m in &matched {
         match crate::recipe::edit::apply(m, &scan.view, &options.ports) {
             Ok(outcome) => outcomes.push((m.recipe.name.clone(), outcome)),

@@ -57,6 +57,18 @@ pub enum ApplyError {
         /// The files it looked at.
         files: Vec<String>,
     },
+    /// A recipe asked for by name (`--recipe`) whose service is not in the image: none
+    /// of its signature files and none of its config files are there.
+    #[error(
+        "recipe `{recipe}` was asked for, but the image has none of its files ({})",
+        list(signature)
+    )]
+    NotInImage {
+        /// The recipe.
+        recipe: String,
+        /// The files that would show its service.
+        signature: Vec<String>,
+    },
     /// A file to edit was not kept (too large, binary).
     #[error("recipe `{recipe}`: cannot edit `{path}`: {why}")]
     Unreadable {
@@ -73,7 +85,9 @@ impl ApplyError {
     /// The recipe's name.
     pub fn recipe(&self) -> &str {
         match self {
-            ApplyError::NoMatch { recipe, .. } | ApplyError::Unreadable { recipe, .. } => recipe,
+            ApplyError::NoMatch { recipe, .. }
+            | ApplyError::Unreadable { recipe, .. }
+            | ApplyError::NotInImage { recipe, .. } => recipe,
         }
     }
 }

@@ -20,7 +20,8 @@ pub struct MatchedRecipe<'a> {
 
 impl<'a> MatchedRecipe<'a> {
     /// The recipes of a selection that apply to the view: candidates whose signature
-    /// matches, and forced ones.
+    /// matches, and forced ones that find their signature or a config file (a forced
+    /// recipe with nothing of its service in the image is no match; the plan reports it).
     pub fn find(selection: &'a Selection, view: &MergedView) -> Vec<MatchedRecipe<'a>> {
         let found = |r: &'a Recipe, forced: bool| {
             let signature = match r.matches(view) {
@@ -30,6 +31,9 @@ impl<'a> MatchedRecipe<'a> {
             };
             let vars = variables(r, view);
             let files = config_files(r, view, &vars);
+            if signature.is_root() && files.is_empty() {
+                return None;
+            }
             Some(MatchedRecipe {
                 recipe: r,
                 signature,

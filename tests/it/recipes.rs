@@ -146,6 +146,60 @@ fn no_recipes_means_the_generic_conversion_only() {
         .all(|c| c["path"] != "/etc/svc/svc.conf"));
 }
 
+/// A recipe asked for by name whose service is not in the image is UR701: the conversion
+/// stops (nothing written) and says to drop it; the analysis lists UR701 and no finding
+/// about the absent service, and its RECIPES section does not claim the recipe matched.
+#[test]
+fn a_forced_recipe_that_finds_nothing_of_its_service_is_an_error() {
+    let s = Scratch::new();
+    let src = s.build("img", "v1", crate::support::TINY);
+    let out = s
+        .unroot(&[
+            "convert",
+            &src,
+            "--recipe",
+            "nginx",
+            "--to",
+            &format!("oci:{}", s.path("out").display()),
+        ])
+        .failure(1);
+    assert_eq!(
+        out.error_line(),
+        format!("error: {src}: recipe `nginx` was asked for, but the image has none of its files (`/usr/sbin/nginx`, `/usr/local/nginx/sbin/nginx`, `/usr/local/sbin/nginx`)"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("hint: drop `--recipe nginx`"),
+        "{}",
+        out.stderr
+    );
+    assert!(!s.path("out").exists());
+    let out = s
+        .unroot(&[
+            "analyze", "-q", &src, "--recipe", "nginx", "--format", "json",
+        ])
+        .success();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let ids: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"UR701"), "{ids:?}");
+    assert!(
+        !ids.contains(&"UR301") && !ids.contains(&"UR302"),
+        "{ids:?}"
+    );
+    assert_eq!(
+        report["recipes"],
+        serde_json::json!([]),
+        "{:#}",
+        report["recipes"]
+    );
+}
+
 #[test]
 fn an_edit_that_matches_nothing_stops_the_conversion() {
     let s = Scratch::new();
