@@ -51,6 +51,11 @@ impl ImageConfig {
         self.str_field("architecture")
     }
 
+    /// `variant`, e.g. `v8` (ARM).
+    pub fn variant(&self) -> Option<&str> {
+        self.str_field("variant")
+    }
+
     /// `created`, an RFC 3339 time.
     pub fn created(&self) -> Option<&str> {
         self.str_field("created")

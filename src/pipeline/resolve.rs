@@ -77,7 +77,30 @@ impl Session {
         let raw = source.manifest()?;
         let contents = match parse(&raw, location)? {
             Manifest::Image(_) => {
-                Contents::Image(Box::new(load_image(source.as_mut(), raw, None)?))
+                let image = load_image(source.as_mut(), raw, None)?;
+                // One image has one platform, its config's: another one asked for is not
+                // there, rather than silently this one.
+                if let Some(wanted) = platform {
+                    let (os, arch) = (image.config.os(), image.config.architecture());
+                    let has = match (os, arch) {
+                        (Some(os), Some(arch)) => Some(Platform {
+                            os: os.to_string(),
+                            architecture: arch.to_string(),
+                            os_version: None,
+                            os_features: None,
+                            variant: image.config.variant().map(str::to_string),
+                        }),
+                        _ => None,
+                    };
+                    if let Some(has) = has.filter(|h| !h.satisfies(wanted)) {
+                        return Err(Error::NoPlatform {
+                            location: location.to_string(),
+                            wanted: wanted.to_string(),
+                            available: vec![has.to_string()],
+                        });
+                    }
+                }
+                Contents::Image(Box::new(image))
             }
             Manifest::Index(index) => match platform {
                 Some(p) => {

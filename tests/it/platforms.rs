@@ -241,3 +241,42 @@ fn a_multi_platform_image_in_a_registry_converts_with_the_index_last() {
     );
     registry.copy_out("multi:v1-unprivileged", &s.path("copy"));
 }
+
+/// `--platform` on a single-platform image that is another platform is an error that
+/// names the one it has, not a silent conversion of it; its own platform converts.
+#[test]
+fn a_platform_a_single_image_does_not_have_is_an_error() {
+    let s = Scratch::new();
+    let src = s.build("img", "v1", crate::support::TINY);
+    let out = s
+        .unroot(&[
+            "convert",
+            &src,
+            "--platform",
+            "linux/arm64",
+            "--to",
+            &format!("oci:{}:x", s.path("out").display()),
+        ])
+        .failure(1);
+    assert_eq!(
+        out.error_line(),
+        format!("error: {src} has no image for linux/arm64; it has: linux/amd64")
+    );
+    assert!(
+        out.stderr
+            .contains("hint: pick one with `--platform linux/amd64`"),
+        "{}",
+        out.stderr
+    );
+    assert!(!s.path("out").exists());
+    s.unroot(&[
+        "convert",
+        "-q",
+        &src,
+        "--platform",
+        "linux/amd64",
+        "--to",
+        &format!("oci:{}:x", s.path("out").display()),
+    ])
+    .success();
+}
