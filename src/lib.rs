@@ -60,6 +60,7 @@ pub mod plan;
 pub mod recipe;
 pub mod report;
 pub mod runtime;
+#[cfg(feature = "serve")]
 pub mod serve;
 pub mod transport;
 pub mod write;

@@ -19,6 +19,7 @@ use unroot::pipeline::{ConvertRequest, ImageRequest};
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
+    #[cfg(feature = "serve")]
     if let Command::Serve(args) = &cli.command {
         return serve(args);
     }
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
         Command::Recipes(command) => {
             unroot::cli::recipes::run(command).map(|text| (text, exit::SUCCESS))
         }
+        #[cfg(feature = "serve")]
         Command::Serve(_) => unreachable!("served above"),
     };
     // Bars are cleared before the result or the error is printed.
@@ -81,6 +83,7 @@ fn main() -> ExitCode {
     }
 }
 
+#[cfg(feature = "serve")]
 /// `unroot serve`: logs to stderr (text or JSON lines; `RUST_LOG` filters, default
 /// `info`), runs until SIGTERM or SIGINT.
 fn serve(args: &unroot::cli::ServeArgs) -> ExitCode {

@@ -102,10 +102,12 @@ pub enum Command {
     /// one database). Also serves GET /healthz, /readyz, /metrics (Prometheus), /jobs,
     /// /jobs/ID and POST /jobs/ID/retry. SIGTERM stops taking hooks and jobs, gives running
     /// jobs --grace to finish, and puts the rest back in the queue.
+    #[cfg(feature = "serve")]
     #[command(after_help = SERVE_AFTER_HELP)]
     Serve(ServeArgs),
 }
 
+#[cfg(feature = "serve")]
 const SERVE_AFTER_HELP: &str = "\
 The rules file (TOML):
   listen = \"127.0.0.1:8686\"
@@ -122,6 +124,7 @@ Exit status: 0 stopped cleanly, 2 usage error, 3 the rules or token file, the st
 or the listening address cannot be used.";
 
 /// `unroot serve`
+#[cfg(feature = "serve")]
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// The rules file: where to listen, the state store, what to convert to where.
@@ -176,6 +179,7 @@ pub enum LogFormat {
     Json,
 }
 
+#[cfg(feature = "serve")]
 impl ServeArgs {
     /// The bot's options.
     pub fn options(&self) -> crate::serve::server::ServeOptions {
