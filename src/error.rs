@@ -180,6 +180,13 @@ impl Error {
     /// A suggestion for the user, when one helps.
     pub fn hint(&self) -> Option<String> {
         match self {
+            Error::Location(LocationError::MisspeltTransport { input, transport, suggestion }) => Some(format!(
+                "write `{suggestion}:{}`; for an image in a registry named `{transport}`, write `docker://{input}`",
+                &input[transport.len() + 1..]
+            )),
+            Error::Location(LocationError::LocalPath { .. }) => Some(
+                "local images are read by transport: `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:REF]`".into(),
+            ),
             Error::Location(LocationError::UnknownTransport { .. }) => Some(
                 "use `docker://REF` (or a plain reference), `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]` or `docker-archive:FILE[:REF]`".into(),
             ),

@@ -47,6 +47,26 @@ pub enum LocationError {
         /// The transport name.
         transport: String,
     },
+    /// What looks like a transport unroot has, misspelt (`ocii:x`, `oci-arch:f.tar`).
+    #[error("unknown transport `{transport}:` in `{input}`; did you mean `{suggestion}:`?")]
+    MisspeltTransport {
+        /// The whole argument.
+        input: String,
+        /// The transport name as typed.
+        transport: String,
+        /// The transport it is closest to.
+        suggestion: &'static str,
+    },
+    /// A local path given without a transport.
+    #[error("`{input}` is a local {what}, not a registry reference: write it as {suggestion}")]
+    LocalPath {
+        /// The whole argument.
+        input: String,
+        /// `directory` or `file`.
+        what: &'static str,
+        /// How to write it (`oci:PATH`).
+        suggestion: String,
+    },
     /// A path-based transport without a path.
     #[error("`{input}` names no path after `{transport}:`")]
     MissingPath {
@@ -73,6 +93,70 @@ const FOREIGN_TRANSPORTS: &[&str] = &[
     "https",
     "file",
 ];
+
+/// The transport `scheme` is a slip of, if any: one edit from `oci`, two from the longer
+/// names, or a cut-short `oci-archive`/`docker-archive`; `docker` only before `//`
+/// (`docker:24` is the Docker Hub image, and a real image named like a slip is written
+/// `docker://NAME:TAG`).
+fn misspelt_transport(scheme: &str, rest: &str) -> Option<&'static str> {
+    const NAMES: [&str; 4] = ["oci", "oci-archive", "docker-archive", "docker"];
+    if NAMES.contains(&scheme) || scheme.len() < 3 {
+        return None;
+    }
+    NAMES.into_iter().find(|name| {
+        let allowed = if name.len() <= 3 { 1 } else { 2 };
+        let close = edit_distance(scheme, name) <= allowed;
+        match *name {
+            "docker" => close && rest.starts_with("//"),
+            "oci" => close,
+            _ => close || (scheme.len() >= 5 && name.starts_with(scheme)),
+        }
+    })
+}
+
+/// Levenshtein distance, on bytes (transport names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// A path on this machine written without a transport: one that starts like a path
+/// (`/`, `./`, `../`, `~/`), or a directory holding an OCI layout, or a `.tar` file that
+/// exists.
+fn local_path(input: &str) -> Option<LocationError> {
+    let starts_like_path = ["/", "./", "../", "~/"]
+        .iter()
+        .any(|p| input.starts_with(p));
+    let path = std::path::Path::new(input);
+    let is_layout = path.join("oci-layout").is_file();
+    let is_tar = input.ends_with(".tar") && path.is_file();
+    if !(starts_like_path || is_layout || is_tar) {
+        return None;
+    }
+    let (what, suggestion) = if path.is_dir() || !input.ends_with(".tar") {
+        ("directory", format!("`oci:{input}`"))
+    } else {
+        (
+            "file",
+            format!("`oci-archive:{input}` or `docker-archive:{input}`"),
+        )
+    };
+    Some(LocationError::LocalPath {
+        input: input.to_string(),
+        what,
+        suggestion,
+    })
+}
 
 impl ImageLocation {
     /// Parses `transport:address`; no transport means a registry reference.
@@ -106,6 +190,15 @@ impl ImageLocation {
             return Ok(ImageLocation::DockerArchive { file, reference });
         }
         if let Some((scheme, rest)) = input.split_once(':') {
+            if !scheme.contains(['.', '/']) {
+                if let Some(suggestion) = misspelt_transport(scheme, rest) {
+                    return Err(LocationError::MisspeltTransport {
+                        input: input.to_string(),
+                        transport: scheme.to_string(),
+                        suggestion,
+                    });
+                }
+            }
             let looks_like_transport = FOREIGN_TRANSPORTS.contains(&scheme)
                 || (rest.starts_with("//") && !scheme.contains(['.', '/']));
             if looks_like_transport {
@@ -114,6 +207,9 @@ impl ImageLocation {
                     transport: scheme.to_string(),
                 });
             }
+        }
+        if let Some(local) = local_path(input) {
+            return Err(local);
         }
         Ok(ImageLocation::Registry(ImageRef::parse(input)?))
     }
@@ -209,5 +305,60 @@ mod tests {
         ));
         // A registry with a port is not a transport.
         assert!(ImageLocation::parse("localhost:5000/app").is_ok());
+    }
+
+    #[test]
+    fn slips_of_transports_are_named_and_images_are_not_mistaken_for_them() {
+        for (input, want) in [
+            ("ocii:x", "oci"),
+            ("dokcer://r.example/a:1", "docker"),
+            ("oci-arch:f.tar", "oci-archive"),
+            ("oci-achive:f.tar", "oci-archive"),
+            ("docker-archiv:f.tar", "docker-archive"),
+            ("dockr-archive:f.tar", "docker-archive"),
+        ] {
+            match ImageLocation::parse(input) {
+                Err(LocationError::MisspeltTransport { suggestion, .. }) => {
+                    assert_eq!(suggestion, want, "{input}")
+                }
+                other => panic!("{input}: {other:?}"),
+            }
+        }
+        for image in [
+            "nginx:1.27",
+            "docker:24",
+            "redis:7",
+            "ocaml:5",
+            "dockerd:1",
+            "alpine:3",
+        ] {
+            assert!(
+                matches!(ImageLocation::parse(image), Ok(ImageLocation::Registry(_))),
+                "{image}"
+            );
+        }
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "oci"), 3);
+    }
+
+    #[test]
+    fn local_paths_without_a_transport_say_how_to_write_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dir.path().join("img");
+        std::fs::create_dir(&layout).unwrap();
+        std::fs::write(layout.join("oci-layout"), "{}").unwrap();
+        let input = layout.display().to_string();
+        let e = ImageLocation::parse(&input).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("`{input}` is a local directory, not a registry reference: write it as `oci:{input}`")
+        );
+        let e = ImageLocation::parse("./out.tar").unwrap_err().to_string();
+        assert!(
+            e.ends_with("write it as `oci-archive:./out.tar` or `docker-archive:./out.tar`"),
+            "{e}"
+        );
+        let e = ImageLocation::parse("../layout").unwrap_err().to_string();
+        assert!(e.ends_with("write it as `oci:../layout`"), "{e}");
     }
 }

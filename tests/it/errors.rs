@@ -817,3 +817,40 @@ fn a_destination_pinned_to_another_digest_is_refused_and_not_tagged() {
     );
     assert!(!registry.has_tag("app:v1", None));
 }
+
+/// A slip in a transport's name is a usage error (exit 2) that names the transport meant,
+/// not a registry lookup of `docker.io/library/ocii`; a local path written without a
+/// transport says how to write it.
+#[test]
+fn transport_slips_and_bare_paths_are_usage_errors_that_say_what_was_meant() {
+    let s = Scratch::new();
+    let out = s.unroot(&["convert", "ocii:img"]).failure(2);
+    assert_eq!(
+        out.error_line(),
+        "error: unknown transport `ocii:` in `ocii:img`; did you mean `oci:`?"
+    );
+    assert!(
+        out.stderr
+            .contains("hint: write `oci:img`; for an image in a registry named `ocii`, write `docker://ocii:img`"),
+        "{}",
+        out.stderr
+    );
+    let out = s.unroot(&["analyze", "oci-arch:f.tar"]).failure(2);
+    assert_eq!(
+        out.error_line(),
+        "error: unknown transport `oci-arch:` in `oci-arch:f.tar`; did you mean `oci-archive:`?"
+    );
+    let src = s.build("img", "v1", crate::support::TINY);
+    let dir = src
+        .strip_prefix("oci:")
+        .unwrap()
+        .rsplit_once(':')
+        .unwrap()
+        .0
+        .to_string();
+    let out = s.unroot(&["convert", &dir]).failure(2);
+    assert_eq!(
+        out.error_line(),
+        format!("error: `{dir}` is a local directory, not a registry reference: write it as `oci:{dir}`")
+    );
+}
