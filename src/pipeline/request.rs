@@ -173,6 +173,18 @@ impl ConvertRequest {
             Some(d) => ImageLocation::parse(d)?,
             None => default_destination(&image.source)?,
         };
+        // `docker load` of an archive without `RepoTags` gives a dangling image: name it
+        // after the source when `--to` does not.
+        let destination = match destination {
+            ImageLocation::DockerArchive {
+                file,
+                reference: None,
+            } => ImageLocation::DockerArchive {
+                file,
+                reference: Some(archive_name(&image.source)),
+            },
+            other => other,
+        };
         if !options.replace && !options.dry_run && overwrites(&image.source, &destination) {
             return Err(RequestError::OverwritesSource {
                 location: destination.to_string(),
@@ -246,6 +258,53 @@ fn created_by(plan: &PlanOptions, options: &ConvertOptions) -> String {
         let _ = write!(out, " --port {p}");
     }
     out
+}
+
+/// The name a docker archive gets when none is given: the source's, with `SUFFIX` on its
+/// tag (`registry.example/app:1.4-unprivileged`; for local sources, the directory or file's
+/// name: `image:latest-unprivileged`).
+pub fn archive_name(source: &ImageLocation) -> String {
+    let tag = |t: Option<&str>| format!("{}{SUFFIX}", t.unwrap_or("latest"));
+    let local = |path: &Path| {
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        let name: String = stem
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let name = name
+            .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+            .to_string();
+        if name.is_empty() {
+            "image".to_string()
+        } else {
+            name
+        }
+    };
+    match source {
+        ImageLocation::Registry(r) => {
+            format!("{}/{}:{}", r.registry(), r.repository(), tag(r.tag()))
+        }
+        ImageLocation::OciLayout { dir, tag: t } => format!("{}:{}", local(dir), tag(t.as_deref())),
+        ImageLocation::OciArchive { file, tag: t } => {
+            format!("{}:{}", local(file), tag(t.as_deref()))
+        }
+        ImageLocation::DockerArchive { file, reference } => match reference {
+            Some(r) => match r.rsplit_once(':') {
+                Some((repo, t)) if !t.contains('/') => format!("{repo}:{}", tag(Some(t))),
+                _ => format!("{r}:{}", tag(None)),
+            },
+            None => format!("{}:{}", local(file), tag(None)),
+        },
+    }
 }
 
 /// The default destination: the same place with the tag `<tag>-unprivileged`; for

@@ -563,3 +563,50 @@ fn progress_is_bars_on_a_terminal_lines_otherwise_and_nothing_with_q() {
         inspect(&format!("oci:{}:c", s.path("out").display()))["Digest"]
     );
 }
+
+/// A docker archive written without a name in `--to` is named after the source (its tag
+/// with `-unprivileged`), so that `docker load` does not give a dangling image; a name in
+/// `--to docker-archive:FILE:REF` is used as it is.
+#[test]
+fn docker_archives_are_tagged_from_to_or_from_the_source() {
+    let s = Scratch::new();
+    let src = s.build("web", "v1", crate::support::TINY);
+    let repo_tags = |file: &str| {
+        let out = crate::support::tool("tar", &["-xOf", file, "manifest.json"]).success();
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        v[0]["RepoTags"].clone()
+    };
+    let plain = s.path("plain.tar").display().to_string();
+    let out = s
+        .unroot(&[
+            "convert",
+            "-q",
+            &src,
+            "--to",
+            &format!("docker-archive:{plain}"),
+        ])
+        .success();
+    assert!(
+        out.stdout
+            .contains(&format!("to docker-archive:{plain}:web:v1-unprivileged")),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        repo_tags(&plain),
+        serde_json::json!(["web:v1-unprivileged"])
+    );
+    let named = s.path("named.tar").display().to_string();
+    s.unroot(&[
+        "convert",
+        "-q",
+        &src,
+        "--to",
+        &format!("docker-archive:{named}:registry.example/team/web:2"),
+    ])
+    .success();
+    assert_eq!(
+        repo_tags(&named),
+        serde_json::json!(["registry.example/team/web:2"])
+    );
+}
