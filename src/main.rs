@@ -49,6 +49,10 @@ fn main() -> ExitCode {
         Command::Recipes(command) => {
             unroot::cli::recipes::run(command).map(|text| (text, exit::SUCCESS))
         }
+        Command::Completions { shell } => {
+            Ok((unroot::cli::docs::completions(*shell), exit::SUCCESS))
+        }
+        Command::Man { dir } => unroot::cli::docs::man_pages(dir).map(|t| (t, exit::SUCCESS)),
         #[cfg(feature = "serve")]
         Command::Serve(_) => unreachable!("served above"),
     };

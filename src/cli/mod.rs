@@ -18,6 +18,7 @@ use crate::transport::registry::{Pace, RetryPolicy};
 
 pub mod analyze;
 pub mod convert;
+pub mod docs;
 pub mod progress;
 pub mod recipes;
 
@@ -91,6 +92,25 @@ pub enum Command {
     /// List, show and check recipes (declarative service conversions, see recipes/README.md).
     #[command(subcommand)]
     Recipes(RecipesCommand),
+
+    /// Print the shell completion script for SHELL.
+    ///
+    /// bash: `unroot completions bash > /etc/bash_completion.d/unroot` (or source it from
+    /// ~/.bashrc); zsh: into a directory on `$fpath` as `_unroot`; fish:
+    /// `~/.config/fish/completions/unroot.fish`; PowerShell: dot-source it from `$PROFILE`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+
+    /// Write the man pages (unroot.1 and one per subcommand, unroot-convert.1, ...) into
+    /// DIR.
+    ///
+    /// e.g. `unroot man /usr/local/share/man/man1 && mandb`; then `man unroot-convert`.
+    Man {
+        /// The directory to write them in (created if missing).
+        dir: std::path::PathBuf,
+    },
 
     /// Run the registry bot: convert every image pushed to the watched repositories.
     ///

@@ -854,3 +854,82 @@ fn transport_slips_and_bare_paths_are_usage_errors_that_say_what_was_meant() {
         format!("error: `{dir}` is a local directory, not a registry reference: write it as `oci:{dir}`")
     );
 }
+
+/// `unroot completions SHELL` prints a script the shell loads (bash is run on it), and
+/// `unroot man DIR` writes a page per subcommand that `man` renders without a warning.
+#[test]
+fn completions_load_in_bash_and_man_pages_render() {
+    let s = Scratch::new();
+    let script = s.unroot(&["completions", "bash"]).success().stdout;
+    std::fs::write(s.path("unroot.bash"), &script).unwrap();
+    let out = crate::support::tool(
+        "bash",
+        &[
+            "-c",
+            &format!(
+                "source {} && complete -p unroot",
+                s.path("unroot.bash").display()
+            ),
+        ],
+    )
+    .success();
+    assert_eq!(
+        out.stdout.trim(),
+        "complete -o bashdefault -o default -o nosort -F _unroot unroot"
+    );
+    for shell in ["zsh", "fish", "powershell"] {
+        let script = s.unroot(&["completions", shell]).success().stdout;
+        for word in ["convert", "analyze", "verify", "serve", "platform"] {
+            assert!(script.contains(word), "{shell}: no {word}");
+        }
+    }
+    let out = s.unroot(&["completions", "tcsh"]).failure(2);
+    assert!(
+        out.stderr.contains("invalid value 'tcsh'"),
+        "{}",
+        out.stderr
+    );
+
+    let dir = s.path("man");
+    let listed = s.unroot(&["man", dir.to_str().unwrap()]).success().stdout;
+    let mut pages: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    pages.sort();
+    assert_eq!(
+        pages,
+        [
+            "unroot-analyze.1",
+            "unroot-completions.1",
+            "unroot-convert.1",
+            "unroot-man.1",
+            "unroot-recipes-check.1",
+            "unroot-recipes-list.1",
+            "unroot-recipes-show.1",
+            "unroot-recipes.1",
+            "unroot-serve.1",
+            "unroot-verify.1",
+            "unroot.1",
+        ]
+    );
+    assert_eq!(listed.lines().count(), pages.len());
+    let page = dir.join("unroot-convert.1");
+    let out = std::process::Command::new("man")
+        .args(["--warnings", "-l"])
+        .arg(&page)
+        .env("MANWIDTH", "80")
+        .output()
+        .expect("man (Debian man-db; ./scripts/test installs it)");
+    let rendered = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "warnings");
+    assert!(
+        rendered.contains("unroot-convert - Convert an image"),
+        "{rendered}"
+    );
+    assert!(rendered.contains("--to"), "{rendered}");
+}
