@@ -153,7 +153,10 @@ impl Session {
         }
         // The new index: the same platforms in the same order, the index's annotations kept.
         let mut annotations = index.index.annotations.clone();
-        annotations.insert(BASE_NAME.to_string(), base_name(&request.image.source));
+        match base_name(&request.image.source) {
+            Some(name) => annotations.insert(BASE_NAME.to_string(), name),
+            None => annotations.remove(BASE_NAME),
+        };
         annotations.insert(BASE_DIGEST.to_string(), index.digest.to_string());
         annotations.insert(
             RECIPES_DIGEST.to_string(),
@@ -288,7 +291,7 @@ impl Session {
                     None
                 },
                 &Lineage {
-                    base_name: &base_name,
+                    base_name: base_name.as_deref(),
                     base_digest: &image.digest,
                     recipes_digest: &recipes_digest,
                     created: &created,
@@ -413,10 +416,16 @@ fn mutate_error(e: MutateError) -> Error {
 
 /// The name recorded in `org.opencontainers.image.base.name`: the registry reference, or
 /// the transport location for local images.
-fn base_name(source: &ImageLocation) -> String {
+/// The source's name for `org.opencontainers.image.base.name`: a registry reference (its
+/// tag, no digest), or for a local source the name it records and was read by (the
+/// layout's or archive's tag, the docker archive's reference), never the path, which would
+/// put this machine's directories into the image and make its digest depend on how the path
+/// was spelt. A local source read without a tag has no name to give.
+fn base_name(source: &ImageLocation) -> Option<String> {
     match source {
-        ImageLocation::Registry(r) => strip_digest(r),
-        other => other.to_string(),
+        ImageLocation::Registry(r) => Some(strip_digest(r)),
+        ImageLocation::OciLayout { tag, .. } | ImageLocation::OciArchive { tag, .. } => tag.clone(),
+        ImageLocation::DockerArchive { reference, .. } => reference.clone(),
     }
 }
 

@@ -19,8 +19,9 @@ pub const RECIPES_DIGEST: &str = "dev.unroot.recipes.digest";
 
 /// What went into the history entry and the layer.
 pub struct Lineage<'a> {
-    /// The source, as the user named it (normalized).
-    pub base_name: &'a str,
+    /// The source's name: its registry reference, or what a local source records (the tag
+    /// it was read by); `None` leaves the annotation out.
+    pub base_name: Option<&'a str>,
     /// The source manifest's digest.
     pub base_digest: &'a Digest,
     /// The digest of the recipe set.
@@ -89,7 +90,10 @@ pub fn assemble(
     }
 
     let mut annotations: BTreeMap<String, String> = source.annotations.clone();
-    annotations.insert(BASE_NAME.to_string(), lineage.base_name.to_string());
+    match lineage.base_name {
+        Some(name) => annotations.insert(BASE_NAME.to_string(), name.to_string()),
+        None => annotations.remove(BASE_NAME),
+    };
     annotations.insert(BASE_DIGEST.to_string(), lineage.base_digest.to_string());
     annotations.insert(
         RECIPES_DIGEST.to_string(),

@@ -610,3 +610,38 @@ fn docker_archives_are_tagged_from_to_or_from_the_source() {
         serde_json::json!(["registry.example/team/web:2"])
     );
 }
+
+/// The same local source spelt two ways (relative, absolute) converts to the same digest:
+/// the path is not recorded in the image; `base.name` is the tag the layout records.
+#[test]
+fn a_local_source_s_path_spelling_does_not_change_the_digest() {
+    let s = Scratch::new();
+    s.build("img", "v1", crate::support::TINY);
+    let abs = s.path("img").display().to_string();
+    let digest = |src: &str, out: &str| {
+        let out = s
+            .unroot(&[
+                "convert",
+                "-q",
+                "--format",
+                "json",
+                src,
+                "--to",
+                &format!("oci:{out}:c"),
+            ])
+            .success();
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        v["destination"]["digest"].as_str().unwrap().to_string()
+    };
+    let a = digest("oci:img:v1", "out-a");
+    let b = digest(&format!("oci:{abs}:v1"), "out-b");
+    let c = digest("oci:./img/../img:v1", "out-c");
+    assert_eq!(a, b);
+    assert_eq!(a, c);
+    let manifest = crate::support::layout_manifest(&s.path("out-a"), Some("c"));
+    assert_eq!(
+        manifest["annotations"]["org.opencontainers.image.base.name"],
+        "v1"
+    );
+    assert!(!serde_json::to_string(&manifest).unwrap().contains(&abs));
+}
