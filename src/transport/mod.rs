@@ -176,6 +176,7 @@ pub fn open_sink(
     pool: &registry::RegistryPool,
     control: &Control,
 ) -> Result<Box<dyn Sink>, TransportError> {
+    check_writable(location)?;
     Ok(match location {
         ImageLocation::Registry(r) => Box::new(registry::RegistrySink::new(
             pool,
@@ -193,6 +194,40 @@ pub fn open_sink(
             Box::new(docker_archive::DockerArchiveSink::new(location.clone()))
         }
     })
+}
+
+/// Checks, before any layer is read, that a local destination can be written where its
+/// files will go: a file is made and removed in the layout (when it exists) or in the
+/// nearest existing directory above the layout or archive. A registry's push access shows
+/// on the first request of the push.
+fn check_writable(location: &ImageLocation) -> Result<(), TransportError> {
+    let target = match location {
+        ImageLocation::Registry(_) => return Ok(()),
+        ImageLocation::OciLayout { dir, .. } if dir.is_dir() => dir.clone(),
+        ImageLocation::OciLayout { dir: path, .. }
+        | ImageLocation::OciArchive { file: path, .. }
+        | ImageLocation::DockerArchive { file: path, .. } => {
+            let mut dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            while !dir.exists() {
+                match dir.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => dir = p.to_path_buf(),
+                    _ => {
+                        dir = PathBuf::from(".");
+                        break;
+                    }
+                }
+            }
+            dir
+        }
+    };
+    tempfile::Builder::new()
+        .prefix(&stale::prefix("probe"))
+        .tempfile_in(&target)
+        .map(drop)
+        .map_err(TransportError::io("create a file in", &target))
 }
 
 /// Why reading or writing an image failed.

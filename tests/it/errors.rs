@@ -933,3 +933,28 @@ fn completions_load_in_bash_and_man_pages_render() {
     );
     assert!(rendered.contains("--to"), "{rendered}");
 }
+
+/// A destination that cannot be written is found out before any layer is read: the
+/// error names the directory (exit 3, a local problem), and no layer was read.
+#[test]
+fn an_unwritable_destination_fails_before_the_layers_are_read() {
+    let s = Scratch::new();
+    let src = s.build("img", "v1", TINY);
+    for to in [
+        "oci:/proc/unroot-out:latest",
+        "docker-archive:/proc/unroot-out.tar",
+    ] {
+        let out = s.unroot(&["convert", &src, "--to", to]).failure(3);
+        assert!(
+            out.error_line()
+                .starts_with("error: cannot create a file in `/proc`: "),
+            "{to}: {}",
+            out.stderr
+        );
+        assert!(
+            !out.stderr.contains("reading layer"),
+            "{to}: {}",
+            out.stderr
+        );
+    }
+}
