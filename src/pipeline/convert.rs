@@ -96,10 +96,17 @@ impl Session {
                 Contents::Image(image) => image.digest.clone(),
                 Contents::Index(index) => index.digest.clone(),
             };
+            let copied_to = if request.explicit_destination && !request.dry_run {
+                let written = self.copy_unchanged(destination, &mut resolved)?;
+                Some((destination.clone(), written))
+            } else {
+                None
+            };
             return Ok(ConvertOutcome::AlreadyConverted {
                 location: from.source.clone(),
                 digest,
                 created_by: c,
+                copied_to,
             });
         }
         if let (Contents::Index(index), ImageLocation::DockerArchive { .. }) =
@@ -434,6 +441,127 @@ fn strip_digest(r: &ImageRef) -> String {
         Some(t) => format!("{}:{t}", r.name()),
         None => r.name(),
     }
+}
+
+impl Session {
+    /// Writes what `resolved` holds to `destination` as it is (an image converted
+    /// already): blobs, configs and manifests byte for byte, the tag last.
+    fn copy_unchanged(
+        &self,
+        destination: &ImageLocation,
+        resolved: &mut super::Resolved,
+    ) -> Result<Digest, Error> {
+        let is_archive = matches!(destination, ImageLocation::DockerArchive { .. });
+        if let (Contents::Index(index), true) = (&resolved.contents, is_archive) {
+            return Err(Error::Unsupported {
+                location: destination.to_string(),
+                reason: format!(
+                    "{} has {} platforms and a docker archive holds one; pick one with `--platform`",
+                    resolved.source.location(),
+                    index.images.len()
+                ),
+            });
+        }
+        let mut sink = self.open_sink(destination)?;
+        self.control()
+            .events
+            .event(&Event::WritingImage { destination });
+        let source = resolved.source.as_mut();
+        let (local, written) = (BTreeMap::new(), std::collections::BTreeSet::new());
+        let top = match &resolved.contents {
+            Contents::Image(image) => {
+                let raw = source.manifest()?;
+                let output = unchanged(source, image, raw, is_archive)?;
+                let top = output.manifest_desc.clone();
+                let mut blobs = Blobs {
+                    session: self,
+                    source,
+                    local: &local,
+                    written: &written,
+                };
+                sink.put_image(&output, &mut blobs)?;
+                top
+            }
+            Contents::Index(index) => {
+                for (desc, image) in &index.images {
+                    let raw = source.manifest_by_digest(desc)?;
+                    let output = unchanged(source, image, raw, false)?;
+                    let mut blobs = Blobs {
+                        session: self,
+                        source: &mut *source,
+                        local: &local,
+                        written: &written,
+                    };
+                    sink.put_image(&output, &mut blobs)?;
+                }
+                let raw = source.manifest()?;
+                let media_type = raw
+                    .media_type
+                    .clone()
+                    .unwrap_or_else(|| media::OCI_INDEX.to_string());
+                let top = Descriptor::new(&media_type, raw.digest.clone(), raw.bytes.len() as u64);
+                sink.put_index(&raw.bytes, &top)?;
+                top
+            }
+        };
+        Ok(sink.commit(&top)?)
+    }
+}
+
+/// An image to write as it is: its manifest's own bytes, its config, its layers (their
+/// uncompressed sizes counted only for a docker archive, which needs them).
+fn unchanged(
+    source: &mut dyn Source,
+    image: &ResolvedImage,
+    raw: crate::transport::RawManifest,
+    count_sizes: bool,
+) -> Result<crate::transport::OutputImage, Error> {
+    let config_desc = image.manifest.config.clone();
+    let reader = source.blob(&config_desc)?;
+    let config = crate::transport::read_small_blob(reader, &config_desc, source.location())?;
+    let location = source.location().clone();
+    let diff_ids = image.config.diff_ids().map_err(|e| Error::Config {
+        location: location.to_string(),
+        source: e,
+    })?;
+    let mut layers = Vec::new();
+    for (desc, diff_id) in image.manifest.layers.iter().zip(diff_ids) {
+        let uncompressed_size = if count_sizes {
+            let reader = source.blob(desc)?;
+            let mut buffered = std::io::BufReader::with_capacity(128 * 1024, reader);
+            let io = |e: std::io::Error| {
+                Error::Transport(Box::new(TransportError::from_read(e, &location)))
+            };
+            let head = std::io::BufRead::fill_buf(&mut buffered).map_err(io)?;
+            let compression = crate::layer::reader::Compression::detect(head);
+            let mut decoder = compression.decoder(buffered).map_err(io)?;
+            std::io::copy(&mut decoder, &mut std::io::sink()).map_err(io)?
+        } else {
+            0
+        };
+        layers.push(crate::transport::OutputLayer {
+            desc: desc.clone(),
+            diff_id: diff_id.clone(),
+            uncompressed_size,
+        });
+    }
+    Ok(crate::transport::OutputImage {
+        manifest_desc: Descriptor::new(
+            &raw.media_type.clone().unwrap_or_else(|| {
+                image
+                    .manifest
+                    .media_type
+                    .clone()
+                    .unwrap_or_else(|| media::OCI_MANIFEST.to_string())
+            }),
+            raw.digest.clone(),
+            raw.bytes.len() as u64,
+        ),
+        manifest: raw.bytes,
+        config,
+        config_desc,
+        layers,
+    })
 }
 
 /// Gives the sink the layers written here (the new one, rewritten ones) and the cached

@@ -84,6 +84,9 @@ pub enum ConvertOutcome {
         digest: Digest,
         /// The history entry that says so.
         created_by: String,
+        /// Where it was copied unchanged, with the digest written there (`--to` named a
+        /// destination); `None`: nothing was written.
+        copied_to: Option<(ImageLocation, Digest)>,
     },
 }
 

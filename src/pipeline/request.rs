@@ -158,6 +158,10 @@ pub struct ConvertRequest {
     pub remap_ids: bool,
     /// Run the converted image before writing it, and write nothing if it fails.
     pub verify: Option<super::VerifyOptions>,
+    /// Whether the destination was asked for (`--to`) rather than derived: a source that
+    /// is converted already is then copied there unchanged, so that the next step of a
+    /// pipeline finds an image where it was told to look.
+    pub explicit_destination: bool,
 }
 
 impl ConvertRequest {
@@ -199,6 +203,7 @@ impl ConvertRequest {
             dry_run: options.dry_run,
             remap_ids: options.remap_ids,
             verify: options.verify.clone(),
+            explicit_destination: options.destination.is_some(),
         })
     }
 }

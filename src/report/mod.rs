@@ -320,6 +320,8 @@ pub enum Outcome {
         digest: String,
         /// The history entry that says so.
         created_by: String,
+        /// Where it was copied unchanged, and the digest there.
+        copied_to: Option<(String, String)>,
     },
 }
 
@@ -438,10 +440,14 @@ impl Outcome {
                 location,
                 digest,
                 created_by,
+                copied_to,
             } => Outcome::AlreadyConverted {
                 location: location.to_string(),
                 digest: digest.to_string(),
                 created_by: created_by.clone(),
+                copied_to: copied_to
+                    .as_ref()
+                    .map(|(l, d)| (l.to_string(), d.to_string())),
             },
         }
     }
@@ -460,20 +466,30 @@ impl Outcome {
                     location,
                     digest,
                     created_by,
+                    copied_to,
                 },
                 format,
             ) => match format {
-                Format::Text => format!(
-                    "{location} ({digest}) is already converted (its history has `{created_by}`): nothing to do\n"
-                ),
+                Format::Text => match copied_to {
+                    None => format!(
+                        "{location} ({digest}) is already converted (its history has `{created_by}`): nothing to do\n"
+                    ),
+                    Some((to, written)) => format!(
+                        "{location} ({digest}) is already converted (its history has `{created_by}`): copied unchanged to {to} ({written})\n"
+                    ),
+                },
                 Format::Json => {
+                    let mut already = serde_json::json!({
+                        "location": location,
+                        "digest": digest,
+                        "created_by": created_by,
+                    });
+                    if let Some((to, written)) = copied_to {
+                        already["copied_to"] = serde_json::json!({ "location": to, "digest": written });
+                    }
                     let v = serde_json::json!({
                         "schema_version": SCHEMA_VERSION,
-                        "already_converted": {
-                            "location": location,
-                            "digest": digest,
-                            "created_by": created_by,
-                        },
+                        "already_converted": already,
                     });
                     format!("{}\n", serde_json::to_string_pretty(&v).expect("JSON"))
                 }

@@ -281,10 +281,13 @@ fn convert(bot: &Bot, handle: &Handle, job: &Job, cancel: &Cancel) -> Result<End
             report: Some(report),
             pushed: Some((digest.to_string(), key, i.digest.to_string())),
         },
-        ConvertOutcome::AlreadyConverted { .. } => Ended::Done {
+        // The source is a conversion itself: copied to the destination as it is.
+        ConvertOutcome::AlreadyConverted { copied_to, .. } => Ended::Done {
             outcome: "already converted",
             report: Some(report),
-            pushed: None,
+            pushed: copied_to
+                .as_ref()
+                .map(|(_, written)| (digest.to_string(), key, written.to_string())),
         },
     })
 }

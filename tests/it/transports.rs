@@ -168,7 +168,8 @@ fn oci_to_docker_archive_and_back() {
         "{listing}"
     );
 
-    // unroot reads what it wrote: converting it again finds its own history entry.
+    // unroot reads what it wrote: converting it again finds its own history entry, and
+    // copies it unchanged where `--to` says.
     let again = format!("oci-archive:{}:again", s.path("again.tar").display());
     let out = s
         .unroot(&[
@@ -180,11 +181,18 @@ fn oci_to_docker_archive_and_back() {
         ])
         .success();
     assert!(
-        out.stdout.contains("is already converted"),
+        out.stdout.contains("is already converted") && out.stdout.contains("copied unchanged to"),
         "{}",
         out.stdout
     );
-    assert!(!s.path("again.tar").exists());
+    assert!(s.path("again.tar").exists());
+    // The copy keeps the docker archive's (docker-typed) manifest byte for byte; skopeo 1.9
+    // finds such an entry of an OCI index by position, not by its ref name.
+    let copied = format!("oci-archive:{}", s.path("again.tar").display());
+    let raw = skopeo(&["inspect", "--raw", &copied]).success();
+    assert!(raw
+        .stdout
+        .contains("application/vnd.docker.distribution.manifest.v2+json"));
 }
 
 #[test]
@@ -366,28 +374,45 @@ fn converting_a_converted_image_is_a_no_op() {
     let src = s.build("img", "v1", &sample_spec());
     let once = format!("oci:{}:once", s.path("img").display());
     s.unroot(&["convert", "-q", &src, "--to", &once]).success();
-    let twice = format!("oci:{}:twice", s.path("img").display());
-    let out = s
-        .unroot(&["convert", "-q", &once, "--to", &twice])
-        .success();
+    let entries = || {
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(s.path("img/index.json")).unwrap()).unwrap();
+        index["manifests"].as_array().unwrap().len()
+    };
+    // No `--to`: nothing to do, nothing written.
+    let out = s.unroot(&["convert", "-q", &once]).success();
     assert!(
         out.stdout
             .contains("is already converted (its history has `unroot convert`): nothing to do"),
         "{}",
         out.stdout
     );
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(s.path("img/index.json")).unwrap()).unwrap();
-    assert_eq!(
-        index["manifests"].as_array().unwrap().len(),
-        2,
-        "nothing was written"
+    assert_eq!(entries(), 2, "nothing was written");
+    // `--to`: copied there unchanged, so that the next step finds it.
+    let twice = format!("oci:{}:twice", s.path("img").display());
+    let out = s
+        .unroot(&["convert", "-q", &once, "--to", &twice])
+        .success();
+    let digest = crate::support::layout_manifest(&s.path("img"), Some("once"));
+    let copied = crate::support::layout_manifest(&s.path("img"), Some("twice"));
+    assert_eq!(digest, copied, "the same manifest");
+    assert!(
+        out.stdout.contains(&format!(
+            "is already converted (its history has `unroot convert`): copied unchanged to {twice} (sha256:"
+        )),
+        "{}",
+        out.stdout
     );
+    assert_eq!(entries(), 3);
     let out = s
         .unroot(&["convert", "-q", "--format", "json", &once, "--to", &twice])
         .success();
     let notice: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(notice["already_converted"]["created_by"], "unroot convert");
+    assert_eq!(
+        notice["already_converted"]["copied_to"]["location"],
+        twice.as_str()
+    );
     let schema: serde_json::Value = serde_json::from_slice(
         &std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/report-v1.schema.json"))
             .unwrap(),
