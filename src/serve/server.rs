@@ -334,41 +334,29 @@ async fn run_workers(
     };
     let poll = Duration::from_millis(250);
     let concurrency = options.concurrency.max(1);
+    // The same worker on either backend: the two crates mirror each other's API.
+    macro_rules! work {
+        ($backend:ident, $storage:ident, $pool:expr) => {{
+            let config = $backend::Config::default()
+                .queue(QUEUE)
+                .heartbeat_interval(options.heartbeat)
+                .missed_heartbeats(3)
+                .batch_size(1);
+            let storage = $backend::$storage::<Ticket>::new($pool)
+                .with_config(config)
+                .poll_with_interval(poll);
+            WorkerBuilder::new(bot.worker.as_str())
+                .backend(storage)
+                .concurrency(concurrency)
+                .data(bot.clone())
+                .build(take)
+                .run_until(signal)
+                .await
+        }};
+    }
     let result = match &bot.db {
-        Db::Sqlite(pool) => {
-            let config = apalis_sqlite::Config::default()
-                .queue(QUEUE)
-                .heartbeat_interval(options.heartbeat)
-                .missed_heartbeats(3)
-                .batch_size(1);
-            let storage = apalis_sqlite::SqliteStorage::<Ticket>::new(pool)
-                .with_config(config)
-                .poll_with_interval(poll);
-            WorkerBuilder::new(bot.worker.as_str())
-                .backend(storage)
-                .concurrency(concurrency)
-                .data(bot.clone())
-                .build(take)
-                .run_until(signal)
-                .await
-        }
-        Db::Postgres(pool) => {
-            let config = apalis_postgres::Config::default()
-                .queue(QUEUE)
-                .heartbeat_interval(options.heartbeat)
-                .missed_heartbeats(3)
-                .batch_size(1);
-            let storage = apalis_postgres::PostgresStorage::<Ticket>::new(pool)
-                .with_config(config)
-                .poll_with_interval(poll);
-            WorkerBuilder::new(bot.worker.as_str())
-                .backend(storage)
-                .concurrency(concurrency)
-                .data(bot.clone())
-                .build(take)
-                .run_until(signal)
-                .await
-        }
+        Db::Sqlite(pool) => work!(apalis_sqlite, SqliteStorage, pool),
+        Db::Postgres(pool) => work!(apalis_postgres, PostgresStorage, pool),
     };
     result.map_err(|e| ServeError::Worker(e.to_string()))
 }

@@ -72,18 +72,7 @@ fn the_registry_s_notifications_of_a_push_parse_to_one_image_event() {
     let registry = Registry::start_notifying(&url, "hook-secret");
     let s = Scratch::new();
     let src = s.build("img", "latest", &sample_spec());
-    let digest_file = s.path("digest");
-    skopeo(&[
-        "copy",
-        "--quiet",
-        "--dest-tls-verify=false",
-        "--digestfile",
-        digest_file.to_str().unwrap(),
-        &src,
-        &registry.image("library/app:1.4"),
-    ])
-    .success();
-    let digest = std::fs::read_to_string(&digest_file).unwrap();
+    let digest = registry.push_digest(&src, "library/app:1.4", s.dir.path());
 
     let mut images: Vec<ImageEvent> = Vec::new();
     let mut ignored: Vec<String> = Vec::new();
@@ -351,18 +340,7 @@ fn a_pushed_image_is_converted_once_by_the_bot_and_runs() {
     let mut bot = Bot::start(s.dir.path(), "bot", port, &rules, &[]);
 
     let src = s.build("img", "latest", crate::runtime::WEB);
-    let digest_file = s.path("digest");
-    skopeo(&[
-        "copy",
-        "--quiet",
-        "--dest-tls-verify=false",
-        "--digestfile",
-        digest_file.to_str().unwrap(),
-        &src,
-        &registry.image("library/web:1.0"),
-    ])
-    .success();
-    let digest = std::fs::read_to_string(&digest_file).unwrap();
+    let digest = registry.push_digest(&src, "library/web:1.0", s.dir.path());
 
     let jobs = bot.wait_jobs_ended(1, Duration::from_secs(180));
     assert_eq!(jobs.len(), 1, "{jobs:#?}");

@@ -350,6 +350,23 @@ impl Registry {
         format!("docker://{}/{repo_tag}", self.addr)
     }
 
+    /// Pushes a local image with skopeo, without credentials; the digest of the manifest
+    /// the registry got.
+    pub fn push_digest(&self, from: &str, repo_tag: &str, dir: &Path) -> String {
+        let digest_file = dir.join(format!("digest-{}", repo_tag.replace(['/', ':'], "_")));
+        skopeo(&[
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--digestfile",
+            digest_file.to_str().unwrap(),
+            from,
+            &self.image(repo_tag),
+        ])
+        .success();
+        std::fs::read_to_string(&digest_file).expect("skopeo wrote the digest")
+    }
+
     /// Pushes a local image with skopeo (an independent tool).
     pub fn push(&self, from: &str, repo_tag: &str, creds: Option<&str>) {
         let dest = self.image(repo_tag);
