@@ -53,6 +53,11 @@ pub enum Event<'a> {
         /// Where to.
         destination: &'a ImageLocation,
     },
+    /// A dry run got to where the image would be written, and writes nothing.
+    WouldWrite {
+        /// Where it would go.
+        destination: &'a ImageLocation,
+    },
     /// `verify` starts the image's process.
     Running {
         /// As whom (`image user`, `arbitrary uid`).
@@ -132,7 +137,7 @@ impl fmt::Display for Event<'_> {
                 human_bytes(size)
             ),
             Event::WritingLayer { entries } => {
-                write!(f, "writing the new layer ({entries} entries)")
+                write!(f, "building the new layer ({entries} entries)")
             }
             Event::RewritingLayer {
                 index,
@@ -146,6 +151,9 @@ impl fmt::Display for Event<'_> {
             ),
             Event::WritingImage { destination } => {
                 write!(f, "writing the image to {destination}")
+            }
+            Event::WouldWrite { destination } => {
+                write!(f, "would write the image to {destination} (--dry-run: nothing is written)")
             }
             Event::Running { as_, uid, gid } => {
                 write!(f, "running as the {as_} ({uid}:{gid}) under a restrictive runtime")

@@ -321,6 +321,11 @@ impl Session {
 
         // Sink: blobs, config, manifest (the tag comes with the commit).
         let written = sink.is_some();
+        if !written {
+            self.control()
+                .events
+                .event(&Event::WouldWrite { destination });
+        }
         let digest = match sink.as_mut() {
             Some(sink) => {
                 self.control()

@@ -670,3 +670,22 @@ fn a_local_source_s_path_spelling_does_not_change_the_digest() {
     );
     assert!(!serde_json::to_string(&manifest).unwrap().contains(&abs));
 }
+
+/// `--dry-run` says what it would write, and writes nothing.
+#[test]
+fn a_dry_run_says_what_it_would_write() {
+    let s = Scratch::new();
+    let src = s.build("img", "v1", crate::support::TINY);
+    let to = format!("oci:{}:x", s.path("out").display());
+    let out = s
+        .unroot(&["convert", "--dry-run", &src, "--to", &to])
+        .success();
+    assert!(
+        out.stderr.lines().any(|l| l
+            == format!("unroot: would write the image to {to} (--dry-run: nothing is written)")),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("writing the image"), "{}", out.stderr);
+    assert!(!s.path("out").exists());
+}
