@@ -7,6 +7,42 @@ use super::Report;
 use crate::analyze::Severity;
 use crate::model::human_bytes;
 
+/// The variables of two `Env` lists (JSON arrays of `NAME=VALUE`) that differ: name, value
+/// before, value after, in the order they first appear.
+fn env_changes(
+    before: &serde_json::Value,
+    after: &serde_json::Value,
+) -> Vec<(String, Option<String>, Option<String>)> {
+    let pairs = |v: &serde_json::Value| -> Vec<(String, String)> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.as_str())
+            .map(|e| match e.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (e.to_string(), String::new()),
+            })
+            .collect()
+    };
+    let (b, a) = (pairs(before), pairs(after));
+    let get = |list: &[(String, String)], k: &str| {
+        list.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    };
+    let mut names: Vec<String> = Vec::new();
+    for (k, _) in b.iter().chain(&a) {
+        if !names.contains(k) {
+            names.push(k.clone());
+        }
+    }
+    names
+        .into_iter()
+        .filter_map(|k| {
+            let (x, y) = (get(&b, &k), get(&a, &k));
+            (x != y).then_some((k, x, y))
+        })
+        .collect()
+}
+
 /// Renders a report as text.
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
@@ -157,6 +193,20 @@ pub fn render(report: &Report) -> String {
         }
     }
     for change in &c.config_changes {
+        if change.field == "Env" {
+            // Only the variables that change, one a line: the whole list twice does not
+            // fit a terminal and hides the change.
+            for (name, before, after) in env_changes(&change.before, &change.after) {
+                let show = |v: Option<&str>| v.map_or("(unset)".to_string(), |v| format!("{v:?}"));
+                let _ = writeln!(
+                    out,
+                    "  config    Env {name}: {} -> {}",
+                    show(before.as_deref()),
+                    show(after.as_deref())
+                );
+            }
+            continue;
+        }
         let _ = writeln!(
             out,
             "  config    {}: {} -> {}",
@@ -269,4 +319,28 @@ fn verb(written: bool) -> (&'static str, String) {
         "would convert"
     };
     (verb, " ".repeat(verb.len() - 2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_changes_name_only_the_variables_that_change() {
+        let before = serde_json::json!(["PATH=/bin", "PORT=80", "OLD=1", "FLAG"]);
+        let after = serde_json::json!(["PATH=/bin", "PORT=8080", "FLAG", "NEW=x=y"]);
+        assert_eq!(
+            env_changes(&before, &after),
+            vec![
+                (
+                    "PORT".to_string(),
+                    Some("80".to_string()),
+                    Some("8080".to_string())
+                ),
+                ("OLD".to_string(), Some("1".to_string()), None),
+                ("NEW".to_string(), None, Some("x=y".to_string())),
+            ]
+        );
+        assert_eq!(env_changes(&before, &before), vec![]);
+    }
 }
