@@ -172,14 +172,7 @@ async fn run(
     let workers = tokio::spawn(run_workers(bot.clone(), options.clone(), stop_rx.clone()));
 
     if options.once {
-        let summary = reconcile_now(&bot).await;
-        tracing::info!(
-            tags = summary.tags,
-            queued = summary.queued,
-            up_to_date = summary.up_to_date,
-            errors = summary.errors.len(),
-            "reconciled"
-        );
+        reconcile_now(&bot).await;
         // Wait until nothing is queued or running, then stop.
         loop {
             let counts = db.counts().await?;
@@ -213,14 +206,7 @@ async fn run(
         let (bot, mut stop) = (bot.clone(), stop_rx.clone());
         tokio::spawn(async move {
             loop {
-                let summary = reconcile_now(&bot).await;
-                tracing::info!(
-                    tags = summary.tags,
-                    queued = summary.queued,
-                    up_to_date = summary.up_to_date,
-                    errors = summary.errors.len(),
-                    "reconciled"
-                );
+                reconcile_now(&bot).await;
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
                     _ = stop.wait_for(|s| *s) => return,
@@ -287,7 +273,7 @@ async fn finish(
     }
 }
 
-/// One reconcile pass on a blocking thread; its errors are logged.
+/// One reconcile pass on a blocking thread; its errors and its summary are logged.
 async fn reconcile_now(bot: &Arc<Bot>) -> super::reconcile::Reconciled {
     let (bot, handle) = (bot.clone(), Handle::current());
     let summary = tokio::task::spawn_blocking(move || super::reconcile::reconcile(&bot, &handle))
@@ -296,6 +282,13 @@ async fn reconcile_now(bot: &Arc<Bot>) -> super::reconcile::Reconciled {
     for error in &summary.errors {
         tracing::warn!(error = %crate::control::secrets::redact(error), "reconcile");
     }
+    tracing::info!(
+        tags = summary.tags,
+        queued = summary.queued,
+        up_to_date = summary.up_to_date,
+        errors = summary.errors.len(),
+        "reconciled"
+    );
     summary
 }
 
