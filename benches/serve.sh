@@ -101,6 +101,25 @@ while :; do
 done
 rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$bot/status")
 curl -s "http://127.0.0.1:$bot_port/jobs?limit=1000" > "$work/jobs.json"
+curl -s "http://127.0.0.1:$bot_port/metrics" > "$work/metrics.txt"
+# A conversion whose layers are all in the bot's layer cache, the bot otherwise idle: a
+# new tag of an image it converted, one at a time; the job's run time from /jobs.
+cached=()
+for r in 1 2 3; do
+  skopeo copy --quiet --dest-tls-verify=false "oci:$work/img1:latest" "docker://$reg/bench/img1:cached$r"
+  for _ in $(seq 600); do
+    run=$(curl -s "http://127.0.0.1:$bot_port/jobs?state=done&limit=1000" | python3 -c '
+import json, sys
+for j in json.load(sys.stdin)["jobs"]:
+    if j["tag"] == "cached'"$r"'" and j["outcome"] == "converted":
+        print((j["finished_ms"] - j["started_ms"]) / 1000)
+')
+    [ -n "$run" ] && break
+    sleep 0.1
+  done
+  [ -n "$run" ] || { echo "the job of cached$r did not finish; see $work/bot.log" >&2; exit 1; }
+  cached+=("$run")
+done
 
 # One image beside the peers, the bot idle: a conversion by the CLI, skopeo copy, zcat.
 layers=$(skopeo inspect --raw --tls-verify=false "docker://$reg/bench/img1:v1" |
@@ -117,12 +136,14 @@ for r in 1 2 3; do
 done
 median3() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
 
-python3 - "$work/jobs.json" "$started" "$pushed" "$rss_kib" "$(median3 "${conv[@]}")" "$(median3 "${copy[@]}")" "$(median3 "${unz[@]}")" "$base_mb" "$concurrency" <<'PY'
+python3 - "$work/jobs.json" "$started" "$pushed" "$rss_kib" "$(median3 "${conv[@]}")" "$(median3 "${copy[@]}")" "$(median3 "${unz[@]}")" "$base_mb" "$concurrency" "$(median3 "${cached[@]}")" "$work/metrics.txt" <<'PY'
 import json, sys
 jobs = json.load(open(sys.argv[1]))["jobs"]
 started, pushed, rss = float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 conv, copy, unz = (float(x) for x in sys.argv[5:8])
 base_mb, concurrency = sys.argv[8], sys.argv[9]
+cached = float(sys.argv[10])
+metrics = dict(l.split() for l in open(sys.argv[11]) if l.startswith("unroot_layer_cache"))
 converted = [j for j in jobs if j["outcome"] == "converted"]
 lat = sorted((j["finished_ms"] - j["created_ms"]) / 1000 for j in converted)
 run = sorted((j["finished_ms"] - j["started_ms"]) / 1000 for j in converted)
@@ -138,6 +159,8 @@ print(f"| conversions per minute (first event to last conversion) | {len(convert
 print(f"| event to converted tag, p50 / p99 | {pct(lat, 50):.2f} s / {pct(lat, 99):.2f} s |")
 print(f"| one job's conversion, p50 / p99 | {pct(run, 50):.2f} s / {pct(run, 99):.2f} s |")
 print(f"| the bot's peak RSS | {rss / 1024:.1f} MiB |")
+print(f"| layers from the layer cache / read | {metrics.get('unroot_layer_cache_hits_total', '?')} / {metrics.get('unroot_layer_cache_misses_total', '?')} |")
+print(f"| the bot's job for an image whose layers are all cached (median of 3) | {cached:.2f} s ({cached / copy:.2f}x skopeo copy) |")
 print(f"| `unroot convert` of one image (CLI, median of 3) | {conv:.2f} s ({conv / copy:.2f}x skopeo copy, {conv / unz:.2f}x zcat) |")
 print(f"| `skopeo copy` of it to another repository | {copy:.2f} s |")
 print(f"| `zcat` of its layers | {unz:.2f} s |")

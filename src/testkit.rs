@@ -38,6 +38,7 @@ impl Analyzed {
             false,
             dir.path(),
             &pipeline::ScanLimits::default(),
+            None,
             session.control(),
         )
         .unwrap()

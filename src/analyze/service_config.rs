@@ -39,7 +39,8 @@ pub static RULES: [Rule; 2] = [
 /// The largest config file looked at.
 pub const CONFIG_CAP: u64 = 64 * 1024;
 
-/// The most bytes of such files a scan keeps in memory.
+/// The most bytes of such files a scan keeps in memory per layer: per layer, so what a
+/// layer's scan keeps depends on that layer alone (and can be cached for the next image).
 pub const CONFIG_BUDGET: u64 = 16 << 20;
 
 /// Files and directories under `/etc` that hold no service's directives: the system's

@@ -181,6 +181,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 6)]
     pub job_retries: u32,
 
+    /// How much the layer cache may hold: what one pass over a layer yields (its
+    /// entries in memory, the bodies of files to re-own on disk), so a base layer that
+    /// many images share is read once (`K`, `M`, `G` suffixes; 0: no cache, every layer
+    /// read for every image).
+    #[arg(long, value_name = "BYTES", default_value = "512M")]
+    pub layer_cache: ByteCount,
+
     /// Log lines as text or as JSON objects (one per line).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -218,11 +225,19 @@ impl ServeArgs {
     /// The session options the bot's jobs share (the rules file adds credentials per
     /// registry).
     pub fn session_options(&self) -> Result<SessionOptions, Error> {
-        self.registry.session_options(
+        let mut options = self.registry.session_options(
             ScanLimits::default(),
             Arc::new(crate::control::Silent),
             Cancel::new(),
-        )
+        )?;
+        if self.layer_cache.0 > 0 {
+            let dir = options.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+            options.layer_cache = Some(Arc::new(crate::pipeline::LayerCache::new(
+                &dir,
+                self.layer_cache.0,
+            )));
+        }
+        Ok(options)
     }
 }
 

@@ -34,6 +34,15 @@ pub enum Event<'a> {
         /// Its compressed size.
         size: u64,
     },
+    /// A layer's scan is taken from the layer cache: it is not read.
+    LayerFromCache {
+        /// Its position, from 0.
+        index: usize,
+        /// How many layers the image has.
+        count: usize,
+        /// Its digest.
+        digest: &'a Digest,
+    },
     /// The new layer is being written.
     WritingLayer {
         /// Its entries.
@@ -123,6 +132,16 @@ impl fmt::Display for Event<'_> {
                 f,
                 "{} {platform}",
                 if converting { "converting" } else { "analyzing" }
+            ),
+            Event::LayerFromCache {
+                index,
+                count,
+                digest,
+            } => write!(
+                f,
+                "layer {}/{count} {} from the layer cache",
+                index + 1,
+                digest.short()
             ),
             Event::ReadingLayer {
                 index,

@@ -70,6 +70,7 @@ impl Session {
             false,
             scratch.path(),
             &self.limits(),
+            self.layer_cache(),
             self.control(),
         )?;
         let plan = plan::build(

@@ -238,6 +238,7 @@ impl Session {
             keep,
             scratch.path(),
             &self.limits(),
+            self.layer_cache(),
             self.control(),
         )?;
 

@@ -10,6 +10,7 @@
 
 mod analyze;
 mod convert;
+mod layer_cache;
 mod metered;
 mod outcome;
 mod request;
@@ -29,6 +30,7 @@ pub use request::{
 };
 pub use resolve::{Contents, Resolved, ResolvedImage, ResolvedIndex};
 
+pub use layer_cache::{CacheStats, LayerCache};
 pub use scan::ScanLimits;
 pub use session::{Session, SessionOptions};
 pub use verify::{Run, Verification, VerifyOptions, VerifyRequest, ID_MAP};

@@ -14,6 +14,7 @@ use crate::plan::scripts::SCRIPT_CAP;
 use crate::control::{panic_message, Control, Event};
 use crate::error::Error;
 use crate::layer::feed::{Fed, OrderedMerge};
+use crate::layer::merged::LayerChange;
 use crate::layer::scan::{read_changes, CapturePolicy};
 use crate::layer::{ImagePath, LayerError, LayerInfo, Meta, Scan, Want};
 use crate::model::Digest;
@@ -21,32 +22,74 @@ use crate::plan::generic::GenericCapture;
 use crate::recipe::{self, Recipe};
 use crate::transport::Source;
 
+use super::layer_cache::{CaptureKey, LayerCache};
 use super::metered::Metered;
 use super::ResolvedImage;
 
 /// What the scan keeps: what the generic conversion needs, plus the files the recipes
 /// read (their config, in memory and capped), and small config files under `/etc` for
-/// the services no recipe knows (up to a budget in all).
+/// the services no recipe knows (up to a budget per layer).
 struct Capture {
     recipes: globset::GlobSet,
     /// Where the command's script may be, and the names it may have (a link's target).
     scripts: (Vec<ImagePath>, Vec<Vec<u8>>),
-    /// Bytes of config files kept so far.
+    /// What it keeps, as a key of the layer cache.
+    key: CaptureKey,
+}
+
+impl Capture {
+    fn new(recipes: &[Recipe], config: &crate::model::ImageConfig) -> Capture {
+        let scripts = crate::plan::scripts::candidates(config);
+        let names: Vec<Vec<u8>> = scripts.iter().map(|p| p.file_name().to_vec()).collect();
+        let mut parts: Vec<Vec<u8>> = Vec::new();
+        for r in recipes {
+            parts.extend(
+                r.capture
+                    .iter()
+                    .map(|g| [b"capture ", g.as_bytes()].concat()),
+            );
+        }
+        parts.extend(scripts.iter().map(|p| [b"script ", p.as_bytes()].concat()));
+        parts.extend(
+            names
+                .iter()
+                .map(|n| [b"script-name ", n.as_slice()].concat()),
+        );
+        Capture {
+            recipes: recipe::capture_set(recipes),
+            key: CaptureKey::new(parts.iter().map(Vec::as_slice)),
+            scripts: (scripts, names),
+        }
+    }
+
+    /// The policy of one layer: what it keeps depends on that layer alone, so a layer's
+    /// scan can be kept and used again for another image ([`LayerCache`]).
+    fn layer(&self) -> LayerCapture<'_> {
+        LayerCapture {
+            capture: self,
+            configs: AtomicU64::new(0),
+        }
+    }
+}
+
+/// [`Capture`] for one layer.
+struct LayerCapture<'a> {
+    capture: &'a Capture,
+    /// Bytes of config files this layer kept so far.
     configs: AtomicU64,
 }
 
-impl CapturePolicy for Capture {
+impl CapturePolicy for LayerCapture<'_> {
     fn want(&self, path: &ImagePath, meta: &Meta) -> Want {
+        let Capture {
+            recipes, scripts, ..
+        } = self.capture;
         match GenericCapture.want(path, meta) {
-            Want::Nothing if self.recipes.is_match(path.display()) => Want::Text,
+            Want::Nothing if recipes.is_match(path.display()) => Want::Text,
             Want::Nothing
                 if meta.size <= SCRIPT_CAP
-                    && (self.scripts.0.contains(path)
-                        || self
-                            .scripts
-                            .1
-                            .iter()
-                            .any(|n| n.as_slice() == path.file_name())) =>
+                    && (scripts.0.contains(path)
+                        || scripts.1.iter().any(|n| n.as_slice() == path.file_name())) =>
             {
                 Want::Text
             }
@@ -113,6 +156,7 @@ pub(crate) fn scan_layers(
     keep_for_sink: bool,
     dir: &Path,
     limits: &ScanLimits,
+    layer_cache: Option<&LayerCache>,
     control: &Control,
 ) -> Result<Scanned, Error> {
     let jobs = limits.jobs;
@@ -127,13 +171,7 @@ pub(crate) fn scan_layers(
         source: e,
     })?;
     let mut cache = BTreeMap::new();
-    let scripts = crate::plan::scripts::candidates(&image.config);
-    let names = scripts.iter().map(|p| p.file_name().to_vec()).collect();
-    let policy = Capture {
-        recipes: recipe::capture_set(recipes),
-        scripts: (scripts, names),
-        configs: AtomicU64::new(0),
-    };
+    let policy = Capture::new(recipes, &image.config);
     let layers = &image.manifest.layers;
     let total = layers.len();
     let workers = parallel_reads(jobs, total);
@@ -153,6 +191,37 @@ pub(crate) fn scan_layers(
             while started < total && started < merged + workers {
                 let i = started;
                 let desc = &layers[i];
+                let label = format!("layer {}/{total} {}", i + 1, desc.digest.short());
+                if let Some(hit) =
+                    layer_cache.and_then(|c| c.get(&desc.digest, &diff_ids[i], &policy.key))
+                {
+                    events.event(&Event::LayerFromCache {
+                        index: i,
+                        count: total,
+                        digest: &desc.digest,
+                    });
+                    let meter = events.meter(&label, desc.size);
+                    let (tx, merge, spool) = (tx.clone(), &merge, &spool);
+                    scope.spawn(move || {
+                        let mut feed = merge.feed(i);
+                        let replayed = hit.replay(spool, &mut |c| feed.push(c));
+                        meter.add(desc.size);
+                        meter.finish();
+                        let read =
+                            replayed
+                                .map(|()| (hit.info.clone(), feed.done()))
+                                .map_err(|e| {
+                                    Error::Io {
+                                op: "copy the kept bodies of a cached layer to a temporary file in",
+                                path: dir.to_path_buf(),
+                                source: e,
+                            }
+                                });
+                        let _ = tx.send((i, read));
+                    });
+                    started += 1;
+                    continue;
+                }
                 events.event(&Event::ReadingLayer {
                     index: i,
                     count: total,
@@ -160,10 +229,7 @@ pub(crate) fn scan_layers(
                     size: desc.size,
                 });
                 let blob = source.blob(desc)?;
-                let meter = events.meter(
-                    &format!("layer {}/{total} {}", i + 1, desc.digest.short()),
-                    desc.size,
-                );
+                let meter = events.meter(&label, desc.size);
                 let reader = Metered::new(blob, meter).cancellable(stop.clone());
                 let copy = if keep_for_sink && !cache.contains_key(&desc.digest) {
                     let path = dir.join(desc.digest.hex());
@@ -190,8 +256,16 @@ pub(crate) fn scan_layers(
                     // A panic is sent on too, as an error, so the merging side never waits
                     // for a layer that will not come.
                     let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let policy = policy.layer();
+                        let policy = &policy;
                         let mut feed = merge.feed(i);
-                        let mut push = |c| feed.push(c);
+                        let mut recorder = layer_cache.and_then(LayerCache::recorder);
+                        let mut push = |c: LayerChange| {
+                            if let Some(r) = &mut recorder {
+                                r.record(&c);
+                            }
+                            feed.push(c)
+                        };
                         match copy {
                             Some(file) => {
                                 let tee = Tee {
@@ -206,7 +280,14 @@ pub(crate) fn scan_layers(
                                 read_changes(reader, desc, d, p, spool, &stop, &mut push)
                             }
                         }
-                        .map(|info| (info, feed.done()))
+                        .map(|info| {
+                            if let (Some(cache), Some(recorder)) = (layer_cache, recorder) {
+                                // A layer that cannot be kept is read again next time;
+                                // this scan has what it needs either way.
+                                let _ = cache.insert(&policy.capture.key, &info, recorder, spool);
+                            }
+                            (info, feed.done())
+                        })
                         .map_err(|e| match e {
                             LayerError::Internal { message, .. } => Error::Internal {
                                 location: location.clone(),
@@ -335,6 +416,7 @@ mod tests {
                 jobs: 2,
                 ..Default::default()
             },
+            None,
             &Control::silent(),
         );
         match result {

@@ -11,6 +11,7 @@ use crate::transport::auth::{CredentialsProvider, UserCredentials};
 use crate::transport::registry::{Pace, RegistryPool, RetryPolicy};
 use crate::transport::{self, Sink, Source};
 
+use super::layer_cache::LayerCache;
 use super::scan::ScanLimits;
 
 /// How a session is set up.
@@ -29,6 +30,9 @@ pub struct SessionOptions {
     /// Where temporary files go (kept bodies, new layers, blobs kept for the sink);
     /// `None`: the system's temporary directory.
     pub work_dir: Option<PathBuf>,
+    /// The scans of layers kept for the next image with the same layer (a server's
+    /// jobs share one); `None`: every layer is read.
+    pub layer_cache: Option<Arc<LayerCache>>,
     /// Where the events of its jobs go.
     pub events: Arc<dyn Events>,
     /// The token that stops its jobs.
@@ -44,6 +48,7 @@ impl Default for SessionOptions {
             pace: Pace::default(),
             limits: ScanLimits::default(),
             work_dir: None,
+            layer_cache: None,
             events: Arc::new(Silent),
             cancel: Cancel::new(),
         }
@@ -59,6 +64,7 @@ pub struct Session {
     pool: Arc<RegistryPool>,
     work_dir: PathBuf,
     limits: ScanLimits,
+    layer_cache: Option<Arc<LayerCache>>,
     control: Control,
 }
 
@@ -74,6 +80,7 @@ impl Session {
             )),
             work_dir: options.work_dir.unwrap_or_else(std::env::temp_dir),
             limits: options.limits,
+            layer_cache: options.layer_cache,
             control: Control {
                 events: options.events,
                 cancel: options.cancel,
@@ -88,6 +95,7 @@ impl Session {
             pool: self.pool.clone(),
             work_dir: self.work_dir.clone(),
             limits: self.limits,
+            layer_cache: self.layer_cache.clone(),
             control: Control { events, cancel },
         }
     }
@@ -105,6 +113,11 @@ impl Session {
     /// How many layers are read at once, and how much of their bodies may be kept.
     pub fn limits(&self) -> ScanLimits {
         self.limits
+    }
+
+    /// The layer cache its jobs share, when it has one.
+    pub fn layer_cache(&self) -> Option<&LayerCache> {
+        self.layer_cache.as_deref()
     }
 
     /// Opens a source for `location`.

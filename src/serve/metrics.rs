@@ -2,6 +2,7 @@
 //! process's own; the job gauges come from the state store, so every replica reports the
 //! shared queue.
 
+use crate::pipeline::CacheStats;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -85,7 +86,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition, with the store's job counts.
-    pub fn render(&self, jobs: Option<&Counts>) -> String {
+    pub fn render(&self, jobs: Option<&Counts>, cache: Option<&CacheStats>) -> String {
         let mut out = String::new();
         let lock =
             |m: &Mutex<BTreeMap<String, u64>>| m.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -227,6 +228,43 @@ impl Metrics {
                 label(&kind)
             );
         }
+        if let Some(c) = cache {
+            for (name, kind, help, value) in [
+                (
+                    "unroot_layer_cache_hits_total",
+                    "counter",
+                    "Layers whose scan came from the layer cache (not read).",
+                    c.hits,
+                ),
+                (
+                    "unroot_layer_cache_misses_total",
+                    "counter",
+                    "Layers read because the layer cache did not hold them.",
+                    c.misses,
+                ),
+                (
+                    "unroot_layer_cache_layers",
+                    "gauge",
+                    "Layers the layer cache holds.",
+                    c.layers,
+                ),
+                (
+                    "unroot_layer_cache_bytes",
+                    "gauge",
+                    "Bytes the layer cache holds (entries in memory, bodies on disk).",
+                    c.bytes,
+                ),
+                (
+                    "unroot_layer_cache_budget_bytes",
+                    "gauge",
+                    "The layer cache's budget (--layer-cache).",
+                    c.budget,
+                ),
+            ] {
+                family(&mut out, name, kind, help);
+                let _ = writeln!(out, "{name} {value}");
+            }
+        }
         out
     }
 }
@@ -257,12 +295,21 @@ mod tests {
         m.ended("converted", 4.0);
         m.ended("converted", 40.0);
         m.registry_error("HTTP 503");
-        let text = m.render(Some(&Counts {
-            queued: 1,
-            running: 2,
-            done: 3,
-            failed: 4,
-        }));
+        let text = m.render(
+            Some(&Counts {
+                queued: 1,
+                running: 2,
+                done: 3,
+                failed: 4,
+            }),
+            Some(&CacheStats {
+                hits: 5,
+                misses: 6,
+                layers: 2,
+                bytes: 4096,
+                budget: 1 << 20,
+            }),
+        );
         for line in [
             "unroot_events_received_total{hook=\"distribution\"} 3",
             "unroot_events_ignored_total{reason=\"no rule\"} 2",
@@ -275,6 +322,9 @@ mod tests {
             "unroot_job_duration_seconds_bucket{le=\"+Inf\"} 2",
             "unroot_job_duration_seconds_sum 44",
             "unroot_registry_errors_total{kind=\"HTTP 503\"} 1",
+            "unroot_layer_cache_hits_total 5",
+            "unroot_layer_cache_misses_total 6",
+            "unroot_layer_cache_bytes 4096",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

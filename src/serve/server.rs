@@ -166,10 +166,17 @@ async fn run(
         ),
         running: Default::default(),
         stopping: Default::default(),
+        drained: tokio::sync::watch::Sender::new(false),
+        parked: Default::default(),
         job_retries: (options.job_retries, Duration::from_secs(2)),
     });
+    // The hooks and the reconcile stop first; the queue's worker last, once every job it
+    // gave out is done or back in the queue: a queue worker stopped in the middle of a
+    // poll can leave SQLite's write lock held until the process ends, so nothing may
+    // need the store after it.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let workers = tokio::spawn(run_workers(bot.clone(), options.clone(), stop_rx.clone()));
+    let (work_stop_tx, work_stop_rx) = tokio::sync::watch::channel(false);
+    let workers = tokio::spawn(run_workers(bot.clone(), options.clone(), work_stop_rx));
 
     if options.once {
         reconcile_now(&bot).await;
@@ -182,6 +189,7 @@ async fn run(
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         let _ = stop_tx.send(true);
+        let _ = work_stop_tx.send(true);
         return finish(workers).await;
     }
 
@@ -258,6 +266,14 @@ async fn run(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    // The jobs the queue gave out since the stop go back to it, then the queue's worker
+    // stops.
+    bot.drained.send_replace(true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bot.parked.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = work_stop_tx.send(true);
     finish(workers).await
 }
 
@@ -366,7 +382,14 @@ async fn take(ticket: Ticket, id: TaskId, bot: Data<Arc<Bot>>) -> Result<(), Box
         return Ok(());
     };
     if bot.stopping.load(Ordering::SeqCst) {
-        bot.db.release(&job.id).await?;
+        // Released once the running jobs are: released now, it would be handed out again
+        // at once, and again, until the bot stops.
+        bot.parked.fetch_add(1, Ordering::SeqCst);
+        let _ = bot.drained.subscribe().wait_for(|d| *d).await;
+        let released = bot.db.release(&job.id).await;
+        bot.parked.fetch_sub(1, Ordering::SeqCst);
+        released?;
+        tracing::info!(job = %job.id, source = %job.subject, "job released: the bot is stopping");
         return Ok(());
     }
     let handle = Handle::current();
@@ -574,7 +597,10 @@ async fn metrics(State(bot): State<Arc<Bot>>) -> Response {
     let counts = bot.db.counts().await.ok();
     (
         [("content-type", "text/plain; version=0.0.4")],
-        bot.metrics.render(counts.as_ref()),
+        bot.metrics.render(
+            counts.as_ref(),
+            bot.session.layer_cache().map(|c| c.stats()).as_ref(),
+        ),
     )
         .into_response()
 }

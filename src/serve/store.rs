@@ -324,12 +324,16 @@ impl Db {
                     .map_err(failed("store a job"))?
                     .rows_affected();
                 if done == 1 {
-                    apalis_sqlite::queries::push_tasks(&mut *tx, QUEUE, &[ticket(&id, ticket_id)])
-                        .await
-                        .map_err(|e| StoreError {
-                            op: "queue a job",
-                            source: sqlite_error(e),
-                        })?;
+                    apalis_sqlite::queries::push_tasks(
+                        &mut *tx,
+                        QUEUE,
+                        &[ticket(&id, ticket_id, None)],
+                    )
+                    .await
+                    .map_err(|e| StoreError {
+                        op: "queue a job",
+                        source: sqlite_error(e),
+                    })?;
                 }
                 tx.commit().await.map_err(failed("commit a job"))?;
                 done == 1
@@ -345,7 +349,7 @@ impl Db {
                     apalis_postgres::queries::push_tasks(
                         &mut *tx,
                         QUEUE,
-                        vec![ticket(&id, ticket_id)],
+                        vec![ticket(&id, ticket_id, None)],
                     )
                     .await
                     .map_err(|e| StoreError {
@@ -370,16 +374,28 @@ impl Db {
         self.requeue(id, "failed").await
     }
 
-    /// Puts a job a stopping worker did not finish back in the queue, for this or
-    /// another replica.
+    /// Puts a job a stopping worker did not finish back in the queue, for another
+    /// replica or the next process: its entry is due after [`RELEASE_DELAY`], so the
+    /// stopping process does not take it again.
     pub async fn release(&self, id: &str) -> Result<(), StoreError> {
-        self.requeue(id, "running").await.map(|_| ())
+        self.requeue_after(id, "running", Some(RELEASE_DELAY))
+            .await
+            .map(|_| ())
     }
 
     /// Moves a job from `state` back to `queued` with a new queue entry, in one
     /// transaction. Only the newest entry of a job starts it ([`Db::start`]), so an older
     /// one the queue hands out again is a no-op.
     async fn requeue(&self, id: &str, state: &str) -> Result<bool, StoreError> {
+        self.requeue_after(id, state, None).await
+    }
+
+    async fn requeue_after(
+        &self,
+        id: &str,
+        state: &str,
+        delay: Option<Duration>,
+    ) -> Result<bool, StoreError> {
         let ticket_id = ulid::Ulid::generate();
         let update = "UPDATE unroot_jobs SET state = 'queued', error = NULL, finished_ms = NULL, \
             worker = NULL, ticket = $3 WHERE id = $1 AND state = $2";
@@ -408,12 +424,12 @@ impl Db {
             Db::Sqlite(pool) => run!(pool, |tx| apalis_sqlite::queries::push_tasks(
                 &mut *tx,
                 QUEUE,
-                &[ticket(id, ticket_id)]
+                &[ticket(id, ticket_id, delay)]
             )),
             Db::Postgres(pool) => run!(pool, |tx| apalis_postgres::queries::push_tasks(
                 &mut *tx,
                 QUEUE,
-                vec![ticket(id, ticket_id)]
+                vec![ticket(id, ticket_id, delay)]
             )),
         };
         Ok(changed)
@@ -621,16 +637,23 @@ async fn open_sqlite(path: &Path) -> Result<SqlitePool, StoreError> {
         .map_err(failed("open the state file"))
 }
 
-fn ticket(job: &str, id: ulid::Ulid) -> apalis::prelude::Task<Vec<u8>> {
+fn ticket(job: &str, id: ulid::Ulid, delay: Option<Duration>) -> apalis::prelude::Task<Vec<u8>> {
     let bytes = serde_json::to_vec(&Ticket {
         job: job.to_string(),
     })
     .expect("a ticket serializes");
-    TaskBuilder::new(bytes)
+    let task = TaskBuilder::new(bytes)
         .task_id(apalis::prelude::TaskId::from(id))
-        .max_attempts(DELIVERIES)
-        .build()
+        .max_attempts(DELIVERIES);
+    match delay {
+        Some(delay) => task.run_after(delay),
+        None => task,
+    }
+    .build()
 }
+
+/// How long a job a stopping process put back waits before it is due again.
+pub const RELEASE_DELAY: Duration = Duration::from_secs(3);
 
 fn sqlite_error(e: apalis_sqlite::Error) -> sqlx::Error {
     sqlx::Error::Protocol(e.to_string())

@@ -44,6 +44,11 @@ pub struct Bot {
     pub running: Mutex<HashMap<String, Cancel>>,
     /// Set once a stop was asked for: jobs starting now are released, not run.
     pub stopping: AtomicBool,
+    /// Set once the jobs that were running have ended or been released: the jobs that
+    /// started after the stop, parked until then, are released now.
+    pub drained: tokio::sync::watch::Sender<bool>,
+    /// How many jobs wait for `drained` to be released.
+    pub parked: std::sync::atomic::AtomicUsize,
     /// How many times a registry failure that may pass is tried again in a job, and the
     /// first wait (doubling, at most a minute).
     pub job_retries: (u32, Duration),
@@ -76,12 +81,21 @@ pub fn run(bot: &Bot, handle: &Handle, job: &Job) -> Result<Ended, StoreError> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(job.id.clone(), cancel.clone());
+    // The job counts as running until its end is recorded: a stopping bot waits for
+    // that before it stops the queue's worker.
+    struct Running<'a>(&'a Bot, &'a str);
+    impl Drop for Running<'_> {
+        fn drop(&mut self) {
+            self.0
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(self.1);
+        }
+    }
+    let _running = Running(bot, &job.id);
     let started = Instant::now();
     let ended = attempt_all(bot, handle, job, &cancel);
-    bot.running
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&job.id);
     let seconds = started.elapsed().as_secs_f64();
     match &ended {
         Ended::Done {

@@ -212,3 +212,129 @@ fn source_and_destination_get_their_own_credentials_and_clients_are_reused() {
     );
     assert!(!destination.has_tag("team/app:v3", Some("writer:pw-dst")));
 }
+
+/// A base layer with what a scan keeps: accounts, a config file, and code owned by a
+/// non-root user (its body is kept to be re-owned in the new layer).
+const SHARED_BASE: &str = r##"
+[config]
+Cmd = ["/usr/bin/app"]
+ExposedPorts = ["80/tcp"]
+
+[[layer]]
+[[layer.entry]]
+path = "/etc/passwd"
+text = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n"
+[[layer.entry]]
+path = "/etc/group"
+text = "root:x:0:\napp:x:1000:\n"
+[[layer.entry]]
+path = "/etc/app/app.conf"
+text = "listen 80\n"
+[[layer.entry]]
+path = "/usr/bin/app"
+text = "#!/bin/sh\n# the service, owned by its user and not group-writable\nexec sleep 1\n"
+mode = 0o750
+uid = 1000
+gid = 1000
+"##;
+
+/// A session's layer cache: a base layer that two images share is read once, the second
+/// image's scan of it comes from the cache, and what is written is what is written
+/// without the cache, digest for digest.
+#[test]
+fn a_layer_cache_reads_a_shared_base_once_and_changes_no_digest() {
+    use unroot::pipeline::{CacheStats, LayerCache};
+
+    let s = Scratch::new();
+    let registry = Registry::start();
+    for (i, name) in ["one", "two"].iter().enumerate() {
+        let spec = format!(
+            "{SHARED_BASE}\n[[layer]]\n[[layer.entry]]\npath = \"/etc/image-id\"\ntext = \"{i}\\n\"\n"
+        );
+        let image = s.build(name, "v1", &spec);
+        registry.push(&image, &format!("team/{name}:v1"), None);
+    }
+    let base = crate::faults::largest_layer(&registry.image("team/one:v1"));
+    assert_eq!(
+        base,
+        crate::faults::largest_layer(&registry.image("team/two:v1")),
+        "the two images share their base"
+    );
+    let digest_of = |outcome: ConvertOutcome| match outcome {
+        ConvertOutcome::Image(image) => {
+            let bodies = image.new_layer.as_ref().map_or(0, |l| l.content_bytes);
+            assert!(bodies > 0, "the new layer re-owns /usr/bin/app");
+            image.digest.to_string()
+        }
+        other => panic!("one image expected: {other:?}"),
+    };
+
+    // The source's name is in the image: every conversion reads it through the proxy.
+    let proxy = FaultProxy::start(&registry.addr);
+    let plain = Session::new(SessionOptions::default());
+    let expected: Vec<String> = ["one", "two"]
+        .iter()
+        .map(|n| {
+            let r = request(
+                &proxy.image(&format!("team/{n}:v1")),
+                &proxy.image(&format!("plain/{n}:v1")),
+            );
+            digest_of(plain.convert(&r).unwrap())
+        })
+        .collect();
+
+    let cache = Arc::new(LayerCache::new(&s.tmp(), 64 << 20));
+    let cached = Session::new(SessionOptions {
+        layer_cache: Some(cache.clone()),
+        ..Default::default()
+    });
+    let before = proxy.log().len();
+    let got: Vec<String> = ["one", "two"]
+        .iter()
+        .map(|n| {
+            let r = request(
+                &proxy.image(&format!("team/{n}:v1")),
+                &proxy.image(&format!("cached/{n}:v1")),
+            );
+            digest_of(cached.convert(&r).unwrap())
+        })
+        .collect();
+    assert_eq!(got, expected, "the cache changes no digest");
+    let base_reads = proxy.log()[before..]
+        .iter()
+        .filter(|l| l.method == "GET" && l.target.contains(&base))
+        .count();
+    assert_eq!(
+        base_reads,
+        1,
+        "the shared base is downloaded once: {:?}",
+        proxy.log()
+    );
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.hits, stats.misses, stats.layers),
+        (1, 3, 3),
+        "the second image's base came from the cache: {stats:?}"
+    );
+    assert!(stats.bytes > 0 && stats.bytes <= stats.budget, "{stats:?}");
+
+    // Converted again, both images come wholly from the cache, to the same digests.
+    let again: Vec<String> = ["one", "two"]
+        .iter()
+        .map(|n| {
+            let r = request(
+                &proxy.image(&format!("team/{n}:v1")),
+                &proxy.image(&format!("again/{n}:v1")),
+            );
+            digest_of(cached.convert(&r).unwrap())
+        })
+        .collect();
+    assert_eq!(again, expected);
+    assert_eq!(cache.stats(), CacheStats { hits: 5, ..stats });
+    let blob_reads = proxy.log()[before..]
+        .iter()
+        .filter(|l| l.method == "GET" && l.target.contains("/blobs/sha256:"))
+        .count();
+    // Per conversion: the config; layers only the first two times (3 layers in all).
+    assert_eq!(blob_reads, 4 + 3, "{:?}", proxy.log());
+}
