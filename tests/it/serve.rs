@@ -427,6 +427,49 @@ fn a_pushed_image_is_converted_once_by_the_bot_and_runs() {
         "{metrics}"
     );
 
+    // The same image under another tag: a new conversion whose layers all come from the
+    // bot's layer cache (none is read again), and its twin runs too.
+    let layers = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &registry.image("library/web:1.0"),
+    ])
+    .success();
+    let layers = serde_json::from_str::<serde_json::Value>(&layers.stdout).unwrap()["layers"]
+        .as_array()
+        .unwrap()
+        .len() as u64;
+    let cache_counter = |metrics: &str, name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    let hits_before = cache_counter(&metrics, "unroot_layer_cache_hits_total");
+    let ended = bot.jobs().len() + 1;
+    registry.push(&src, "library/web:1.1", None);
+    let jobs = bot.wait_jobs_ended(ended, Duration::from_secs(120));
+    let again = jobs
+        .iter()
+        .find(|j| j["tag"] == "1.1")
+        .expect("a job for 1.1");
+    assert_eq!(
+        again["outcome"],
+        "converted",
+        "{again:#}\n{}",
+        bot.log_text()
+    );
+    let (_, metrics) = bot.get("/metrics");
+    assert_eq!(
+        cache_counter(&metrics, "unroot_layer_cache_hits_total") - hits_before,
+        layers,
+        "{metrics}"
+    );
+    let (code, report) =
+        crate::runtime::verify(&s, &registry.image("library/web:1.1-unprivileged"));
+    assert_eq!(code, 0, "{report:#}");
+
     // A wrong secret: 401; garbage with the right one: 400; neither queues anything.
     let before = bot.jobs().len();
     let (status, _) = http(
