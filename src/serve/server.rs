@@ -214,7 +214,16 @@ async fn run(
         let (bot, mut stop) = (bot.clone(), stop_rx.clone());
         tokio::spawn(async move {
             loop {
-                reconcile_now(&bot).await;
+                // Replicas on one store share the work: one pass per period in all.
+                match bot.db.claim_pass("reconcile", every, &bot.worker).await {
+                    Ok(true) => {
+                        reconcile_now(&bot).await;
+                    }
+                    Ok(false) => tracing::info!(
+                        "reconcile skipped: another replica (or an earlier run) reconciled less than --reconcile-every ago"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "reconcile"),
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
                     _ = stop.wait_for(|s| *s) => return,

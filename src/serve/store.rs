@@ -67,7 +67,7 @@ macro_rules! on_db {
     };
 }
 
-const SCHEMA: [&str; 4] = [
+const SCHEMA: [&str; 5] = [
     "CREATE TABLE IF NOT EXISTS unroot_jobs (
         id TEXT PRIMARY KEY,
         subject TEXT NOT NULL,
@@ -102,6 +102,12 @@ const SCHEMA: [&str; 4] = [
         digest TEXT NOT NULL,
         job TEXT NOT NULL,
         done_ms BIGINT NOT NULL
+    )",
+    // Work one replica does for all, per period: when it was last done, and by whom.
+    "CREATE TABLE IF NOT EXISTS unroot_passes (
+        name TEXT PRIMARY KEY,
+        last_ms BIGINT NOT NULL,
+        worker TEXT NOT NULL
     )",
 ];
 
@@ -273,6 +279,32 @@ impl Db {
             }
         }
         Ok(())
+    }
+
+    /// Claims the pass `name` (the reconcile) for `worker` unless a replica did it less
+    /// than `every` ago: one pass per period, whichever replica wakes first. A tenth of
+    /// the period is slack, so a replica waking a little early is not skipped.
+    pub async fn claim_pass(
+        &self,
+        name: &str,
+        every: Duration,
+        worker: &str,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let due_before = now - (every.as_millis() as i64) * 9 / 10;
+        let claim = "INSERT INTO unroot_passes (name, last_ms, worker) VALUES ($1, $2, $3) \
+            ON CONFLICT (name) DO UPDATE SET last_ms = excluded.last_ms, worker = excluded.worker \
+            WHERE unroot_passes.last_ms <= $4";
+        let n = on_db!(self, |p| sqlx::query(claim)
+            .bind(name)
+            .bind(now)
+            .bind(worker)
+            .bind(due_before)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))
+        .map_err(failed("claim a pass"))?;
+        Ok(n == 1)
     }
 
     /// Whether the store answers.

@@ -573,6 +573,26 @@ fn three_replicas_on_postgresql_convert_fifty_pushes_once_and_survive_a_kill() {
             ))
         })
         .collect();
+    // The reconcile at start is done by one replica for all.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let passes = loop {
+        let logs: Vec<String> = bots
+            .iter()
+            .map(|b| b.as_ref().unwrap().log_text())
+            .collect();
+        if logs
+            .iter()
+            .all(|l| l.contains("reconciled tags=") || l.contains("reconcile skipped"))
+        {
+            break logs
+                .iter()
+                .filter(|l| l.contains("reconciled tags="))
+                .count();
+        }
+        assert!(Instant::now() < deadline, "{logs:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(passes, 1, "one replica reconciles");
 
     let started = Instant::now();
     // The slow one: a 64 MiB layer, stored uncompressed so that building it is quick,
