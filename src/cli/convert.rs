@@ -8,5 +8,7 @@ use crate::report::Outcome;
 pub fn render(args: &ConvertArgs, outcome: &ConvertOutcome) -> (String, bool) {
     let report = Outcome::of_conversion(outcome);
     let gate = args.fail_on.severity().is_some_and(|s| report.fails(s));
-    (report.render(args.format), gate)
+    let text = crate::cli::analyze::emit(&args.emit, &report)
+        .unwrap_or_else(|| report.render(args.format));
+    (text, gate)
 }

@@ -263,10 +263,32 @@ pub use crate::report::Format;
 /// Parts of the runtime contract to print alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Emit {
-    /// The Kubernetes securityContext, ports and emptyDir volumes (YAML).
+    /// A Kubernetes Deployment that `kubectl apply -f -` takes (restricted profile).
     K8s,
-    /// The `docker run` command line.
+    /// The same as a single Pod.
+    K8sPod,
+    /// The `docker run` command (after the one that loads a local output).
     Docker,
+    /// The `podman run` command (after the one that loads a local output).
+    Podman,
+}
+
+/// What `--emit` prints, and how.
+#[derive(Debug, Args)]
+pub struct EmitArgs {
+    /// Print only this part of the runtime contract: a Kubernetes manifest, or the
+    /// commands that run the image.
+    #[arg(long, value_enum, help_heading = "Output")]
+    pub emit: Option<Emit>,
+
+    /// With `--emit k8s`: run the pod in a user namespace (`hostUsers: false`,
+    /// Kubernetes 1.33 and later).
+    #[arg(long, help_heading = "Output")]
+    pub k8s_user_namespace: bool,
+
+    /// With `--emit k8s`: add a NetworkPolicy that lets in only the contract's ports.
+    #[arg(long, help_heading = "Output")]
+    pub k8s_network_policy: bool,
 }
 
 /// `--fail-on` levels.
@@ -404,6 +426,10 @@ pub struct ConvertArgs {
     #[arg(long, value_enum, default_value = "text", help_heading = "Output")]
     pub format: Format,
 
+    /// Parts of the runtime contract of the converted image.
+    #[command(flatten)]
+    pub emit: EmitArgs,
+
     /// Exit with 4 when the converted image still has a finding at this level or worse.
     #[arg(long, value_enum, default_value = "never", help_heading = "Output")]
     pub fail_on: FailOn,
@@ -424,9 +450,9 @@ pub struct AnalyzeArgs {
     #[arg(long, value_enum, default_value = "text", help_heading = "Output")]
     pub format: Format,
 
-    /// Print only this part of the runtime contract.
-    #[arg(long, value_enum, help_heading = "Output")]
-    pub emit: Option<Emit>,
+    /// Parts of the runtime contract.
+    #[command(flatten)]
+    pub emit: EmitArgs,
 
     /// Exit with 4 when a finding is at this level or worse.
     #[arg(long, value_enum, default_value = "never", help_heading = "Output")]

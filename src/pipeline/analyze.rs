@@ -15,7 +15,9 @@ use crate::write::image::converted_config;
 
 use super::request::default_destination;
 use super::scan::scan_layers;
-use super::{AnalyzeOutcome, Contents, ImageAnalysis, ImageRequest, ResolvedImage, Session};
+use super::{
+    AnalyzeOutcome, Contents, ImageAnalysis, ImageRequest, ResolvedImage, RunTarget, Session,
+};
 
 impl Session {
     /// Analyzes the image (each platform of an index, unless the request picks one).
@@ -83,8 +85,10 @@ impl Session {
         .map_err(|e| plan_error(&request.source, e))?;
         let converted = converted_config(&image.config, &plan);
         // The contract describes the image `unroot convert` writes by default.
-        let run_as = default_destination(&request.source)
-            .map_or_else(|_| "IMAGE".to_string(), |d| run_name(&d));
+        let run_as = RunTarget {
+            location: default_destination(&request.source).ok(),
+            digest: None,
+        };
         let mut scanned = scanned;
         let mut analysis = examine(
             &request.source,
@@ -143,7 +147,7 @@ pub(crate) fn examine(
     converted: &ImageConfig,
     plan: Plan,
     recipes: &Selection,
-    run_as: String,
+    run_as: RunTarget,
 ) -> ImageAnalysis {
     let view = examined.view;
     let matched = MatchedRecipe::find(recipes, view);

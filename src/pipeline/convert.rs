@@ -13,10 +13,11 @@ use crate::transport::{BlobProvider, BlobReader, Sink, Source, TransportError};
 use crate::write::image::{Lineage, BASE_DIGEST, BASE_NAME, RECIPES_DIGEST};
 use crate::write::mutate::{mutate, MutateError, Mutation, SourceImage};
 
-use super::analyze::{examine, plan_error, run_name, Examined};
+use super::analyze::{examine, plan_error, Examined};
 use super::metered::Metered;
 use super::request::{created_time, CREATED_BY};
 use super::scan::scan_layers;
+use super::RunTarget;
 use super::{
     Contents, ConvertOutcome, ConvertRequest, ImageConversion, IndexConversion, NewLayerSummary,
     ResolvedImage, ResolvedIndex, Session,
@@ -387,7 +388,11 @@ impl Session {
             &converted,
             plan,
             recipes,
-            run_name(destination),
+            RunTarget {
+                location: Some(destination.clone()),
+                digest: (written && matches!(destination, ImageLocation::Registry(_)))
+                    .then(|| digest.clone()),
+            },
         );
         Ok(ImageConversion {
             verified: None,

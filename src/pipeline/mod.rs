@@ -22,7 +22,7 @@ mod verify;
 pub use analyze::run_name;
 pub use outcome::{
     AnalyzeOutcome, ConvertOutcome, ImageAnalysis, ImageConversion, IndexConversion,
-    NewLayerSummary,
+    NewLayerSummary, RunTarget,
 };
 pub use request::{
     created_time, default_destination, ConvertOptions, ConvertRequest, ImageRequest, PlanOptions,

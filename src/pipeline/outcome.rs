@@ -33,8 +33,18 @@ pub struct ImageAnalysis {
     pub config_after: ImageConfig,
     /// How to run the converted image.
     pub contract: RuntimeContract,
-    /// The name the contract's commands run the image by (the destination).
-    pub run_as: String,
+    /// The image the contract's commands run (the destination).
+    pub run_as: RunTarget,
+}
+
+/// The image a runtime contract's commands run: where the conversion wrote it (or, for
+/// an analysis or a dry run, would write it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunTarget {
+    /// The destination; `None` when there is none to name.
+    pub location: Option<ImageLocation>,
+    /// Its manifest digest, once it was written to a registry.
+    pub digest: Option<Digest>,
 }
 
 /// What converting one image did.

@@ -18,7 +18,7 @@ pub mod sarif;
 pub mod text;
 pub mod verification;
 
-pub use contract::Contract;
+pub use contract::{Contract, KubernetesOptions};
 pub use conversion::{unified_diff, ChangeOut, ConfigChange, Conversion, PortMove};
 
 /// The version of the JSON report's schema (`schemas/report-v1.schema.json`).

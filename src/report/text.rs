@@ -253,7 +253,7 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(out, "  docker    {}", report.contract.docker);
     let _ = writeln!(
         out,
-        "  kubernetes: `--emit k8s` prints the securityContext and volumes"
+        "  kubernetes: `--emit k8s` prints a Deployment (`--emit k8s-pod`: a Pod)"
     );
 
     let s = &report.summary;

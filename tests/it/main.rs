@@ -2,6 +2,7 @@
 //! registry, skopeo and umoci as independent readers.
 
 mod analyze;
+mod emit;
 mod errors;
 mod faults;
 mod golden;
