@@ -9,7 +9,8 @@ use crate::report::{KubernetesOptions, Outcome, Report};
 pub fn render(args: &AnalyzeArgs, analysis: &AnalyzeOutcome) -> (String, bool) {
     let report = Outcome::of_analysis(analysis);
     let gate = args.fail_on.severity().is_some_and(|s| report.fails(s));
-    let text = emit(&args.emit, &report).unwrap_or_else(|| report.render(args.format));
+    let text = emit(&args.emit, &report)
+        .unwrap_or_else(|| report.render_width(args.format, crate::cli::columns()));
     (text, gate)
 }
 

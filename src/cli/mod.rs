@@ -685,6 +685,24 @@ impl std::str::FromStr for ByteCount {
     }
 }
 
+/// The width text reports are wrapped at: the terminal's when standard output is one,
+/// else `$COLUMNS` when set, else 80.
+pub fn columns() -> usize {
+    // SAFETY: a zeroed `winsize` is a valid value, and TIOCGWINSZ only writes into the
+    // one it is given; on a descriptor that is not a terminal it fails and writes nothing.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    if unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0
+        && size.ws_col >= 40
+    {
+        return usize::from(size.ws_col);
+    }
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|&c| c >= 40)
+        .unwrap_or(80)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -202,21 +202,32 @@ pub(crate) fn scan_layers(
                     });
                     let meter = events.meter(&label, desc.size);
                     let (tx, merge, spool) = (tx.clone(), &merge, &spool);
+                    let location = location.clone();
                     scope.spawn(move || {
-                        let mut feed = merge.feed(i);
-                        let replayed = hit.replay(spool, &mut |c| feed.push(c));
-                        meter.add(desc.size);
-                        meter.finish();
-                        let read =
+                        // As for a read: a panic is sent on as an error.
+                        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            let mut feed = merge.feed(i);
+                            let replayed = hit.replay(spool, &mut |c| feed.push(c));
+                            meter.add(desc.size);
+                            meter.finish();
                             replayed
                                 .map(|()| (hit.info.clone(), feed.done()))
-                                .map_err(|e| {
-                                    Error::Io {
-                                op: "copy the kept bodies of a cached layer to a temporary file in",
-                                path: dir.to_path_buf(),
-                                source: e,
-                            }
-                                });
+                                .map_err(|e| Error::Io {
+                                    op: "copy the kept bodies of a cached layer to a temporary file in",
+                                    path: dir.to_path_buf(),
+                                    source: e,
+                                })
+                        }))
+                        .unwrap_or_else(|panic| {
+                            Err(Error::Internal {
+                                location,
+                                message: format!(
+                                    "replaying cached layer {} failed: {}",
+                                    desc.digest,
+                                    panic_message(&*panic)
+                                ),
+                            })
+                        });
                         let _ = tx.send((i, read));
                     });
                     started += 1;

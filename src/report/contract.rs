@@ -312,14 +312,25 @@ impl Contract {
     }
 }
 
+/// Directory names that say what a directory is, not which image it holds.
+const GENERIC_DIRS: [&str; 5] = ["image", "layout", "oci", "oci-layout", "img"];
+
 impl Target {
     fn of(target: &RunTarget) -> Target {
         let Some(location) = &target.location else {
             return Target::Unknown;
         };
-        // The last part of a path or repository, as a DNS label.
+        // The last part of a path or repository, as a DNS label; a layout directory named
+        // for what it is (`.../nginx/image`) is named by the directory that holds it.
         let label = |s: &str| {
-            let base = s.trim_end_matches('/').rsplit('/').next().unwrap_or(s);
+            let mut parts = s.trim_end_matches('/').rsplit('/');
+            let mut base = parts.next().unwrap_or(s);
+            while GENERIC_DIRS.contains(&base) {
+                match parts.next() {
+                    Some(p) if !p.is_empty() && p != "." && p != ".." => base = p,
+                    _ => break,
+                }
+            }
             let base = base.strip_suffix(".tar").unwrap_or(base);
             volume_name(base)
         };
@@ -490,6 +501,11 @@ mod tests {
             ]
         );
         assert!(c.docker.starts_with("skopeo copy 'oci:/out/my nginx:v1' docker-daemon:localhost/my-nginx:v1 && docker run "), "{}", c.docker);
+        // A directory named for what it is: the one that holds it names the image.
+        let c = nginx(at("oci:golden-images/nginx-official/image:latest", None));
+        assert_eq!(c.image, "localhost/nginx-official:latest");
+        let c = nginx(at("oci:image/:v2", None));
+        assert_eq!(c.image, "localhost/image:v2");
         let c = nginx(at("docker-archive:/out/web.tar:web:1", None));
         assert_eq!(c.commands("docker")[0], "docker load -i /out/web.tar");
         assert_eq!(c.image, "web:1");

@@ -298,7 +298,7 @@ fn dropped(desc: &Descriptor) -> String {
 /// The forms a report is printed in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// A readable table grouped by severity.
+    /// Readable, grouped by severity; wrapped to the terminal (or `$COLUMNS`, else 80).
     Text,
     /// JSON, schema `schemas/report-v1.schema.json`.
     Json,
@@ -452,13 +452,18 @@ impl Outcome {
         }
     }
 
-    /// The report in `format`.
+    /// The report in `format`; text lines are not wrapped.
     pub fn render(&self, format: Format) -> String {
+        self.render_width(format, usize::MAX)
+    }
+
+    /// The report in `format`, text lines wrapped at `width` columns ([`text::fit`]).
+    pub fn render_width(&self, format: Format, width: usize) -> String {
         match (self, format) {
-            (Outcome::Image(r), Format::Text) => text::render(r),
+            (Outcome::Image(r), Format::Text) => text::render_width(r, width),
             (Outcome::Image(r), Format::Json) => r.to_json(),
             (Outcome::Image(r), Format::Sarif) => sarif::render(r),
-            (Outcome::Index(i), Format::Text) => text::render_index(i),
+            (Outcome::Index(i), Format::Text) => text::render_index_width(i, width),
             (Outcome::Index(i), Format::Json) => i.to_json(),
             (Outcome::Index(i), Format::Sarif) => sarif::render_index(i),
             (
@@ -470,14 +475,20 @@ impl Outcome {
                 },
                 format,
             ) => match format {
-                Format::Text => match copied_to {
-                    None => format!(
-                        "{location} ({digest}) is already converted (its history has `{created_by}`): nothing to do\n"
-                    ),
-                    Some((to, written)) => format!(
-                        "{location} ({digest}) is already converted (its history has `{created_by}`): copied unchanged to {to} ({written})\n"
-                    ),
-                },
+                Format::Text => {
+                    let then = match copied_to {
+                        None => "nothing to do".to_string(),
+                        Some((to, written)) => {
+                            format!("copied unchanged\n       to {to}\n  digest {written}")
+                        }
+                    };
+                    text::fit(
+                        &format!(
+                            "{location}\n  digest {digest}\nalready converted (its history has `{created_by}`): {then}\n"
+                        ),
+                        width,
+                    )
+                }
                 Format::Json => {
                     let mut already = serde_json::json!({
                         "location": location,
@@ -485,7 +496,8 @@ impl Outcome {
                         "created_by": created_by,
                     });
                     if let Some((to, written)) = copied_to {
-                        already["copied_to"] = serde_json::json!({ "location": to, "digest": written });
+                        already["copied_to"] =
+                            serde_json::json!({ "location": to, "digest": written });
                     }
                     let v = serde_json::json!({
                         "schema_version": SCHEMA_VERSION,

@@ -226,8 +226,8 @@ fn emit_prints_the_contract_alone() {
     assert_eq!(
         out.stdout,
         format!(
-            "skopeo copy {}-unprivileged docker-daemon:localhost/image:latest-unprivileged\n\
-             docker run --rm --read-only --tmpfs /run:uid=101,gid=0 --tmpfs /tmp --tmpfs /var/cache/nginx:uid=101,gid=0 --user 101:101 --cap-drop ALL --security-opt no-new-privileges -p 8080:8080 localhost/image:latest-unprivileged\n",
+            "skopeo copy {}-unprivileged docker-daemon:localhost/nginx-official:latest-unprivileged\n\
+             docker run --rm --read-only --tmpfs /run:uid=101,gid=0 --tmpfs /tmp --tmpfs /var/cache/nginx:uid=101,gid=0 --user 101:101 --cap-drop ALL --security-opt no-new-privileges -p 8080:8080 localhost/nginx-official:latest-unprivileged\n",
             golden("nginx-official")
         )
     );

@@ -318,3 +318,39 @@ fn the_podman_commands_run_the_converted_image_as_written() {
             .output();
     }
 }
+
+/// The Deployment of the bot that README gives: valid, and it passes checkov's checks but
+/// those that depend on where it is deployed.
+#[test]
+fn the_readme_deployment_of_the_bot_passes_the_schema_and_checkov() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let from = readme
+        .find("passes the restricted Pod Security")
+        .expect("README has the bot's Deployment");
+    let block = readme[from..]
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap();
+    assert!(block.contains("kind: Deployment"), "{block}");
+    let s = Scratch::new();
+    let file = s.path("bot.yaml");
+    std::fs::write(&file, block).unwrap();
+    schema_valid(&file).unwrap_or_else(|e| panic!("{e}\n{block}"));
+    let (passed, failed) = checkov(&file);
+    // The digest of the image pushed, the namespace and the NetworkPolicy of the site are
+    // the operator's; every other check passes.
+    let site = ["CKV_K8S_43", "CKV_K8S_21", "CKV2_K8S_6"];
+    let unexpected: Vec<_> = failed
+        .iter()
+        .filter(|f| !site.contains(&f.as_str()))
+        .collect();
+    assert!(unexpected.is_empty(), "{unexpected:?} failed\n{block}");
+    for id in MUST_PASS.iter().filter(|id| !site.contains(id)) {
+        assert!(passed.iter().any(|p| p == id), "{id} did not pass\n{block}");
+    }
+    for id in THE_USERS_TO_SET.iter().filter(|id| !site.contains(id)) {
+        assert!(passed.iter().any(|p| p == id), "{id} did not pass\n{block}");
+    }
+}

@@ -11,6 +11,7 @@ mod platforms;
 mod recipes;
 mod registry;
 mod runtime;
+mod selfimage;
 mod serve;
 mod services;
 mod session;

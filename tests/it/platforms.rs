@@ -206,7 +206,8 @@ fn an_index_converts_every_platform_into_a_new_index() {
     // analyze reports each platform.
     let out = s.unroot(&["analyze", "-q", &src]).success();
     assert!(
-        out.stdout.starts_with(&format!("analyzed {src} (sha256:")),
+        out.stdout.starts_with(&format!("analyzed {src}"))
+            && out.stdout.contains("\n  digest sha256:"),
         "{}",
         out.stdout
     );

@@ -111,7 +111,7 @@ fn oci_to_same_layout_with_default_tag() {
     let out = s.unroot(&["convert", &src]).success();
     let dest = format!("oci:{}:v1-unprivileged", s.path("img").display());
     assert!(
-        out.stdout.contains(&format!("to {dest} (sha256:")),
+        out.stdout.contains(&format!("to {dest}\n  source sha256:")),
         "{}",
         out.stdout
     );
@@ -181,7 +181,9 @@ fn oci_to_docker_archive_and_back() {
         ])
         .success();
     assert!(
-        out.stdout.contains("is already converted") && out.stdout.contains("copied unchanged to"),
+        out.stdout.contains(
+            "\nalready converted (its history has `unroot convert`): copied unchanged\n       to "
+        ),
         "{}",
         out.stdout
     );
@@ -382,8 +384,10 @@ fn converting_a_converted_image_is_a_no_op() {
     // No `--to`: nothing to do, nothing written.
     let out = s.unroot(&["convert", "-q", &once]).success();
     assert!(
-        out.stdout
-            .contains("is already converted (its history has `unroot convert`): nothing to do"),
+        out.stdout.starts_with(&format!("{once}\n  digest sha256:"))
+            && out.stdout.ends_with(
+                "\nalready converted (its history has `unroot convert`): nothing to do\n"
+            ),
         "{}",
         out.stdout
     );
@@ -398,7 +402,7 @@ fn converting_a_converted_image_is_a_no_op() {
     assert_eq!(digest, copied, "the same manifest");
     assert!(
         out.stdout.contains(&format!(
-            "is already converted (its history has `unroot convert`): copied unchanged to {twice} (sha256:"
+            "copied unchanged\n       to {twice}\n  digest sha256:"
         )),
         "{}",
         out.stdout
