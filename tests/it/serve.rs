@@ -681,6 +681,15 @@ fn three_replicas_on_postgresql_convert_fifty_pushes_once_and_survive_a_kill() {
     };
     eprintln!("all converted after {:?}", started.elapsed());
     assert!(jobs.iter().all(|j| j["state"] == "done"), "{jobs:#?}");
+    // The job gauges are the store's, the same on every replica.
+    let done_in_store = jobs.iter().filter(|j| j["state"] == "done").count();
+    for bot in bots.iter().flatten() {
+        let (_, metrics) = bot.get("/metrics");
+        for (state, n) in [("done", done_in_store), ("queued", 0), ("running", 0)] {
+            let line = format!("unroot_jobs{{state=\"{state}\"}} {n}\n");
+            assert!(metrics.contains(&line), "{line} missing in\n{metrics}");
+        }
+    }
 
     // The killed replica's job was finished by another one.
     let big_jobs: Vec<_> = jobs
