@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use crate::runtime::{unique, Bundle};
-use crate::support::{tool, Scratch};
+use crate::support::{skopeo, tool, Scratch};
 
 #[test]
 fn the_unroot_image_is_non_root_analyzes_clean_and_converts_under_runc() {
@@ -41,19 +41,8 @@ fn the_unroot_image_is_non_root_analyzes_clean_and_converts_under_runc() {
         .filter(|f| f["severity"] == "error")
         .collect();
     assert!(errors.is_empty(), "{errors:?}");
-    let config: serde_json::Value = serde_json::from_str(
-        &tool(
-            "skopeo",
-            &[
-                "inspect",
-                "--config",
-                &format!("oci:{}:test", layout.display()),
-            ],
-        )
-        .success()
-        .stdout,
-    )
-    .unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&skopeo(&["inspect", "--config", &image]).success().stdout).unwrap();
     assert_eq!(config["config"]["User"], "65532:65532");
     assert_eq!(config["config"]["Entrypoint"][0], "/usr/local/bin/unroot");
 
