@@ -180,10 +180,14 @@ impl Error {
     /// A suggestion for the user, when one helps.
     pub fn hint(&self) -> Option<String> {
         match self {
-            Error::Location(LocationError::MisspeltTransport { input, transport, suggestion }) => Some(format!(
-                "write `{suggestion}:{}`; for an image in a registry named `{transport}`, write `docker://{input}`",
-                &input[transport.len() + 1..]
-            )),
+            Error::Location(LocationError::MisspeltTransport { input, transport, suggestion }) => {
+                let meant = format!("{suggestion}:{}", &input[transport.len() + 1..]);
+                Some(if input.contains("://") {
+                    format!("write `{meant}`")
+                } else {
+                    format!("write `{meant}`; for the image `{input}` on Docker Hub, write `docker://{input}`")
+                })
+            }
             Error::Location(LocationError::LocalPath { .. }) => Some(
                 "local images are read by transport: `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:REF]`".into(),
             ),
@@ -234,7 +238,11 @@ impl Error {
             Error::Cancelled => exit::CANCELLED,
             Error::NotVerified { .. } => exit::NOT_RUNNING,
             Error::Transport(t) => match &**t {
-                TransportError::Io { .. } => exit::LOCAL,
+                TransportError::Io { .. }
+                | TransportError::NotFound { local: true, .. }
+                | TransportError::NoSuchTag { .. }
+                | TransportError::Ambiguous { .. }
+                | TransportError::Invalid { local: true, .. } => exit::LOCAL,
                 TransportError::Credentials { source, .. } => auth_exit(source),
                 TransportError::Cancelled => exit::CANCELLED,
                 _ => exit::FAILURE,

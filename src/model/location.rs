@@ -214,6 +214,11 @@ impl ImageLocation {
         Ok(ImageLocation::Registry(ImageRef::parse(input)?))
     }
 
+    /// Whether the image is in a local file or directory, not a registry.
+    pub fn is_local(&self) -> bool {
+        !matches!(self, ImageLocation::Registry(_))
+    }
+
     /// The transport's name as the user types it.
     pub fn transport(&self) -> &'static str {
         match self {

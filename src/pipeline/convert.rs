@@ -161,7 +161,7 @@ impl Session {
         }
         // The new index: the same platforms in the same order, the index's annotations kept.
         let mut annotations = index.index.annotations.clone();
-        match base_name(&request.image.source) {
+        match base_name(source) {
             Some(name) => annotations.insert(BASE_NAME.to_string(), name),
             None => annotations.remove(BASE_NAME),
         };
@@ -261,7 +261,7 @@ impl Session {
 
         // Mutate: the new layer, rewritten layers, config and manifest; meanwhile the sink
         // finds (or mounts) the base layers it has.
-        let base_name = base_name(&from.source);
+        let base_name = base_name(source);
         let recipes_digest = recipes.digest();
         let kept: Vec<Descriptor> = image
             .manifest
@@ -435,15 +435,14 @@ fn mutate_error(e: MutateError) -> Error {
 /// The name recorded in `org.opencontainers.image.base.name`: the registry reference, or
 /// the transport location for local images.
 /// The source's name for `org.opencontainers.image.base.name`: a registry reference (its
-/// tag, no digest), or for a local source the name it records and was read by (the
-/// layout's or archive's tag, the docker archive's reference), never the path, which would
-/// put this machine's directories into the image and make its digest depend on how the path
-/// was spelt. A local source read without a tag has no name to give.
-fn base_name(source: &ImageLocation) -> Option<String> {
-    match source {
+/// tag, no digest), or for a local source the name it records for the image it read (the
+/// layout's `ref.name`, the docker archive's `RepoTags` entry), never the path or the tag
+/// as typed, which would put this machine's directories into the image and make its digest
+/// depend on how they were spelt. A local image that records no name has none to give.
+fn base_name(source: &dyn Source) -> Option<String> {
+    match source.location() {
         ImageLocation::Registry(r) => Some(strip_digest(r)),
-        ImageLocation::OciLayout { tag, .. } | ImageLocation::OciArchive { tag, .. } => tag.clone(),
-        ImageLocation::DockerArchive { reference, .. } => reference.clone(),
+        _ => source.recorded_name(),
     }
 }
 

@@ -106,6 +106,7 @@ impl TarStore {
             location: location.to_string(),
             kind,
             reason,
+            local: true,
         };
         let mut members = BTreeMap::new();
         {

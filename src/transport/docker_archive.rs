@@ -34,6 +34,8 @@ pub struct DockerArchiveSource {
     store: TarStore,
     manifest: RawManifest,
     members: BTreeMap<Digest, String>,
+    /// The `RepoTags` entry the reference matched, or the image's first one.
+    name: Option<String>,
 }
 
 impl DockerArchiveSource {
@@ -47,6 +49,7 @@ impl DockerArchiveSource {
             return Err(TransportError::NotFound {
                 location: location.to_string(),
                 what: format!("archive `{}`", file.display()),
+                local: true,
             });
         }
         let loc = location.to_string();
@@ -54,6 +57,7 @@ impl DockerArchiveSource {
             location: loc.clone(),
             kind: "docker archive",
             reason,
+            local: true,
         };
         let store = TarStore::open(file, &loc, "docker archive")?;
         let read_member = |name: &str, cap: u64| -> Result<Vec<u8>, TransportError> {
@@ -83,6 +87,9 @@ impl DockerArchiveSource {
             tag: tag.clone(),
             available: tags(&entries),
         };
+        let same_ref = |r: &str, t: &str| {
+            t == r || ImageRef::parse(r).is_ok_and(|wanted| ImageRef::parse(t).ok() == Some(wanted))
+        };
         let entry = match reference {
             Some(r) if r.starts_with('@') => {
                 let n: usize = r[1..]
@@ -90,18 +97,11 @@ impl DockerArchiveSource {
                     .map_err(|_| invalid(format!("`{r}` is not `@N`")))?;
                 entries.get(n).cloned().ok_or_else(|| no_such(r))?
             }
-            Some(r) => {
-                let wanted = ImageRef::parse(r).ok();
-                entries
-                    .iter()
-                    .find(|e| {
-                        e.repo_tags.iter().flatten().any(|t| {
-                            t == r || (wanted.is_some() && ImageRef::parse(t).ok() == wanted)
-                        })
-                    })
-                    .cloned()
-                    .ok_or_else(|| no_such(r))?
-            }
+            Some(r) => entries
+                .iter()
+                .find(|e| e.repo_tags.iter().flatten().any(|t| same_ref(r, t)))
+                .cloned()
+                .ok_or_else(|| no_such(r))?,
             None => match entries.as_slice() {
                 [only] => only.clone(),
                 [] => return Err(invalid("`manifest.json` lists no images".into())),
@@ -113,6 +113,13 @@ impl DockerArchiveSource {
                 }
             },
         };
+
+        let mut recorded = entry.repo_tags.iter().flatten();
+        let name = match reference {
+            Some(r) if !r.starts_with('@') => recorded.find(|t| same_ref(r, t)),
+            _ => recorded.next(),
+        }
+        .cloned();
 
         let config_bytes = read_member(&entry.config, 4 << 20)?;
         let config_digest = Digest::sha256_of(&config_bytes);
@@ -191,6 +198,7 @@ impl DockerArchiveSource {
             store,
             manifest,
             members,
+            name,
         })
     }
 }
@@ -222,6 +230,7 @@ impl Source for DockerArchiveSource {
         Err(TransportError::NotFound {
             location: self.location.to_string(),
             what: format!("manifest {}", desc.digest),
+            local: true,
         })
     }
 
@@ -229,6 +238,7 @@ impl Source for DockerArchiveSource {
         let not_found = || TransportError::NotFound {
             location: self.location.to_string(),
             what: format!("blob {}", desc.digest),
+            local: true,
         };
         let name = self.members.get(&desc.digest).ok_or_else(not_found)?;
         Ok(self.store.open(name)?.ok_or_else(not_found)?.0)
@@ -236,6 +246,10 @@ impl Source for DockerArchiveSource {
 
     fn is_local(&self) -> bool {
         true
+    }
+
+    fn recorded_name(&self) -> Option<String> {
+        self.name.clone()
     }
 }
 

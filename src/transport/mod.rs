@@ -52,6 +52,13 @@ pub trait Source {
 
     /// Whether reading a blob again is cheap (local files) rather than a download.
     fn is_local(&self) -> bool;
+
+    /// The name a local source records for the image it read (a layout's `ref.name`, a
+    /// docker archive's `RepoTags` entry), however the tag or reference was spelt; a
+    /// registry's name is its location.
+    fn recorded_name(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One layer of an image to write.
@@ -240,6 +247,8 @@ pub enum TransportError {
         location: String,
         /// What was missing.
         what: String,
+        /// Whether the location is a local file or directory (not a registry).
+        local: bool,
     },
     /// The registry wants credentials, or refused the ones given.
     #[error("{registry} refused access to {location} (HTTP 401 unauthorized){}", if *.had_credentials { ": the credentials were not accepted" } else { ": it needs credentials" })]
@@ -314,6 +323,8 @@ pub enum TransportError {
         kind: &'static str,
         /// What is wrong.
         reason: String,
+        /// Whether the location is a local file or directory (not a registry).
+        local: bool,
     },
     /// A blob's bytes do not match its descriptor.
     #[error("{location}: {mismatch}")]
@@ -322,6 +333,8 @@ pub enum TransportError {
         location: String,
         /// What did not match.
         mismatch: DigestMismatch,
+        /// Whether the location is a local file or directory (not a registry).
+        local: bool,
     },
     /// A manifest cannot be used.
     #[error("{location}: {source}")]
@@ -409,10 +422,21 @@ impl TransportError {
             } => Some(format!(
                 "if `{registry}` serves plain HTTP, or a certificate this machine does not trust, pass `--tls-verify=false` (or add its CA to the system's trusted certificates)"
             )),
-            TransportError::NotFound { .. } => Some(
+            TransportError::NotFound { local: false, .. } => Some(
                 "check the repository name and tag (`skopeo list-tags docker://REPO` lists tags)"
                     .to_string(),
             ),
+            TransportError::NotFound { local: true, what, .. } => Some(if what.starts_with("blob ") || what.starts_with("manifest ") {
+                "the layout or archive is incomplete (its index names what it does not hold): write it again, e.g. with `skopeo copy`".to_string()
+            } else {
+                LOCAL_KINDS.to_string()
+            }),
+            TransportError::Corrupt { local: true, .. } => Some(
+                "a file of the image was changed or damaged after it was written: write the image again (e.g. with `skopeo copy`)".to_string(),
+            ),
+            TransportError::Invalid { local: true, .. } => Some(format!(
+                "{LOCAL_KINDS}; if it is one, write it again (e.g. with `skopeo copy`)"
+            )),
             TransportError::NoSuchTag {
                 location,
                 available,
@@ -449,6 +473,9 @@ impl TransportError {
     }
 }
 
+/// What each local transport names, for a path that is missing or is not what it says.
+const LOCAL_KINDS: &str = "check the path: `oci:DIR` is a directory holding an OCI layout (`index.json`), `oci-archive:FILE` and `docker-archive:FILE` are tar files";
+
 fn with_tag(location: &str, tag: &str) -> String {
     // `oci:DIR` -> `oci:DIR:TAG`; strip a tag that is already there.
     let base = match location.matches(':').count() {
@@ -477,6 +504,7 @@ pub fn read_small_blob(
                 "{} claims {} bytes, more than the 4 MiB a config may have",
                 desc.digest, desc.size
             ),
+            local: location.is_local(),
         });
     }
     let mut buf = Vec::with_capacity(desc.size as usize);
@@ -496,6 +524,7 @@ impl TransportError {
             return TransportError::Corrupt {
                 location: location.to_string(),
                 mismatch: m.clone(),
+                local: location.is_local(),
             };
         }
         if e.get_ref()

@@ -23,6 +23,7 @@ pub fn open_source(location: ImageLocation) -> Result<LayoutReader<TarStore>, Tr
         return Err(TransportError::NotFound {
             location: location.to_string(),
             what: format!("archive `{}`", file.display()),
+            local: true,
         });
     }
     let store = TarStore::open(file, &location.to_string(), "OCI archive")?;

@@ -25,6 +25,8 @@ pub struct LayoutReader<S> {
     location: ImageLocation,
     tag: Option<String>,
     kind: &'static str,
+    /// The `ref.name` of the entry [`Source::manifest`] selected.
+    selected: Option<String>,
 }
 
 impl<S: FileStore> LayoutReader<S> {
@@ -35,6 +37,7 @@ impl<S: FileStore> LayoutReader<S> {
             location,
             tag,
             kind,
+            selected: None,
         }
     }
 
@@ -43,6 +46,7 @@ impl<S: FileStore> LayoutReader<S> {
             location: self.location.to_string(),
             kind: self.kind,
             reason: reason.into(),
+            local: true,
         }
     }
 
@@ -130,6 +134,7 @@ impl<S: FileStore> LayoutReader<S> {
             None => Err(TransportError::NotFound {
                 location: self.location.to_string(),
                 what: format!("blob {}", desc.digest),
+                local: true,
             }),
         }
     }
@@ -144,6 +149,7 @@ pub fn open_source(location: ImageLocation) -> Result<LayoutReader<DirStore>, Tr
         return Err(TransportError::NotFound {
             location: location.to_string(),
             what: format!("layout directory `{}`", dir.display()),
+            local: true,
         });
     }
     let store = DirStore::new(dir);
@@ -158,6 +164,7 @@ impl<S: FileStore> Source for LayoutReader<S> {
 
     fn manifest(&mut self) -> Result<RawManifest, TransportError> {
         let desc = self.select()?;
+        self.selected = desc.annotations.get(REF_NAME).cloned();
         self.read_manifest(&desc)
     }
 
@@ -171,6 +178,10 @@ impl<S: FileStore> Source for LayoutReader<S> {
 
     fn is_local(&self) -> bool {
         true
+    }
+
+    fn recorded_name(&self) -> Option<String> {
+        self.selected.clone()
     }
 }
 

@@ -153,7 +153,7 @@ fn missing_tag_lists_the_tags() {
     let src = s.build("src", "v1", TINY);
     crate::support::build(TINY, &format!("oci:{}:v2", s.path("src").display()));
     let wrong = src.replace(":v1", ":v3");
-    let out = s.unroot(&["convert", &wrong, "--to", "oci:out"]).failure(1);
+    let out = s.unroot(&["convert", &wrong, "--to", "oci:out"]).failure(3);
     assert_eq!(
         out.error_line(),
         format!("error: {wrong} has no image tagged `v3`; it has: `v1`, `v2`")
@@ -168,7 +168,7 @@ fn missing_tag_lists_the_tags() {
     let untagged = format!("oci:{}", s.path("src").display());
     let out = s
         .unroot(&["convert", &untagged, "--to", "oci:out"])
-        .failure(1);
+        .failure(3);
     assert!(
         out.error_line()
             .contains("holds 2 images, so it needs a tag"),
@@ -182,13 +182,62 @@ fn missing_tag_lists_the_tags() {
 fn missing_layout() {
     let s = Scratch::new();
     let missing = format!("oci:{}:v1", s.path("nope").display());
-    let out = s.unroot(&["convert", &missing]).failure(1);
+    let out = s.unroot(&["convert", &missing]).failure(3);
+    assert_eq!(
+        out.error_line(),
+        format!(
+            "error: layout directory `{}` not found at {missing}",
+            s.path("nope").display()
+        )
+    );
+    assert!(!out.stderr.contains("skopeo list-tags"), "{}", out.stderr);
     assert!(
-        out.error_line().contains("layout directory"),
+        out.stderr
+            .contains("hint: check the path: `oci:DIR` is a directory"),
         "{}",
         out.stderr
     );
-    assert!(out.error_line().contains("not found"), "{}", out.stderr);
+}
+
+/// Whatever the local transport, a missing or malformed source is a local problem: exit 3
+/// and a hint about the path, never the registry's.
+#[test]
+fn local_sources_that_are_missing_or_not_what_they_say_exit_3_with_a_local_hint() {
+    let s = Scratch::new();
+    std::fs::create_dir(s.path("empty")).unwrap();
+    std::fs::write(s.path("junk.tar"), b"not a tar file at all").unwrap();
+    for location in [
+        format!("oci-archive:{}", s.path("nope.tar").display()),
+        format!("docker-archive:{}", s.path("nope.tar").display()),
+        format!("oci:{}:v1", s.path("empty").display()),
+        format!("oci-archive:{}", s.path("junk.tar").display()),
+        format!("docker-archive:{}", s.path("junk.tar").display()),
+    ] {
+        let out = s.unroot(&["analyze", &location]).failure(3);
+        assert!(
+            out.error_line().contains(
+                location
+                    .split_once(':')
+                    .unwrap()
+                    .1
+                    .split(':')
+                    .next()
+                    .unwrap()
+            ),
+            "{location}: {}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains("hint: check the path"),
+            "{location}: {}",
+            out.stderr
+        );
+        assert!(
+            !out.stderr.contains("skopeo list-tags"),
+            "{location}: {}",
+            out.stderr
+        );
+    }
 }
 
 #[test]
@@ -831,7 +880,20 @@ fn transport_slips_and_bare_paths_are_usage_errors_that_say_what_was_meant() {
     );
     assert!(
         out.stderr
-            .contains("hint: write `oci:img`; for an image in a registry named `ocii`, write `docker://ocii:img`"),
+            .contains("hint: write `oci:img`; for the image `ocii:img` on Docker Hub, write `docker://ocii:img`"),
+        "{}",
+        out.stderr
+    );
+    // A slip before `//` cannot be a Docker Hub name: the hint is the transport meant alone.
+    let out = s.unroot(&["analyze", "dokcer://nginx"]).failure(2);
+    assert_eq!(
+        out.error_line(),
+        "error: unknown transport `dokcer:` in `dokcer://nginx`; did you mean `docker:`?"
+    );
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l == "hint: write `docker://nginx`"),
         "{}",
         out.stderr
     );

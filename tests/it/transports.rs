@@ -640,8 +640,10 @@ fn docker_archives_are_tagged_from_to_or_from_the_source() {
     );
 }
 
-/// The same local source spelt two ways (relative, absolute) converts to the same digest:
-/// the path is not recorded in the image; `base.name` is the tag the layout records.
+/// The same local source spelt several ways (relative, absolute, with `..`; a docker
+/// archive's reference short, in full or as `@0`) converts to the same digest: neither the
+/// path nor the spelling is recorded in the image; `base.name` is the name the layout or
+/// archive records.
 #[test]
 fn a_local_source_s_path_spelling_does_not_change_the_digest() {
     let s = Scratch::new();
@@ -673,6 +675,35 @@ fn a_local_source_s_path_spelling_does_not_change_the_digest() {
         "v1"
     );
     assert!(!serde_json::to_string(&manifest).unwrap().contains(&abs));
+
+    // A docker archive's image named three ways (its RepoTags entry, the same reference in
+    // full, its index) is named in `base.name` by the entry it records.
+    let archive = s.path("web.tar").display().to_string();
+    crate::support::skopeo(&[
+        "copy",
+        "-q",
+        &format!("oci:{abs}:v1"),
+        &format!("docker-archive:{archive}:web:1"),
+    ])
+    .success();
+    let entry = {
+        let out = crate::support::tool("tar", &["-xOf", &archive, "manifest.json"]).success();
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        v[0]["RepoTags"][0].as_str().unwrap().to_string()
+    };
+    let d = digest(&format!("docker-archive:{archive}:web:1"), "out-d");
+    let e = digest(
+        &format!("docker-archive:{archive}:docker.io/library/web:1"),
+        "out-e",
+    );
+    let f = digest(&format!("docker-archive:{archive}:@0"), "out-f");
+    assert_eq!(d, e);
+    assert_eq!(d, f);
+    let manifest = crate::support::layout_manifest(&s.path("out-d"), Some("c"));
+    assert_eq!(
+        manifest["annotations"]["org.opencontainers.image.base.name"],
+        entry.as_str()
+    );
 }
 
 /// `--dry-run` says what it would write, and writes nothing.

@@ -245,6 +245,7 @@ impl Client {
             | (404, None) => TransportError::NotFound {
                 location,
                 what: what.to_string(),
+                local: false,
             },
             (403, _) | (_, Some("DENIED")) => TransportError::Denied {
                 location,

@@ -94,6 +94,7 @@ impl Remote {
                             expected: d.clone(),
                             actual,
                         },
+                        local: false,
                     });
                 }
                 actual
