@@ -38,12 +38,21 @@ fn emit_one(emit: Emit, args: &EmitArgs, report: &Report) -> String {
         user_namespace: args.k8s_user_namespace,
         network_policy: args.k8s_network_policy,
     };
+    // The commands run as printed; a comment first says when the image is not written yet.
     let lines = |engine| {
-        report
+        let pending = report
             .contract
-            .commands(engine)
-            .iter()
-            .map(|c| format!("{c}\n"))
+            .pending()
+            .map(|p| format!("# {p}: run that first\n"));
+        pending
+            .into_iter()
+            .chain(
+                report
+                    .contract
+                    .commands(engine)
+                    .iter()
+                    .map(|c| format!("{c}\n")),
+            )
             .collect()
     };
     match emit {

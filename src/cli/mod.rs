@@ -337,7 +337,8 @@ pub struct PlanArgs {
     pub ports: Vec<String>,
 
     /// Use this recipe (a built-in name or a recipe file) whether or not its signature
-    /// matches (repeatable).
+    /// matches (repeatable); one that finds none of its service's files in the image is
+    /// an error (UR701).
     #[arg(long = "recipe", value_name = "NAME|FILE", help_heading = "Conversion")]
     pub recipes: Vec<String>,
 
@@ -346,7 +347,8 @@ pub struct PlanArgs {
     pub no_recipes: bool,
 
     /// The platform to read from a multi-platform image [default: every platform: `convert`
-    /// writes an index of them all, `analyze` reports each].
+    /// writes an index of them all, `analyze` reports each]; a platform the image does not
+    /// have is an error that lists those it has.
     #[arg(long, value_name = "OS/ARCH[/VARIANT]", help_heading = "Conversion")]
     pub platform: Option<String>,
 

@@ -88,6 +88,7 @@ impl Session {
         let run_as = RunTarget {
             location: default_destination(&request.source).ok(),
             digest: None,
+            written: false,
         };
         let mut scanned = scanned;
         let mut analysis = examine(

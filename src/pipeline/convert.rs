@@ -392,6 +392,7 @@ impl Session {
                 location: Some(destination.clone()),
                 digest: (written && matches!(destination, ImageLocation::Registry(_)))
                     .then(|| digest.clone()),
+                written,
             },
         );
         Ok(ImageConversion {

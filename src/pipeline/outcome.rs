@@ -45,6 +45,9 @@ pub struct RunTarget {
     pub location: Option<ImageLocation>,
     /// Its manifest digest, once it was written to a registry.
     pub digest: Option<Digest>,
+    /// Whether the image is there now (`false` for an analysis or a dry run: it is where
+    /// `unroot convert` would write it).
+    pub written: bool,
 }
 
 /// What converting one image did.

@@ -28,6 +28,10 @@ pub struct Contract {
     pub kubernetes: serde_json::Value,
     #[serde(skip)]
     target: Target,
+    /// For an image not written yet (an analysis, a dry run): where `unroot convert`
+    /// writes it, which the commands and manifests say before they name it.
+    #[serde(skip)]
+    pending: Option<String>,
 }
 
 /// Where the image is, as the commands need it.
@@ -60,8 +64,12 @@ pub struct KubernetesOptions {
 
 impl Contract {
     /// The contract, with the commands that run `target` that way.
-    pub fn new(runtime: &RuntimeContract, target: &RunTarget) -> Contract {
-        let target = Target::of(target);
+    pub fn new(runtime: &RuntimeContract, run: &RunTarget) -> Contract {
+        let target = Target::of(run);
+        let pending = match &run.location {
+            Some(location) if !run.written => Some(location.to_string()),
+            _ => None,
+        };
         let image = match &target {
             Target::Registry { reference, .. } | Target::Local { reference, .. } => {
                 reference.clone()
@@ -75,6 +83,7 @@ impl Contract {
             podman: String::new(),
             kubernetes: serde_json::Value::Null,
             target,
+            pending,
         };
         contract.docker = contract.commands("docker").join(" && ");
         contract.podman = contract.commands("podman").join(" && ");
@@ -103,6 +112,14 @@ impl Contract {
         }
         out.push(self.run_command(engine));
         out
+    }
+
+    /// Where `unroot convert` writes the image, when it is not written yet (an analysis,
+    /// a dry run): the commands and manifests that name it say so first.
+    pub fn pending(&self) -> Option<String> {
+        self.pending
+            .as_ref()
+            .map(|to| format!("not written yet: `unroot convert` writes the image to {to}"))
     }
 
     /// `docker run` flags that run the image as the contract says.
@@ -165,8 +182,26 @@ impl Contract {
             "# unroot: {} run unprivileged (Pod Security Standards \"restricted\")",
             self.image
         );
+        if let Some(location) = &self.pending {
+            let _ = writeln!(
+                y,
+                "# Not written yet: `unroot convert` writes the image to\n#   {location}\n# first."
+            );
+        }
         match &self.target {
+            Target::Registry { .. } if self.pending.is_some() => {
+                let _ = writeln!(
+                    y,
+                    "# Once it is pushed, pin the image below by digest (`unroot convert` prints\n# the reference pinned)."
+                );
+            }
             Target::Registry { .. } => {}
+            Target::Local { .. } if self.pending.is_some() => {
+                let _ = writeln!(
+                    y,
+                    "# Then push it to a registry the cluster pulls from (skopeo copy), and put that\n# reference in place of REGISTRY.EXAMPLE below."
+                );
+            }
             Target::Local { .. } => {
                 let _ = writeln!(
                     y,
@@ -480,6 +515,7 @@ mod tests {
         let at = |s: &str, digest: Option<&str>| RunTarget {
             location: Some(ImageLocation::parse(s).unwrap()),
             digest: digest.map(|d| d.parse().unwrap()),
+            written: true,
         };
         let d = "sha256:4ca38258114b577400c6645408f5d047e3d107a2f149144bc39b4775be4bec8d";
         let c = nginx(at("registry.example/web/nginx:1.27-unprivileged", Some(d)));
@@ -512,6 +548,7 @@ mod tests {
         let c = nginx(RunTarget {
             location: None,
             digest: None,
+            written: false,
         });
         assert_eq!(c.commands("docker").len(), 1);
         assert!(c
@@ -524,6 +561,7 @@ mod tests {
         let c = nginx(RunTarget {
             location: Some(ImageLocation::parse("oci:/out/web:v1").unwrap()),
             digest: None,
+            written: true,
         });
         let y = c.kubernetes_manifest(&KubernetesOptions {
             pod: false,
@@ -565,6 +603,77 @@ mod tests {
             "{pod}"
         );
         assert_eq!(c.kubernetes_json()["podSecurityContext"]["fsGroup"], 101);
+    }
+
+    /// The whole Pod manifest of an analysis, whose image is not written yet: said first,
+    /// with how to pin it once pushed.
+    #[test]
+    fn the_pod_manifest_of_an_analysis_in_full() {
+        let c = nginx(RunTarget {
+            location: Some(
+                ImageLocation::parse("registry.example/web/nginx:1.27-unprivileged").unwrap(),
+            ),
+            digest: None,
+            written: false,
+        });
+        let y = c.kubernetes_manifest(&KubernetesOptions {
+            pod: true,
+            ..Default::default()
+        });
+        assert_eq!(
+            y,
+            concat!(
+            "# unroot: registry.example/web/nginx:1.27-unprivileged run unprivileged (Pod Security Standards \"restricted\")\n",
+            "# Not written yet: `unroot convert` writes the image to\n",
+            "#   docker://registry.example/web/nginx:1.27-unprivileged\n",
+            "# first.\n",
+            "# Once it is pushed, pin the image below by digest (`unroot convert` prints\n",
+            "# the reference pinned).\n",
+            "apiVersion: v1\n",
+            "kind: Pod\n",
+            "metadata:\n",
+            "  name: nginx\n",
+            "  labels:\n",
+            "    app.kubernetes.io/name: nginx\n",
+            "spec:\n",
+            "  automountServiceAccountToken: false\n",
+            "  securityContext:\n",
+            "    runAsNonRoot: true\n",
+            "    runAsUser: 101\n",
+            "    runAsGroup: 101\n",
+            "    fsGroup: 101\n",
+            "    fsGroupChangePolicy: OnRootMismatch\n",
+            "    seccompProfile:\n",
+            "      type: RuntimeDefault\n",
+            "  containers:\n",
+            "    - name: nginx\n",
+            "      image: registry.example/web/nginx:1.27-unprivileged\n",
+            "      imagePullPolicy: Always\n",
+            "      securityContext:\n",
+            "        runAsNonRoot: true\n",
+            "        runAsUser: 101\n",
+            "        runAsGroup: 101\n",
+            "        allowPrivilegeEscalation: false\n",
+            "        readOnlyRootFilesystem: true\n",
+            "        capabilities:\n",
+            "          drop: [\"ALL\"]\n",
+            "        seccompProfile:\n",
+            "          type: RuntimeDefault\n",
+            "      ports:\n",
+            "        - containerPort: 8080\n",
+            "          protocol: TCP\n",
+            "      volumeMounts:\n",
+            "        - name: tmp\n",
+            "          mountPath: /tmp\n",
+            "        - name: var-cache-nginx\n",
+            "          mountPath: /var/cache/nginx\n",
+            "  volumes:\n",
+            "    - name: tmp\n",
+            "      emptyDir: {}\n",
+            "    - name: var-cache-nginx\n",
+            "      emptyDir: {}\n",
+        )
+        );
     }
 
     #[test]

@@ -267,6 +267,9 @@ pub fn render_width(report: &Report, width: usize) -> String {
         let _ = writeln!(out, "  note: {n}");
     }
     let _ = writeln!(out, "  docker    {}", report.contract.docker);
+    if let Some(pending) = report.contract.pending() {
+        let _ = writeln!(out, "            ({pending})");
+    }
     let _ = writeln!(
         out,
         "  kubernetes: `--emit k8s` prints a Deployment (`--emit k8s-pod`: a Pod)"

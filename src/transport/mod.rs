@@ -185,12 +185,11 @@ pub fn open_sink(
 ) -> Result<Box<dyn Sink>, TransportError> {
     check_writable(location)?;
     Ok(match location {
-        ImageLocation::Registry(r) => Box::new(registry::RegistrySink::new(
-            pool,
-            location.clone(),
-            r.clone(),
-            control,
-        )?),
+        ImageLocation::Registry(r) => {
+            let sink = registry::RegistrySink::new(pool, location.clone(), r.clone(), control)?;
+            sink.check_push()?;
+            Box::new(sink)
+        }
         ImageLocation::OciLayout { .. } => {
             Box::new(oci_layout::OciLayoutSink::new(location.clone()))
         }
@@ -205,8 +204,8 @@ pub fn open_sink(
 
 /// Checks, before any layer is read, that a local destination can be written where its
 /// files will go: a file is made and removed in the layout (when it exists) or in the
-/// nearest existing directory above the layout or archive. A registry's push access shows
-/// on the first request of the push.
+/// nearest existing directory above the layout or archive. A registry's push access is
+/// checked by its sink (an upload started and cancelled).
 fn check_writable(location: &ImageLocation) -> Result<(), TransportError> {
     let target = match location {
         ImageLocation::Registry(_) => return Ok(()),

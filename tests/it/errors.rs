@@ -997,7 +997,8 @@ fn completions_load_in_bash_and_man_pages_render() {
 }
 
 /// A destination that cannot be written is found out before any layer is read: the
-/// error names the directory (exit 3, a local problem), and no layer was read.
+/// error names the directory (exit 3, a local problem), or the registry's refusal, and no
+/// layer was read.
 #[test]
 fn an_unwritable_destination_fails_before_the_layers_are_read() {
     let s = Scratch::new();
@@ -1019,4 +1020,20 @@ fn an_unwritable_destination_fails_before_the_layers_are_read() {
             out.stderr
         );
     }
+    // A registry that will not take the push (no credentials given) says so before the
+    // first layer is read too: an upload is started and cancelled first.
+    let registry = crate::support::Registry::start_with_auth("olga", "s3cret-pass");
+    let to = registry.image("app:v1");
+    let out = s.unroot(&["convert", &src, "--to", &to]).failure(1);
+    assert!(
+        out.error_line()
+            .contains("(HTTP 401 unauthorized): it needs credentials"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("reading layer"), "{}", out.stderr);
+    // With them, the same conversion goes through.
+    s.unroot(&["convert", &src, "--to", &to, "--creds", "olga:s3cret-pass"])
+        .success();
+    assert!(registry.has_tag("app:v1", Some("olga:s3cret-pass")));
 }

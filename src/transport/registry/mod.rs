@@ -191,6 +191,13 @@ impl RegistrySink {
         })
     }
 
+    /// Checks that the destination takes pushes, before anything is read for it.
+    pub fn check_push(&self) -> Result<(), TransportError> {
+        self.remote
+            .client
+            .check_push(&self.remote.call, self.remote.repo())
+    }
+
     fn push_manifest(
         &self,
         reference: &str,

@@ -73,6 +73,17 @@ impl Client {
         })
     }
 
+    /// Whether `repo` takes pushes from these credentials: an upload session is started
+    /// and cancelled, so a destination that refuses (no credentials, no push right, no
+    /// such repository) says so before any layer is read rather than after.
+    pub(super) fn check_push(&self, call: &Call, repo: &str) -> Result<(), TransportError> {
+        self.retrying(call, || {
+            let (location, _) = self.start_upload(call, repo, "push")?;
+            self.abandon_upload(repo, &location);
+            Ok(())
+        })
+    }
+
     /// One attempt of an upload to a session that was started.
     #[allow(clippy::too_many_arguments)] // The upload's parts, each used once.
     fn upload_to(
