@@ -36,6 +36,23 @@ pub enum ImageLocation {
     },
 }
 
+/// Directory names that say what a directory is, not which image it holds.
+const GENERIC_DIRS: [&str; 5] = ["image", "layout", "oci", "oci-layout", "img"];
+
+/// The part of a local path (or a repository) that names the image: its last component,
+/// or for a directory named for what it is (`.../nginx/image`), the one that holds it.
+pub fn naming_part(path: &str) -> &str {
+    let mut parts = path.trim_end_matches('/').rsplit('/');
+    let mut base = parts.next().unwrap_or(path);
+    while GENERIC_DIRS.contains(&base) {
+        match parts.next() {
+            Some(p) if !p.is_empty() && p != "." && p != ".." => base = p,
+            _ => break,
+        }
+    }
+    base
+}
+
 /// Why a location string cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LocationError {

@@ -98,8 +98,23 @@ impl Session {
                 Contents::Index(index) => index.digest.clone(),
             };
             let copied_to = if request.explicit_destination && !request.dry_run {
-                let written = self.copy_unchanged(destination, &mut resolved)?;
-                Some((destination.clone(), written))
+                // Copied, it keeps its name: `-unprivileged` is on it already.
+                let destination = match destination {
+                    ImageLocation::DockerArchive { file, .. } if request.archive_named => {
+                        let recorded = match &from.source {
+                            ImageLocation::DockerArchive { .. } => resolved.source.recorded_name(),
+                            _ => None,
+                        };
+                        ImageLocation::DockerArchive {
+                            file: file.clone(),
+                            reference: recorded
+                                .or_else(|| Some(super::request::archive_name(&from.source, ""))),
+                        }
+                    }
+                    other => other.clone(),
+                };
+                let written = self.copy_unchanged(&destination, &mut resolved)?;
+                Some((destination, written))
             } else {
                 None
             };

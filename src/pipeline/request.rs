@@ -162,6 +162,9 @@ pub struct ConvertRequest {
     /// is converted already is then copied there unchanged, so that the next step of a
     /// pipeline finds an image where it was told to look.
     pub explicit_destination: bool,
+    /// Whether the docker archive destination's name was chosen here (`--to` named
+    /// none): a source converted already is then copied under its own name.
+    pub archive_named: bool,
 }
 
 impl ConvertRequest {
@@ -179,13 +182,20 @@ impl ConvertRequest {
         };
         // `docker load` of an archive without `RepoTags` gives a dangling image: name it
         // after the source when `--to` does not.
+        let archive_named = matches!(
+            destination,
+            ImageLocation::DockerArchive {
+                reference: None,
+                ..
+            }
+        );
         let destination = match destination {
             ImageLocation::DockerArchive {
                 file,
                 reference: None,
             } => ImageLocation::DockerArchive {
                 file,
-                reference: Some(archive_name(&image.source)),
+                reference: Some(archive_name(&image.source, SUFFIX)),
             },
             other => other,
         };
@@ -204,6 +214,7 @@ impl ConvertRequest {
             remap_ids: options.remap_ids,
             verify: options.verify.clone(),
             explicit_destination: options.destination.is_some(),
+            archive_named,
         })
     }
 }
@@ -265,13 +276,16 @@ fn created_by(plan: &PlanOptions, options: &ConvertOptions) -> String {
     out
 }
 
-/// The name a docker archive gets when none is given: the source's, with `SUFFIX` on its
-/// tag (`registry.example/app:1.4-unprivileged`; for local sources, the directory or file's
-/// name: `image:latest-unprivileged`).
-pub fn archive_name(source: &ImageLocation) -> String {
-    let tag = |t: Option<&str>| format!("{}{SUFFIX}", t.unwrap_or("latest"));
+/// The name a docker archive gets when none is given: the source's, with `suffix` on its
+/// tag (`registry.example/app:1.4-unprivileged`; for local sources, the name of the file
+/// or directory, or of the one that holds a directory named `image`, `oci` and the like:
+/// `nginx:latest-unprivileged` for `oci:nginx/image`).
+pub fn archive_name(source: &ImageLocation, suffix: &str) -> String {
+    let tag = |t: Option<&str>| format!("{}{suffix}", t.unwrap_or("latest"));
     let local = |path: &Path| {
-        let stem = path
+        let path = path.to_string_lossy();
+        let base = crate::model::location::naming_part(&path);
+        let stem = Path::new(base)
             .file_stem()
             .map(|s| s.to_string_lossy().to_lowercase())
             .unwrap_or_default();

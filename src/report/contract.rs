@@ -347,9 +347,6 @@ impl Contract {
     }
 }
 
-/// Directory names that say what a directory is, not which image it holds.
-const GENERIC_DIRS: [&str; 5] = ["image", "layout", "oci", "oci-layout", "img"];
-
 impl Target {
     fn of(target: &RunTarget) -> Target {
         let Some(location) = &target.location else {
@@ -358,16 +355,8 @@ impl Target {
         // The last part of a path or repository, as a DNS label; a layout directory named
         // for what it is (`.../nginx/image`) is named by the directory that holds it.
         let label = |s: &str| {
-            let mut parts = s.trim_end_matches('/').rsplit('/');
-            let mut base = parts.next().unwrap_or(s);
-            while GENERIC_DIRS.contains(&base) {
-                match parts.next() {
-                    Some(p) if !p.is_empty() && p != "." && p != ".." => base = p,
-                    _ => break,
-                }
-            }
-            let base = base.strip_suffix(".tar").unwrap_or(base);
-            volume_name(base)
+            let base = crate::model::location::naming_part(s);
+            volume_name(base.strip_suffix(".tar").unwrap_or(base))
         };
         let local = |name: String, tag: Option<&str>| {
             format!("localhost/{name}:{}", tag.unwrap_or("latest"))

@@ -638,6 +638,33 @@ fn docker_archives_are_tagged_from_to_or_from_the_source() {
         repo_tags(&named),
         serde_json::json!(["registry.example/team/web:2"])
     );
+    // The converted archive, converted again to an archive `--to` names no tag for, is
+    // copied under its own name, not given the suffix a second time.
+    let copy = s.path("copy.tar").display().to_string();
+    s.unroot(&[
+        "convert",
+        "-q",
+        &format!("docker-archive:{plain}"),
+        "--to",
+        &format!("docker-archive:{copy}"),
+    ])
+    .success();
+    assert_eq!(repo_tags(&copy), serde_json::json!(["web:v1-unprivileged"]));
+    // A layout directory named for what it is is named by the one that holds it.
+    let nested = s.build("api/image", "v3", crate::support::TINY);
+    let nested_tar = s.path("nested.tar").display().to_string();
+    s.unroot(&[
+        "convert",
+        "-q",
+        &nested,
+        "--to",
+        &format!("docker-archive:{nested_tar}"),
+    ])
+    .success();
+    assert_eq!(
+        repo_tags(&nested_tar),
+        serde_json::json!(["api:v3-unprivileged"])
+    );
 }
 
 /// The same local source spelt several ways (relative, absolute, with `..`; a docker
