@@ -252,6 +252,46 @@ impl Error {
     }
 }
 
+impl Error {
+    /// For an image looked up in a registry because its name had no transport: when the
+    /// registry failed and the name is also a path on this machine, how to read the path
+    /// instead (a directory that is not a layout, or a file not ending in `.tar`, is not
+    /// taken for one when the name is parsed).
+    pub fn local_path_hint(&self, input: &str) -> Option<String> {
+        let Error::Transport(t) = self else {
+            return None;
+        };
+        let registry_failed = matches!(
+            **t,
+            TransportError::Connect { .. }
+                | TransportError::NotFound { local: false, .. }
+                | TransportError::Unauthorized { .. }
+                | TransportError::Denied { .. }
+                | TransportError::GaveUp { .. }
+        );
+        if !registry_failed || input.starts_with("docker://") {
+            return None;
+        }
+        let path = std::path::Path::new(input);
+        let (what, how) = if path.is_dir() {
+            (
+                "directory",
+                format!("`oci:{input}` (if it holds an OCI layout)"),
+            )
+        } else if path.is_file() {
+            (
+                "file",
+                format!("`oci-archive:{input}` or `docker-archive:{input}`"),
+            )
+        } else {
+            return None;
+        };
+        Some(format!(
+            "`{input}` is also a {what} here; to read it rather than the registry, write {how}"
+        ))
+    }
+}
+
 /// The exit code of a credentials problem: a bad `--creds` is a usage error, an auth file
 /// that cannot be read a local one, a failing credential helper the registry's side.
 fn auth_exit(e: &AuthError) -> u8 {
@@ -259,5 +299,41 @@ fn auth_exit(e: &AuthError) -> u8 {
         AuthError::BadCreds => exit::USAGE,
         AuthError::BadFile { .. } => exit::LOCAL,
         AuthError::Helper { .. } => exit::FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registry_failure_for_a_name_that_is_also_a_local_path_says_how_to_read_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.img");
+        std::fs::write(&file, b"x").unwrap();
+        let unreachable = Error::from(TransportError::Connect {
+            registry: "docker.io".into(),
+            message: "dns error".into(),
+            tls: false,
+        });
+        let d = dir.path().to_str().unwrap();
+        assert_eq!(
+            unreachable.local_path_hint(d).unwrap(),
+            format!("`{d}` is also a directory here; to read it rather than the registry, write `oci:{d}` (if it holds an OCI layout)")
+        );
+        let f = file.to_str().unwrap();
+        assert_eq!(
+            unreachable.local_path_hint(f).unwrap(),
+            format!("`{f}` is also a file here; to read it rather than the registry, write `oci-archive:{f}` or `docker-archive:{f}`")
+        );
+        // Not a path here, asked of the registry by name, or a failure of the path itself.
+        assert_eq!(unreachable.local_path_hint("nginx-nowhere-here:1"), None);
+        assert_eq!(unreachable.local_path_hint(&format!("docker://{d}")), None);
+        let local = Error::from(TransportError::NotFound {
+            location: format!("oci:{d}"),
+            what: "layout".into(),
+            local: true,
+        });
+        assert_eq!(local.local_path_hint(d), None);
     }
 }

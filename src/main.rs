@@ -56,6 +56,12 @@ fn main() -> ExitCode {
         #[cfg(feature = "serve")]
         Command::Serve(_) => unreachable!("served above"),
     };
+    let source = match &cli.command {
+        Command::Convert(args) => Some(args.source.as_str()),
+        Command::Analyze(args) => Some(args.image.as_str()),
+        Command::Verify(args) => Some(args.image.as_str()),
+        _ => None,
+    };
     // Bars are cleared before the result or the error is printed.
     drop(events);
     match result {
@@ -79,8 +85,16 @@ fn main() -> ExitCode {
             // Every message already carries its cause, so the chain is not printed again.
             // No secret is printed, whatever put it in the message.
             eprintln!("error: {}", redact(&e.to_string()));
-            if let Some(hint) = e.hint() {
-                eprintln!("\nhint: {}", redact(&hint));
+            let hints: Vec<String> = e
+                .hint()
+                .into_iter()
+                .chain(source.and_then(|s| e.local_path_hint(s)))
+                .collect();
+            if !hints.is_empty() {
+                eprintln!();
+            }
+            for hint in hints {
+                eprintln!("hint: {}", redact(&hint));
             }
             ExitCode::from(e.exit_code())
         }

@@ -222,11 +222,13 @@ fn emit_prints_the_contract_alone() {
             &golden("nginx-official"),
         ])
         .success();
-    // The image is written locally (to the default destination): loaded first.
+    // The image `unroot convert` would write locally (to the default destination): not
+    // written yet, said first in a comment, then loaded, then run.
     assert_eq!(
         out.stdout,
         format!(
-            "skopeo copy {}-unprivileged docker-daemon:localhost/nginx-official:latest-unprivileged\n\
+            "# not written yet: `unroot convert` writes the image to {0}-unprivileged: run that first\n\
+             skopeo copy {0}-unprivileged docker-daemon:localhost/nginx-official:latest-unprivileged\n\
              docker run --rm --read-only --tmpfs /run:uid=101,gid=0 --tmpfs /tmp --tmpfs /var/cache/nginx:uid=101,gid=0 --user 101:101 --cap-drop ALL --security-opt no-new-privileges -p 8080:8080 localhost/nginx-official:latest-unprivileged\n",
             golden("nginx-official")
         )
