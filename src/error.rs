@@ -8,6 +8,7 @@ use crate::model::config::ConfigError;
 use crate::model::location::LocationError;
 use crate::model::manifest::{ManifestError, PlatformParseError};
 use crate::model::ports::PortError;
+use crate::model::ImageLocation;
 use crate::plan::generic::PlanError;
 use crate::transport::auth::AuthError;
 use crate::transport::TransportError;
@@ -261,15 +262,32 @@ impl Error {
         let Error::Transport(t) = self else {
             return None;
         };
-        let registry_failed = matches!(
-            **t,
-            TransportError::Connect { .. }
-                | TransportError::NotFound { local: false, .. }
-                | TransportError::Unauthorized { .. }
-                | TransportError::Denied { .. }
-                | TransportError::GaveUp { .. }
-        );
-        if !registry_failed || input.starts_with("docker://") {
+        // `oci:NAME:TAG` would not name a path with a colon in it.
+        if input.contains(':') {
+            return None;
+        }
+        let Ok(ImageLocation::Registry(source)) = ImageLocation::parse(input) else {
+            return None;
+        };
+        let is_source =
+            |location: &str| location == ImageLocation::Registry(source.clone()).to_string();
+        // The failure must be the source's, not the destination's.
+        let mut t = &**t;
+        if let TransportError::GaveUp { last, .. } = t {
+            t = last;
+        }
+        let source_failed = match t {
+            TransportError::Connect { registry, .. } => registry == source.registry(),
+            TransportError::NotFound {
+                location,
+                local: false,
+                ..
+            }
+            | TransportError::Unauthorized { location, .. }
+            | TransportError::Denied { location, .. } => is_source(location),
+            _ => false,
+        };
+        if !source_failed {
             return None;
         }
         let path = std::path::Path::new(input);
@@ -308,32 +326,44 @@ mod tests {
 
     #[test]
     fn a_registry_failure_for_a_name_that_is_also_a_local_path_says_how_to_read_the_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("app.img");
-        std::fs::write(&file, b"x").unwrap();
+        // Tests run in the package's directory: `src` is a directory there, `scripts/test`
+        // a file, and both are also valid image names.
         let unreachable = Error::from(TransportError::Connect {
             registry: "docker.io".into(),
             message: "dns error".into(),
             tls: false,
         });
-        let d = dir.path().to_str().unwrap();
         assert_eq!(
-            unreachable.local_path_hint(d).unwrap(),
-            format!("`{d}` is also a directory here; to read it rather than the registry, write `oci:{d}` (if it holds an OCI layout)")
+            unreachable.local_path_hint("src").unwrap(),
+            "`src` is also a directory here; to read it rather than the registry, write `oci:src` (if it holds an OCI layout)"
         );
-        let f = file.to_str().unwrap();
         assert_eq!(
-            unreachable.local_path_hint(f).unwrap(),
-            format!("`{f}` is also a file here; to read it rather than the registry, write `oci-archive:{f}` or `docker-archive:{f}`")
+            unreachable.local_path_hint("scripts/test").unwrap(),
+            "`scripts/test` is also a file here; to read it rather than the registry, write `oci-archive:scripts/test` or `docker-archive:scripts/test`"
         );
-        // Not a path here, asked of the registry by name, or a failure of the path itself.
-        assert_eq!(unreachable.local_path_hint("nginx-nowhere-here:1"), None);
-        assert_eq!(unreachable.local_path_hint(&format!("docker://{d}")), None);
-        let local = Error::from(TransportError::NotFound {
-            location: format!("oci:{d}"),
-            what: "layout".into(),
-            local: true,
+        // Not a path here, asked of the registry by name, or with a tag.
+        assert_eq!(unreachable.local_path_hint("nginx-nowhere-here"), None);
+        assert_eq!(unreachable.local_path_hint("docker://src"), None);
+        assert_eq!(unreachable.local_path_hint("src:1"), None);
+        // A failure of the destination, not the source.
+        let refused = Error::from(TransportError::Unauthorized {
+            registry: "registry.example".into(),
+            location: "docker://registry.example/team/src:latest".into(),
+            had_credentials: false,
         });
-        assert_eq!(local.local_path_hint(d), None);
+        assert_eq!(refused.local_path_hint("src"), None);
+        let elsewhere = Error::from(TransportError::Connect {
+            registry: "registry.example".into(),
+            message: "dns error".into(),
+            tls: false,
+        });
+        assert_eq!(elsewhere.local_path_hint("src"), None);
+        // The source's own refusal.
+        let source_refused = Error::from(TransportError::Unauthorized {
+            registry: "docker.io".into(),
+            location: ImageLocation::parse("src").unwrap().to_string(),
+            had_credentials: false,
+        });
+        assert!(source_refused.local_path_hint("src").is_some());
     }
 }

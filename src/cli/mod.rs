@@ -36,10 +36,11 @@ Credentials come from --creds, $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/
 
 Exit codes:
   0  success
-  1  the registry refused, the image was not in it, or an image was damaged
+  1  the registry refused or failed, the image was not in it, an image was
+     damaged, or it cannot be converted as asked (a platform it lacks, UR701)
   2  usage error: bad flags, malformed reference, unknown transport
   3  a local file or directory was missing, was not the layout or archive its
-     transport names, or could not be read or written
+     transport names, lacked the tag asked for, or could not be read or written
   4  --fail-on: a finding at that severity or worse
   5  verify (or convert --verify): the image did not run as a restricted runtime runs it
   130, 143  stopped by SIGINT or SIGTERM: nothing written, temporary files removed";

@@ -51,6 +51,8 @@ impl Session {
             dir: trial_dir,
             tag: Some("verify".into()),
         };
+        // The destination is checked before the trial reads a layer, as without --verify.
+        drop(self.open_sink(&request.destination)?);
         let mut trial = request.clone();
         trial.destination = trial_location.clone();
         if let ConvertOutcome::AlreadyConverted { .. } = self.convert_all(&trial)? {
@@ -79,8 +81,25 @@ impl Session {
 
     fn convert_all(&self, request: &ConvertRequest) -> Result<ConvertOutcome, Error> {
         let from = &request.image;
-        let destination = &request.destination;
         let mut resolved = self.resolve(&from.source, from.platform.as_ref())?;
+        // A docker archive written under a name unroot chose takes the source's recorded
+        // one, now that it is known.
+        let renamed;
+        let request = match super::request::archive_destination(
+            request,
+            resolved.source.as_ref(),
+            super::request::SUFFIX,
+        ) {
+            d if d != request.destination => {
+                renamed = ConvertRequest {
+                    destination: d,
+                    ..request.clone()
+                };
+                &renamed
+            }
+            _ => request,
+        };
+        let destination = &request.destination;
         let first = match &resolved.contents {
             Contents::Image(image) => Some(image.as_ref()),
             Contents::Index(index) => index.images.first().map(|(_, i)| i),
@@ -99,20 +118,8 @@ impl Session {
             };
             let copied_to = if request.explicit_destination && !request.dry_run {
                 // Copied, it keeps its name: `-unprivileged` is on it already.
-                let destination = match destination {
-                    ImageLocation::DockerArchive { file, .. } if request.archive_named => {
-                        let recorded = match &from.source {
-                            ImageLocation::DockerArchive { .. } => resolved.source.recorded_name(),
-                            _ => None,
-                        };
-                        ImageLocation::DockerArchive {
-                            file: file.clone(),
-                            reference: recorded
-                                .or_else(|| Some(super::request::archive_name(&from.source, ""))),
-                        }
-                    }
-                    other => other.clone(),
-                };
+                let destination =
+                    super::request::archive_destination(request, resolved.source.as_ref(), "");
                 let written = self.copy_unchanged(&destination, &mut resolved)?;
                 Some((destination, written))
             } else {

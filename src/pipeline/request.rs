@@ -189,16 +189,7 @@ impl ConvertRequest {
                 ..
             }
         );
-        let destination = match destination {
-            ImageLocation::DockerArchive {
-                file,
-                reference: None,
-            } => ImageLocation::DockerArchive {
-                file,
-                reference: Some(archive_name(&image.source, SUFFIX)),
-            },
-            other => other,
-        };
+        let destination = named_destination(&image.source, destination);
         if !options.replace && !options.dry_run && overwrites(&image.source, &destination) {
             return Err(RequestError::OverwritesSource {
                 location: destination.to_string(),
@@ -317,12 +308,65 @@ pub fn archive_name(source: &ImageLocation, suffix: &str) -> String {
             format!("{}:{}", local(file), tag(t.as_deref()))
         }
         ImageLocation::DockerArchive { file, reference } => match reference {
-            Some(r) => match r.rsplit_once(':') {
-                Some((repo, t)) if !t.contains('/') => format!("{repo}:{}", tag(Some(t))),
-                _ => format!("{r}:{}", tag(None)),
-            },
-            None => format!("{}:{}", local(file), tag(None)),
+            Some(r) if !r.starts_with('@') => with_suffix(r, suffix),
+            _ => format!("{}:{}", local(file), tag(None)),
         },
+    }
+}
+
+/// `repo:tag` with `suffix` on the tag (`latest` when it has none).
+fn with_suffix(reference: &str, suffix: &str) -> String {
+    match reference.rsplit_once(':') {
+        Some((repo, t)) if !t.contains('/') => format!("{repo}:{t}{suffix}"),
+        _ => format!("{reference}:latest{suffix}"),
+    }
+}
+
+/// A docker archive destination that `--to` named no image for, named after the source
+/// (see [`archive_name`]); other destinations as they are.
+pub fn named_destination(source: &ImageLocation, destination: ImageLocation) -> ImageLocation {
+    match destination {
+        ImageLocation::DockerArchive {
+            file,
+            reference: None,
+        } => ImageLocation::DockerArchive {
+            file,
+            reference: Some(archive_name(source, SUFFIX)),
+        },
+        other => other,
+    }
+}
+
+/// The name of an open source for a docker archive: the one a docker archive source
+/// records for the image it read (read by `@N` or as its only image, too), with `suffix`
+/// on its tag; else [`archive_name`] of its location.
+pub fn archive_name_of(source: &dyn crate::transport::Source, suffix: &str) -> String {
+    let recorded = match source.location() {
+        ImageLocation::DockerArchive { .. } => source.recorded_name(),
+        _ => None,
+    };
+    match recorded {
+        Some(name) => with_suffix(&name, suffix),
+        None => archive_name(source.location(), suffix),
+    }
+}
+
+/// Once the source is open: the docker archive destination unroot names (see
+/// [`ConvertRequest::archive_named`]) takes the name a docker archive source records (read
+/// by `@N` or by its only image), with `suffix` on its tag; otherwise the request's.
+pub fn archive_destination(
+    request: &ConvertRequest,
+    source: &dyn crate::transport::Source,
+    suffix: &str,
+) -> ImageLocation {
+    match &request.destination {
+        ImageLocation::DockerArchive { file, .. } if request.archive_named => {
+            ImageLocation::DockerArchive {
+                file: file.clone(),
+                reference: Some(archive_name_of(source, suffix)),
+            }
+        }
+        other => other.clone(),
     }
 }
 
@@ -362,10 +406,11 @@ pub fn default_destination(source: &ImageLocation) -> Result<ImageLocation, Erro
         },
         ImageLocation::DockerArchive { file, reference } => ImageLocation::DockerArchive {
             file: sibling(file),
-            reference: reference.as_ref().map(|r| match r.rsplit_once(':') {
-                Some((repo, tag)) if !tag.contains('/') => format!("{repo}:{tag}{SUFFIX}"),
-                _ => format!("{r}:latest{SUFFIX}"),
-            }),
+            // `@N` names no image: the name comes from the archive once it is open.
+            reference: reference
+                .as_ref()
+                .filter(|r| !r.starts_with('@'))
+                .map(|r| with_suffix(r, SUFFIX)),
         },
     })
 }

@@ -189,7 +189,10 @@ fn may_pass(e: &Error) -> bool {
         e,
         Error::Transport(t) if matches!(
             **t,
-            TransportError::Connect { .. } | TransportError::Registry { .. } | TransportError::GaveUp { .. }
+            TransportError::Connect { .. }
+                | TransportError::Registry { .. }
+                | TransportError::BrokenOff { .. }
+                | TransportError::GaveUp { .. }
         )
     )
 }
@@ -201,6 +204,7 @@ fn registry_kind(e: &Error) -> Option<&'static str> {
         TransportError::Connect { .. } => "unreachable",
         TransportError::Registry { .. } => "error status",
         TransportError::GaveUp { .. } => "gave up",
+        TransportError::BrokenOff { .. } => "broken off",
         TransportError::Unauthorized { .. } => "unauthorized",
         TransportError::Denied { .. } => "denied",
         TransportError::NotFound { .. } => "not found",

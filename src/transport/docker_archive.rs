@@ -52,6 +52,14 @@ impl DockerArchiveSource {
                 local: true,
             });
         }
+        if file.is_dir() {
+            return Err(TransportError::Invalid {
+                location: location.to_string(),
+                kind: "docker archive",
+                reason: format!("`{}` is a directory, not a tar file", file.display()),
+                local: true,
+            });
+        }
         let loc = location.to_string();
         let invalid = |reason: String| TransportError::Invalid {
             location: loc.clone(),
@@ -92,10 +100,11 @@ impl DockerArchiveSource {
         };
         let entry = match reference {
             Some(r) if r.starts_with('@') => {
-                let n: usize = r[1..]
-                    .parse()
-                    .map_err(|_| invalid(format!("`{r}` is not `@N`")))?;
-                entries.get(n).cloned().ok_or_else(|| no_such(r))?
+                // `@N` names the N-th image; anything else after `@` names none.
+                let n: Option<usize> = r[1..].parse().ok();
+                n.and_then(|n| entries.get(n))
+                    .cloned()
+                    .ok_or_else(|| no_such(r))?
             }
             Some(r) => entries
                 .iter()

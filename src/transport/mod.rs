@@ -285,6 +285,14 @@ pub enum TransportError {
         /// Whether it looked like a TLS problem.
         tls: bool,
     },
+    /// A registry's answer broke off while it was being read.
+    #[error("{location}: the transfer broke off: {message}")]
+    BrokenOff {
+        /// The location read.
+        location: String,
+        /// What the connection said.
+        message: String,
+    },
     /// A local file operation failed.
     #[error("cannot {op} `{}`: {source}", path.display())]
     Io {
@@ -439,14 +447,18 @@ impl TransportError {
             TransportError::NoSuchTag {
                 location,
                 available,
-                ..
-            }
-            | TransportError::Ambiguous {
+                tag,
+            } => available.first().map(|t| {
+                // The location as typed, without the tag it asked for.
+                let base = location.strip_suffix(&format!(":{tag}")).unwrap_or(location);
+                format!("name one, e.g. `{base}:{t}`")
+            }),
+            TransportError::Ambiguous {
                 location,
                 available,
             } => available
                 .first()
-                .map(|t| format!("name one, e.g. `{}`", with_tag(location, t))),
+                .map(|t| format!("name one, e.g. `{location}:{t}`")),
             TransportError::Credentials { source: AuthError::BadFile { path, .. }, .. } => Some(format!(
                 "fix `{path}` (it must be JSON as `docker login` or `podman login` write it), or point `REGISTRY_AUTH_FILE` at another file"
             )),
@@ -456,6 +468,9 @@ impl TransportError {
             TransportError::Insecure { registry, .. } => Some(format!(
                 "anyone on the network could read them; ask the registry's operator to serve its token service over HTTPS, or pass `--tls-verify=false` if you trust the network to `{registry}`"
             )),
+            TransportError::BrokenOff { .. } => Some(
+                "the registry or the network failed mid-transfer: try again, or allow more retries with `--retries N`".to_string(),
+            ),
             TransportError::GaveUp { last, .. } => Some(last.hint().unwrap_or_else(|| {
                 "the registry is failing or overloaded: try again later, or allow more with `--retries N`".to_string()
             })),
@@ -474,18 +489,6 @@ impl TransportError {
 
 /// What each local transport names, for a path that is missing or is not what it says.
 const LOCAL_KINDS: &str = "check the path: `oci:DIR` is a directory holding an OCI layout (`index.json`), `oci-archive:FILE` and `docker-archive:FILE` are tar files";
-
-fn with_tag(location: &str, tag: &str) -> String {
-    // `oci:DIR` -> `oci:DIR:TAG`; strip a tag that is already there.
-    let base = match location.matches(':').count() {
-        0 | 1 => location.to_string(),
-        _ => location
-            .rsplit_once(':')
-            .map(|(b, _)| b.to_string())
-            .unwrap_or_default(),
-    };
-    format!("{base}:{tag}")
-}
 
 /// Reads a blob fully into memory, verifying it; for manifests and configs only, which are
 /// small (capped at 4 MiB as registries cap manifests).
@@ -531,6 +534,14 @@ impl TransportError {
         {
             let inner = e.into_inner().expect("checked above");
             return *inner.downcast::<TransportError>().expect("checked above");
+        }
+        if !location.is_local() {
+            // A registry's stream that broke off is the registry's (or the network's)
+            // failure, not a local file's.
+            return TransportError::BrokenOff {
+                location: location.to_string(),
+                message: e.to_string(),
+            };
         }
         TransportError::Io {
             op: "read from",

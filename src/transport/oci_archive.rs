@@ -26,6 +26,14 @@ pub fn open_source(location: ImageLocation) -> Result<LayoutReader<TarStore>, Tr
             local: true,
         });
     }
+    if file.is_dir() {
+        return Err(TransportError::Invalid {
+            location: location.to_string(),
+            kind: "OCI archive",
+            reason: format!("`{}` is a directory, not a tar file", file.display()),
+            local: true,
+        });
+    }
     let store = TarStore::open(file, &location.to_string(), "OCI archive")?;
     let tag = tag.clone();
     Ok(LayoutReader::new(store, location, tag, "OCI archive"))

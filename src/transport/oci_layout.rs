@@ -145,6 +145,14 @@ pub fn open_source(location: ImageLocation) -> Result<LayoutReader<DirStore>, Tr
     let ImageLocation::OciLayout { dir, tag } = &location else {
         unreachable!("an oci: location")
     };
+    if dir.exists() && !dir.is_dir() {
+        return Err(TransportError::Invalid {
+            location: location.to_string(),
+            kind: "OCI layout",
+            reason: format!("`{}` is a file, not a layout directory", dir.display()),
+            local: true,
+        });
+    }
     if !dir.is_dir() {
         return Err(TransportError::NotFound {
             location: location.to_string(),

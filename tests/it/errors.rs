@@ -1032,6 +1032,17 @@ fn an_unwritable_destination_fails_before_the_layers_are_read() {
         out.stderr
     );
     assert!(!out.stderr.contains("reading layer"), "{}", out.stderr);
+    // So it does with --verify, before the trial conversion reads a layer or runs it.
+    let out = s
+        .unroot(&["convert", &src, "--verify", "--to", &to])
+        .failure(1);
+    assert!(
+        out.error_line()
+            .contains("(HTTP 401 unauthorized): it needs credentials"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("reading layer"), "{}", out.stderr);
     // With them, the same conversion goes through.
     s.unroot(&["convert", &src, "--to", &to, "--creds", "olga:s3cret-pass"])
         .success();

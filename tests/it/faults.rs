@@ -367,11 +367,15 @@ fn transient_failures_are_retried_and_give_the_same_image() {
         &format!("/blobs/{layer}"),
         Fault::CutAfter(100_000),
     ));
-    proxy.add(Rule::new(
-        "POST",
-        "/blobs/uploads/",
-        Fault::Status(500, None),
-    ));
+    // Two: the push check's upload (started and cancelled before any layer is read), and
+    // an upload or mount of the conversion.
+    for _ in 0..2 {
+        proxy.add(Rule::new(
+            "POST",
+            "/blobs/uploads/",
+            Fault::Status(500, None),
+        ));
+    }
     proxy.add(Rule::new("PUT", "/blobs/uploads/", Fault::Status(429, Some("0"))).min_body(1));
     proxy.add(Rule::new("PUT", "/manifests/", Fault::Status(502, None)));
     proxy.add(Rule::new("HEAD", "/blobs/", Fault::Status(504, None)));
@@ -388,7 +392,16 @@ fn transient_failures_are_retried_and_give_the_same_image() {
         "faults not met: {:?}",
         proxy.unmet()
     );
-    assert_eq!(proxy.log().iter().filter(|l| l.faulted).count(), 6);
+    assert_eq!(proxy.log().iter().filter(|l| l.faulted).count(), 7);
+    // The push check's upload was cancelled, not left to expire.
+    assert!(
+        proxy
+            .log()
+            .iter()
+            .any(|l| l.method == "DELETE" && l.target.contains("/faulty/app/blobs/uploads/")),
+        "{:?}",
+        proxy.log()
+    );
     assert!(out.stderr.contains("trying again in"), "{}", out.stderr);
     assert!(out.stderr.contains("resuming"), "{}", out.stderr);
     // The cut download went on from where it stopped, not from the start.
@@ -445,6 +458,24 @@ fn a_registry_that_keeps_failing_leaves_the_tag_as_it_was() {
     assert!(line.contains("HTTP 429"), "{line}");
     assert!(line.contains("it asked to wait 3600 s more"), "{line}");
     assert_eq!(proxy.log().len(), 1, "{:?}", proxy.log());
+
+    // A registry whose answers keep breaking off is the registry's failure (exit 1), not a
+    // local file's.
+    proxy.clear();
+    proxy.add(Rule::new("GET", "/blobs/", Fault::CutAfter(10)).always());
+    let out = s
+        .unroot(&["analyze", "--retries", "1", &proxy.image("team/app:v1")])
+        .failure(1);
+    assert!(
+        out.error_line().contains("the transfer broke off"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.error_line().contains("cannot read from"),
+        "{}",
+        out.stderr
+    );
 
     // A registry that does not create repositories on push says so.
     proxy.clear();

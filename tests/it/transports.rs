@@ -665,6 +665,36 @@ fn docker_archives_are_tagged_from_to_or_from_the_source() {
         repo_tags(&nested_tar),
         serde_json::json!(["api:v3-unprivileged"])
     );
+    // A docker archive read by `@0` or as its only image, converted to its default
+    // destination, is named after the entry it records; the analysis names it so too.
+    let saved = s.path("saved.tar").display().to_string();
+    crate::support::skopeo(&[
+        "copy",
+        "-q",
+        &format!("oci:{}:v1", s.path("web").display()),
+        &format!("docker-archive:{saved}:web:1"),
+    ])
+    .success();
+    let recorded = repo_tags(&saved)[0].as_str().unwrap().to_string();
+    let expected = serde_json::json!([format!("{recorded}-unprivileged")]);
+    let sibling = s.path("saved-unprivileged.tar").display().to_string();
+    for source in [
+        format!("docker-archive:{saved}:@0"),
+        format!("docker-archive:{saved}"),
+    ] {
+        let emitted = s
+            .unroot(&["analyze", "-q", &source, "--emit", "docker"])
+            .success()
+            .stdout;
+        assert!(
+            emitted.contains(&format!("\ndocker load -i {sibling}\n"))
+                && emitted.ends_with(&format!(" {recorded}-unprivileged\n")),
+            "{emitted}"
+        );
+        s.unroot(&["convert", "-q", &source]).success();
+        assert_eq!(repo_tags(&sibling), expected, "{source}");
+        std::fs::remove_file(&sibling).unwrap();
+    }
 }
 
 /// The same local source spelt several ways (relative, absolute, with `..`; a docker

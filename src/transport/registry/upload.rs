@@ -78,7 +78,7 @@ impl Client {
     /// such repository) says so before any layer is read rather than after.
     pub(super) fn check_push(&self, call: &Call, repo: &str) -> Result<(), TransportError> {
         self.retrying(call, || {
-            let (location, _) = self.start_upload(call, repo, "push")?;
+            let (location, _) = self.start_upload(call, repo, "upload")?;
             self.abandon_upload(repo, &location);
             Ok(())
         })
