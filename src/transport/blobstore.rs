@@ -95,19 +95,33 @@ pub struct TarStore {
 }
 
 impl TarStore {
-    /// Indexes the archive at `path`. `kind` names the format for messages.
+    /// Indexes the archive at `path`. `kind` names the format for messages; a path that
+    /// does not exist, or is a directory, is said to be so.
     pub fn open(
         path: &Path,
         location: &str,
         kind: &'static str,
     ) -> Result<TarStore, TransportError> {
-        let file = open_regular(path).map_err(TransportError::io("open", path))?;
         let invalid = |reason: String| TransportError::Invalid {
             location: location.to_string(),
             kind,
             reason,
             local: true,
         };
+        if !path.exists() {
+            return Err(TransportError::NotFound {
+                location: location.to_string(),
+                what: format!("archive `{}`", path.display()),
+                local: true,
+            });
+        }
+        if path.is_dir() {
+            return Err(invalid(format!(
+                "`{}` is a directory, not a tar file",
+                path.display()
+            )));
+        }
+        let file = open_regular(path).map_err(TransportError::io("open", path))?;
         let mut members = BTreeMap::new();
         {
             let mut archive = tar::Archive::new(&file);

@@ -45,21 +45,6 @@ impl DockerArchiveSource {
         let ImageLocation::DockerArchive { file, reference } = &location else {
             unreachable!("a docker-archive: location")
         };
-        if !file.exists() {
-            return Err(TransportError::NotFound {
-                location: location.to_string(),
-                what: format!("archive `{}`", file.display()),
-                local: true,
-            });
-        }
-        if file.is_dir() {
-            return Err(TransportError::Invalid {
-                location: location.to_string(),
-                kind: "docker archive",
-                reason: format!("`{}` is a directory, not a tar file", file.display()),
-                local: true,
-            });
-        }
         let loc = location.to_string();
         let invalid = |reason: String| TransportError::Invalid {
             location: loc.clone(),

@@ -550,3 +550,28 @@ impl TransportError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read that fails is the registry's failure for a registry (exit 1, retried by the
+    /// bot), a local file's for a local location (exit 3).
+    #[test]
+    fn a_failed_read_is_the_registry_s_or_the_file_s_by_where_it_was_read() {
+        let registry = ImageLocation::parse("registry.example/app:v1").unwrap();
+        let e = TransportError::from_read(io::Error::other("body error"), &registry);
+        assert!(
+            matches!(&e, TransportError::BrokenOff { location, .. } if *location == registry.to_string()),
+            "{e:?}"
+        );
+        assert_eq!(
+            crate::Error::from(e).exit_code(),
+            crate::error::exit::FAILURE
+        );
+        let layout = ImageLocation::parse("oci:/images/app:v1").unwrap();
+        let e = TransportError::from_read(io::Error::other("disk error"), &layout);
+        assert!(matches!(e, TransportError::Io { .. }), "{e:?}");
+        assert_eq!(crate::Error::from(e).exit_code(), crate::error::exit::LOCAL);
+    }
+}

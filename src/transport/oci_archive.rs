@@ -19,21 +19,6 @@ pub fn open_source(location: ImageLocation) -> Result<LayoutReader<TarStore>, Tr
     let ImageLocation::OciArchive { file, tag } = &location else {
         unreachable!("an oci-archive: location")
     };
-    if !file.exists() {
-        return Err(TransportError::NotFound {
-            location: location.to_string(),
-            what: format!("archive `{}`", file.display()),
-            local: true,
-        });
-    }
-    if file.is_dir() {
-        return Err(TransportError::Invalid {
-            location: location.to_string(),
-            kind: "OCI archive",
-            reason: format!("`{}` is a directory, not a tar file", file.display()),
-            local: true,
-        });
-    }
     let store = TarStore::open(file, &location.to_string(), "OCI archive")?;
     let tag = tag.clone();
     Ok(LayoutReader::new(store, location, tag, "OCI archive"))

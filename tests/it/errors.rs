@@ -212,6 +212,10 @@ fn local_sources_that_are_missing_or_not_what_they_say_exit_3_with_a_local_hint(
         format!("oci:{}:v1", s.path("empty").display()),
         format!("oci-archive:{}", s.path("junk.tar").display()),
         format!("docker-archive:{}", s.path("junk.tar").display()),
+        // A file for a layout, a directory for an archive.
+        format!("oci:{}", s.path("junk.tar").display()),
+        format!("oci-archive:{}", s.path("empty").display()),
+        format!("docker-archive:{}", s.path("empty").display()),
     ] {
         let out = s.unroot(&["analyze", &location]).failure(3);
         assert!(
