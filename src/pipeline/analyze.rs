@@ -86,20 +86,10 @@ impl Session {
         let converted = converted_config(&image.config, &plan);
         // The contract describes the image `unroot convert` writes by default.
         let run_as = RunTarget {
-            location: default_destination(&request.source).ok().map(|d| match d {
-                // Named as `unroot convert` names it, from what the source records.
-                ImageLocation::DockerArchive {
-                    file,
-                    reference: None,
-                } => ImageLocation::DockerArchive {
-                    file,
-                    reference: Some(super::request::archive_name_of(
-                        &*source,
-                        super::request::SUFFIX,
-                    )),
-                },
-                other => other,
-            }),
+            // Named as `unroot convert` names it, from what the source records.
+            location: default_destination(&request.source)
+                .ok()
+                .map(|d| super::request::named_destination(&d, &*source, super::request::SUFFIX)),
             digest: None,
             written: false,
         };

@@ -15,7 +15,7 @@ use crate::write::mutate::{mutate, MutateError, Mutation, SourceImage};
 
 use super::analyze::{examine, plan_error, Examined};
 use super::metered::Metered;
-use super::request::{created_time, CREATED_BY};
+use super::request::{created_time, named_destination, CREATED_BY, SUFFIX};
 use super::scan::scan_layers;
 use super::RunTarget;
 use super::{
@@ -82,15 +82,11 @@ impl Session {
     fn convert_all(&self, request: &ConvertRequest) -> Result<ConvertOutcome, Error> {
         let from = &request.image;
         let mut resolved = self.resolve(&from.source, from.platform.as_ref())?;
-        // A docker archive written under a name unroot chose takes the source's recorded
-        // one, now that it is known.
+        let asked = &request.destination;
+        // A docker archive `--to` names no image for takes the source's name.
         let renamed;
-        let request = match super::request::archive_destination(
-            request,
-            resolved.source.as_ref(),
-            super::request::SUFFIX,
-        ) {
-            d if d != request.destination => {
+        let request = match named_destination(asked, resolved.source.as_ref(), SUFFIX) {
+            d if d != *asked => {
                 renamed = ConvertRequest {
                     destination: d,
                     ..request.clone()
@@ -118,8 +114,7 @@ impl Session {
             };
             let copied_to = if request.explicit_destination && !request.dry_run {
                 // Copied, it keeps its name: `-unprivileged` is on it already.
-                let destination =
-                    super::request::archive_destination(request, resolved.source.as_ref(), "");
+                let destination = named_destination(asked, resolved.source.as_ref(), "");
                 let written = self.copy_unchanged(&destination, &mut resolved)?;
                 Some((destination, written))
             } else {
@@ -455,8 +450,6 @@ fn mutate_error(e: MutateError) -> Error {
     }
 }
 
-/// The name recorded in `org.opencontainers.image.base.name`: the registry reference, or
-/// the transport location for local images.
 /// The source's name for `org.opencontainers.image.base.name`: a registry reference (its
 /// tag, no digest), or for a local source the name it records for the image it read (the
 /// layout's `ref.name`, the docker archive's `RepoTags` entry), never the path or the tag

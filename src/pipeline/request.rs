@@ -162,9 +162,6 @@ pub struct ConvertRequest {
     /// is converted already is then copied there unchanged, so that the next step of a
     /// pipeline finds an image where it was told to look.
     pub explicit_destination: bool,
-    /// Whether the docker archive destination's name was chosen here (`--to` named
-    /// none): a source converted already is then copied under its own name.
-    pub archive_named: bool,
 }
 
 impl ConvertRequest {
@@ -180,16 +177,8 @@ impl ConvertRequest {
             Some(d) => ImageLocation::parse(d)?,
             None => default_destination(&image.source)?,
         };
-        // `docker load` of an archive without `RepoTags` gives a dangling image: name it
-        // after the source when `--to` does not.
-        let archive_named = matches!(
-            destination,
-            ImageLocation::DockerArchive {
-                reference: None,
-                ..
-            }
-        );
-        let destination = named_destination(&image.source, destination);
+        // A docker archive `--to` names no image for is named once the source is open
+        // (see `named_destination`).
         if !options.replace && !options.dry_run && overwrites(&image.source, &destination) {
             return Err(RequestError::OverwritesSource {
                 location: destination.to_string(),
@@ -205,7 +194,6 @@ impl ConvertRequest {
             remap_ids: options.remap_ids,
             verify: options.verify.clone(),
             explicit_destination: options.destination.is_some(),
-            archive_named,
         })
     }
 }
@@ -322,21 +310,6 @@ fn with_suffix(reference: &str, suffix: &str) -> String {
     }
 }
 
-/// A docker archive destination that `--to` named no image for, named after the source
-/// (see [`archive_name`]); other destinations as they are.
-pub fn named_destination(source: &ImageLocation, destination: ImageLocation) -> ImageLocation {
-    match destination {
-        ImageLocation::DockerArchive {
-            file,
-            reference: None,
-        } => ImageLocation::DockerArchive {
-            file,
-            reference: Some(archive_name(source, SUFFIX)),
-        },
-        other => other,
-    }
-}
-
 /// The name of an open source for a docker archive: the one a docker archive source
 /// records for the image it read (read by `@N` or as its only image, too), with `suffix`
 /// on its tag; else [`archive_name`] of its location.
@@ -351,21 +324,22 @@ pub fn archive_name_of(source: &dyn crate::transport::Source, suffix: &str) -> S
     }
 }
 
-/// Once the source is open: the docker archive destination unroot names (see
-/// [`ConvertRequest::archive_named`]) takes the name a docker archive source records (read
-/// by `@N` or by its only image), with `suffix` on its tag; otherwise the request's.
-pub fn archive_destination(
-    request: &ConvertRequest,
+/// `docker load` of an archive without `RepoTags` gives a dangling image: a docker archive
+/// destination that names no image is named after the open source (see
+/// [`archive_name_of`]), with `suffix` on its tag; other destinations as they are.
+pub fn named_destination(
+    destination: &ImageLocation,
     source: &dyn crate::transport::Source,
     suffix: &str,
 ) -> ImageLocation {
-    match &request.destination {
-        ImageLocation::DockerArchive { file, .. } if request.archive_named => {
-            ImageLocation::DockerArchive {
-                file: file.clone(),
-                reference: Some(archive_name_of(source, suffix)),
-            }
-        }
+    match destination {
+        ImageLocation::DockerArchive {
+            file,
+            reference: None,
+        } => ImageLocation::DockerArchive {
+            file: file.clone(),
+            reference: Some(archive_name_of(source, suffix)),
+        },
         other => other.clone(),
     }
 }
