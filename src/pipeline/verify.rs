@@ -318,6 +318,8 @@ impl Session {
                     .map(|w| (w.clone(), analysis.contract.tmpfs_owner(w)))
                     .collect(),
                 ids: ID_MAP,
+                profile: runtime::Profile::Restricted,
+                trace: false,
             };
             let config_path = bundle.join("config.json");
             std::fs::write(
@@ -340,6 +342,7 @@ impl Session {
                     timeout: request.options.timeout,
                     settle: request.options.settle,
                     probe: request.options.probe.as_deref(),
+                    trace: false,
                 },
                 &control.cancel,
             )?;

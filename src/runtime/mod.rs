@@ -4,6 +4,7 @@
 //! `net.ipv4.ip_unprivileged_port_start` at 1024. The process passes when it stays up and
 //! listens on the ports it should, read from its namespace's `/proc/net/tcp*`.
 
+pub mod trace;
 pub mod unpack;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -36,7 +37,45 @@ pub struct RunSpec {
     pub writable: Vec<(String, Option<(u64, u64)>)>,
     /// The namespace's id range.
     pub ids: IdMap,
+    /// How much the process is allowed.
+    pub profile: Profile,
+    /// Whether the run is traced (the config gets the tracer's seccomp section).
+    pub trace: bool,
 }
+
+/// What a run allows the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// As a restrictive runtime runs an unprivileged image: no capabilities, a read-only
+    /// root filesystem with tmpfs only at the writable directories.
+    Restricted,
+    /// As `docker run` runs an image by default (in a user namespace): Docker's default
+    /// capabilities, a writable root filesystem; a memory and a process limit.
+    Docker,
+}
+
+/// The capabilities `docker run` gives a container by default.
+pub const DOCKER_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// The memory a [`Profile::Docker`] run may use.
+pub const MEMORY_LIMIT: u64 = 1 << 30;
+/// The processes and threads a [`Profile::Docker`] run may have.
+pub const PIDS_LIMIT: u64 = 1024;
 
 /// What the process did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -51,6 +90,8 @@ pub struct Observed {
     pub denied: Vec<String>,
     /// With a probe: each port and the status line it answered (or why it did not).
     pub probes: Vec<(u16, Result<String, String>)>,
+    /// What the tracer saw, when traced.
+    pub trace: Option<trace::Trace>,
 }
 
 /// The lines of output kept.
@@ -58,8 +99,15 @@ const LOG_LINES: usize = 20;
 
 /// The OCI runtime config for `spec`.
 pub fn config(spec: &RunSpec) -> serde_json::Value {
-    let caps =
-        json!({"bounding": [], "effective": [], "inheritable": [], "permitted": [], "ambient": []});
+    let caps = match spec.profile {
+        Profile::Restricted => {
+            json!({"bounding": [], "effective": [], "inheritable": [], "permitted": [], "ambient": []})
+        }
+        Profile::Docker => json!({
+            "bounding": DOCKER_CAPABILITIES, "effective": DOCKER_CAPABILITIES,
+            "inheritable": [], "permitted": DOCKER_CAPABILITIES, "ambient": []
+        }),
+    };
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc"}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
@@ -82,6 +130,26 @@ pub fn config(spec: &RunSpec) -> serde_json::Value {
                            "options": options}));
     }
     let map = json!([{"containerID": 0, "hostID": spec.ids.base, "size": spec.ids.size}]);
+    let mut linux = json!({
+        "uidMappings": map,
+        "gidMappings": map,
+        "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"},
+                       {"type": "uts"}, {"type": "mount"}, {"type": "user"}],
+        "sysctl": {"net.ipv4.ip_unprivileged_port_start": "1024"},
+        "maskedPaths": ["/proc/kcore", "/proc/latency_stats", "/proc/timer_list",
+                        "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+        "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq",
+                          "/proc/sys", "/proc/sysrq-trigger"]
+    });
+    if spec.profile == Profile::Docker {
+        linux["resources"] = json!({
+            "memory": {"limit": MEMORY_LIMIT},
+            "pids": {"limit": PIDS_LIMIT}
+        });
+    }
+    if spec.trace {
+        linux["seccomp"] = trace::seccomp();
+    }
     json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -92,22 +160,14 @@ pub fn config(spec: &RunSpec) -> serde_json::Value {
             "cwd": spec.cwd,
             "capabilities": caps,
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            // Also where `docker run` would not set it: the tracer's seccomp filter is
+            // installed after the process's ids are set only with it.
             "noNewPrivileges": true
         },
-        "root": {"path": "rootfs", "readonly": true},
+        "root": {"path": "rootfs", "readonly": spec.profile == Profile::Restricted},
         "hostname": "unroot-verify",
         "mounts": mounts,
-        "linux": {
-            "uidMappings": map,
-            "gidMappings": map,
-            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"},
-                           {"type": "uts"}, {"type": "mount"}, {"type": "user"}],
-            "sysctl": {"net.ipv4.ip_unprivileged_port_start": "1024"},
-            "maskedPaths": ["/proc/kcore", "/proc/latency_stats", "/proc/timer_list",
-                            "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
-            "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq",
-                              "/proc/sys", "/proc/sysrq-trigger"]
-        }
+        "linux": linux
     })
 }
 
@@ -118,10 +178,13 @@ pub struct Watch<'a> {
     pub ports: &'a BTreeSet<u16>,
     /// How long it has to.
     pub timeout: Duration,
-    /// With no ports: how long it must stay up.
+    /// With no ports: how long it must stay up; with ports, how long it is watched once
+    /// they listen when the run is traced.
     pub settle: Duration,
     /// An HTTP path to GET on each port once they all listen.
     pub probe: Option<&'a str>,
+    /// Trace the run (the bundle's config must have the tracer's seccomp section).
+    pub trace: bool,
 }
 
 /// Why the runtime could not be used.
@@ -147,12 +210,181 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    /// The container could not be traced.
+    #[error(transparent)]
+    Trace(#[from] trace::TraceError),
+}
+
+/// The output lines of a container, kept as they come (the last 200).
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<VecDeque<String>>>);
+
+impl Lines {
+    /// Reads `pipes` on threads of their own until they close.
+    fn read(&self, pipes: Vec<Box<dyn std::io::Read + Send>>) -> Vec<std::thread::JoinHandle<()>> {
+        pipes
+            .into_iter()
+            .map(|pipe| {
+                let lines = self.0.clone();
+                std::thread::spawn(move || {
+                    for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                        let mut l = lines.lock().unwrap_or_else(|e| e.into_inner());
+                        l.push_back(line);
+                        if l.len() > 200 {
+                            l.pop_front();
+                        }
+                    }
+                })
+            })
+            .collect()
+    }
+
+    fn all(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+/// A container being run: by `runtime run` in the foreground, or created, seized by the
+/// tracer and then started.
+enum Launched {
+    Plain(std::process::Child),
+    Traced { pid: u32, tracer: trace::Tracer },
+}
+
+impl Launched {
+    fn start(
+        runtime: &str,
+        bundle: &Path,
+        id: &str,
+        trace: bool,
+        lines: &Lines,
+    ) -> Result<(Launched, Vec<std::thread::JoinHandle<()>>), RuntimeError> {
+        let spawn_error = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::NotFound => RuntimeError::Missing(runtime.to_string()),
+            _ => RuntimeError::Io {
+                path: bundle.display().to_string(),
+                source: e,
+            },
+        };
+        let verb = if trace { "create" } else { "run" };
+        let mut child = Command::new(runtime)
+            .args([verb, "--bundle"])
+            .arg(bundle)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn_error)?;
+        let pipes: Vec<Box<dyn std::io::Read + Send>> = [
+            child
+                .stdout
+                .take()
+                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|e| Box::new(e) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let readers = lines.read(pipes);
+        if !trace {
+            return Ok((Launched::Plain(child), readers));
+        }
+        // `create` returns once the container's init waits to be started; the pipes stay
+        // open in the container.
+        let status = child.wait().map_err(spawn_error)?;
+        let failed = |message: String| {
+            let _ = Command::new(runtime)
+                .args(["delete", "-f", id])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            RuntimeError::Start {
+                runtime: runtime.to_string(),
+                message,
+            }
+        };
+        if !status.success() {
+            for r in readers {
+                let _ = r.join();
+            }
+            return Err(failed(lines.all().join("\n")));
+        }
+        let Some(pid) = container_pid(runtime, id, "created") else {
+            return Err(failed("the created container has no process".into()));
+        };
+        let tracer = match trace::Tracer::attach(pid) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = failed(String::new());
+                return Err(e.into());
+            }
+        };
+        let started = Command::new(runtime)
+            .args(["start", id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(spawn_error)?;
+        if !started.status.success() {
+            let message = String::from_utf8_lossy(&started.stderr).trim().to_string();
+            let _ = failed(String::new());
+            let _ = tracer.finish();
+            return Err(failed(message));
+        }
+        Ok((Launched::Traced { pid, tracer }, readers))
+    }
+
+    /// How the process ended, once it has.
+    fn exited(&mut self) -> Option<i32> {
+        match self {
+            Launched::Plain(child) => {
+                use std::os::unix::process::ExitStatusExt;
+                let status = child.try_wait().ok()??;
+                Some(
+                    status
+                        .code()
+                        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+                )
+            }
+            Launched::Traced { tracer, .. } => tracer.root_exit(),
+        }
+    }
+
+    /// The host pid of the container's process, once it runs.
+    fn pid(&self, runtime: &str, id: &str) -> Option<u32> {
+        match self {
+            Launched::Plain(_) => container_pid(runtime, id, "running"),
+            Launched::Traced { pid, .. } => Some(*pid),
+        }
+    }
+
+    /// Waits for the runtime (killed first) and the tracer.
+    fn end(self) -> Result<Option<trace::Trace>, RuntimeError> {
+        match self {
+            Launched::Plain(mut child) => {
+                let _ = child.wait();
+                Ok(None)
+            }
+            Launched::Traced { tracer, .. } => Ok(Some(tracer.finish()?)),
+        }
+    }
 }
 
 /// Runs the bundle at `bundle` (its `config.json` and `rootfs`) as container `id` with
-/// `runtime`, until every port of `watch.ports` listens (then probed, when asked), the
-/// process exits, `watch.timeout` passes, or `cancel` fires; with no ports, it must stay up
-/// for `watch.settle`. The container is removed whatever happens.
+/// `runtime`, until every port of `watch.ports` listens (then probed, when asked; a traced
+/// run is watched `watch.settle` longer), the process exits, `watch.timeout` passes, or
+/// `cancel` fires; with no ports, it must stay up for `watch.settle`. The container is
+/// removed whatever happens.
 pub fn run(
     runtime: &str,
     bundle: &Path,
@@ -165,73 +397,35 @@ pub fn run(
         timeout,
         settle,
         probe,
+        trace,
     } = *watch;
-    let mut child = Command::new(runtime)
-        .args(["run", "--bundle"])
-        .arg(bundle)
-        .arg(id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => RuntimeError::Missing(runtime.to_string()),
-            _ => RuntimeError::Io {
-                path: bundle.display().to_string(),
-                source: e,
-            },
-        })?;
-    let lines: Arc<Mutex<VecDeque<String>>> = Arc::default();
-    let readers: Vec<_> = [
-        child
-            .stdout
-            .take()
-            .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|e| Box::new(e) as Box<dyn std::io::Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|pipe| {
-        let lines = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut l = lines.lock().unwrap_or_else(|e| e.into_inner());
-                l.push_back(line);
-                if l.len() > 200 {
-                    l.pop_front();
-                }
-            }
-        })
-    })
-    .collect();
-
+    let lines = Lines::default();
     let started = Instant::now();
+    let (mut launched, readers) = Launched::start(runtime, bundle, id, trace, &lines)?;
     let mut observed = Observed::default();
     let mut pid: Option<u32> = None;
     let mut up_since: Option<Instant> = None;
+    let mut all_since: Option<Instant> = None;
     loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            use std::os::unix::process::ExitStatusExt;
-            observed.exited = Some(
-                status
-                    .code()
-                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
-            );
+        if let Some(code) = launched.exited() {
+            observed.exited = Some(code);
             break;
         }
         if pid.is_none() {
-            pid = state_pid(runtime, id);
+            pid = launched.pid(runtime, id);
         }
         if let Some(p) = pid {
             up_since.get_or_insert_with(Instant::now);
             observed.listening.extend(listening(p));
         }
         let all = !ports.is_empty() && ports.is_subset(&observed.listening);
+        if all {
+            all_since.get_or_insert_with(Instant::now);
+        }
+        // A traced run goes on a while once it serves: what it does next is seen too.
+        let served = all && (!trace || all_since.is_some_and(|t| t.elapsed() >= settle));
         let settled = ports.is_empty() && up_since.is_some_and(|t| t.elapsed() >= settle);
-        if all || settled || started.elapsed() >= timeout || cancel.is_cancelled() {
+        if served || settled || started.elapsed() >= timeout || cancel.is_cancelled() {
             if let (true, Some(path), Some(p)) = (all, probe, pid) {
                 observed.probes = ports
                     .iter()
@@ -247,7 +441,8 @@ pub fn run(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
-    let _ = child.wait();
+    let plain = matches!(launched, Launched::Plain(_));
+    let traced = launched.end();
     let _ = Command::new(runtime)
         .args(["delete", "-f", id])
         .stdout(Stdio::null())
@@ -256,7 +451,8 @@ pub fn run(
     for r in readers {
         let _ = r.join();
     }
-    let lines = lines.lock().unwrap_or_else(|e| e.into_inner());
+    observed.trace = traced?;
+    let lines = lines.all();
     observed.log = lines
         .iter()
         .skip(lines.len().saturating_sub(LOG_LINES))
@@ -277,7 +473,11 @@ pub fn run(
     }
     observed.denied = denied;
     // A container that never ran: the runtime's own failure.
-    if pid.is_none() && observed.exited.is_some_and(|c| c != 0) && observed.listening.is_empty() {
+    if plain
+        && pid.is_none()
+        && observed.exited.is_some_and(|c| c != 0)
+        && observed.listening.is_empty()
+    {
         let runtime_said = observed
             .log
             .iter()
@@ -340,15 +540,16 @@ pub fn status_ok(line: &str) -> bool {
         .is_some_and(|c| (200..400).contains(&c))
 }
 
-/// The host pid of the container's process, once it runs.
-fn state_pid(runtime: &str, id: &str) -> Option<u32> {
+/// The host pid of the container's process, once the runtime says its status is `status`
+/// (`created`, `running`).
+fn container_pid(runtime: &str, id: &str, status: &str) -> Option<u32> {
     let out = Command::new(runtime)
         .args(["state", id])
         .stderr(Stdio::null())
         .output()
         .ok()?;
     let state: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    if state["status"] != "running" {
+    if state["status"] != status {
         return None;
     }
     state["pid"]
@@ -418,6 +619,8 @@ mod tests {
                 base: 100_000,
                 size: 65536,
             },
+            profile: Profile::Restricted,
+            trace: false,
         });
         assert_eq!(c["root"]["readonly"], true);
         assert_eq!(c["process"]["noNewPrivileges"], true);

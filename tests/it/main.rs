@@ -18,4 +18,5 @@ mod session;
 mod signals;
 mod support;
 mod tokens;
+mod trace;
 mod transports;
