@@ -9,6 +9,7 @@ pub mod manifest;
 pub mod media;
 pub mod ports;
 pub mod reference;
+pub mod trace;
 pub mod units;
 
 pub use config::ImageConfig;

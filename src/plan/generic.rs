@@ -51,6 +51,21 @@ pub struct Options {
     pub recipe_writable: Vec<(ImagePath, String)>,
     /// Directories the matched recipes say the service must own.
     pub recipe_owned: Vec<OwnedDir>,
+    /// Ports the matched recipes say the service listens on (`53/udp`), with the
+    /// recipe's name: exposed, and moved where the command line names them.
+    pub recipe_ports: Vec<(String, String)>,
+    /// Files and directories the matched recipes say the service reads.
+    pub recipe_readable: Vec<ReadablePath>,
+}
+
+/// A file or directory the service reads that only root (or its group) may (a recipe's
+/// `[[readable]]`): it becomes the runtime user's, group 0, readable by both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadablePath {
+    /// The path.
+    pub path: ImagePath,
+    /// The recipe that says so.
+    pub recipe: String,
 }
 
 /// A directory the service must own with a mode it checks (a recipe's `[[owned]]`): it
@@ -133,535 +148,752 @@ fn obvious_service_user<'a>(
     }
 }
 
-/// Builds the generic plan.
+/// Builds the generic plan: each pass turns what the image holds (and what recipes or
+/// learning say of its service) into changes, each change with its reason.
 pub fn plan(scan: &Scan, config: &ImageConfig, opts: &Options) -> Result<Plan, PlanError> {
     if opts.uid == Some(0) {
         return Err(PlanError::Root);
     }
-    let view = &scan.view;
-    let accounts = accounts::Accounts::read(&scan.view)?;
+    let mut p = Planner {
+        view: &scan.view,
+        config,
+        opts,
+        accounts: accounts::Accounts::read(&scan.view)?,
+        changes: BTreeMap::new(),
+        notes: Vec::new(),
+    };
     let user_before = config.user().map(String::from);
-    let image_user =
-        accounts::resolve_user(user_before.as_deref(), &accounts.passwd, &accounts.groups);
-    let mut notes = Vec::new();
+    let former = p.former_user(user_before.as_deref());
+    let identity = p.identity(former.as_ref());
+    p.reown_code();
+    let holds_code = p.dirs_holding_code();
+    let (writable, owned) = p.writable(former.as_ref(), &identity, &holds_code)?;
+    p.readable(&identity);
+    let volumes = p.volumes(&owned)?;
+    p.tmp();
+    let ports = p.ports();
+    let Planner { changes, notes, .. } = p;
+    let mut plan = Plan {
+        identity,
+        user_before,
+        changes,
+        exposed_ports: ports.exposed,
+        env: ports.env,
+        volumes,
+        port_moves: ports.moves.into_iter().collect(),
+        listen_moves: ports.listen_moves,
+        entrypoint: ports.entrypoint,
+        cmd: ports.cmd,
+        arg_moves: ports.arg_moves,
+        writable,
+        owned,
+        notes,
+        recipes: Vec::new(),
+        recipe_problems: Vec::new(),
+    };
+    let (uid, gid) = (plan.identity.uid, plan.identity.gid);
+    for (what, id) in [("uid", uid), ("gid", gid)] {
+        if id > MAX_MAPPED_ID {
+            plan.notes.push(format!(
+                "{what} {id} is above 65535: rootless runtimes with the default subordinate id range (65536 ids from /etc/subuid) cannot map it; pick an id below 65536 unless every runtime it goes to maps more"
+            ));
+        }
+    }
+    Ok(plan)
+}
 
-    // The service user the image had: named in `User`; else the one its command switches
-    // to, the recipe's, or the obvious owner of files.
-    let former: Option<(u64, Option<u64>, String)> = match image_user.uid {
-        Some(0) => {
-            let switched = users::command_user(config, &accounts.passwd);
-            let preferred = opts.preferred_users.iter().find_map(|(name, recipe)| {
-                let p = accounts
-                    .passwd
-                    .iter()
-                    .find(|p| &p.name == name && p.uid != 0)?;
-                Some((
-                    p.uid,
-                    Some(p.gid),
-                    format!("`{}`, the service account of the {recipe} recipe", p.name),
-                ))
-            });
-            switched.or(preferred).or_else(|| {
-                obvious_service_user(view, &accounts.passwd).map(|p| {
-                    (
+/// The service user the image had: `(uid, gid, why)`.
+type Former = (u64, Option<u64>, String);
+
+/// The state the passes share: the image, the options, and what they decided so far.
+struct Planner<'a> {
+    view: &'a MergedView,
+    config: &'a ImageConfig,
+    opts: &'a Options,
+    accounts: accounts::Accounts,
+    changes: BTreeMap<ImagePath, FileChange>,
+    notes: Vec<String>,
+}
+
+/// What the ports passes decide.
+#[derive(Default)]
+struct PortChanges {
+    moves: BTreeMap<u16, u16>,
+    listen_moves: BTreeSet<u16>,
+    exposed: Option<Vec<String>>,
+    env: Option<Vec<String>>,
+    entrypoint: Option<Vec<String>>,
+    cmd: Option<Vec<String>>,
+    arg_moves: Vec<ArgMove>,
+}
+
+impl Planner<'_> {
+    /// The service user the image had: named in `User`; else the one its command switches
+    /// to, the recipe's, or the obvious owner of files.
+    fn former_user(&mut self, user_before: Option<&str>) -> Option<Former> {
+        let accounts = &self.accounts;
+        let image_user = accounts::resolve_user(user_before, &accounts.passwd, &accounts.groups);
+        match image_user.uid {
+            Some(0) => {
+                let switched = users::command_user(self.config, &accounts.passwd);
+                let preferred = self.opts.preferred_users.iter().find_map(|(name, recipe)| {
+                    let p = accounts
+                        .passwd
+                        .iter()
+                        .find(|p| &p.name == name && p.uid != 0)?;
+                    Some((
                         p.uid,
                         Some(p.gid),
-                        format!(
-                            "`{}`, the only non-system account that owns files in the image",
-                            p.name
-                        ),
-                    )
+                        format!("`{}`, the service account of the {recipe} recipe", p.name),
+                    ))
+                });
+                switched.or(preferred).or_else(|| {
+                    obvious_service_user(self.view, &accounts.passwd).map(|p| {
+                        (
+                            p.uid,
+                            Some(p.gid),
+                            format!(
+                                "`{}`, the only non-system account that owns files in the image",
+                                p.name
+                            ),
+                        )
+                    })
                 })
-            })
+            }
+            Some(uid) => Some((
+                uid,
+                image_user.gid,
+                format!("the image's `User` {}", user_before.unwrap_or_default()),
+            )),
+            None => {
+                self.notes.push(format!(
+                    "the image's `User` `{}` has no entry in `/etc/passwd`; the image could not start as it was",
+                    user_before.unwrap_or_default()
+                ));
+                None
+            }
         }
-        Some(uid) => Some((
-            uid,
-            image_user.gid,
-            format!(
-                "the image's `User` {}",
-                user_before.as_deref().unwrap_or_default()
-            ),
-        )),
-        None => {
-            notes.push(format!(
-                "the image's `User` `{}` has no entry in `/etc/passwd`; the image could not start as it was",
-                user_before.as_deref().unwrap_or_default()
-            ));
-            None
-        }
-    };
-
-    let (uid, why) = match (opts.uid, &former) {
-        (Some(u), _) => (u, "given with `--uid`".to_string()),
-        (None, Some((u, _, why))) => (*u, why.clone()),
-        (None, None) => (
-            DEFAULT_UID,
-            format!("no non-root user in the image, so the default {DEFAULT_UID}"),
-        ),
-    };
-    let existing = accounts.passwd.iter().find(|p| p.uid == uid);
-    // The group: as given; else the one the image's user ran with (a numeric `User` without
-    // a passwd entry runs with group 0); else the account's primary group; else the UID.
-    let kept_user = opts.uid.is_none() && former.is_some();
-    let gid = opts
-        .gid
-        .or(former.as_ref().filter(|f| f.0 == uid).and_then(|f| f.1))
-        .or(existing.map(|p| p.gid))
-        .unwrap_or(if kept_user { 0 } else { uid });
-    if uid > MAX_MAPPED_ID || gid > MAX_MAPPED_ID {
-        notes.push(format!(
-            "uid {uid} / gid {gid} is above {MAX_MAPPED_ID}: rootless runtimes with the default subordinate id range cannot run it"
-        ));
     }
 
-    let mut changes: BTreeMap<ImagePath, FileChange> = BTreeMap::new();
-    let name = match existing {
-        Some(p) => p.name.clone(),
-        None => {
-            let name = users::free_name(&accounts.passwd, &accounts.groups, uid);
-            let home = format!("/home/{name}");
-            let line = format!("{name}:x:{uid}:{gid}:{name}:{home}:/sbin/nologin");
-            let (text, before) = match &accounts.passwd_text {
-                Some(t) => (
-                    users::append_line(t, &line),
-                    view.get(&accounts.passwd_path).map(|n| n.meta.clone()),
-                ),
-                None => (
-                    users::append_line(b"root:x:0:0:root:/root:/sbin/nologin\n", &line),
-                    None,
-                ),
-            };
-            changes.insert(
-                accounts.passwd_path.clone(),
-                text_change(
-                    text,
-                    before,
-                    accounts.passwd_text.as_ref(),
-                    opts.mtime,
-                    Reason::PasswdEntry,
-                ),
-            );
-            name
+    /// The runtime user and group, with the account entries it lacks.
+    fn identity(&mut self, former: Option<&Former>) -> Identity {
+        let opts = self.opts;
+        let (uid, why) = match (opts.uid, former) {
+            (Some(u), _) => (u, "given with `--uid`".to_string()),
+            (None, Some((u, _, why))) => (*u, why.clone()),
+            (None, None) => (
+                DEFAULT_UID,
+                format!("no non-root user in the image, so the default {DEFAULT_UID}"),
+            ),
+        };
+        let existing = self.accounts.passwd.iter().find(|p| p.uid == uid).cloned();
+        // The group: as given; else the one the image's user ran with (a numeric `User`
+        // without a passwd entry runs with group 0); else the account's primary group;
+        // else the UID.
+        let kept_user = opts.uid.is_none() && former.is_some();
+        let gid = opts
+            .gid
+            .or(former.filter(|f| f.0 == uid).and_then(|f| f.1))
+            .or(existing.as_ref().map(|p| p.gid))
+            .unwrap_or(if kept_user { 0 } else { uid });
+        if uid > MAX_MAPPED_ID || gid > MAX_MAPPED_ID {
+            self.notes.push(format!(
+                "uid {uid} / gid {gid} is above {MAX_MAPPED_ID}: rootless runtimes with the default subordinate id range cannot run it"
+            ));
         }
-    };
-    if !accounts.groups.iter().any(|g| g.gid == gid) {
+        let name = match existing {
+            Some(p) => p.name,
+            None => self.add_passwd_entry(uid, gid),
+        };
+        if !self.accounts.groups.iter().any(|g| g.gid == gid) {
+            self.add_group_entry(&name, gid);
+        }
+        Identity {
+            uid,
+            gid,
+            name,
+            why,
+        }
+    }
+
+    /// Adds the runtime user to `/etc/passwd` (made when the image has none); its name.
+    fn add_passwd_entry(&mut self, uid: u64, gid: u64) -> String {
+        let accounts = &self.accounts;
+        let name = users::free_name(&accounts.passwd, &accounts.groups, uid);
+        let home = format!("/home/{name}");
+        let line = format!("{name}:x:{uid}:{gid}:{name}:{home}:/sbin/nologin");
+        let (text, before) = match &accounts.passwd_text {
+            Some(t) => (
+                users::append_line(t, &line),
+                self.view.get(&accounts.passwd_path).map(|n| n.meta.clone()),
+            ),
+            None => (
+                users::append_line(b"root:x:0:0:root:/root:/sbin/nologin\n", &line),
+                None,
+            ),
+        };
+        self.changes.insert(
+            accounts.passwd_path.clone(),
+            text_change(
+                text,
+                before,
+                accounts.passwd_text.as_ref(),
+                self.opts.mtime,
+                Reason::PasswdEntry,
+            ),
+        );
+        name
+    }
+
+    /// Adds the runtime user's group to `/etc/group`.
+    fn add_group_entry(&mut self, name: &str, gid: u64) {
+        let accounts = &self.accounts;
         let line = format!("{name}:x:{gid}:");
         let (text, before) = match &accounts.group_text {
             Some(t) => (
                 users::append_line(t, &line),
-                view.get(&accounts.group_path).map(|n| n.meta.clone()),
+                self.view.get(&accounts.group_path).map(|n| n.meta.clone()),
             ),
             None => (users::append_line(b"root:x:0:\n", &line), None),
         };
-        changes.insert(
+        self.changes.insert(
             accounts.group_path.clone(),
             text_change(
                 text,
                 before,
                 accounts.group_text.as_ref(),
-                opts.mtime,
+                self.opts.mtime,
                 Reason::GroupEntry,
             ),
         );
     }
-    let home = accounts
-        .passwd
-        .iter()
-        .find(|p| p.uid == uid)
-        .map(|p| p.home.clone())
-        .unwrap_or_else(|| format!("/home/{name}"));
 
-    // Code owned by non-root users goes back to root.
-    for (path, node) in view.iter() {
-        let meta = &node.meta;
-        if meta.uid == 0 {
-            continue;
-        }
-        let (source_meta, content) = match meta.kind {
-            Kind::File => (meta, node.content.as_ref()),
-            Kind::Hardlink => {
-                // Same inode as its target: when the target is re-owned by its own entry,
-                // this name becomes a hard link to it in the new layer.
-                let Some(target_path) = meta.hardlink_target() else {
-                    continue;
-                };
-                let Some(target) = view.get(&target_path) else {
-                    continue;
-                };
-                let reowned = target.meta.kind == Kind::File
-                    && target.meta.uid != 0
-                    && is_code(&target_path, &target.meta)
-                    && matches!(target.content, Some(Content::Spooled { .. }));
-                if reowned {
-                    let mut new = root_owned(&target.meta);
-                    new.kind = Kind::Hardlink;
-                    new.link = Some(target_path.as_bytes().to_vec());
-                    new.xattrs.clear();
-                    new.size = 0;
-                    changes.insert(
+    /// Code owned by non-root users goes back to root.
+    fn reown_code(&mut self) {
+        let view = self.view;
+        for (path, node) in view.iter() {
+            let meta = &node.meta;
+            if meta.uid == 0 {
+                continue;
+            }
+            match meta.kind {
+                Kind::File => {
+                    if !is_code(&path, meta) {
+                        continue;
+                    }
+                    let Some(Content::Spooled { offset }) = node.content.as_ref() else {
+                        continue;
+                    };
+                    let mut new = root_owned(meta);
+                    new.kind = Kind::File;
+                    new.link = None;
+                    self.changes.insert(
                         path.clone(),
                         FileChange {
                             meta: new,
-                            body: Body::Empty,
-                            reason: Reason::Reowned {
-                                uid: target.meta.uid,
+                            body: Body::Spooled {
+                                offset: *offset,
+                                len: meta.size,
                             },
+                            reason: Reason::Reowned { uid: meta.uid },
                             before: Some(meta.clone()),
                             original: None,
                         },
                     );
                 }
-                continue;
+                Kind::Hardlink => self.reown_hardlink(&path, meta),
+                _ => {}
             }
-            _ => continue,
-        };
-        if !is_code(&path, source_meta) {
-            continue;
         }
-        let Some(Content::Spooled { offset }) = content else {
-            continue;
+    }
+
+    /// A hard link has the same inode as its target: when the target is re-owned by its
+    /// own entry, this name becomes a hard link to it in the new layer.
+    fn reown_hardlink(&mut self, path: &ImagePath, meta: &Meta) {
+        let Some(target_path) = meta.hardlink_target() else {
+            return;
         };
-        let mut new = root_owned(source_meta);
-        new.kind = Kind::File;
-        new.link = None;
-        changes.insert(
+        let Some(target) = self.view.get(&target_path) else {
+            return;
+        };
+        let reowned = target.meta.kind == Kind::File
+            && target.meta.uid != 0
+            && is_code(&target_path, &target.meta)
+            && matches!(target.content, Some(Content::Spooled { .. }));
+        if !reowned {
+            return;
+        }
+        let mut new = root_owned(&target.meta);
+        new.kind = Kind::Hardlink;
+        new.link = Some(target_path.as_bytes().to_vec());
+        new.xattrs.clear();
+        new.size = 0;
+        self.changes.insert(
             path.clone(),
             FileChange {
                 meta: new,
-                body: Body::Spooled {
-                    offset: *offset,
-                    len: source_meta.size,
+                body: Body::Empty,
+                reason: Reason::Reowned {
+                    uid: target.meta.uid,
                 },
-                reason: Reason::Reowned { uid: meta.uid },
                 before: Some(meta.clone()),
                 original: None,
             },
         );
     }
 
-    // Directories the service writes.
-    let mut writable: BTreeSet<ImagePath> = BTreeSet::new();
-    let mut writable_roots: Vec<(ImagePath, String)> = Vec::new();
-    // A directory that holds code (anywhere below it) is not one the service must write:
-    // were it writable, the user could swap the root-owned binaries in it.
-    let mut holds_code: BTreeSet<ImagePath> = BTreeSet::new();
-    for (path, node) in view.iter() {
-        if matches!(node.meta.kind, Kind::File | Kind::Hardlink) && is_code(&path, &node.meta) {
-            let mut p = path.parent();
-            while let Some(dir) = p {
-                if !holds_code.insert(dir.clone()) {
-                    break;
+    /// The directories that hold code (anywhere below them): not ones the service must
+    /// write, or the user could swap the root-owned binaries in them.
+    fn dirs_holding_code(&self) -> BTreeSet<ImagePath> {
+        let mut holds_code: BTreeSet<ImagePath> = BTreeSet::new();
+        for (path, node) in self.view.iter() {
+            if matches!(node.meta.kind, Kind::File | Kind::Hardlink) && is_code(&path, &node.meta) {
+                let mut p = path.parent();
+                while let Some(dir) = p {
+                    if !holds_code.insert(dir.clone()) {
+                        break;
+                    }
+                    p = dir.parent();
                 }
-                p = dir.parent();
             }
         }
+        holds_code
     }
-    if let Some((former_uid, _, _)) = &former {
-        for (path, node) in view.iter() {
-            if node.meta.kind != Kind::Dir || node.meta.uid != *former_uid {
+
+    /// The directories the service writes: the former service user's (those that hold
+    /// code become root-owned instead), volumes, the user's home, the recipes'; and the
+    /// directories it must own. Returns the top-most writable directories and the owned
+    /// ones.
+    fn writable(
+        &mut self,
+        former: Option<&Former>,
+        identity: &Identity,
+        holds_code: &BTreeSet<ImagePath>,
+    ) -> Result<(Vec<ImagePath>, Vec<OwnedDir>), PlanError> {
+        let view = self.view;
+        let uid = identity.uid;
+        let mut roots: Vec<(ImagePath, String)> = Vec::new();
+        if let Some((former_uid, _, _)) = former {
+            for (path, node) in view.iter() {
+                if node.meta.kind != Kind::Dir || node.meta.uid != *former_uid {
+                    continue;
+                }
+                if holds_code.contains(&path) {
+                    self.changes.insert(
+                        path.clone(),
+                        FileChange {
+                            meta: root_owned(&node.meta),
+                            body: Body::Empty,
+                            reason: Reason::CodeDir { uid: node.meta.uid },
+                            before: Some(node.meta.clone()),
+                            original: None,
+                        },
+                    );
+                } else {
+                    roots.push((path.clone(), "owned by the service user".to_string()));
+                }
+            }
+        }
+        for v in self.config.volumes() {
+            roots.push((view.resolve(&ImagePath::new(&v))?, "a volume".to_string()));
+        }
+        if let Some(home) = self.writable_home(identity, holds_code)? {
+            roots.push((home, "the user's home".to_string()));
+        }
+        for (dir, recipe) in &self.opts.recipe_writable {
+            roots.push((dir.clone(), format!("written by the {recipe} service")));
+        }
+        // A directory the service must own is not made group-writable (the service refuses
+        // it then); its parent is, and is what gets mounted.
+        let mut owned: Vec<OwnedDir> = Vec::new();
+        for o in &self.opts.recipe_owned {
+            let Some(parent) = o.path.parent().filter(|p| !p.is_root()) else {
                 continue;
-            }
-            if holds_code.contains(&path) {
-                changes.insert(
-                    path.clone(),
-                    FileChange {
-                        meta: root_owned(&node.meta),
-                        body: Body::Empty,
-                        reason: Reason::CodeDir { uid: node.meta.uid },
-                        before: Some(node.meta.clone()),
-                        original: None,
-                    },
-                );
-            } else {
-                writable_roots.push((path.clone(), "owned by the service user".to_string()));
+            };
+            roots.push((
+                parent,
+                format!("where the {} service creates its {}", o.recipe, o.what),
+            ));
+            owned.push(o.clone());
+        }
+        let is_owned = |p: &ImagePath| owned.iter().any(|o| *p == o.path || p.is_below(&o.path));
+        roots.retain(|(root, _)| !is_owned(root));
+        let mut writable: BTreeSet<ImagePath> = BTreeSet::new();
+        for (root, what) in roots {
+            if self.make_tree_writable(&root, &what, uid, &is_owned) {
+                writable.insert(root);
             }
         }
+        let owned = self.own_dirs(owned, uid);
+        // Keep only the top-most writable directories in the list shown to users.
+        let mut tops: Vec<ImagePath> = Vec::new();
+        for w in writable {
+            if !tops.iter().any(|t| w.is_below(t)) {
+                tops.push(w);
+            }
+        }
+        Ok((tops, owned))
     }
-    for v in config.volumes() {
-        writable_roots.push((view.resolve(&ImagePath::new(&v))?, "a volume".to_string()));
-    }
-    if !is_system_dir(&home) {
-        let home = view.resolve(&ImagePath::new(&home))?;
+
+    /// The user's home, when the service may write it: not a system directory, holding
+    /// no code and no files of others.
+    fn writable_home(
+        &mut self,
+        identity: &Identity,
+        holds_code: &BTreeSet<ImagePath>,
+    ) -> Result<Option<ImagePath>, PlanError> {
+        let home = self
+            .accounts
+            .passwd
+            .iter()
+            .find(|p| p.uid == identity.uid)
+            .map(|p| p.home.clone())
+            .unwrap_or_else(|| format!("/home/{}", identity.name));
+        if is_system_dir(&home) {
+            return Ok(None);
+        }
+        let home = self.view.resolve(&ImagePath::new(&home))?;
         if holds_code.contains(&home) {
-            notes.push(format!(
+            self.notes.push(format!(
                 "the user's home `{home}` holds executables, so it is not made writable"
             ));
-        } else if view
+            Ok(None)
+        } else if self
+            .view
             .below(&home)
-            .any(|(_, n)| n.meta.kind != Kind::Dir && n.meta.uid != uid)
+            .any(|(_, n)| n.meta.kind != Kind::Dir && n.meta.uid != identity.uid)
         {
             // A service account's "home" is often its content (www-data: /var/www).
-            notes.push(format!(
+            self.notes.push(format!(
                 "the user's home `{home}` holds files it does not own, so it is not made writable"
             ));
+            Ok(None)
         } else {
-            writable_roots.push((home, "the user's home".to_string()));
+            Ok(Some(home))
         }
     }
-    for (dir, recipe) in &opts.recipe_writable {
-        writable_roots.push((dir.clone(), format!("written by the {recipe} service")));
-    }
-    // A directory the service must own is not made group-writable (the service refuses
-    // it then); its parent is, and is what gets mounted.
-    let mut owned: Vec<&OwnedDir> = Vec::new();
-    for o in &opts.recipe_owned {
-        let Some(parent) = o.path.parent().filter(|p| !p.is_root()) else {
-            continue;
-        };
-        writable_roots.push((
-            parent,
-            format!("where the {} service creates its {}", o.recipe, o.what),
-        ));
-        owned.push(o);
-    }
-    let is_owned = |p: &ImagePath| owned.iter().any(|o| *p == o.path || p.is_below(&o.path));
-    writable_roots.retain(|(root, _)| !is_owned(root));
-    for (root, what) in writable_roots {
+
+    /// Makes `root` and the directories below it `UID:0` and group-writable (created when
+    /// missing); whether it became a writable directory.
+    fn make_tree_writable(
+        &mut self,
+        root: &ImagePath,
+        what: &str,
+        uid: u64,
+        is_owned: &dyn Fn(&ImagePath) -> bool,
+    ) -> bool {
         if root.is_root() {
-            notes.push(format!(
+            self.notes.push(format!(
                 "`/` is {what}; unroot does not make the whole filesystem writable"
             ));
-            continue;
+            return false;
         }
-        match view.get(&root) {
+        match self.view.get(root) {
             Some(node) if node.meta.kind != Kind::Dir => {
-                notes.push(format!(
+                self.notes.push(format!(
                     "`{root}` is {what} but is a {}, not a directory; left as it is",
                     node.meta.kind.name()
                 ));
-                continue;
+                return false;
             }
             Some(node) => {
-                make_writable(&mut changes, &root, &node.meta, uid);
-                for (p, n) in view.below(&root) {
+                make_writable(&mut self.changes, root, &node.meta, uid);
+                for (p, n) in self.view.below(root) {
                     if n.meta.kind == Kind::Dir && !is_owned(&p) {
-                        make_writable(&mut changes, &p, &n.meta, uid);
+                        make_writable(&mut self.changes, &p, &n.meta, uid);
                     }
                 }
             }
-            None if view.exists(&root) => {
-                // Only implied by deeper entries: give it an entry of its own.
-                changes.insert(root.clone(), new_dir(uid, opts.mtime));
-            }
+            // Missing, or only implied by deeper entries: give it an entry of its own.
             None => {
-                changes.insert(root.clone(), new_dir(uid, opts.mtime));
+                self.changes
+                    .insert(root.clone(), new_dir(uid, self.opts.mtime));
             }
         }
-        writable.insert(root);
+        true
     }
-    for o in &owned {
-        let before = view.get(&o.path).map(|n| n.meta.clone());
-        let mut change = match &before {
-            Some(meta) if meta.kind != Kind::Dir => {
-                notes.push(format!(
-                    "`{}` is the {} service's {} but is a {}, not a directory; left as it is",
-                    o.path,
-                    o.recipe,
-                    o.what,
-                    meta.kind.name()
+
+    /// The directories the service must own: the runtime user's, with their mode.
+    fn own_dirs(&mut self, owned: Vec<OwnedDir>, uid: u64) -> Vec<OwnedDir> {
+        for o in &owned {
+            let before = self.view.get(&o.path).map(|n| n.meta.clone());
+            let mut change = match &before {
+                Some(meta) if meta.kind != Kind::Dir => {
+                    self.notes.push(format!(
+                        "`{}` is the {} service's {} but is a {}, not a directory; left as it is",
+                        o.path,
+                        o.recipe,
+                        o.what,
+                        meta.kind.name()
+                    ));
+                    continue;
+                }
+                Some(meta) => FileChange {
+                    meta: meta.clone(),
+                    body: Body::Empty,
+                    reason: Reason::Owned {
+                        what: o.what.clone(),
+                    },
+                    before: before.clone(),
+                    original: None,
+                },
+                None => {
+                    let mut created = new_dir(uid, self.opts.mtime);
+                    created.reason = Reason::Owned {
+                        what: o.what.clone(),
+                    };
+                    created
+                }
+            };
+            change.meta.uid = uid;
+            change.meta.gid = 0;
+            change.meta.mode = o.mode;
+            if before.as_ref() != Some(&change.meta) {
+                self.changes.insert(o.path.clone(), change);
+            } else {
+                self.changes.remove(&o.path);
+            }
+        }
+        owned
+    }
+
+    /// Files and directories the service reads that only root (or its group) may: the
+    /// runtime user's, group 0, readable by both (a recipe's `[[readable]]`).
+    fn readable(&mut self, identity: &Identity) {
+        for r in &self.opts.recipe_readable {
+            let Ok(path) = self.view.resolve(&r.path) else {
+                continue;
+            };
+            let Some(node) = self.view.get(&path) else {
+                self.notes.push(format!(
+                    "`{}`, which the {} recipe makes readable, is not in the image",
+                    r.path, r.recipe
                 ));
                 continue;
-            }
-            Some(meta) => FileChange {
-                meta: meta.clone(),
-                body: Body::Empty,
-                reason: Reason::Owned {
-                    what: o.what.clone(),
-                },
-                before: before.clone(),
-                original: None,
-            },
-            None => {
-                let mut created = new_dir(uid, opts.mtime);
-                created.reason = Reason::Owned {
-                    what: o.what.clone(),
-                };
-                created
-            }
-        };
-        change.meta.uid = uid;
-        change.meta.gid = 0;
-        change.meta.mode = o.mode;
-        if before.as_ref() != Some(&change.meta) {
-            changes.insert(o.path.clone(), change);
-        } else {
-            changes.remove(&o.path);
-        }
-    }
-    // A volume at a directory the service must own moves to its parent: a fresh volume
-    // takes the parent's owner and mode, so any UID in group 0 can create the directory.
-    let before_volumes = config.volumes();
-    let mut new_volumes: Vec<String> = Vec::new();
-    for v in &before_volumes {
-        let resolved = view.resolve(&ImagePath::new(v))?;
-        let v = match owned.iter().find(|o| o.path == resolved) {
-            Some(o) => o.path.parent().map_or(v.clone(), |p| p.display()),
-            None => v.clone(),
-        };
-        if !new_volumes.contains(&v) {
-            new_volumes.push(v);
-        }
-    }
-    let volumes = (new_volumes != before_volumes).then_some(new_volumes);
-    // The runtime contract mounts a tmpfs on /tmp and services are pointed there: an image
-    // without it (scratch) gets one, world-writable with the sticky bit as usual.
-    let tmp = ImagePath::new("/tmp");
-    if !view.exists(&tmp) {
-        let mut dir = new_dir(0, opts.mtime);
-        dir.meta.gid = 0;
-        dir.meta.mode = 0o1777;
-        changes.insert(tmp, dir);
-    }
-    // Keep only the top-most writable directories in the list shown to users.
-    let mut tops: Vec<ImagePath> = Vec::new();
-    for w in writable {
-        if !tops.iter().any(|t| w.is_below(t)) {
-            tops.push(w);
-        }
-    }
-
-    // Ports.
-    let mut moves: BTreeMap<u16, u16> = BTreeMap::new();
-    let exposed = config.exposed_ports();
-    let mut new_exposed: Vec<String> = Vec::new();
-    for key in &exposed {
-        let moved = opts.ports.map_exposed(key);
-        if let Some(to) = &moved {
-            if let (Ok(f), Ok(t)) = (port_of(key), port_of(to)) {
-                moves.insert(f, t);
-            }
-        }
-        let k = moved.unwrap_or_else(|| key.clone());
-        if !new_exposed.contains(&k) {
-            new_exposed.push(k);
-        }
-    }
-    let env = config.env();
-    let mut new_env = Vec::with_capacity(env.len());
-    let mut listen_moves = BTreeSet::new();
-    for var in &env {
-        match var.split_once('=') {
-            Some((k, v)) if is_port_variable(k) => match v
-                .trim()
-                .parse::<u16>()
-                .ok()
-                .and_then(|p| opts.ports.map(p).map(|t| (p, t)))
-            {
-                Some((from, to)) => {
-                    moves.insert(from, to);
-                    listen_moves.insert(from);
-                    new_env.push(format!("{k}={to}"));
+            };
+            let before = self
+                .changes
+                .get(&path)
+                .map_or(node.meta.clone(), |c| c.meta.clone());
+            let mut meta = before.clone();
+            meta.uid = identity.uid;
+            meta.gid = 0;
+            let body = match (meta.kind, &node.content) {
+                (Kind::Dir, _) => {
+                    meta.mode |= 0o550;
+                    Body::Empty
                 }
-                None => new_env.push(var.clone()),
-            },
-            _ => new_env.push(var.clone()),
+                (Kind::File, Some(Content::Bytes(b))) => {
+                    meta.mode |= 0o440;
+                    Body::Bytes(b.clone())
+                }
+                (Kind::File, Some(Content::Spooled { offset })) => {
+                    meta.mode |= 0o440;
+                    Body::Spooled {
+                        offset: *offset,
+                        len: meta.size,
+                    }
+                }
+                (kind, _) => {
+                    self.notes.push(format!(
+                        "`{path}` ({}), which the {} recipe makes readable, was not kept while reading the layers; left as it is",
+                        kind.name(),
+                        r.recipe
+                    ));
+                    continue;
+                }
+            };
+            if meta == node.meta {
+                continue;
+            }
+            self.changes
+                .entry(path.clone())
+                .and_modify(|c| c.meta = meta.clone())
+                .or_insert(FileChange {
+                    meta,
+                    body,
+                    reason: Reason::Readable {
+                        recipe: r.recipe.clone(),
+                    },
+                    before: Some(node.meta.clone()),
+                    original: None,
+                });
         }
     }
 
-    // Ports on the command line.
-    let exposed_ports: Vec<u16> = exposed.iter().filter_map(|k| port_of(k).ok()).collect();
-    let mut commands: [Option<Vec<String>>; 2] = [None, None];
-    let mut arg_moves = Vec::new();
-    for (slot, (field, args)) in commands
-        .iter_mut()
-        .zip([("Entrypoint", config.entrypoint()), ("Cmd", config.cmd())])
-    {
-        let found = port_args(&args, &exposed_ports);
-        let (new, moved) = rewrite(&args, &found, |p| opts.ports.map(p));
-        for (index, from, to) in moved {
-            moves.insert(from, to);
-            listen_moves.insert(from);
-            arg_moves.push(ArgMove {
-                location: format!("config.{field}[{index}]"),
-                from,
-                to,
-                before: args[index].clone(),
-                after: new[index].clone(),
-            });
+    /// A volume at a directory the service must own moves to its parent: a fresh volume
+    /// takes the parent's owner and mode, so any UID in group 0 can create the directory.
+    fn volumes(&self, owned: &[OwnedDir]) -> Result<Option<Vec<String>>, PlanError> {
+        let before = self.config.volumes();
+        let mut volumes: Vec<String> = Vec::new();
+        for v in &before {
+            let resolved = self.view.resolve(&ImagePath::new(v))?;
+            let v = match owned.iter().find(|o| o.path == resolved) {
+                Some(o) => o.path.parent().map_or(v.clone(), |p| p.display()),
+                None => v.clone(),
+            };
+            if !volumes.contains(&v) {
+                volumes.push(v);
+            }
         }
-        if new != args {
-            *slot = Some(new);
+        Ok((volumes != before).then_some(volumes))
+    }
+
+    /// The runtime contract mounts a tmpfs on /tmp and services are pointed there: an
+    /// image without it (scratch) gets one, world-writable with the sticky bit as usual.
+    fn tmp(&mut self) {
+        let tmp = ImagePath::new("/tmp");
+        if !self.view.exists(&tmp) {
+            let mut dir = new_dir(0, self.opts.mtime);
+            dir.meta.gid = 0;
+            dir.meta.mode = 0o1777;
+            self.changes.insert(tmp, dir);
         }
     }
-    // The script the command runs: its listen ports move too, in a copy in the new layer.
-    if let Some(script) =
-        super::scripts::command_script(view, config, &exposed_ports, |p| opts.ports.map(p))
-    {
-        let moved: Vec<_> = script.moves.iter().filter(|m| m.from != m.to).collect();
-        if !moved.is_empty() {
-            for m in &moved {
-                moves.insert(m.from, m.to);
-                listen_moves.insert(m.from);
-                arg_moves.push(ArgMove {
-                    location: format!("{}:{}", script.path, m.line),
-                    from: m.from,
-                    to: m.to,
-                    before: m.before.clone(),
-                    after: m.after.clone(),
+
+    /// Ports: `ExposedPorts` (and the ports recipes say the service listens on), port
+    /// variables, the command line, the script the command runs; then a privilege drop in
+    /// front of the command goes.
+    fn ports(&mut self) -> PortChanges {
+        let mut out = PortChanges::default();
+        let mut exposed = self.config.exposed_ports();
+        let before = exposed.clone();
+        for (key, _) in &self.opts.recipe_ports {
+            if !exposed.contains(key) {
+                exposed.push(key.clone());
+            }
+        }
+        let mut new_exposed: Vec<String> = Vec::new();
+        for key in &exposed {
+            let moved = self.opts.ports.map_exposed(key);
+            if let Some(to) = &moved {
+                if let (Ok(f), Ok(t)) = (port_of(key), port_of(to)) {
+                    out.moves.insert(f, t);
+                }
+            }
+            let k = moved.unwrap_or_else(|| key.clone());
+            if !new_exposed.contains(&k) {
+                new_exposed.push(k);
+            }
+        }
+        out.exposed = (new_exposed != before).then_some(new_exposed);
+        self.port_variables(&mut out);
+        let ports: Vec<u16> = exposed.iter().filter_map(|k| port_of(k).ok()).collect();
+        let [entrypoint, cmd] = self.command_ports(&ports, &mut out);
+        self.script_ports(&ports, &mut out);
+        let [entrypoint, cmd] = self.strip_drops([entrypoint, cmd]);
+        out.entrypoint = entrypoint;
+        out.cmd = cmd;
+        out
+    }
+
+    /// `*PORT` variables of `Env`.
+    fn port_variables(&self, out: &mut PortChanges) {
+        let env = self.config.env();
+        let mut new_env = Vec::with_capacity(env.len());
+        for var in &env {
+            match var.split_once('=') {
+                Some((k, v)) if is_port_variable(k) => match v
+                    .trim()
+                    .parse::<u16>()
+                    .ok()
+                    .and_then(|p| self.opts.ports.map(p).map(|t| (p, t)))
+                {
+                    Some((from, to)) => {
+                        out.moves.insert(from, to);
+                        out.listen_moves.insert(from);
+                        new_env.push(format!("{k}={to}"));
+                    }
+                    None => new_env.push(var.clone()),
+                },
+                _ => new_env.push(var.clone()),
+            }
+        }
+        out.env = (new_env != env).then_some(new_env);
+    }
+
+    /// The listen ports of `Entrypoint` and `Cmd`: the new ones, where they change.
+    fn command_ports(&self, ports: &[u16], out: &mut PortChanges) -> [Option<Vec<String>>; 2] {
+        let mut commands: [Option<Vec<String>>; 2] = [None, None];
+        for (slot, (field, args)) in commands.iter_mut().zip([
+            ("Entrypoint", self.config.entrypoint()),
+            ("Cmd", self.config.cmd()),
+        ]) {
+            let found = port_args(&args, ports);
+            let (new, moved) = rewrite(&args, &found, |p| self.opts.ports.map(p));
+            for (index, from, to) in moved {
+                out.moves.insert(from, to);
+                out.listen_moves.insert(from);
+                out.arg_moves.push(ArgMove {
+                    location: format!("config.{field}[{index}]"),
+                    from,
+                    to,
+                    before: args[index].clone(),
+                    after: new[index].clone(),
                 });
             }
-            let edits = moved
-                .iter()
-                .map(|m| format!("line {}: {} -> {}", m.line, m.from, m.to))
-                .collect();
-            changes.insert(
-                script.path.clone(),
-                text_change(
-                    script.text,
-                    view.get(&script.path).map(|n| n.meta.clone()),
-                    Some(&script.original),
-                    opts.mtime,
-                    Reason::PortsMoved { edits },
-                ),
-            );
+            if new != args {
+                *slot = Some(new);
+            }
         }
+        commands
     }
 
-    // A privilege drop in front of the command fails as a non-root user: it goes.
-    for (slot, (field, args)) in commands
-        .iter_mut()
-        .zip([("Entrypoint", config.entrypoint()), ("Cmd", config.cmd())])
-    {
-        let current = slot.clone().unwrap_or(args);
-        if let Some((rest, removed)) = users::strip_drop(&current) {
-            notes.push(format!(
-                "`{removed}` removed from `{field}`: switching users needs root, and the image now starts as its user"
-            ));
-            *slot = Some(rest);
+    /// The script the command runs: its listen ports move too, in a copy in the new layer.
+    fn script_ports(&mut self, ports: &[u16], out: &mut PortChanges) {
+        let Some(script) = super::scripts::command_script(self.view, self.config, ports, |p| {
+            self.opts.ports.map(p)
+        }) else {
+            return;
+        };
+        let moved: Vec<_> = script.moves.iter().filter(|m| m.from != m.to).collect();
+        if moved.is_empty() {
+            return;
         }
+        for m in &moved {
+            out.moves.insert(m.from, m.to);
+            out.listen_moves.insert(m.from);
+            out.arg_moves.push(ArgMove {
+                location: format!("{}:{}", script.path, m.line),
+                from: m.from,
+                to: m.to,
+                before: m.before.clone(),
+                after: m.after.clone(),
+            });
+        }
+        let edits = moved
+            .iter()
+            .map(|m| format!("line {}: {} -> {}", m.line, m.from, m.to))
+            .collect();
+        self.changes.insert(
+            script.path.clone(),
+            text_change(
+                script.text,
+                self.view.get(&script.path).map(|n| n.meta.clone()),
+                Some(&script.original),
+                self.opts.mtime,
+                Reason::PortsMoved { edits },
+            ),
+        );
     }
-    let [entrypoint, cmd] = commands;
 
-    for (what, id) in [("uid", uid), ("gid", gid)] {
-        if id > MAX_MAPPED_ID {
-            notes.push(format!(
-                "{what} {id} is above 65535: rootless runtimes with the default subordinate id range (65536 ids from /etc/subuid) cannot map it; pick an id below 65536 unless every runtime it goes to maps more"
-            ));
+    /// A privilege drop in front of the command fails as a non-root user: it goes.
+    fn strip_drops(&mut self, commands: [Option<Vec<String>>; 2]) -> [Option<Vec<String>>; 2] {
+        let mut commands = commands;
+        for (slot, (field, args)) in commands.iter_mut().zip([
+            ("Entrypoint", self.config.entrypoint()),
+            ("Cmd", self.config.cmd()),
+        ]) {
+            let current = slot.clone().unwrap_or(args);
+            if let Some((rest, removed)) = users::strip_drop(&current) {
+                self.notes.push(format!(
+                    "`{removed}` removed from `{field}`: switching users needs root, and the image now starts as its user"
+                ));
+                *slot = Some(rest);
+            }
         }
+        commands
     }
-    Ok(Plan {
-        identity: Identity {
-            uid,
-            gid,
-            name,
-            why,
-        },
-        user_before,
-        changes,
-        exposed_ports: (new_exposed != exposed).then_some(new_exposed),
-        env: (new_env != env).then_some(new_env),
-        volumes,
-        port_moves: moves.into_iter().collect(),
-        listen_moves,
-        entrypoint,
-        cmd,
-        arg_moves,
-        writable: tops,
-        owned: owned.into_iter().cloned().collect(),
-        notes,
-        recipes: Vec::new(),
-        recipe_problems: Vec::new(),
-    })
 }
 
 /// Homes that are system directories (Debian's `daemon` lives in /usr/sbin, `bin` in /bin):

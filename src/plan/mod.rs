@@ -104,6 +104,24 @@ pub fn build(
             })
         })
         .collect();
+    options.recipe_ports = matched
+        .iter()
+        .flat_map(|m| {
+            m.recipe
+                .listens
+                .iter()
+                .map(|p| (p.clone(), m.recipe.name.clone()))
+        })
+        .collect();
+    options.recipe_readable = matched
+        .iter()
+        .flat_map(|m| {
+            m.recipe.readable.iter().map(|r| generic::ReadablePath {
+                path: r.path.clone(),
+                recipe: m.recipe.name.clone(),
+            })
+        })
+        .collect();
     let mut plan = generic::plan(scan, config, &options)?;
     plan.add_recipe_outcomes(&outcomes, &scan.view, &config.env(), options.mtime);
     plan.recipe_problems = problems;
@@ -165,6 +183,12 @@ pub enum Reason {
         /// What it is (`data directory`).
         what: String,
     },
+    /// A file or directory the service reads that only root (or its group) could (a
+    /// recipe's `[[readable]]`): the runtime user's, group 0, readable by both.
+    Readable {
+        /// The recipe.
+        recipe: String,
+    },
 }
 
 impl Reason {
@@ -179,6 +203,7 @@ impl Reason {
             Reason::CreatedDir => "created as a runtime-writable directory".into(),
             Reason::Edited { recipe, edits } => format!("{recipe} recipe: {}", edits.join("; ")),
             Reason::Owned { what } => format!("{what} the service must own: owner UID, its own mode, not group-writable"),
+            Reason::Readable { recipe } => format!("{recipe} recipe: read by the service: owner UID, group 0, readable by both"),
             Reason::PortsMoved { edits } => {
                 format!("the command's script: ports moved ({})", edits.join("; "))
             }

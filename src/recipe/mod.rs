@@ -213,6 +213,17 @@ impl Owned {
     }
 }
 
+/// A file or directory the service reads that only root (or its group) may (private
+/// keys, a config `root:svc 0640`): the conversion makes it the runtime user's, group 0,
+/// readable by both.
+#[derive(Debug, Clone)]
+pub struct Readable {
+    /// What it is, for messages.
+    pub what: String,
+    /// The path.
+    pub path: ImagePath,
+}
+
 /// Where the service logs.
 #[derive(Debug, Clone)]
 pub struct Logs {
@@ -280,6 +291,9 @@ pub struct Recipe {
     pub signature: Vec<ImagePath>,
     /// The service's own accounts, most preferred first.
     pub users: Vec<String>,
+    /// The ports the service listens on (`53/udp`, `8080/tcp`), as `ExposedPorts` keys:
+    /// exposed, and moved where the command line names them.
+    pub listens: Vec<String>,
     /// Config entry points.
     pub entries: Vec<Entry>,
     /// Globs of files to keep while scanning (the config's and the edits').
@@ -299,6 +313,8 @@ pub struct Recipe {
     pub writable: Vec<Writable>,
     /// Directories the service must own.
     pub owned: Vec<Owned>,
+    /// Files and directories the service reads that only root may.
+    pub readable: Vec<Readable>,
     /// Log locations.
     pub logs: Vec<Logs>,
     /// Other edits, in order.

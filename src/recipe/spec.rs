@@ -5,8 +5,8 @@ use regex::bytes::Regex;
 use serde::Deserialize;
 
 use super::{
-    Edit, EditAction, Entry, Insert, Logs, Owned, PathKind, PortPattern, Recipe, RecipeError,
-    Writable,
+    Edit, EditAction, Entry, Insert, Logs, Owned, PathKind, PortPattern, Readable, Recipe,
+    RecipeError, Writable,
 };
 use crate::layer::ImagePath;
 
@@ -28,6 +28,8 @@ struct RecipeFile {
     #[serde(default)]
     owned: Vec<OwnedSpec>,
     #[serde(default)]
+    readable: Vec<ReadableSpec>,
+    #[serde(default)]
     logs: Vec<LogSpec>,
     #[serde(default)]
     edit: Vec<EditSpec>,
@@ -46,6 +48,15 @@ struct MatchSpec {
 struct ServiceSpec {
     #[serde(default)]
     users: Vec<String>,
+    #[serde(default)]
+    ports: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadableSpec {
+    what: String,
+    path: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -326,6 +337,9 @@ impl Recipe {
             });
         }
 
+        let listens = service_ports(&c, &spec.service.ports)?;
+        let readable = readable_paths(&c, &spec.readable)?;
+
         let mut logs = Vec::new();
         for (i, l) in spec.logs.iter().enumerate() {
             logs.push(Logs {
@@ -349,6 +363,8 @@ impl Recipe {
                 .iter()
                 .flat_map(|p| p.files.clone().unwrap_or_default()),
         );
+        // ... and so must the files made readable (a new layer carries them whole).
+        capture.extend(readable.iter().map(|r| globset::escape(&r.path.display())));
         for (i, g) in capture.iter().enumerate() {
             c.glob(&format!("config.capture[{i}]"), g)?;
         }
@@ -415,6 +431,7 @@ impl Recipe {
             source: text.to_string(),
             signature: spec.matcher.any.iter().map(|p| ImagePath::new(p)).collect(),
             users: spec.service.users,
+            listens,
             entries: config
                 .as_ref()
                 .map(|cfg| {
@@ -448,9 +465,46 @@ impl Recipe {
             ports,
             writable,
             owned,
+            readable,
             logs,
             edits,
             env: spec.env.into_iter().map(|e| (e.name, e.value)).collect(),
         })
     }
+}
+
+/// `[service] ports`: `PORT/tcp` or `PORT/udp` each (`PORT` alone is TCP), as
+/// `ExposedPorts` keys.
+fn service_ports(c: &Checker<'_>, ports: &[String]) -> Result<Vec<String>, RecipeError> {
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+            match (port.parse::<u16>(), proto) {
+                (Ok(n), "tcp" | "udp") if n > 0 => Ok(format!("{n}/{proto}")),
+                _ => Err(c.err(
+                    &format!("service.ports[{i}]"),
+                    format!("`{p}` is not a port such as `53/udp` or `8080/tcp`"),
+                )),
+            }
+        })
+        .collect()
+}
+
+/// `[[readable]]`: absolute paths.
+fn readable_paths(c: &Checker<'_>, specs: &[ReadableSpec]) -> Result<Vec<Readable>, RecipeError> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            if !r.path.starts_with('/') || r.path == "/" {
+                return Err(c.err(&format!("readable[{i}].path"), "an absolute path below `/`"));
+            }
+            Ok(Readable {
+                what: r.what.clone(),
+                path: ImagePath::new(&r.path),
+            })
+        })
+        .collect()
 }

@@ -162,6 +162,7 @@ impl Conversion {
                         Reason::Edited { .. } => "edited",
                         Reason::PortsMoved { .. } => "ports-moved",
                         Reason::Owned { .. } => "owned-dir",
+                        Reason::Readable { .. } => "readable",
                     },
                     description: c.reason.describe(),
                     before: c.before.as_ref().map(owner),
