@@ -10,6 +10,7 @@ use crate::recipe::edit::ApplyError;
 use crate::recipe::{MatchedRecipe, Selection};
 
 pub mod generic;
+pub mod learn;
 pub mod scripts;
 pub mod users;
 

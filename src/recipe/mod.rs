@@ -15,6 +15,7 @@ use serde::Deserialize;
 use crate::layer::{ImagePath, Kind, MergedView};
 
 mod config;
+pub mod draft;
 pub mod edit;
 mod matched;
 mod spec;
