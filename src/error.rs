@@ -144,6 +144,21 @@ pub enum Error {
         /// Each run, one line.
         summary: Vec<String>,
     },
+    /// `convert --learn`: the image made with what was learned did not serve; nothing
+    /// was written.
+    #[error("learning did not make an image that runs unprivileged ({}), so nothing was written to {destination}{}", learning.stopped.describe(), problems(learning))]
+    NotLearned {
+        /// Where it would have been written.
+        destination: String,
+        /// What was learned, and what was not.
+        learning: Box<crate::pipeline::Learning>,
+    },
+    /// This machine cannot run what was asked (learning needs root).
+    #[error("{reason}")]
+    CannotRun {
+        /// Why, and what to do.
+        reason: String,
+    },
     /// The OCI runtime could not run the image.
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
@@ -235,9 +250,12 @@ impl Error {
             | Error::NoDestination { .. }
             | Error::Recipe(_) => exit::USAGE,
             Error::Auth(e) => auth_exit(e),
-            Error::Io { .. } | Error::Runtime(_) | Error::WorkDir { .. } => exit::LOCAL,
+            Error::Io { .. }
+            | Error::Runtime(_)
+            | Error::WorkDir { .. }
+            | Error::CannotRun { .. } => exit::LOCAL,
             Error::Cancelled => exit::CANCELLED,
-            Error::NotVerified { .. } => exit::NOT_RUNNING,
+            Error::NotVerified { .. } | Error::NotLearned { .. } => exit::NOT_RUNNING,
             Error::Transport(t) => match &**t {
                 TransportError::Io { .. }
                 | TransportError::NotFound { local: true, .. }
@@ -250,6 +268,28 @@ impl Error {
             },
             _ => exit::FAILURE,
         }
+    }
+}
+
+/// `: PROBLEM; PROBLEM`, what learning could not fix, or the last runs' verdicts.
+fn problems(learning: &crate::pipeline::Learning) -> String {
+    let mut lines: Vec<String> = learning
+        .knowledge
+        .problems
+        .iter()
+        .map(|p| p.problem.clone())
+        .collect();
+    if lines.is_empty() {
+        lines = learning
+            .verification
+            .as_ref()
+            .map(|v| v.summary())
+            .unwrap_or_default();
+    }
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", lines.join("; "))
     }
 }
 

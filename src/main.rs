@@ -30,9 +30,15 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Convert(args) => {
             ConvertRequest::new(&args.source, &args.plan.options(), &args.options())
-                .and_then(|request| session(&args.plan)?.convert(&request))
+                .and_then(|request| {
+                    let outcome = session(&args.plan)?.convert(&request);
+                    unroot::cli::learn::save_learned(args.write_recipe.as_deref(), &outcome)?;
+                    outcome
+                })
                 .map(|outcome| gated(unroot::cli::convert::render(args, &outcome)))
         }
+        Command::Learn(args) => unroot::cli::learn::request(args)
+            .and_then(|request| unroot::cli::learn::run(args, &session(&args.plan)?, &request)),
         Command::Analyze(args) => ImageRequest::new(&args.image, &args.plan.options())
             .and_then(|request| session(&args.plan)?.analyze(&request))
             .map(|analysis| gated(unroot::cli::analyze::render(args, &analysis))),
@@ -60,6 +66,7 @@ fn main() -> ExitCode {
         Command::Convert(args) => Some(args.source.as_str()),
         Command::Analyze(args) => Some(args.image.as_str()),
         Command::Verify(args) => Some(args.image.as_str()),
+        Command::Learn(args) => Some(args.image.as_str()),
         _ => None,
     };
     // Bars are cleared before the result or the error is printed.

@@ -19,6 +19,7 @@ use crate::transport::registry::{Pace, RetryPolicy};
 pub mod analyze;
 pub mod convert;
 pub mod docs;
+pub mod learn;
 pub mod progress;
 pub mod recipes;
 
@@ -42,7 +43,8 @@ Exit codes:
   3  a local file or directory was missing, was not the layout or archive its
      transport names, lacked the tag asked for, or could not be read or written
   4  --fail-on: a finding at that severity or worse
-  5  verify (or convert --verify): the image did not run as a restricted runtime runs it
+  5  verify (or convert --verify): the image did not run as a restricted runtime runs it;
+     learn (or convert --learn): what was learned did not make an image that does
   130, 143  stopped by SIGINT or SIGTERM: nothing written, temporary files removed";
 
 /// Convert container images that run as root into images that run unprivileged.
@@ -91,6 +93,24 @@ pub enum Command {
     /// printed and the exit code is 5. Needs root (or the rights to map the id range).
     #[command(after_help = AFTER_HELP)]
     Verify(VerifyArgs),
+
+    /// Learn what an image needs by running it, prove it, and write it down as a recipe.
+    ///
+    /// Runs IMAGE as `docker run` would (as root for most images), in a user namespace with
+    /// its own loopback-only network, traced from its first instruction: the account it
+    /// switches to, the ports it binds and the line of the file (or the argument) that
+    /// sets each, the files it reads that only root may, the directories it writes. These
+    /// become changes, each with its evidence, and a recipe; the image converted with it is
+    /// run as `verify --arbitrary-uid` runs it, traced too, and each refusal it meets
+    /// (EACCES, EPERM, EROFS, a bind refused) is a fact for another round, until the result
+    /// serves, a round learns nothing, or --rounds or --time-limit is reached. A change is
+    /// proven only when the last run served. `--write-recipe FILE` saves the recipe:
+    /// `unroot convert --recipe FILE` then gives the same image with no tracing. What
+    /// cannot be learned (a capability no unprivileged container has, a chown to another
+    /// user) is reported with the program's own message. Needs root and runc; exit 5 when
+    /// the result does not serve.
+    #[command(after_help = AFTER_HELP)]
+    Learn(LearnArgs),
 
     /// List, show and check recipes (declarative service conversions, see recipes/README.md).
     #[command(subcommand)]
@@ -141,7 +161,8 @@ The rules file (TOML):
   source = \"registry.example:5000/library/*\"   # repository glob; all tags
   exclude_tags = [\"*-unprivileged\"]
   destination = \"{registry}/{repository}:{tag}-unprivileged\"
-  # optional: platforms, recipes, uid, gid, ports = [\"80:8080\"], verify = true
+  # optional: platforms, recipes, uid, gid, ports = [\"80:8080\"], verify = true,
+  # learn = true
 
 Exit status: 0 stopped cleanly, 2 usage error, 3 the rules or token file, the state store
 or the listening address cannot be used.";
@@ -414,11 +435,27 @@ pub struct ConvertArgs {
     #[arg(long, help_heading = "Verification")]
     pub verify: bool,
 
-    /// With `--verify`: how long the image has to listen on its exposed ports.
+    /// Learn what the image needs by running it first (as `unroot learn` does), convert it
+    /// with what was learned, and write it only when the result served (else exit 5).
+    #[arg(long, help_heading = "Verification")]
+    pub learn: bool,
+
+    /// With `--learn`: also save the learned recipe to FILE (written even when the result
+    /// did not serve, for review).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "learn",
+        help_heading = "Verification"
+    )]
+    pub write_recipe: Option<std::path::PathBuf>,
+
+    /// With `--verify` or `--learn`: how long the image has to listen on its exposed
+    /// ports.
     #[arg(long, value_name = "SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Verification")]
     pub verify_timeout: u64,
 
-    /// With `--verify`: the OCI runtime (runc or crun, on PATH).
+    /// With `--verify` or `--learn`: the OCI runtime (runc or crun, on PATH).
     #[arg(
         long,
         value_name = "PROGRAM",
@@ -503,6 +540,70 @@ pub struct VerifyArgs {
     /// Image choices (the platform) and registry access.
     #[command(flatten)]
     pub plan: PlanArgs,
+}
+
+/// Arguments of `unroot learn`.
+#[derive(Debug, Args)]
+pub struct LearnArgs {
+    /// The image to learn from.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+
+    /// Save the learned recipe (TOML, with the evidence of each entry as comments) to
+    /// FILE, even when the result did not serve.
+    #[arg(long, value_name = "FILE")]
+    pub write_recipe: Option<std::path::PathBuf>,
+
+    /// The most rounds of converting and running the result.
+    #[arg(long, value_name = "N", default_value_t = crate::pipeline::ROUNDS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=20))]
+    pub rounds: usize,
+
+    /// The most time learning may take, in seconds (the round under way is finished).
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::pipeline::TIME_LIMIT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub time_limit: u64,
+
+    /// How long each run has to listen on its exposed ports.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+
+    /// How long a run is watched once it listens (or, with no exposed TCP port, how long
+    /// it must stay up).
+    #[arg(long, value_name = "SECONDS", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub settle: u64,
+
+    /// The OCI runtime (runc or crun, on PATH).
+    #[arg(long, value_name = "PROGRAM", default_value = "runc")]
+    pub runtime: String,
+
+    /// GET this path on every exposed port once it listens, traced too: `http:/PATH`.
+    #[arg(long, value_name = "http:/PATH", value_parser = parse_probe)]
+    pub probe: Option<String>,
+
+    /// The report's format (`text` or `json`).
+    #[arg(long, value_enum, default_value = "text", help_heading = "Output")]
+    pub format: Format,
+
+    /// Image and conversion choices (they shape the converted image that is run).
+    #[command(flatten)]
+    pub plan: PlanArgs,
+}
+
+impl LearnArgs {
+    /// How to learn.
+    pub fn options(&self) -> crate::pipeline::LearnOptions {
+        crate::pipeline::LearnOptions {
+            run: VerifyOptions {
+                arbitrary_uid: true,
+                timeout: Duration::from_secs(self.timeout),
+                settle: Duration::from_secs(self.settle),
+                runtime: self.runtime.clone(),
+                probe: self.probe.clone(),
+                trace: true,
+            },
+            rounds: self.rounds,
+            time_limit: Duration::from_secs(self.time_limit),
+        }
+    }
 }
 
 /// How to reach registries.
@@ -621,6 +722,7 @@ impl VerifyArgs {
                 settle: Duration::from_secs(self.settle),
                 runtime: self.runtime.clone(),
                 probe: self.probe.clone(),
+                trace: false,
             },
         }
     }
@@ -641,6 +743,17 @@ impl ConvertArgs {
                 settle: Duration::from_secs(3),
                 runtime: self.runtime.clone(),
                 probe: None,
+                trace: false,
+            }),
+            learn: self.learn.then(|| {
+                crate::pipeline::LearnOptions::new(VerifyOptions {
+                    arbitrary_uid: true,
+                    timeout: Duration::from_secs(self.verify_timeout),
+                    settle: Duration::from_secs(3),
+                    runtime: self.runtime.clone(),
+                    probe: None,
+                    trace: true,
+                })
             }),
         }
     }

@@ -33,11 +33,61 @@ impl Session {
     /// work directory and run (see [`Session::verify`]); only when it serves is it written
     /// to the destination, else [`Error::NotVerified`] and nothing is written there.
     pub fn convert(&self, request: &ConvertRequest) -> Result<ConvertOutcome, Error> {
-        let result = match &request.verify {
-            Some(options) if !request.dry_run => self.convert_verified(request, options),
+        let result = match (&request.learn, &request.verify) {
+            (Some(options), _) => self.convert_learned(request, options),
+            (None, Some(options)) if !request.dry_run => self.convert_verified(request, options),
             _ => self.convert_all(request),
         };
         self.settle(result)
+    }
+
+    /// Learns what the image needs (see [`Session::learn`]), then converts it with the
+    /// learned recipe, when the image it made served; else [`Error::NotLearned`] and
+    /// nothing is written to the destination.
+    fn convert_learned(
+        &self,
+        request: &ConvertRequest,
+        options: &super::LearnOptions,
+    ) -> Result<ConvertOutcome, Error> {
+        if !request.dry_run {
+            // The destination is checked before the first run, as without --learn.
+            drop(self.open_sink(&request.destination)?);
+        }
+        let learning = self.learn(&super::LearnRequest {
+            conversion: request.clone(),
+            options: options.clone(),
+        })?;
+        if !learning.proven && !request.dry_run {
+            return Err(Error::NotLearned {
+                destination: request.destination.to_string(),
+                learning: Box::new(learning),
+            });
+        }
+        let image =
+            super::learn::with_recipe(&request.image, &learning.recipe, &learning.recipe_name)?;
+        let learned = ConvertRequest {
+            image,
+            learn: None,
+            verify: None,
+            ..request.clone()
+        };
+        let mut outcome = self.convert_all(&learned)?;
+        if let ConvertOutcome::Image(conversion) = &mut outcome {
+            // The conversion is deterministic: the destination gets the image that ran.
+            if learning.proven && learning.tried.as_ref() != Some(&conversion.manifest.digest) {
+                return Err(Error::Unsupported {
+                    location: request.destination.to_string(),
+                    reason: format!(
+                        "the conversion with the learned recipe gave {}, not the image that was run ({}): nothing is proven of it",
+                        conversion.manifest.digest,
+                        learning.tried.as_ref().map_or("none".into(), |d| d.to_string())
+                    ),
+                });
+            }
+            conversion.verified = learning.verification.as_ref().map(|v| v.summary());
+            conversion.learning = Some(Box::new(learning));
+        }
+        Ok(outcome)
     }
 
     fn convert_verified(
@@ -79,7 +129,7 @@ impl Session {
         Ok(outcome)
     }
 
-    fn convert_all(&self, request: &ConvertRequest) -> Result<ConvertOutcome, Error> {
+    pub(super) fn convert_all(&self, request: &ConvertRequest) -> Result<ConvertOutcome, Error> {
         let from = &request.image;
         let mut resolved = self.resolve(&from.source, from.platform.as_ref())?;
         let asked = &request.destination;
@@ -414,6 +464,7 @@ impl Session {
         );
         Ok(ImageConversion {
             verified: None,
+            learning: None,
             destination: destination.clone(),
             digest,
             manifest: output.manifest_desc,

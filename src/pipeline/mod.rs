@@ -11,6 +11,7 @@
 mod analyze;
 mod convert;
 mod layer_cache;
+mod learn;
 mod metered;
 mod outcome;
 mod request;
@@ -31,6 +32,7 @@ pub use request::{
 pub use resolve::{Contents, Resolved, ResolvedImage, ResolvedIndex};
 
 pub use layer_cache::{CacheStats, LayerCache};
+pub use learn::{LearnOptions, LearnRequest, Learning, Round, Stop, ROUNDS, TIME_LIMIT};
 pub use scan::ScanLimits;
 pub use session::{Session, SessionOptions};
 pub use verify::{Run, Verification, VerifyOptions, VerifyRequest, ID_MAP};

@@ -67,6 +67,8 @@ pub struct ImageConversion {
     pub analysis: ImageAnalysis,
     /// With `--verify`: each run of the converted image, which all passed.
     pub verified: Option<Vec<String>>,
+    /// With `--learn`: what was learned, and how it was proven.
+    pub learning: Option<Box<super::Learning>>,
 }
 
 /// The layer a conversion added.

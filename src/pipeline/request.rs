@@ -50,6 +50,9 @@ pub struct ConvertOptions {
     pub replace: bool,
     /// Run the converted image before writing it, and write nothing if it fails.
     pub verify: Option<super::VerifyOptions>,
+    /// Learn what the image needs by running it, convert it with what was learned, and
+    /// write it only when the result served.
+    pub learn: Option<super::LearnOptions>,
 }
 
 /// What to read and how to plan its conversion.
@@ -158,6 +161,8 @@ pub struct ConvertRequest {
     pub remap_ids: bool,
     /// Run the converted image before writing it, and write nothing if it fails.
     pub verify: Option<super::VerifyOptions>,
+    /// Learn by running it first (see [`super::Session::learn`]).
+    pub learn: Option<super::LearnOptions>,
     /// Whether the destination was asked for (`--to`) rather than derived: a source that
     /// is converted already is then copied there unchanged, so that the next step of a
     /// pipeline finds an image where it was told to look.
@@ -193,6 +198,7 @@ impl ConvertRequest {
             dry_run: options.dry_run,
             remap_ids: options.remap_ids,
             verify: options.verify.clone(),
+            learn: options.learn.clone(),
             explicit_destination: options.destination.is_some(),
         })
     }

@@ -4,6 +4,7 @@
 //! OCI runtime: as its `User`, and (when asked) as an arbitrary UID in group 0.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -12,7 +13,7 @@ use crate::control::Event;
 use crate::error::Error;
 use crate::layer::accounts;
 use crate::layer::reader::{read_layer, VisitError};
-use crate::layer::LayerError;
+use crate::layer::{ImagePath, LayerError, MergedView};
 use crate::model::{ImageLocation, Platform};
 use crate::runtime::unpack::{IdMap, Rootfs};
 use crate::runtime::{self, RunSpec};
@@ -48,6 +49,8 @@ pub struct VerifyOptions {
     pub runtime: String,
     /// An HTTP path to GET on every exposed port once it listens (a 2xx or 3xx passes).
     pub probe: Option<String>,
+    /// Trace the runs (what learning reads; a verification passes or fails the same).
+    pub trace: bool,
 }
 
 /// One run of the image.
@@ -120,16 +123,135 @@ impl Verification {
     }
 }
 
+/// An image resolved for running, with its analysis (for the runtime contract).
+pub(super) struct Target {
+    /// The open source.
+    pub resolved: super::Resolved,
+    /// The image (one platform).
+    pub image: Box<super::ResolvedImage>,
+    /// What `analyze` says of it.
+    pub analysis: super::ImageAnalysis,
+}
+
+/// An image unpacked into a bundle in the work directory (removed when dropped).
+pub(super) struct Bundle {
+    /// The work directory it lives in (removed with it).
+    _scratch: tempfile::TempDir,
+    /// The bundle directory (`config.json`, `rootfs`).
+    pub dir: PathBuf,
+    /// Its root filesystem.
+    pub rootfs: PathBuf,
+    /// The image's files (metadata only), as unpacked.
+    pub view: MergedView,
+    /// What the user should know (entries not unpacked).
+    pub notes: Vec<String>,
+}
+
+impl Bundle {
+    /// A file of the root filesystem as the container sees it (symlinks resolved in the
+    /// image, never out of it), when it is a regular file of at most 1 MiB.
+    pub fn read(&self, path: &ImagePath) -> Option<Vec<u8>> {
+        let resolved = self.view.resolve(path).ok()?;
+        let host = self.rootfs.join(resolved.display().trim_start_matches('/'));
+        let meta = std::fs::symlink_metadata(&host).ok()?;
+        if !meta.is_file() || meta.len() > 1 << 20 {
+            return None;
+        }
+        std::fs::read(&host).ok()
+    }
+}
+
+/// How the image's process is started, from its config and its account files.
+pub(super) struct Launch {
+    /// `Entrypoint` + `Cmd`.
+    pub args: Vec<String>,
+    /// `Env`, with `HOME` when it has none.
+    pub env: Vec<String>,
+    /// The working directory.
+    pub cwd: String,
+    /// Its `User` as ids, when it resolves.
+    pub user: Option<(u32, u32)>,
+    /// The exposed TCP ports.
+    pub expected: BTreeSet<u16>,
+}
+
+/// One way of running the image.
+pub(super) struct RunAs {
+    /// `image user`, `arbitrary uid`, `root, as docker runs it`.
+    pub as_: String,
+    /// The ids; `None`: the image's `User` does not resolve.
+    pub ids: Option<(u32, u32)>,
+    /// What it is allowed.
+    pub profile: runtime::Profile,
+    /// Traced.
+    pub trace: bool,
+}
+
 impl Session {
     /// Verifies one image (see the module documentation).
     pub fn verify(&self, request: &VerifyRequest) -> Result<Verification, Error> {
-        let result = self.verify_image(request);
+        let result = self.verify_image(request, &mut |_, _, _| {});
         self.settle(result)
     }
 
-    fn verify_image(&self, request: &VerifyRequest) -> Result<Verification, Error> {
-        let location = &request.image.source;
-        let platform = match &request.image.platform {
+    /// Verifies one image; `observe` sees each run with what it observed (its trace when
+    /// traced) while the bundle is still there.
+    pub(super) fn verify_image(
+        &self,
+        request: &VerifyRequest,
+        observe: &mut dyn FnMut(&Run, &runtime::Observed, &Bundle),
+    ) -> Result<Verification, Error> {
+        let mut target = self.target(&request.image)?;
+        let bundle = self.unpack(&mut target)?;
+        let launch = launch(&target, &bundle)?;
+        let mut notes = bundle.notes.clone();
+        let writable = contract_mounts(&target.analysis.contract, &bundle, &mut notes);
+        let mut ways = vec![RunAs {
+            as_: "image user".into(),
+            ids: launch.user,
+            profile: runtime::Profile::Restricted,
+            trace: request.options.trace,
+        }];
+        if request.options.arbitrary_uid {
+            ways.push(RunAs {
+                as_: "arbitrary uid".into(),
+                ids: Some((arbitrary_uid(), 0)),
+                profile: runtime::Profile::Restricted,
+                trace: request.options.trace,
+            });
+        }
+        let mounts: Vec<(String, Option<(u64, u64)>)> = writable
+            .iter()
+            .map(|w| (w.clone(), target.analysis.contract.tmpfs_owner(w)))
+            .collect();
+        let mut runs = Vec::new();
+        for (n, way) in ways.into_iter().enumerate() {
+            let (run, observed) = self.run_as(
+                &bundle,
+                &launch,
+                &mounts,
+                &way,
+                n,
+                &request.options,
+                target.image.config.user(),
+            )?;
+            observe(&run, &observed, &bundle);
+            runs.push(run);
+        }
+        Ok(Verification {
+            location: request.image.source.to_string(),
+            digest: target.analysis.digest.to_string(),
+            passed: runs.iter().all(|r| r.passed),
+            writable,
+            runs,
+            notes,
+        })
+    }
+
+    /// Resolves one platform of the image and analyses it.
+    pub(super) fn target(&self, request: &ImageRequest) -> Result<Target, Error> {
+        let location = &request.source;
+        let platform = match &request.platform {
             Some(p) => p.clone(),
             None => host_platform()?,
         };
@@ -148,35 +270,45 @@ impl Session {
                 })
             }
         };
-        // The namespace's root (an unprivileged host uid) must reach the bundle.
-        if let Some(closed) = self.work_dir().ancestors().find(|a| {
+        self.check_work_dir()?;
+        let analysis = self.analyze_image(request, resolved.source.as_mut(), &image)?;
+        Ok(Target {
+            resolved,
+            image,
+            analysis,
+        })
+    }
+
+    /// The namespace's root (an unprivileged host uid) must reach the bundle.
+    fn check_work_dir(&self) -> Result<(), Error> {
+        let Some(closed) = self.work_dir().ancestors().find(|a| {
             use std::os::unix::fs::PermissionsExt;
             std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 == 0)
-        }) {
-            return Err(Error::WorkDir {
-                path: self.work_dir().to_path_buf(),
-                reason: format!(
-                    "is in `{}`, which others cannot enter, so the container's root (host uid {}) cannot reach its root filesystem; set TMPDIR to a directory all of whose parents others may enter (e.g. /var/tmp)",
-                    closed.display(),
-                    ID_MAP.base
-                ),
-            });
-        }
-        let analysis = self.analyze_image(&request.image, resolved.source.as_mut(), &image)?;
-
-        // The root filesystem, in the work directory (removed with it).
-        let scratch = self.scratch()?;
-        let bundle = scratch.path().join("bundle");
-        let rootfs_path = bundle.join("rootfs");
-        let io = |op: &'static str, path: &std::path::Path| {
-            let path = path.to_path_buf();
-            move |source| Error::Io { op, path, source }
+        }) else {
+            return Ok(());
         };
-        for dir in [scratch.path(), bundle.as_path()] {
-            std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+        Err(Error::WorkDir {
+            path: self.work_dir().to_path_buf(),
+            reason: format!(
+                "is in `{}`, which others cannot enter, so the container's root (host uid {}) cannot reach its root filesystem; set TMPDIR to a directory all of whose parents others may enter (e.g. /var/tmp)",
+                closed.display(),
+                ID_MAP.base
+            ),
+        })
+    }
+
+    /// Unpacks the image's layers into a bundle in the work directory.
+    pub(super) fn unpack(&self, target: &mut Target) -> Result<Bundle, Error> {
+        let location = target.resolved.source.location().clone();
+        let image = &target.image;
+        let scratch = self.scratch()?;
+        let dir = scratch.path().join("bundle");
+        let rootfs_path = dir.join("rootfs");
+        for d in [scratch.path(), dir.as_path()] {
+            std::fs::create_dir_all(d).map_err(io("create", d))?;
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
-                .map_err(io("set the mode of", dir))?;
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
+                .map_err(io("set the mode of", d))?;
         }
         let mut rootfs = Rootfs::new(&rootfs_path, ID_MAP).map_err(io("create", &rootfs_path))?;
         let diff_ids = image.config.diff_ids().map_err(|e| Error::Config {
@@ -188,23 +320,31 @@ impl Session {
             "unpacking layers",
             image.manifest.layers.iter().map(|l| l.size).sum(),
         );
+        let mut view = MergedView::new();
         for (i, desc) in image.manifest.layers.iter().enumerate() {
-            let blob = resolved.source.blob(desc)?;
+            let blob = target.resolved.source.blob(desc)?;
             read_layer(
                 blob,
                 desc,
                 diff_ids.get(i),
                 &mut |path, change, body| {
+                    view.apply(
+                        i,
+                        crate::layer::merged::LayerChange {
+                            path: path.clone(),
+                            change: change.clone(),
+                            content: None,
+                        },
+                    );
                     rootfs
                         .apply(&path, change, body)
                         .map_err(|e| VisitError(format!("unpacking `{path}`: {e}")))
                 },
                 &control.cancel,
             )
-            .map_err(|e| layer_error(location, e))?;
+            .map_err(|e| layer_error(&location, e))?;
+            view.applied(i);
         }
-
-        let config = &image.config;
         let mut notes = Vec::new();
         if rootfs.skipped.devices > 0 {
             notes.push(format!(
@@ -218,182 +358,212 @@ impl Session {
                 rootfs.skipped.unmapped
             ));
         }
-        // Exactly the contract's writable directories, where the image has them.
-        let mut writable = Vec::new();
-        for w in &analysis.contract.writable {
-            let host = rootfs_path.join(w.trim_start_matches('/'));
-            if host.is_dir() && !std::fs::symlink_metadata(&host).is_ok_and(|m| m.is_symlink()) {
-                writable.push(w.clone());
-            } else {
-                notes.push(format!(
-                    "`{w}` (writable in the contract) is not a directory of the image: not mounted"
-                ));
-            }
-        }
-        let mut args = config.entrypoint();
-        args.extend(config.cmd());
-        if args.is_empty() {
-            return Err(Error::Unsupported {
-                location: location.to_string(),
-                reason: "the image has neither `Entrypoint` nor `Cmd`: there is nothing to run"
-                    .into(),
-            });
-        }
-        // The account files as the container sees them (not following links out).
-        let read = |p: &str| {
-            let host = rootfs_path.join(p);
-            match std::fs::symlink_metadata(&host) {
-                Ok(m) if m.is_file() => std::fs::read(&host).unwrap_or_default(),
-                _ => Vec::new(),
-            }
-        };
-        let passwd = accounts::parse_passwd(&read("etc/passwd"));
-        let groups = accounts::parse_group(&read("etc/group"));
-        let user = accounts::resolve_user(config.user(), &passwd, &groups);
-        let mut env = config.env();
-        if !env.iter().any(|e| e.starts_with("HOME=")) {
-            let home = passwd
-                .iter()
-                .find(|p| Some(p.uid) == user.uid)
-                .map_or("/".to_string(), |p| p.home.clone());
-            env.push(format!("HOME={home}"));
-        }
-        let expected: BTreeSet<u16> = config
-            .exposed_ports()
-            .iter()
-            .filter(|k| !k.ends_with("/udp") && !k.ends_with("/sctp"))
-            .filter_map(|k| k.split('/').next()?.parse().ok())
-            .collect();
-
-        let mut users: Vec<(String, Option<(u32, u32)>)> = vec![(
-            "image user".into(),
-            user.uid
-                .and_then(|u| u32::try_from(u).ok())
-                .map(|u| (u, user.gid.and_then(|g| u32::try_from(g).ok()).unwrap_or(0))),
-        )];
-        if request.options.arbitrary_uid {
-            users.push(("arbitrary uid".into(), Some((arbitrary_uid(), 0))));
-        }
-        let mut runs = Vec::new();
-        for (n, (as_, ids)) in users.into_iter().enumerate() {
-            let mut reasons = Vec::new();
-            let Some((uid, gid)) = ids else {
-                reasons.push(format!(
-                    "its `User` `{}` has no entry in the image's /etc/passwd: it cannot start",
-                    config.user().unwrap_or_default()
-                ));
-                runs.push(Run {
-                    as_,
-                    container: String::new(),
-                    uid: 0,
-                    gid: 0,
-                    passed: false,
-                    reasons,
-                    expected: expected.iter().copied().collect(),
-                    listening: Vec::new(),
-                    exited: None,
-                    log: Vec::new(),
-                    denied: Vec::new(),
-                });
-                continue;
-            };
-            if uid == 0 {
-                reasons.push(
-                    "it runs as root (uid 0): a restrictive runtime (`runAsNonRoot`) refuses it"
-                        .into(),
-                );
-            }
-            let spec = RunSpec {
-                args: args.clone(),
-                env: env.clone(),
-                cwd: config
-                    .working_dir()
-                    .filter(|w| !w.is_empty())
-                    .unwrap_or("/")
-                    .to_string(),
-                uid,
-                gid,
-                writable: writable
-                    .iter()
-                    .map(|w| (w.clone(), analysis.contract.tmpfs_owner(w)))
-                    .collect(),
-                ids: ID_MAP,
-                profile: runtime::Profile::Restricted,
-                trace: false,
-            };
-            let config_path = bundle.join("config.json");
-            std::fs::write(
-                &config_path,
-                serde_json::to_vec_pretty(&runtime::config(&spec)).expect("serializes"),
-            )
-            .map_err(io("write", &config_path))?;
-            control.events.event(&Event::Running {
-                as_: &as_,
-                uid,
-                gid,
-            });
-            let id = format!("unroot-verify-{}-{n}", std::process::id());
-            let observed = runtime::run(
-                &request.options.runtime,
-                &bundle,
-                &id,
-                &runtime::Watch {
-                    ports: &expected,
-                    timeout: request.options.timeout,
-                    settle: request.options.settle,
-                    probe: request.options.probe.as_deref(),
-                    trace: false,
-                },
-                &control.cancel,
-            )?;
-            control.cancel.check().map_err(|_| Error::Cancelled)?;
-            for (port, answer) in &observed.probes {
-                let path = request.options.probe.as_deref().unwrap_or("/");
-                match answer {
-                    Ok(status) if runtime::status_ok(status) => {}
-                    Ok(status) => reasons.push(format!("GET {path} on {port} answered `{status}`")),
-                    Err(e) => reasons.push(format!("GET {path} on {port} failed: {e}")),
-                }
-            }
-            if let Some(code) = observed.exited {
-                reasons.push(format!("it exited with code {code}"));
-            }
-            let missing: Vec<String> = expected
-                .difference(&observed.listening)
-                .map(u16::to_string)
-                .collect();
-            if !missing.is_empty() && observed.exited.is_none() {
-                reasons.push(format!(
-                    "it did not listen on {} within {} s",
-                    missing.join(", "),
-                    request.options.timeout.as_secs()
-                ));
-            } else if !missing.is_empty() {
-                reasons.push(format!("it never listened on {}", missing.join(", ")));
-            }
-            runs.push(Run {
-                as_,
-                container: id,
-                uid,
-                gid,
-                passed: reasons.is_empty(),
-                reasons,
-                expected: expected.iter().copied().collect(),
-                listening: observed.listening.iter().copied().collect(),
-                exited: observed.exited,
-                log: observed.log,
-                denied: observed.denied,
-            });
-        }
-        Ok(Verification {
-            location: location.to_string(),
-            digest: analysis.digest.to_string(),
-            passed: runs.iter().all(|r| r.passed),
-            writable,
-            runs,
+        Ok(Bundle {
+            _scratch: scratch,
+            dir,
+            rootfs: rootfs_path,
+            view,
             notes,
         })
     }
+
+    /// Runs the bundle one way; the run's verdict, and what was observed.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn run_as(
+        &self,
+        bundle: &Bundle,
+        launch: &Launch,
+        mounts: &[(String, Option<(u64, u64)>)],
+        way: &RunAs,
+        n: usize,
+        options: &VerifyOptions,
+        user: Option<&str>,
+    ) -> Result<(Run, runtime::Observed), Error> {
+        let expected: Vec<u16> = launch.expected.iter().copied().collect();
+        let Some((uid, gid)) = way.ids else {
+            let run = Run {
+                as_: way.as_.clone(),
+                container: String::new(),
+                uid: 0,
+                gid: 0,
+                passed: false,
+                reasons: vec![format!(
+                    "its `User` `{}` has no entry in the image's /etc/passwd: it cannot start",
+                    user.unwrap_or_default()
+                )],
+                expected,
+                listening: Vec::new(),
+                exited: None,
+                log: Vec::new(),
+                denied: Vec::new(),
+            };
+            return Ok((run, runtime::Observed::default()));
+        };
+        let spec = RunSpec {
+            args: launch.args.clone(),
+            env: launch.env.clone(),
+            cwd: launch.cwd.clone(),
+            uid,
+            gid,
+            writable: mounts.to_vec(),
+            ids: ID_MAP,
+            profile: way.profile,
+            trace: way.trace,
+        };
+        let config_path = bundle.dir.join("config.json");
+        std::fs::write(
+            &config_path,
+            serde_json::to_vec_pretty(&runtime::config(&spec)).expect("serializes"),
+        )
+        .map_err(io("write", &config_path))?;
+        let control = self.control();
+        control.events.event(&Event::Running {
+            as_: &way.as_,
+            uid,
+            gid,
+        });
+        let id = format!("unroot-verify-{}-{n}", std::process::id());
+        let observed = runtime::run(
+            &options.runtime,
+            &bundle.dir,
+            &id,
+            &runtime::Watch {
+                ports: &launch.expected,
+                timeout: options.timeout,
+                settle: options.settle,
+                probe: options.probe.as_deref(),
+                trace: way.trace,
+            },
+            &control.cancel,
+        )?;
+        control.cancel.check().map_err(|_| Error::Cancelled)?;
+        let mut reasons = Vec::new();
+        if uid == 0 && way.profile == runtime::Profile::Restricted {
+            reasons.push(
+                "it runs as root (uid 0): a restrictive runtime (`runAsNonRoot`) refuses it".into(),
+            );
+        }
+        reasons.extend(verdict(&observed, &launch.expected, options));
+        let run = Run {
+            as_: way.as_.clone(),
+            container: id,
+            uid,
+            gid,
+            passed: reasons.is_empty(),
+            reasons,
+            expected,
+            listening: observed.listening.iter().copied().collect(),
+            exited: observed.exited,
+            log: observed.log.clone(),
+            denied: observed.denied.clone(),
+        };
+        Ok((run, observed))
+    }
+}
+
+/// Why a run failed: its probes, its exit, the ports it did not listen on.
+fn verdict(
+    observed: &runtime::Observed,
+    expected: &BTreeSet<u16>,
+    options: &VerifyOptions,
+) -> Vec<String> {
+    let mut reasons = Vec::new();
+    for (port, answer) in &observed.probes {
+        let path = options.probe.as_deref().unwrap_or("/");
+        match answer {
+            Ok(status) if runtime::status_ok(status) => {}
+            Ok(status) => reasons.push(format!("GET {path} on {port} answered `{status}`")),
+            Err(e) => reasons.push(format!("GET {path} on {port} failed: {e}")),
+        }
+    }
+    if let Some(code) = observed.exited {
+        reasons.push(format!("it exited with code {code}"));
+    }
+    let missing: Vec<String> = expected
+        .difference(&observed.listening)
+        .map(u16::to_string)
+        .collect();
+    if !missing.is_empty() && observed.exited.is_none() {
+        reasons.push(format!(
+            "it did not listen on {} within {} s",
+            missing.join(", "),
+            options.timeout.as_secs()
+        ));
+    } else if !missing.is_empty() {
+        reasons.push(format!("it never listened on {}", missing.join(", ")));
+    }
+    reasons
+}
+
+/// Exactly the contract's writable directories, where the image has them.
+fn contract_mounts(
+    contract: &crate::analyze::contract::RuntimeContract,
+    bundle: &Bundle,
+    notes: &mut Vec<String>,
+) -> Vec<String> {
+    let mut writable = Vec::new();
+    for w in &contract.writable {
+        let host = bundle.rootfs.join(w.trim_start_matches('/'));
+        if host.is_dir() && !std::fs::symlink_metadata(&host).is_ok_and(|m| m.is_symlink()) {
+            writable.push(w.clone());
+        } else {
+            notes.push(format!(
+                "`{w}` (writable in the contract) is not a directory of the image: not mounted"
+            ));
+        }
+    }
+    writable
+}
+
+/// How the image's process starts: its command, environment, directory and user.
+pub(super) fn launch(target: &Target, bundle: &Bundle) -> Result<Launch, Error> {
+    let config = &target.image.config;
+    let mut args = config.entrypoint();
+    args.extend(config.cmd());
+    if args.is_empty() {
+        return Err(Error::Unsupported {
+            location: target.resolved.source.location().to_string(),
+            reason: "the image has neither `Entrypoint` nor `Cmd`: there is nothing to run".into(),
+        });
+    }
+    // The account files as the container sees them.
+    let read = |p: &str| bundle.read(&ImagePath::new(p)).unwrap_or_default();
+    let passwd = accounts::parse_passwd(&read("/etc/passwd"));
+    let groups = accounts::parse_group(&read("/etc/group"));
+    let user = accounts::resolve_user(config.user(), &passwd, &groups);
+    let mut env = config.env();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        let home = passwd
+            .iter()
+            .find(|p| Some(p.uid) == user.uid)
+            .map_or("/".to_string(), |p| p.home.clone());
+        env.push(format!("HOME={home}"));
+    }
+    let expected: BTreeSet<u16> = config
+        .exposed_ports()
+        .iter()
+        .filter(|k| !k.ends_with("/udp") && !k.ends_with("/sctp"))
+        .filter_map(|k| k.split('/').next()?.parse().ok())
+        .collect();
+    Ok(Launch {
+        args,
+        env,
+        cwd: config
+            .working_dir()
+            .filter(|w| !w.is_empty())
+            .unwrap_or("/")
+            .to_string(),
+        user: user
+            .uid
+            .and_then(|u| u32::try_from(u).ok())
+            .map(|u| (u, user.gid.and_then(|g| u32::try_from(g).ok()).unwrap_or(0))),
+        expected,
+    })
+}
+
+fn io(op: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |source| Error::Io { op, path, source }
 }
 
 fn layer_error(location: &ImageLocation, e: LayerError) -> Error {

@@ -376,7 +376,8 @@ impl<'a, 'k> Observer<'a, 'k> {
         }
     }
 
-    /// `round 0, as root: nsd (pid 12): bind udp 0.0.0.0:53 -> 0`.
+    /// `round 0, as root: nsd: bind udp 0.0.0.0:53 -> 0` (no pid: a recipe that quotes
+    /// it is the same from one run to the next).
     fn evidence(&self, ev: &Traced) -> String {
         let who = self
             .run
@@ -388,9 +389,8 @@ impl<'a, 'k> Observer<'a, 'k> {
             Err(e) => e.name(),
         };
         format!(
-            "{}: {who} (pid {}): {} -> {result}",
+            "{}: {who}: {} -> {result}",
             self.run.label,
-            ev.pid,
             call_text(&ev.call)
         )
     }
@@ -449,11 +449,19 @@ impl<'a, 'k> Observer<'a, 'k> {
                 ev,
                 true,
             ),
-            Call::Socket { kind, .. } if *kind == libc::SOCK_RAW && self.run.as_root && ev.result.is_ok() => self.problem(
-                "it opens a raw socket, which needs CAP_NET_RAW: an unprivileged user cannot have it".into(),
-                ev,
-                true,
-            ),
+            Call::Socket { domain, kind }
+                if self.run.as_root
+                    && ev.result.is_ok()
+                    && (*domain == libc::AF_PACKET
+                        || (*kind == libc::SOCK_RAW
+                            && matches!(*domain, libc::AF_INET | libc::AF_INET6))) =>
+            {
+                self.problem(
+                    "it opens a raw socket, which needs CAP_NET_RAW: an unprivileged user cannot have it".into(),
+                    ev,
+                    true,
+                )
+            }
             Call::Chown { path, uid, .. } if !self.run.as_root && denied(libc::EPERM) => {
                 let to = uid.map_or("its group".to_string(), |u| format!("uid {u}"));
                 self.problem(

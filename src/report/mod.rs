@@ -14,6 +14,7 @@ use crate::pipeline::{
 
 pub mod contract;
 mod conversion;
+pub mod learning;
 pub mod sarif;
 pub mod text;
 pub mod verification;
@@ -200,6 +201,30 @@ pub struct Destination {
     /// With `convert --verify`: each run of the image, which all passed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verified: Option<Vec<String>>,
+    /// With `convert --learn`: what was learned (the recipe, each change with its
+    /// evidence), proven by the runs in `verified`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learned: Option<LearnedOut>,
+}
+
+/// What `convert --learn` learned.
+#[derive(Clone, Debug, Serialize)]
+pub struct LearnedOut {
+    /// The recipe's name.
+    pub recipe: String,
+    /// The rounds it took.
+    pub rounds: usize,
+    /// Each change, proven by the last run.
+    pub changes: Vec<LearnedChangeOut>,
+}
+
+/// One learned change.
+#[derive(Clone, Debug, Serialize)]
+pub struct LearnedChangeOut {
+    /// What it does.
+    pub change: String,
+    /// What showed it.
+    pub evidence: Vec<String>,
 }
 
 /// The layer a conversion added.
@@ -392,6 +417,19 @@ impl Report {
                 content_bytes: l.content_bytes,
             }),
             verified: conversion.verified.clone(),
+            learned: conversion.learning.as_ref().map(|l| LearnedOut {
+                recipe: l.recipe_name.clone(),
+                rounds: l.rounds.len(),
+                changes: l
+                    .knowledge
+                    .learned
+                    .iter()
+                    .map(|c| LearnedChangeOut {
+                        change: c.change.describe(),
+                        evidence: c.evidence.clone(),
+                    })
+                    .collect(),
+            }),
         });
         report
     }

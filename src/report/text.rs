@@ -67,6 +67,16 @@ pub fn render_width(report: &Report, width: usize) -> String {
             let _ = writeln!(out, "{pad}to {}", d.location);
             let _ = writeln!(out, "  source {}", report.image.digest);
             let _ = writeln!(out, "  output {}", d.digest);
+            if let Some(l) = &d.learned {
+                let _ = writeln!(
+                    out,
+                    "learned in {} round(s) (recipe {}), proven by the runs below:",
+                    l.rounds, l.recipe
+                );
+                for c in &l.changes {
+                    let _ = writeln!(out, "  - {}", c.change);
+                }
+            }
             for v in d.verified.iter().flatten() {
                 let _ = writeln!(out, "verified {v}");
             }

@@ -12,13 +12,17 @@ use super::rules::Rule;
 pub fn key(source: &Digest, recipes: &Digest, rule: &Rule, destination: &str) -> Digest {
     let mut platforms = rule.platforms.clone();
     platforms.sort();
-    let options = serde_json::json!({
+    let mut options = serde_json::json!({
         "platforms": platforms,
         "uid": rule.uid,
         "gid": rule.gid,
         "ports": rule.ports,
         "verify": rule.verify,
     });
+    // Only when asked, so the keys of rules that do not learn stay what they were.
+    if rule.learn {
+        options["learn"] = true.into();
+    }
     let mut text = Vec::new();
     for part in [
         source.to_string(),

@@ -108,6 +108,9 @@ pub struct Rule {
     pub ports: Vec<String>,
     /// Run `unroot verify` before pushing.
     pub verify: bool,
+    /// Learn by running the image first (`unroot convert --learn`), and push only what
+    /// served.
+    pub learn: bool,
 }
 
 #[derive(Deserialize)]
@@ -139,6 +142,8 @@ struct RuleFile {
     ports: Vec<String>,
     #[serde(default)]
     verify: bool,
+    #[serde(default)]
+    learn: bool,
 }
 
 const PLACEHOLDERS: [&str; 4] = ["{registry}", "{repository}", "{name}", "{tag}"];
@@ -263,6 +268,7 @@ impl ServeConfig {
                     gid: r.gid,
                     ports: r.ports,
                     verify: r.verify,
+                    learn: r.learn,
                 })
             })
             .collect::<Result<_, _>>()?;

@@ -16,7 +16,8 @@ use crate::control::{Cancel, Event, Events, Meter, NoMeter};
 use crate::error::Error;
 use crate::model::{Digest, ImageLocation};
 use crate::pipeline::{
-    ConvertOptions, ConvertOutcome, ConvertRequest, PlanOptions, Session, VerifyOptions,
+    ConvertOptions, ConvertOutcome, ConvertRequest, LearnOptions, PlanOptions, Session,
+    VerifyOptions,
 };
 use crate::report::{Format, Outcome};
 use crate::transport::TransportError;
@@ -375,6 +376,17 @@ pub fn plan(
                 settle: Duration::from_secs(3),
                 runtime: "runc".to_string(),
                 probe: None,
+                trace: false,
+            }),
+            learn: rule.learn.then(|| {
+                LearnOptions::new(VerifyOptions {
+                    arbitrary_uid: true,
+                    timeout: Duration::from_secs(30),
+                    settle: Duration::from_secs(3),
+                    runtime: "runc".to_string(),
+                    probe: None,
+                    trace: true,
+                })
             }),
         },
     )?;

@@ -7,6 +7,7 @@ mod errors;
 mod faults;
 mod golden;
 mod hostimage;
+mod learn;
 mod platforms;
 mod recipes;
 mod registry;

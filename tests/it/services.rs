@@ -291,7 +291,7 @@ fn layer_digests(layout: &std::path::Path, tag: &str) -> Vec<String> {
         .collect()
 }
 
-fn host_uid(user: &str) -> u32 {
+pub(crate) fn host_uid(user: &str) -> u32 {
     std::fs::read_to_string("/etc/passwd")
         .unwrap()
         .lines()
