@@ -71,6 +71,15 @@ fn main() -> ExitCode {
     };
     // Bars are cleared before the result or the error is printed.
     drop(events);
+    // What learning found (the evidence, what it could not learn) is the report even when
+    // nothing was written.
+    if let (Command::Convert(args), Err(unroot::Error::NotLearned { learning, .. })) =
+        (&cli.command, &result)
+    {
+        let _ = std::io::stdout()
+            .lock()
+            .write_all(unroot::report::learning::render(learning, args.format).as_bytes());
+    }
     match result {
         Ok((text, code)) => {
             // A closed pipe (`| head`) is not an error worth reporting.

@@ -33,6 +33,16 @@ pub fn run(
     if let Some(file) = &args.write_recipe {
         write_recipe(file, &learning.recipe)?;
     }
+    if let Some(file) = &args.save_traces {
+        let runs: Vec<serde_json::Value> = learning
+            .traces
+            .iter()
+            .map(|(run, trace)| serde_json::json!({"run": run, "trace": trace}))
+            .collect();
+        let mut text = serde_json::to_string_pretty(&runs).expect("traces serialize");
+        text.push('\n');
+        write_recipe(file, &text)?;
+    }
     let mut text = crate::report::learning::render(&learning, args.format);
     if args.format == crate::report::Format::Text {
         text.push_str(&match &args.write_recipe {
@@ -75,7 +85,7 @@ pub fn save_learned(
     }
 }
 
-/// Writes the recipe whole or not at all (a temporary file renamed into place).
+/// Writes a file whole or not at all (a temporary file renamed into place).
 fn write_recipe(file: &Path, text: &str) -> Result<(), Error> {
     let dir = file
         .parent()

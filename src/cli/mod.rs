@@ -554,6 +554,11 @@ pub struct LearnArgs {
     #[arg(long, value_name = "FILE")]
     pub write_recipe: Option<std::path::PathBuf>,
 
+    /// Save every run's trace (its processes and the calls the tracer watched, each with
+    /// its result) to FILE as JSON, to see what learning saw.
+    #[arg(long, value_name = "FILE")]
+    pub save_traces: Option<std::path::PathBuf>,
+
     /// The most rounds of converting and running the result.
     #[arg(long, value_name = "N", default_value_t = crate::pipeline::ROUNDS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=20))]
     pub rounds: usize,

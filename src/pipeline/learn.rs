@@ -135,6 +135,9 @@ pub struct Learning {
     /// The manifest digest of the last image run (a conversion with the recipe gives it).
     #[serde(skip)]
     pub tried: Option<crate::model::Digest>,
+    /// Every run's trace, with the run's name (`round 1, the converted image as ...`).
+    #[serde(skip)]
+    pub traces: Vec<(String, crate::model::trace::Trace)>,
 }
 
 impl Session {
@@ -153,6 +156,7 @@ impl Session {
         let digest = target.analysis.digest.to_string();
         let mut knowledge = Knowledge::default();
         let mut rounds = Vec::new();
+        let mut traces = Vec::new();
 
         // Round 0: the original, as `docker run` runs it.
         let (program, recipe_name) = {
@@ -180,13 +184,14 @@ impl Session {
                 target.image.config.user(),
             )?;
             let trace = observed.trace.unwrap_or_default();
+            let label = "round 0, the original as root".to_string();
             let learned = knowledge.observe(
                 &LearnRun {
                     trace: &trace,
                     view: &bundle.view,
                     read: &|p| bundle.read(p),
                     as_root: root,
-                    label: "round 0, the original as root".into(),
+                    label: label.clone(),
                     runtime_uid: Some(target.analysis.plan.identity.uid),
                 },
                 0,
@@ -198,7 +203,9 @@ impl Session {
                 learned,
                 seconds: started.elapsed().as_secs_f64(),
             });
-            service_program(&trace, &launch.args)
+            let named = service_program(&trace, &launch.args);
+            traces.push((label, trace));
+            named
         };
 
         let mut verification = None;
@@ -247,6 +254,7 @@ impl Session {
             run_options.arbitrary_uid = true;
             let uid = target.analysis.plan.identity.uid;
             let mut learned = 0;
+            knowledge.begin_round();
             let checked = self.verify_image(
                 &VerifyRequest {
                     image: ImageRequest {
@@ -264,17 +272,19 @@ impl Session {
                     } else {
                         format!("its user {}:{}", run.uid, run.gid)
                     };
+                    let label = format!("round {round}, the converted image as {who}");
                     learned += knowledge.observe(
                         &LearnRun {
                             trace,
                             view: &bundle.view,
                             read: &|p| bundle.read(p),
                             as_root: false,
-                            label: format!("round {round}, the converted image as {who}"),
+                            label: label.clone(),
                             runtime_uid: Some(uid),
                         },
                         round,
                     );
+                    traces.push((label, trace.clone()));
                 },
             )?;
             rounds.push(Round {
@@ -284,6 +294,29 @@ impl Session {
                 learned,
                 seconds: round_started.elapsed().as_secs_f64(),
             });
+            if learned == 0 {
+                // Nothing a call showed: what the program said is all there is to go on.
+                for run in checked.runs.iter().filter(|r| !r.passed) {
+                    let last = run
+                        .log
+                        .iter()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .map_or("nothing".to_string(), |l| format!("`{}`", l.trim()));
+                    knowledge.add_problem(
+                        format!(
+                            "as the {} {}:{} {}; the last it said: {last}",
+                            run.as_,
+                            run.uid,
+                            run.gid,
+                            run.reasons.join("; ")
+                        ),
+                        vec![format!(
+                            "round {round}: no refused call explains it (see the run's output)"
+                        )],
+                    );
+                }
+            }
             let passed = checked.passed;
             verification = Some(checked);
             if passed {
@@ -310,6 +343,7 @@ impl Session {
             stopped,
             seconds: started.elapsed().as_secs_f64(),
             tried,
+            traces,
         })
     }
 }

@@ -56,6 +56,9 @@ pub struct Options {
     pub recipe_ports: Vec<(String, String)>,
     /// Files and directories the matched recipes say the service reads.
     pub recipe_readable: Vec<ReadablePath>,
+    /// Options of the command line that make the service switch users (`--user`), with
+    /// the recipe's name: removed with their value.
+    pub recipe_user_options: Vec<(String, String)>,
 }
 
 /// A file or directory the service reads that only root (or its group) may (a recipe's
@@ -890,6 +893,18 @@ impl Planner<'_> {
                     "`{removed}` removed from `{field}`: switching users needs root, and the image now starts as its user"
                 ));
                 *slot = Some(rest);
+            }
+            for (option, recipe) in &self.opts.recipe_user_options {
+                let current = slot.clone().unwrap_or_else(|| match field {
+                    "Entrypoint" => self.config.entrypoint(),
+                    _ => self.config.cmd(),
+                });
+                if let Some((rest, removed)) = users::strip_option(&current, option) {
+                    self.notes.push(format!(
+                        "`{removed}` removed from `{field}` ({recipe} recipe): switching users needs root, and the image now starts as its user"
+                    ));
+                    *slot = Some(rest);
+                }
             }
         }
         commands

@@ -19,7 +19,9 @@ use serde::Serialize;
 use crate::layer::accounts::{parse_group, parse_passwd, GroupEntry, PasswdEntry};
 use crate::layer::{ImagePath, Kind, MergedView};
 use crate::model::trace::{Address, Call, Errno, Trace, Traced, Transport};
-use crate::recipe::draft::{Draft, DraftPort, DraftReadable, DraftRemove, DraftWritable, Noted};
+use crate::recipe::draft::{
+    Draft, DraftPort, DraftReadable, DraftRemove, DraftReplace, DraftWritable, Noted,
+};
 
 /// One traced run, and what it ran.
 pub struct Run<'a> {
@@ -81,6 +83,28 @@ pub enum Change {
         /// The path.
         path: String,
     },
+    /// An option of the command line that makes the service switch users, which needs
+    /// root: removed with its value.
+    UserOption {
+        /// The option (`--user`).
+        option: String,
+        /// The argument vector it was in.
+        argv: String,
+    },
+    /// A line that makes the service switch users whose commenting out did not stop it (a
+    /// compiled-in default applies): its value set empty.
+    Blank {
+        /// The file.
+        file: String,
+        /// The line number.
+        line: usize,
+        /// The line.
+        text: String,
+        /// The regex of the line (group 1: its indentation).
+        pattern: String,
+        /// What it becomes.
+        with: String,
+    },
     /// A line that makes the service switch users, which needs root: commented out.
     Remove {
         /// The file.
@@ -112,6 +136,12 @@ impl Change {
             } => {
                 format!("comment out `{}` ({file}:{line})", text.trim())
             }
+            Change::UserOption { option, .. } => {
+                format!("remove `{option}` and its value from the command line")
+            }
+            Change::Blank {
+                file, line, text, ..
+            } => format!("set `{}` empty ({file}:{line})", text.trim()),
         }
     }
 
@@ -124,6 +154,8 @@ impl Change {
             Change::Writable { dir } => format!("writable {dir}"),
             Change::Readable { path } => format!("readable {path}"),
             Change::Remove { file, pattern, .. } => format!("remove {file} {pattern}"),
+            Change::UserOption { option, .. } => format!("user option {option}"),
+            Change::Blank { file, line, .. } => format!("blank {file}:{line}"),
         }
     }
 }
@@ -223,6 +255,12 @@ impl Knowledge {
         } = obs;
         let mut new = 0;
         for (change, evidence) in changes {
+            if let Change::Blank { file, line, .. } = &change {
+                // The line is edited once: set empty, no longer commented out.
+                self.learned.retain(|l| {
+                    !matches!(&l.change, Change::Remove { file: f, line: n, .. } if f == file && n == line)
+                });
+            }
             match self
                 .learned
                 .iter_mut()
@@ -249,6 +287,23 @@ impl Knowledge {
             }
         }
         new
+    }
+
+    /// A new round of proving: the problems of the last one are seen again, or are gone
+    /// (a capability the service needs stays).
+    pub fn begin_round(&mut self) {
+        self.problems.retain(|p| p.capability);
+    }
+
+    /// A problem the runs showed that no call explains (the program's own message).
+    pub fn add_problem(&mut self, problem: String, evidence: Vec<String>) {
+        if !self.problems.iter().any(|p| p.problem == problem) {
+            self.problems.push(Problem {
+                problem,
+                evidence,
+                capability: false,
+            });
+        }
     }
 
     /// Whether the service needs a capability no unprivileged container has.
@@ -314,6 +369,27 @@ impl Knowledge {
                         what: "read at start".into(),
                         path: path.clone(),
                     },
+                    why,
+                }),
+                Change::Blank {
+                    file,
+                    pattern,
+                    with,
+                    ..
+                } => {
+                    files.push(file.clone());
+                    d.replaces.push(Noted {
+                        entry: DraftReplace {
+                            name: "do not switch users (needs root)".into(),
+                            files: vec![file.clone()],
+                            pattern: pattern.clone(),
+                            with: with.clone(),
+                        },
+                        why,
+                    });
+                }
+                Change::UserOption { option, .. } => d.user_options.push(Noted {
+                    entry: option.clone(),
                     why,
                 }),
                 Change::Remove { file, pattern, .. } => {
@@ -688,30 +764,47 @@ impl<'a, 'k> Observer<'a, 'k> {
         let Some(node) = view.get(&resolved) else {
             return;
         };
-        let meta = &node.meta;
-        let world = match meta.kind {
-            Kind::File => meta.mode & 0o004 != 0,
-            Kind::Dir => meta.mode & 0o005 == 0o005,
-            _ => return,
-        };
-        let owned =
-            self.run.runtime_uid == Some(meta.uid) && meta.gid == 0 && meta.mode & 0o440 == 0o440;
-        if (self.run.as_root && (world || owned)) || under(&resolved.display(), &["/tmp"]) {
+        if !matches!(node.meta.kind, Kind::File | Kind::Dir)
+            || under(&resolved.display(), &["/tmp"])
+        {
             return;
         }
-        let evidence = format!(
-            "{} (the image has it {}:{} {:04o})",
-            self.evidence(ev),
-            meta.uid,
-            meta.gid,
-            meta.mode & 0o7777
-        );
-        self.learn(
-            Change::Readable {
-                path: resolved.display(),
-            },
-            evidence,
-        );
+        let uid = self.run.runtime_uid;
+        // Both the runtime user and any UID in group 0 must get there and read it: the
+        // directories on the way (outermost first), and the file.
+        let mut targets: Vec<(ImagePath, &crate::layer::Meta)> = Vec::new();
+        let mut dir = resolved.parent();
+        while let Some(d) = dir.filter(|d| !d.is_root()) {
+            if let Some(n) = view.get(&d).filter(|n| n.meta.kind == Kind::Dir) {
+                if !open_to_all(&n.meta, uid, 0o001) {
+                    targets.insert(0, (d.clone(), &n.meta));
+                }
+            }
+            dir = d.parent();
+        }
+        let bits = if node.meta.kind == Kind::Dir {
+            0o005
+        } else {
+            0o004
+        };
+        if !open_to_all(&node.meta, uid, bits) || (targets.is_empty() && !self.run.as_root) {
+            targets.push((resolved.clone(), &node.meta));
+        }
+        for (path, meta) in targets {
+            let evidence = format!(
+                "{} (the image has `{path}` {}:{} {:04o})",
+                self.evidence(ev),
+                meta.uid,
+                meta.gid,
+                meta.mode & 0o7777
+            );
+            self.learn(
+                Change::Readable {
+                    path: path.display(),
+                },
+                evidence,
+            );
+        }
     }
 
     /// A refused `setuid`, `setgid` or `setgroups`: the option that makes the service
@@ -733,9 +826,53 @@ impl<'a, 'k> Observer<'a, 'k> {
             })),
             _ => {}
         }
-        names.extend(self.known.user().map(String::from));
+        if let Some(user) = self.known.user() {
+            names.push(user.to_string());
+            let primary = self.passwd.iter().find(|p| p.name == user).map(|p| p.gid);
+            names.extend(
+                self.groups
+                    .iter()
+                    .filter(|g| Some(g.gid) == primary)
+                    .map(|g| g.name.clone()),
+            );
+        }
+        names.sort();
         names.dedup();
-        for file in self.files_read_before(ev) {
+        if self.user_options(&names, ev) {
+            return;
+        }
+        let read = self.files_read_before(ev);
+        // A line commented out in an earlier round that did not stop it: the program's
+        // default applies; its value is set empty instead.
+        let removed = self.known.learned.iter().find_map(|l| match &l.change {
+            Change::Remove {
+                file, line, text, ..
+            } if read.iter().any(|r| r.display() == *file) => {
+                Some((file.clone(), *line, text.clone()))
+            }
+            _ => None,
+        });
+        if let Some((file, line, text)) = removed {
+            if let Some((pattern, with)) = names.iter().find_map(|n| blank_setting(&text, n)) {
+                let evidence = format!(
+                    "{}, with `{}` ({file}:{line}) commented out",
+                    self.evidence(ev),
+                    text.trim()
+                );
+                self.learn(
+                    Change::Blank {
+                        file,
+                        line,
+                        text,
+                        pattern,
+                        with,
+                    },
+                    evidence,
+                );
+                return;
+            }
+        }
+        for file in read {
             let Some(text) = (self.run.read)(&file) else {
                 continue;
             };
@@ -764,6 +901,69 @@ impl<'a, 'k> Observer<'a, 'k> {
             false,
         );
     }
+}
+
+impl Observer<'_, '_> {
+    /// The options of the command line of `ev`'s process (or one it descends from) whose
+    /// value is one of `names`: learned, each; whether there was one.
+    fn user_options(&mut self, names: &[String], ev: &Traced) -> bool {
+        let trace = self.run.trace;
+        let mut found = Vec::new();
+        for pid in trace.lineage(ev.pid) {
+            let Some(p) = trace.process(pid) else {
+                continue;
+            };
+            let argv = &p.argv;
+            for (k, a) in argv.iter().enumerate().skip(1) {
+                if !a.starts_with('-') {
+                    continue;
+                }
+                let named = |v: &str| names.iter().any(|n| n == v.split(':').next().unwrap_or(v));
+                let option = match a.split_once('=') {
+                    Some((o, v)) if named(v) => Some(o.to_string()),
+                    Some(_) => None,
+                    None if argv.get(k + 1).is_some_and(|v| named(v)) => Some(a.clone()),
+                    None if a.len() > 2 && !a.starts_with("--") && named(&a[2..]) => {
+                        Some(a[..2].to_string())
+                    }
+                    None => None,
+                };
+                if let Some(o) = option.filter(|o| !found.iter().any(|(f, _)| f == o)) {
+                    found.push((o, argv.join(" ")));
+                }
+            }
+            if !found.is_empty() {
+                break;
+            }
+        }
+        let evidence = self.evidence(ev);
+        let any = !found.is_empty();
+        for (option, argv) in found {
+            self.learn(
+                Change::UserOption {
+                    option,
+                    argv: argv.clone(),
+                },
+                format!("{evidence}, started as `{argv}`"),
+            );
+        }
+        any
+    }
+}
+
+/// Whether what `bits` allow others (read `0o004`, enter `0o001`, both `0o005`) the
+/// runtime user and every UID in group 0 have: for others, or for group 0 when the runtime
+/// user owns it with the same rights.
+fn open_to_all(meta: &crate::layer::Meta, runtime_uid: Option<u64>, bits: u32) -> bool {
+    if meta.mode & bits == bits {
+        return true;
+    }
+    let group = bits << 3;
+    let owner = bits << 6;
+    runtime_uid == Some(meta.uid)
+        && meta.gid == 0
+        && meta.mode & group == group
+        && meta.mode & owner == owner
 }
 
 /// Whether a directory of the image holds programs or libraries below it.
@@ -981,7 +1181,8 @@ fn find_user_setting(text: &[u8], name: &str) -> Option<Found> {
             continue;
         };
         let lower = key.to_lowercase();
-        if !USER_KEYS.iter().any(|k| lower.contains(k)) || !code[..start].trim().is_empty() {
+        let lead = code[..start].trim();
+        if !USER_KEYS.iter().any(|k| lower.contains(k)) || !(lead.is_empty() || lead == "<") {
             continue;
         }
         let end = at + name.len();
@@ -1004,9 +1205,48 @@ fn find_user_setting(text: &[u8], name: &str) -> Option<Found> {
     None
 }
 
+/// For a line that names the account `name` (`username: nsd`, `user "x"`): a regex of it
+/// (group 1: its indentation) and what it becomes with the value empty (`username: ""`).
+fn blank_setting(line: &str, name: &str) -> Option<(String, String)> {
+    let code = code_of(line);
+    let at = word_at(code, name, 0)?;
+    let indent = &code[..code.len() - code.trim_start().len()];
+    let prefix = &code[indent.len()..at];
+    let end = at + name.len();
+    let quote = code[end..]
+        .chars()
+        .next()
+        .filter(|c| *c == '"' || *c == '\'');
+    let (tail, empty) = match quote {
+        Some(q) => (regex::escape(&q.to_string()), q.to_string()),
+        None => (r"\b".to_string(), "\"\"".to_string()),
+    };
+    let pattern = format!(r"^(\s*){}{}{tail}", generalize(prefix), regex::escape(name));
+    let with = format!("${{1}}{}{empty}", prefix.replace('$', "$$"));
+    Some((pattern, with))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_setting_is_set_empty_in_its_own_syntax() {
+        for (line, name, after) in [
+            ("  username: nsd", "nsd", "  username: \"\""),
+            ("\tusername: \"unbound\"", "unbound", "\tusername: \"\""),
+            ("user=dnsmasq", "dnsmasq", "user=\"\""),
+        ] {
+            let (pattern, with) = blank_setting(line, name).unwrap();
+            let re = regex::Regex::new(&pattern).unwrap();
+            assert!(re.is_match(line), "{pattern} on {line:?}");
+            assert_eq!(
+                re.replace(line, with.as_str()),
+                after,
+                "{pattern} -> {with}"
+            );
+        }
+    }
 
     fn port_line(text: &str, port: u16) -> Option<(usize, String, String)> {
         find_port_setting(text.as_bytes(), port).map(|f| (f.line, f.key, f.pattern))

@@ -114,6 +114,15 @@ pub fn build(
                 .map(|p| (p.clone(), m.recipe.name.clone()))
         })
         .collect();
+    options.recipe_user_options = matched
+        .iter()
+        .flat_map(|m| {
+            m.recipe
+                .user_options
+                .iter()
+                .map(|o| (o.clone(), m.recipe.name.clone()))
+        })
+        .collect();
     options.recipe_readable = matched
         .iter()
         .flat_map(|m| {
@@ -323,6 +332,16 @@ impl Plan {
                 if meta.mode & 0o004 == 0 {
                     meta.gid = 0;
                     meta.mode |= 0o040;
+                }
+                // A file a recipe also makes readable keeps the owner and mode it gave.
+                if let Some(c) = self
+                    .changes
+                    .get(&f.path)
+                    .filter(|c| matches!(c.reason, Reason::Readable { .. }))
+                {
+                    meta.uid = c.meta.uid;
+                    meta.gid = c.meta.gid;
+                    meta.mode = c.meta.mode;
                 }
                 self.changes.insert(
                     f.path.clone(),

@@ -239,3 +239,65 @@ text = "root:x:0:\nmemcache:x:101:\napp:x:1001:\n"
         assert_eq!(plan.cmd, Some(vec!["srv".to_string(), "-x".into()]));
     }
 }
+
+/// `args` without the option `option` and its value (`--user NAME`, `--user=NAME`, and
+/// for a short option `-uNAME` too), with the words removed; `None` when it is not there.
+pub fn strip_option(args: &[String], option: &str) -> Option<(Vec<String>, String)> {
+    let short = option.len() == 2 && !option.starts_with("--");
+    let mut out = Vec::with_capacity(args.len());
+    let mut removed = Vec::new();
+    let mut k = 0;
+    while k < args.len() {
+        let a = &args[k];
+        if a == option && k + 1 < args.len() {
+            removed.push(format!("{a} {}", args[k + 1]));
+            k += 2;
+            continue;
+        }
+        let joined = a
+            .strip_prefix(option)
+            .filter(|rest| rest.starts_with('=') || (short && !rest.is_empty()));
+        if joined.is_some() {
+            removed.push(a.clone());
+        } else {
+            out.push(a.clone());
+        }
+        k += 1;
+    }
+    (!removed.is_empty()).then(|| (out, removed.join(" ")))
+}
+
+#[cfg(test)]
+mod option_tests {
+    use super::strip_option;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn options_that_switch_users_go_with_their_value() {
+        assert_eq!(
+            strip_option(
+                &words("privoxy --no-daemon --user privoxy /etc/c"),
+                "--user"
+            ),
+            Some((words("privoxy --no-daemon /etc/c"), "--user privoxy".into()))
+        );
+        assert_eq!(
+            strip_option(&words("webfsd -p 80 -u www-data -g www-data"), "-u"),
+            Some((words("webfsd -p 80 -g www-data"), "-u www-data".into()))
+        );
+        assert_eq!(
+            strip_option(&words("d -ubind --user=x"), "-u").map(|r| r.1),
+            Some("-ubind".into())
+        );
+        assert_eq!(
+            strip_option(&words("d --user=x"), "--user").map(|r| r.1),
+            Some("--user=x".into())
+        );
+        // Another option that starts the same is not it.
+        assert_eq!(strip_option(&words("d --username x"), "--user"), None);
+        assert_eq!(strip_option(&words("d -u"), "-u"), None);
+    }
+}

@@ -58,6 +58,19 @@ pub struct DraftRemove {
     pub pattern: String,
 }
 
+/// An `[[edit]]` of kind `replace`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DraftReplace {
+    /// Its name.
+    pub name: String,
+    /// The files it edits.
+    pub files: Vec<String>,
+    /// The regex.
+    pub pattern: String,
+    /// What each match becomes.
+    pub with: String,
+}
+
 /// A recipe to be written.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Draft {
@@ -73,6 +86,8 @@ pub struct Draft {
     pub users: Vec<Noted<String>>,
     /// `[service] ports`.
     pub ports: Vec<Noted<String>>,
+    /// `[service] user_options`.
+    pub user_options: Vec<Noted<String>>,
     /// `[[ports]]`.
     pub port_patterns: Vec<Noted<DraftPort>>,
     /// `[[writable]]`.
@@ -81,6 +96,8 @@ pub struct Draft {
     pub readable: Vec<Noted<DraftReadable>>,
     /// `[[edit]]`s that remove lines.
     pub removes: Vec<Noted<DraftRemove>>,
+    /// `[[edit]]`s that replace text.
+    pub replaces: Vec<Noted<DraftReplace>>,
 }
 
 /// A TOML basic string.
@@ -132,9 +149,13 @@ impl Draft {
         let _ = writeln!(out, "name = {}", quoted(&self.name));
         let _ = writeln!(out, "summary = {}", quoted(&self.summary));
         let _ = writeln!(out, "\n[match]\nany = {}", list(&self.matches));
-        if !self.users.is_empty() || !self.ports.is_empty() {
+        if !self.users.is_empty() || !self.ports.is_empty() || !self.user_options.is_empty() {
             out.push_str("\n[service]\n");
-            for (key, items) in [("users", &self.users), ("ports", &self.ports)] {
+            for (key, items) in [
+                ("users", &self.users),
+                ("ports", &self.ports),
+                ("user_options", &self.user_options),
+            ] {
                 if items.is_empty() {
                     continue;
                 }
@@ -190,6 +211,18 @@ impl Draft {
                 pattern(&e.entry.pattern)
             );
         }
+        for e in &self.replaces {
+            out.push('\n');
+            comments(&mut out, &e.why);
+            let _ = writeln!(
+                out,
+                "[[edit]]\nname = {}\nkind = \"replace\"\nfiles = {}\npattern = {}\nwith = {}",
+                quoted(&e.entry.name),
+                list(&e.entry.files),
+                pattern(&e.entry.pattern),
+                pattern(&e.entry.with)
+            );
+        }
         out
     }
 }
@@ -218,6 +251,7 @@ mod tests {
                 noted("53/udp".into(), "bound udp"),
                 noted("53/tcp".into(), "bound tcp"),
             ],
+            user_options: vec![noted("--user".into(), "setgroups refused")],
             port_patterns: vec![noted(
                 DraftPort {
                     directive: "port".into(),
@@ -249,6 +283,15 @@ mod tests {
                 },
                 "setuid refused",
             )],
+            replaces: vec![noted(
+                DraftReplace {
+                    name: "do not switch users".into(),
+                    files: vec!["/etc/nsd/nsd.conf".into()],
+                    pattern: r#"^(\s*)username:\s*nsd\b"#.into(),
+                    with: r#"${1}username: """#.into(),
+                },
+                "still refused",
+            )],
         };
         let text = draft.render();
         assert!(
@@ -263,12 +306,16 @@ mod tests {
         assert_eq!(r.summary, "nsd \"authoritative\" DNS");
         assert_eq!(r.users, ["nsd"]);
         assert_eq!(r.listens, ["53/udp", "53/tcp"]);
+        assert_eq!(r.user_options, ["--user"]);
         assert_eq!(r.ports.len(), 1);
         assert!(r.ports[0].regex.is_match(b"  port: 53"));
         assert_eq!(r.writable[0].path.as_deref(), Some("/run/nsd"));
         assert!(r.writable[0].make_writable && r.writable[0].create);
         assert_eq!(r.readable[0].path.display(), "/etc/nsd/nsd_server.key");
         assert_eq!(r.edits[0].name, "do not switch users");
+        assert!(
+            matches!(&r.edits[1].action, crate::recipe::EditAction::Replace { with, .. } if with == r#"${1}username: """#)
+        );
         // The files edited and made readable are kept while scanning.
         for f in ["/etc/nsd/nsd.conf", "/etc/nsd/nsd_server.key"] {
             assert!(r.capture.iter().any(|g| g == f), "{f}: {:?}", r.capture);

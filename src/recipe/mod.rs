@@ -295,6 +295,9 @@ pub struct Recipe {
     /// The ports the service listens on (`53/udp`, `8080/tcp`), as `ExposedPorts` keys:
     /// exposed, and moved where the command line names them.
     pub listens: Vec<String>,
+    /// Options of the service's command line that make it switch users (`--user`, `-u`):
+    /// removed with their value, since switching users needs root.
+    pub user_options: Vec<String>,
     /// Config entry points.
     pub entries: Vec<Entry>,
     /// Globs of files to keep while scanning (the config's and the edits').

@@ -50,6 +50,8 @@ struct ServiceSpec {
     users: Vec<String>,
     #[serde(default)]
     ports: Vec<String>,
+    #[serde(default)]
+    user_options: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -338,6 +340,14 @@ impl Recipe {
         }
 
         let listens = service_ports(&c, &spec.service.ports)?;
+        for (i, o) in spec.service.user_options.iter().enumerate() {
+            if !o.starts_with('-') || o.contains(char::is_whitespace) || o.contains('=') {
+                return Err(c.err(
+                    &format!("service.user_options[{i}]"),
+                    format!("`{o}` is not an option such as `--user` or `-u`"),
+                ));
+            }
+        }
         let readable = readable_paths(&c, &spec.readable)?;
 
         let mut logs = Vec::new();
@@ -432,6 +442,7 @@ impl Recipe {
             signature: spec.matcher.any.iter().map(|p| ImagePath::new(p)).collect(),
             users: spec.service.users,
             listens,
+            user_options: spec.service.user_options,
             entries: config
                 .as_ref()
                 .map(|cfg| {

@@ -212,8 +212,10 @@ pub struct Destination {
 pub struct LearnedOut {
     /// The recipe's name.
     pub recipe: String,
-    /// The rounds it took.
+    /// The rounds it took (round 0, the original, included).
     pub rounds: usize,
+    /// How long it took.
+    pub seconds: f64,
     /// Each change, proven by the last run.
     pub changes: Vec<LearnedChangeOut>,
 }
@@ -420,6 +422,7 @@ impl Report {
             learned: conversion.learning.as_ref().map(|l| LearnedOut {
                 recipe: l.recipe_name.clone(),
                 rounds: l.rounds.len(),
+                seconds: (l.seconds * 10.0).round() / 10.0,
                 changes: l
                     .knowledge
                     .learned
