@@ -132,6 +132,13 @@ fn learn_and_prove(name: &str, image: HostImage, probe: Probe, port: u16) {
     );
     let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let learning = &report["destination"]["learned"];
+    let left: Vec<&serde_json::Value> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .collect();
+    assert!(left.is_empty(), "{name}: errors remain: {left:#?}");
     let verified = report["destination"]["verified"].as_array().unwrap();
     assert_eq!(verified.len(), 2, "{name}: {report:#}");
     assert!(
@@ -588,4 +595,279 @@ zone:
 #[test]
 fn knot_address_at_port_and_a_config_only_its_group_may_read() {
     learn_and_prove("knot", knot(), Probe::Dns("www.unroot.test"), 8053);
+}
+
+/// A real Docker engine (Debian's dockerd) on a socket and data root of its own, with the
+/// vfs storage driver; stopped by its pid and removed when dropped.
+struct Docker {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Docker {
+    fn start() -> Docker {
+        let dir = tempfile::Builder::new()
+            .prefix("unroot-docker-")
+            .tempdir()
+            .unwrap();
+        let path = |p: &str| dir.path().join(p).to_str().unwrap().to_string();
+        let log = std::fs::File::create(dir.path().join("dockerd.log")).unwrap();
+        let child = std::process::Command::new("dockerd")
+            .args([
+                "--data-root",
+                &path("root"),
+                "--exec-root",
+                &path("exec"),
+                "--pidfile",
+                &path("dockerd.pid"),
+                "--host",
+                &format!("unix://{}", path("docker.sock")),
+                "--storage-driver",
+                "vfs",
+            ])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd runs (./scripts/test installs docker.io and iptables)");
+        let docker = Docker { dir, child };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while docker
+            .sh("docker version --format '{{.Server.Version}}'")
+            .code
+            != 0
+        {
+            assert!(
+                Instant::now() < deadline,
+                "dockerd did not start: {}",
+                std::fs::read_to_string(docker.dir.path().join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        docker
+    }
+
+    /// A shell command with `DOCKER_HOST` set to this engine.
+    fn sh(&self, command: &str) -> crate::support::Output {
+        let sock = self.dir.path().join("docker.sock");
+        crate::support::Output::of(
+            std::process::Command::new("sh")
+                .args(["-c", command])
+                .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+                .output()
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for Docker {
+    fn drop(&mut self) {
+        let _ = self.sh("docker rm -f $(docker ps -aq) 2>/dev/null");
+        // SAFETY: kill only sends a signal to the engine this test started.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The `--emit docker` lines of `convert --learn` run as printed under a real Docker
+/// (only `DOCKER_HOST` names this test's engine): the learned tinyproxy answers as a proxy
+/// on the published port.
+#[test]
+fn a_learned_image_runs_under_docker_as_its_emit_docker_lines_say() {
+    let s = Scratch::new();
+    let layout = s.path("img");
+    let src = format!("oci:{}:original", layout.display());
+    crate::support::build(&tinyproxy().spec(), &src);
+    let archive = s.path("tinyproxy.tar");
+    let out = s
+        .unroot(&[
+            "convert",
+            "-q",
+            "--learn",
+            "--emit",
+            "docker",
+            &src,
+            "--to",
+            &format!(
+                "docker-archive:{}:unroot-test/tinyproxy:learned",
+                archive.display()
+            ),
+        ])
+        .success();
+    let lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .collect();
+    assert_eq!(lines.len(), 2, "a load and a run: {}", out.stdout);
+    assert!(lines[0].starts_with("docker load -i "), "{}", lines[0]);
+    assert!(lines[1].contains(" -p 8080:8080 "), "{}", lines[1]);
+    let docker = Docker::start();
+    let load = docker.sh(lines[0]);
+    assert_eq!(load.code, 0, "{}: {}{}", lines[0], load.stdout, load.stderr);
+    // Detached, so the test can ask it; the line is otherwise as printed.
+    let run = lines[1].replacen(
+        "docker run --rm",
+        "docker run -d --rm --name unroot-learned",
+        1,
+    );
+    assert_ne!(run, lines[1], "the printed line starts `docker run --rm`");
+    let started = docker.sh(&run);
+    assert_eq!(
+        started.code, 0,
+        "{run}: {}{}",
+        started.stdout, started.stderr
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // Its own answer (an error page from a client outside its `Allow 127.0.0.1`, with
+        // its `Server` header).
+        let answer =
+            docker.sh("curl -sS -i --max-time 3 -x http://127.0.0.1:8080 http://unroot.invalid/");
+        if answer.stdout.to_lowercase().contains("server: tinyproxy") {
+            break;
+        }
+        let logs = docker.sh("docker logs unroot-learned");
+        assert!(
+            Instant::now() < deadline,
+            "no proxy answer on 8080: {}{}\n{}{}",
+            answer.stdout,
+            answer.stderr,
+            logs.stdout,
+            logs.stderr
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let user = docker.sh("docker inspect --format '{{.Config.User}}' unroot-learned");
+    assert_eq!(
+        user.stdout.trim(),
+        format!(
+            "{}:{}",
+            crate::services::host_uid("tinyproxy"),
+            host_gid("tinyproxy")
+        )
+    );
+}
+
+/// chronyd sets the system clock, which needs CAP_SYS_TIME: no user namespace gives it,
+/// even to its root. Learning says so after watching the original once, and does not loop.
+#[test]
+fn chrony_needs_a_capability_no_container_has_and_learning_says_so() {
+    let s = Scratch::new();
+    let mut i = HostImage::new(
+        r#"[config]
+Env = ["PATH=/usr/sbin:/usr/bin"]
+Cmd = ["/usr/sbin/chronyd", "-d", "-f", "/etc/chrony/chrony.conf"]
+ExposedPorts = ["123/udp"]
+"#,
+    );
+    i.base();
+    i.binary("/usr/sbin/chronyd");
+    i.accounts(&["root", "_chrony"], &["root", "_chrony"]);
+    i.dir("/etc/chrony", 0o755, 0, 0);
+    i.text(
+        "/etc/chrony/chrony.conf",
+        "server 192.0.2.123 iburst\nport 123\nallow\nmakestep 1 3\ndriftfile /var/lib/chrony/chrony.drift\nuser _chrony\n",
+        0o644,
+        0,
+        0,
+    );
+    let c = crate::services::host_uid("_chrony");
+    i.dir("/var/lib/chrony", 0o755, c, c);
+    i.dir("/run/chrony", 0o750, c, c);
+    let src = format!("oci:{}:original", s.path("img").display());
+    crate::support::build(&i.spec(), &src);
+    let recipe = s.path("chrony.toml");
+    let out = s.unroot(&[
+        "learn",
+        "-q",
+        "--format",
+        "json",
+        "--write-recipe",
+        recipe.to_str().unwrap(),
+        &src,
+    ]);
+    assert_eq!(out.code, 5, "{}\n{}", out.stdout, out.stderr);
+    let learning: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(learning["stopped"], "capability", "{learning:#}");
+    assert_eq!(learning["proven"], false);
+    assert_eq!(
+        learning["rounds"].as_array().unwrap().len(),
+        1,
+        "the original ran once, nothing was tried: {learning:#}"
+    );
+    let capability: Vec<&serde_json::Value> = learning["knowledge"]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["capability"] == true)
+        .collect();
+    assert_eq!(capability.len(), 1, "{learning:#}");
+    let problem = capability[0]["problem"].as_str().unwrap();
+    assert!(problem.contains("CAP_SYS_TIME"), "{problem}");
+    let evidence = capability[0]["evidence"][0].as_str().unwrap();
+    assert!(
+        evidence.contains("chronyd") && evidence.contains("EPERM"),
+        "{evidence}"
+    );
+    // The recipe is written for review even so: what was learned before it stopped.
+    let text = std::fs::read_to_string(&recipe).unwrap();
+    assert!(text.contains("name = \"learned-chronyd\""), "{text}");
+    unroot::recipe::Recipe::parse(&text, "chrony.toml").unwrap();
+
+    // In text, the same, said once.
+    let out = s.unroot(&["learn", "-q", &src]);
+    assert_eq!(out.code, 5);
+    assert!(
+        out.stdout
+            .contains("the service needs a capability that no unprivileged container has"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// Learning runs the image: without root on the host, or without the runtime, it says so
+/// in one sentence and exits with 3, before it reads anything.
+#[test]
+fn learning_where_it_cannot_run_says_why_in_one_sentence() {
+    let s = Scratch::new();
+    let src = s.build("img", "original", &crate::support::sample_spec());
+    let out = s.unroot(&["learn", "-q", "--runtime", "no-such-runtime", &src]);
+    assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.error_line()
+            .contains("`no-such-runtime` is not installed"),
+        "{}",
+        out.stderr
+    );
+    // As an unprivileged user of this machine (a scratch it may read).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_nobody = crate::support::tool(
+        "setpriv",
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "env",
+            &format!("HOME={}", s.tmp().display()),
+            &format!("TMPDIR={}", s.tmp().display()),
+            env!("CARGO_BIN_EXE_unroot"),
+            "learn",
+            "-q",
+            &src,
+        ],
+    );
+    assert_eq!(
+        as_nobody.code, 3,
+        "{}\n{}",
+        as_nobody.stdout, as_nobody.stderr
+    );
+    let error = as_nobody.error_line();
+    assert!(
+        error.contains("needs root on this machine: run it as root"),
+        "{error}"
+    );
+    assert_eq!(as_nobody.stdout, "");
 }
