@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use crate::model::command::port_args;
 use crate::model::ports::{is_port_variable, UNPRIVILEGED_START};
 use crate::plan::scripts::command_script;
-use crate::recipe::{config_lines, ConfigProblem};
+use crate::recipe::{config_lines, ConfigProblem, PortPattern};
 use crate::write::image::recorded_port_moves;
 
 /// The rules of this analyzer.
@@ -154,6 +154,9 @@ impl Analyzer for Ports {
         }
         for matched in facts.recipes {
             let recipe = matched.recipe;
+            // The config's files, with the directives that apply to them.
+            let config: Vec<&PortPattern> =
+                recipe.ports.iter().filter(|p| p.files.is_none()).collect();
             for file in &matched.files {
                 let text = match &file.text {
                     Ok(t) => t,
@@ -174,40 +177,67 @@ impl Analyzer for Ports {
                         continue;
                     }
                 };
-                for (n, line) in config_lines(text, recipe.comment.as_deref()).enumerate() {
-                    for pattern in recipe.ports.iter().filter(|p| p.files.is_none()) {
-                        for cap in pattern.regex.captures_iter(line) {
-                            let port = std::str::from_utf8(&cap["port"])
-                                .ok()
-                                .and_then(|p| p.parse::<u32>().ok());
-                            if let Some(p) = port.and_then(|p| u16::try_from(p).ok()) {
-                                set.insert(p);
-                            }
-                            if let Some(p) =
-                                port.filter(|p| *p > 0 && *p < u32::from(UNPRIVILEGED_START))
-                            {
-                                let via = if file.path == file.resolved {
-                                    String::new()
-                                } else {
-                                    format!(" (included as `{}`)", file.path)
-                                };
-                                out.push(Finding::new(
-                                    &RULES[2],
-                                    Location::file(&file.resolved, file.layer, Some(n + 1)),
-                                    format!(
-                                        "{} `{}` on port {p}: `{}`{via}",
-                                        recipe.name,
-                                        pattern.directive,
-                                        String::from_utf8_lossy(line).trim()
-                                    ),
-                                ));
-                            }
-                        }
-                    }
+                let via = if file.path == file.resolved {
+                    String::new()
+                } else {
+                    format!(" (included as `{}`)", file.path)
+                };
+                let place = (&file.resolved, file.layer);
+                directive_ports(recipe, &config, text, place, &via, &mut set, out);
+            }
+            // The other files a directive names (an entrypoint script, a learned file).
+            for pattern in recipe.ports.iter().filter(|p| p.files.is_some()) {
+                let globs = pattern.files.as_deref().unwrap_or_default();
+                for path in crate::recipe::edit::files_matching(facts.view, globs) {
+                    let Some(node) = facts.view.get(&path) else {
+                        continue;
+                    };
+                    let Some(crate::layer::Content::Bytes(text)) = &node.content else {
+                        continue;
+                    };
+                    let place = (&path, Some(node.layer));
+                    directive_ports(recipe, &[pattern], text, place, "", &mut set, out);
                 }
             }
         }
         unreached_moves(facts, &set, out);
+    }
+}
+
+/// The ports `patterns` of `recipe` find in `text` (the file at `place`): each is set for
+/// the service, and a privileged one is a finding (UR203) at its line.
+fn directive_ports(
+    recipe: &crate::recipe::Recipe,
+    patterns: &[&PortPattern],
+    text: &[u8],
+    (path, layer): (&crate::layer::ImagePath, Option<usize>),
+    via: &str,
+    set: &mut BTreeSet<u16>,
+    out: &mut Vec<Finding>,
+) {
+    for (n, line) in config_lines(text, recipe.comment.as_deref()).enumerate() {
+        for pattern in patterns {
+            for cap in pattern.regex.captures_iter(line) {
+                let port = std::str::from_utf8(&cap["port"])
+                    .ok()
+                    .and_then(|p| p.parse::<u32>().ok());
+                if let Some(p) = port.and_then(|p| u16::try_from(p).ok()) {
+                    set.insert(p);
+                }
+                if let Some(p) = port.filter(|p| *p > 0 && *p < u32::from(UNPRIVILEGED_START)) {
+                    out.push(Finding::new(
+                        &RULES[2],
+                        Location::file(path, layer, Some(n + 1)),
+                        format!(
+                            "{} `{}` on port {p}: `{}`{via}",
+                            recipe.name,
+                            pattern.directive,
+                            String::from_utf8_lossy(line).trim()
+                        ),
+                    ));
+                }
+            }
+        }
     }
 }
 

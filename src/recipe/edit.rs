@@ -453,7 +453,8 @@ fn first_value(
 }
 
 /// The regular files of the image (symlinks resolved) whose paths match the globs.
-fn files_matching(view: &MergedView, globs: &[String]) -> Vec<ImagePath> {
+/// The files of the view that `globs` name (symlinks resolved), each once.
+pub fn files_matching(view: &MergedView, globs: &[String]) -> Vec<ImagePath> {
     let mut b = GlobSetBuilder::new();
     for g in globs {
         if let Ok(glob) = Glob::new(g) {

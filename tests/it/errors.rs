@@ -969,6 +969,7 @@ fn completions_load_in_bash_and_man_pages_render() {
             "unroot-analyze.1",
             "unroot-completions.1",
             "unroot-convert.1",
+            "unroot-learn.1",
             "unroot-man.1",
             "unroot-recipes-check.1",
             "unroot-recipes-list.1",

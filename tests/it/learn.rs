@@ -115,6 +115,7 @@ fn learn_and_prove(name: &str, image: HostImage, probe: Probe, port: u16) {
     let out = s.unroot(&[
         "convert",
         "-q",
+        "--no-recipes",
         "--learn",
         "--write-recipe",
         recipe.to_str().unwrap(),
@@ -176,6 +177,7 @@ fn learn_and_prove(name: &str, image: HostImage, probe: Probe, port: u16) {
     s.unroot(&[
         "convert",
         "-q",
+        "--no-recipes",
         "--recipe",
         recipe.to_str().unwrap(),
         &src,
@@ -516,7 +518,15 @@ fn webfsd_arguments_learned_but_an_arbitrary_uid_it_refuses_is_reported() {
     crate::support::build(&webfsd().spec(), &src);
     let dest = format!("oci:{}:learned", layout.display());
     let out = s.unroot(&[
-        "convert", "-q", "--learn", "--format", "json", &src, "--to", &dest,
+        "convert",
+        "-q",
+        "--no-recipes",
+        "--learn",
+        "--format",
+        "json",
+        &src,
+        "--to",
+        &dest,
     ]);
     assert_eq!(out.code, 5, "{}\n{}", out.stdout, out.stderr);
     let error = out.error_line();
@@ -684,6 +694,7 @@ fn a_learned_image_runs_under_docker_as_its_emit_docker_lines_say() {
         .unroot(&[
             "convert",
             "-q",
+            "--no-recipes",
             "--learn",
             "--emit",
             "docker",
@@ -781,6 +792,7 @@ ExposedPorts = ["123/udp"]
     let recipe = s.path("chrony.toml");
     let out = s.unroot(&[
         "learn",
+        "--no-recipes",
         "-q",
         "--format",
         "json",
