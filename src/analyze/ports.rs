@@ -185,7 +185,9 @@ impl Analyzer for Ports {
                 let place = (&file.resolved, file.layer);
                 directive_ports(recipe, &config, text, place, &via, &mut set, out);
             }
-            // The other files a directive names (an entrypoint script, a learned file).
+            // The other files a directive names (an entrypoint script, a learned file):
+            // the ports they set count as the service's, the findings stay the config's.
+            let mut quiet = Vec::new();
             for pattern in recipe.ports.iter().filter(|p| p.files.is_some()) {
                 let globs = pattern.files.as_deref().unwrap_or_default();
                 for path in crate::recipe::edit::files_matching(facts.view, globs) {
@@ -196,7 +198,7 @@ impl Analyzer for Ports {
                         continue;
                     };
                     let place = (&path, Some(node.layer));
-                    directive_ports(recipe, &[pattern], text, place, "", &mut set, out);
+                    directive_ports(recipe, &[pattern], text, place, "", &mut set, &mut quiet);
                 }
             }
         }

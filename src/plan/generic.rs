@@ -230,7 +230,7 @@ struct PortChanges {
     arg_moves: Vec<ArgMove>,
 }
 
-impl Planner<'_> {
+impl<'a> Planner<'a> {
     /// The service user the image had: named in `User`; else the one its command switches
     /// to, the recipe's, or the obvious owner of files.
     fn former_user(&mut self, user_before: Option<&str>) -> Option<Former> {
@@ -663,10 +663,7 @@ impl Planner<'_> {
     /// Files and directories the service reads that only root (or its group) may: the
     /// runtime user's, group 0, readable by both (a recipe's `[[readable]]`).
     fn readable(&mut self, identity: &Identity) {
-        for r in &self.opts.recipe_readable {
-            let Ok(path) = self.view.resolve(&r.path) else {
-                continue;
-            };
+        for (path, r) in self.readable_targets() {
             let Some(node) = self.view.get(&path) else {
                 self.notes.push(format!(
                     "`{}`, which the {} recipe makes readable, is not in the image",
@@ -722,6 +719,32 @@ impl Planner<'_> {
                     original: None,
                 });
         }
+    }
+
+    /// The paths a recipe's `[[readable]]` entries name: an exact path (symlinks
+    /// resolved), or every file and directory a glob (`/var/lib/knot/**`) matches.
+    fn readable_targets(&self) -> Vec<(ImagePath, &'a ReadablePath)> {
+        let mut out = Vec::new();
+        for r in &self.opts.recipe_readable {
+            let pattern = r.path.display();
+            if !crate::recipe::is_glob(&pattern) {
+                if let Ok(path) = self.view.resolve(&r.path) {
+                    out.push((path, r));
+                }
+                continue;
+            }
+            let Ok(glob) = globset::Glob::new(&pattern) else {
+                continue;
+            };
+            let glob = glob.compile_matcher();
+            for (path, node) in self.view.iter() {
+                if matches!(node.meta.kind, Kind::File | Kind::Dir) && glob.is_match(path.display())
+                {
+                    out.push((path, r));
+                }
+            }
+        }
+        out
     }
 
     /// A volume at a directory the service must own moves to its parent: a fresh volume

@@ -197,7 +197,8 @@ impl Draft {
                 out,
                 "[[readable]]\nwhat = {}\npath = {}",
                 quoted(&r.entry.what),
-                quoted(&r.entry.path)
+                // A path with a glob's characters in its name means itself only.
+                quoted(&globset::escape(&r.entry.path))
             );
         }
         for e in &self.removes {

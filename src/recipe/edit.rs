@@ -452,7 +452,6 @@ fn first_value(
     None
 }
 
-/// The regular files of the image (symlinks resolved) whose paths match the globs.
 /// The files of the view that `globs` name (symlinks resolved), each once.
 pub fn files_matching(view: &MergedView, globs: &[String]) -> Vec<ImagePath> {
     let mut b = GlobSetBuilder::new();

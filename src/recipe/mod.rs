@@ -36,9 +36,14 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../recipes/caddy.toml"),
     ),
     (
+        "recipes/dnsmasq.toml",
+        include_str!("../../recipes/dnsmasq.toml"),
+    ),
+    (
         "recipes/haproxy.toml",
         include_str!("../../recipes/haproxy.toml"),
     ),
+    ("recipes/knot.toml", include_str!("../../recipes/knot.toml")),
     (
         "recipes/lighttpd.toml",
         include_str!("../../recipes/lighttpd.toml"),
@@ -59,6 +64,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "recipes/nginx.toml",
         include_str!("../../recipes/nginx.toml"),
     ),
+    ("recipes/nsd.toml", include_str!("../../recipes/nsd.toml")),
     (
         "recipes/php-fpm.toml",
         include_str!("../../recipes/php-fpm.toml"),
@@ -74,6 +80,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
     (
         "recipes/squid.toml",
         include_str!("../../recipes/squid.toml"),
+    ),
+    (
+        "recipes/tinyproxy.toml",
+        include_str!("../../recipes/tinyproxy.toml"),
     ),
 ];
 
@@ -221,8 +231,13 @@ impl Owned {
 pub struct Readable {
     /// What it is, for messages.
     pub what: String,
-    /// The path.
+    /// The path, or a glob of paths (every file and directory it matches).
     pub path: ImagePath,
+}
+
+/// Whether a recipe's path is a glob (`/var/lib/knot/**`) rather than one path.
+pub fn is_glob(path: &str) -> bool {
+    path.contains(['*', '?', '[', '{'])
 }
 
 /// Where the service logs.
@@ -466,16 +481,20 @@ mod tests {
             [
                 "apache",
                 "caddy",
+                "dnsmasq",
                 "haproxy",
+                "knot",
                 "lighttpd",
                 "mariadb",
                 "memcached",
                 "mosquitto",
                 "nginx",
+                "nsd",
                 "php-fpm",
                 "postgresql",
                 "redis",
-                "squid"
+                "squid",
+                "tinyproxy"
             ]
         );
     }
@@ -520,6 +539,33 @@ mod tests {
         )
         .unwrap();
         assert!(ok.writable[0].create);
+    }
+
+    #[test]
+    fn readable_paths_are_kept_while_scanning_globs_as_globs() {
+        let base = "name = \"x\"\nsummary = \"x\"\n[match]\nany = [\"/x\"]\n";
+        let r = Recipe::parse(
+            &format!("{base}[[readable]]\nwhat = \"keys\"\npath = \"/etc/x/key[1]\"\n[[readable]]\nwhat = \"zones\"\npath = \"/var/lib/x/**/*.zone\"\n"),
+            "x.toml",
+        )
+        .unwrap();
+        let set = capture_set(&[r]);
+        assert!(set.is_match("/var/lib/x/a/b.zone"));
+        assert!(set.is_match("/var/lib/x/b.zone"));
+        assert!(!set.is_match("/var/lib/x/journal.mdb"));
+        assert!(set.is_match("/etc/x/key1"));
+        let err = Recipe::parse(
+            &format!("{base}[[readable]]\nwhat = \"x\"\npath = \"/etc/x/{{a\"\n"),
+            "x.toml",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("readable[0].path"), "{err}");
+        let err = Recipe::parse(
+            &format!("{base}[[readable]]\nwhat = \"x\"\npath = \"etc/x\"\n"),
+            "x.toml",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("an absolute path"), "{err}");
     }
 
     #[test]

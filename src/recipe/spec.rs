@@ -374,7 +374,14 @@ impl Recipe {
                 .flat_map(|p| p.files.clone().unwrap_or_default()),
         );
         // ... and so must the files made readable (a new layer carries them whole).
-        capture.extend(readable.iter().map(|r| globset::escape(&r.path.display())));
+        capture.extend(readable.iter().map(|r| {
+            let path = r.path.display();
+            if super::is_glob(&path) {
+                path
+            } else {
+                globset::escape(&path)
+            }
+        }));
         for (i, g) in capture.iter().enumerate() {
             c.glob(&format!("config.capture[{i}]"), g)?;
         }
@@ -503,14 +510,22 @@ fn service_ports(c: &Checker<'_>, ports: &[String]) -> Result<Vec<String>, Recip
         .collect()
 }
 
-/// `[[readable]]`: absolute paths.
+/// `[[readable]]`: absolute paths, or globs of them.
 fn readable_paths(c: &Checker<'_>, specs: &[ReadableSpec]) -> Result<Vec<Readable>, RecipeError> {
     specs
         .iter()
         .enumerate()
         .map(|(i, r)| {
             if !r.path.starts_with('/') || r.path == "/" {
-                return Err(c.err(&format!("readable[{i}].path"), "an absolute path below `/`"));
+                return Err(c.err(
+                    &format!("readable[{i}].path"),
+                    "an absolute path below `/`, or a glob of them",
+                ));
+            }
+            if super::is_glob(&r.path) {
+                if let Err(e) = globset::Glob::new(&r.path) {
+                    return Err(c.err(&format!("readable[{i}].path"), &e.to_string()));
+                }
             }
             Ok(Readable {
                 what: r.what.clone(),

@@ -14,7 +14,7 @@ use crate::support::Scratch;
 /// How to ask a daemon whether it works, with its own protocol, from inside the
 /// container's network namespace.
 #[derive(Clone, Copy, Debug)]
-enum Probe {
+pub(crate) enum Probe {
     /// An HTTP proxy: a request for a URL through it answers with the proxy's own page
     /// containing the text.
     HttpProxy(&'static str),
@@ -85,7 +85,7 @@ impl Probe {
         }
     }
 
-    fn answers(self, c: &Container, port: u16) -> Result<(), String> {
+    pub(crate) fn answers(self, c: &Container, port: u16) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             match self.ask(c, port) {
@@ -202,7 +202,7 @@ fn learn_and_prove(name: &str, image: HostImage, probe: Probe, port: u16) {
 /// tinyproxy as Debian packages it, listening on port 80 (`Port 80`, the config's own
 /// syntax), `User`/`Group tinyproxy`, a log file in root's /var/log/tinyproxy and a pid file
 /// in /run/tinyproxy.
-fn tinyproxy() -> HostImage {
+pub(crate) fn tinyproxy() -> HostImage {
     let mut i = HostImage::new(
         r#"[config]
 Env = ["PATH=/usr/bin:/usr/sbin"]
@@ -277,10 +277,31 @@ Cmd = ["/usr/sbin/dropbear", "-F", "-E", "-p", "22", "-r", "/etc/dropbear/dropbe
     i
 }
 
+/// The config of [`nsd`].
+pub(crate) const NSD_CONF: &str = r#"server:
+  port: 53
+  username: nsd
+  pidfile: "/run/nsd/nsd.pid"
+  zonesdir: "/etc/nsd"
+  verbosity: 1
+remote-control:
+  control-enable: yes
+  control-interface: 127.0.0.1
+  control-port: 8952
+zone:
+  name: unroot.test
+  zonefile: "unroot.test.zone"
+"#;
+
 /// nsd (authoritative DNS) with `port: 53` in its YAML-like config, `username: nsd`,
 /// remote control on (its keys root 0600), a pid file in /run/nsd, answering for a zone;
 /// UDP and TCP, neither exposed.
 fn nsd() -> HostImage {
+    nsd_with(NSD_CONF)
+}
+
+/// nsd as [`nsd`] makes it, with another config.
+pub(crate) fn nsd_with(conf: &str) -> HostImage {
     let mut i = HostImage::new(
         r#"[config]
 Env = ["PATH=/usr/sbin:/usr/bin"]
@@ -305,26 +326,7 @@ Cmd = ["/usr/sbin/nsd", "-d", "-c", "/etc/nsd/nsd.conf"]
         );
         i.copy(&path, &path, 0o600);
     }
-    i.text(
-        "/etc/nsd/nsd.conf",
-        r#"server:
-  port: 53
-  username: nsd
-  pidfile: "/run/nsd/nsd.pid"
-  zonesdir: "/etc/nsd"
-  verbosity: 1
-remote-control:
-  control-enable: yes
-  control-interface: 127.0.0.1
-  control-port: 8952
-zone:
-  name: unroot.test
-  zonefile: "unroot.test.zone"
-"#,
-        0o644,
-        0,
-        0,
-    );
+    i.text("/etc/nsd/nsd.conf", conf, 0o644, 0, 0);
     i.text(
         "/etc/nsd/unroot.test.zone",
         "$ORIGIN unroot.test.\n$TTL 300\n@ IN SOA ns hostmaster 1 3600 600 86400 300\n@ IN NS ns\nns IN A 192.0.2.53\nwww IN A 192.0.2.1\n",
@@ -340,6 +342,14 @@ zone:
 /// dnsmasq (DNS) with `port=53` and `user=dnsmasq` in its `key=value` config, answering
 /// for a name from its config; UDP and TCP, neither exposed.
 fn dnsmasq() -> HostImage {
+    dnsmasq_with(DNSMASQ_CONF)
+}
+
+/// The config of [`dnsmasq`].
+pub(crate) const DNSMASQ_CONF: &str = "# answers for unroot.test only\nport=53\nuser=dnsmasq\nno-resolv\nno-hosts\naddress=/unroot.test/192.0.2.1\npid-file=/run/dnsmasq/dnsmasq.pid\n";
+
+/// dnsmasq as [`dnsmasq`] makes it, with another config.
+pub(crate) fn dnsmasq_with(conf: &str) -> HostImage {
     let mut i = HostImage::new(
         r#"[config]
 Env = ["PATH=/usr/sbin:/usr/bin"]
@@ -349,13 +359,7 @@ Cmd = ["/usr/sbin/dnsmasq", "--keep-in-foreground", "--log-facility=-", "--conf-
     i.base();
     i.binary("/usr/sbin/dnsmasq");
     i.accounts(&["root", "dnsmasq", "nobody"], &["root", "nogroup"]);
-    i.text(
-        "/etc/dnsmasq.conf",
-        "# answers for unroot.test only\nport=53\nuser=dnsmasq\nno-resolv\nno-hosts\naddress=/unroot.test/192.0.2.1\npid-file=/run/dnsmasq/dnsmasq.pid\n",
-        0o644,
-        0,
-        0,
-    );
+    i.text("/etc/dnsmasq.conf", conf, 0o644, 0, 0);
     i.dir("/run/dnsmasq", 0o755, 0, 0);
     i
 }
@@ -556,20 +560,11 @@ fn webfsd_arguments_learned_but_an_arbitrary_uid_it_refuses_is_reported() {
 /// its config directory and file readable by its group only (root:knot 0750 / 0640), a
 /// run directory it creates its control socket in, its zone in root:knot 0770 storage.
 fn knot() -> HostImage {
-    let mut i = HostImage::new(
-        r#"[config]
-Env = ["PATH=/usr/sbin:/usr/bin"]
-Cmd = ["/usr/sbin/knotd", "-c", "/etc/knot/knot.conf"]
-"#,
-    );
-    i.base();
-    i.binary("/usr/sbin/knotd");
-    i.accounts(&["root", "knot"], &["root", "knot"]);
-    let k = host_gid("knot");
-    i.dir("/etc/knot", 0o750, 0, k);
-    i.text(
-        "/etc/knot/knot.conf",
-        r#"server:
+    knot_with(KNOT_CONF)
+}
+
+/// The config of [`knot`].
+pub(crate) const KNOT_CONF: &str = r#"server:
     rundir: "/run/knot"
     user: knot:knot
     listen: 0.0.0.0@53
@@ -584,11 +579,22 @@ template:
     file: "%s.zone"
 zone:
   - domain: unroot.test
+"#;
+
+/// Knot as [`knot`] makes it, with another config.
+pub(crate) fn knot_with(conf: &str) -> HostImage {
+    let mut i = HostImage::new(
+        r#"[config]
+Env = ["PATH=/usr/sbin:/usr/bin"]
+Cmd = ["/usr/sbin/knotd", "-c", "/etc/knot/knot.conf"]
 "#,
-        0o640,
-        0,
-        k,
     );
+    i.base();
+    i.binary("/usr/sbin/knotd");
+    i.accounts(&["root", "knot"], &["root", "knot"]);
+    let k = host_gid("knot");
+    i.dir("/etc/knot", 0o750, 0, k);
+    i.text("/etc/knot/knot.conf", conf, 0o640, 0, k);
     i.dir("/var/lib/knot", 0o770, 0, k);
     i.text(
         "/var/lib/knot/unroot.test.zone",

@@ -8,6 +8,7 @@ mod faults;
 mod golden;
 mod hostimage;
 mod learn;
+mod learned_recipes;
 mod platforms;
 mod recipes;
 mod registry;

@@ -21,7 +21,8 @@ const IDS: IdMap = IdMap {
     size: 65536,
 };
 
-/// The test program: each step prints what failed (`perror`), then it waits.
+/// The test program: each step prints what failed (`perror`); it waits for its child (so
+/// "ready" means the child has run, however loaded the machine), then for a signal.
 const PROGRAM: &str = r#"
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -30,6 +31,7 @@ const PROGRAM: &str = r#"
 #include <grp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <netinet/in.h>
 int main(int argc, char **argv) {
   if (argc > 1) { mkdir("/run/probe", 0755); return 0; }
@@ -45,7 +47,9 @@ int main(int argc, char **argv) {
   chdir("/var/log");
   fd = open("probe/out.log", O_WRONLY | O_CREAT | O_APPEND, 0644);
   if (fd < 0) perror("/var/log/probe/out.log"); else { write(fd, "x\n", 2); close(fd); }
-  if (fork() == 0) { execl("/probe", "probe-child", "child", (char *)0); _exit(1); }
+  pid_t child = fork();
+  if (child == 0) { execl("/probe", "probe-child", "child", (char *)0); _exit(1); }
+  waitpid(child, NULL, 0);
   if (setgroups(0, NULL) != 0) perror("setgroups");
   if (setgid(101) != 0) perror("setgid");
   if (setuid(101) != 0) perror("setuid");
