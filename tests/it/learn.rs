@@ -110,6 +110,7 @@ fn learn_and_prove(name: &str, image: HostImage, probe: Probe, port: u16) {
     assert_eq!(code, 5, "{name}: the original passes verify: {verified:#}");
 
     // Learned, converted, proven.
+    let started = Instant::now();
     let learned = format!("oci:{}:learned", layout.display());
     let recipe = s.path(&format!("{name}.toml"));
     let out = s.unroot(&[
@@ -125,6 +126,7 @@ fn learn_and_prove(name: &str, image: HostImage, probe: Probe, port: u16) {
         "--to",
         &learned,
     ]);
+    let learning_took = started.elapsed();
     let text = std::fs::read_to_string(&recipe).unwrap_or_default();
     assert_eq!(
         out.code, 0,
@@ -190,12 +192,43 @@ fn learn_and_prove(name: &str, image: HostImage, probe: Probe, port: u16) {
         crate::support::layout_manifest(&layout, Some("learned")),
         "{name}: the written recipe gives another image:\n{text}"
     );
+    if std::env::var_os("UNROOT_LEARN_BENCH").is_some() {
+        bench(name, &s, &src, &recipe, learning_took);
+    }
     let rounds = learning["rounds"].as_u64().unwrap() as usize;
     let seconds = learning["seconds"].as_f64().unwrap();
     let changes = learning["changes"].as_array().unwrap().len();
     // The figures the closing note and README quote.
     eprintln!(
         "learned {name}: {rounds} rounds, {seconds:.1} s, {changes} changes, verdict: serves\n{text}"
+    );
+}
+
+/// For `benches/learn.sh`: what learning cost beside what proving the written recipe
+/// costs (`convert --recipe --verify`: one conversion, two runs) and a plain conversion
+/// with it, on the same image, printed as one `bench` line (no duration is asserted).
+fn bench(name: &str, s: &Scratch, src: &str, recipe: &std::path::Path, learning: Duration) {
+    let layout = s.path("img");
+    let timed = |tag: &str, extra: &[&str]| {
+        let dest = format!("oci:{}:{tag}", layout.display());
+        let mut args = vec![
+            "convert",
+            "-q",
+            "--no-recipes",
+            "--recipe",
+            recipe.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[src, "--to", &dest]);
+        let started = Instant::now();
+        s.unroot(&args).success();
+        started.elapsed().as_secs_f64()
+    };
+    let proven = timed("bench-verified", &["--verify"]);
+    let plain = timed("bench-plain", &[]);
+    eprintln!(
+        "bench {name} learn={:.2} verify={proven:.2} convert={plain:.2}",
+        learning.as_secs_f64()
     );
 }
 
