@@ -31,12 +31,12 @@
 //! cli        clap definitions and rendering; no logic
 //! serve      the registry bot: webhook payloads -> image events (jobs over a Session)
 //! report     text, JSON, SARIF; the runtime contract as docker and Kubernetes settings
-//! pipeline   Session: resolve -> scan -> plan -> analysis; mutate -> sink; verify
-//! runtime    unpack layers into a root filesystem, run it with an OCI runtime, watch it
+//! pipeline   Session: resolve -> scan -> plan -> analysis; mutate -> sink; verify; learn
+//! runtime    unpack layers into a root filesystem, run it with an OCI runtime, watch it, trace it
 //! analyze    passes over the merged view and the plan -> findings; the runtime contract
 //! write      plan -> new layer, id remap, config, manifest
-//! plan       recipe outcomes + the generic conversion -> Plan
-//! recipe     recipe syntax, matching, edits
+//! plan       recipe outcomes + the generic conversion -> Plan; traced runs -> learned changes
+//! recipe     recipe syntax, matching, edits; learned recipes written out
 //! transport  sources and sinks: registries (pool, client), layouts, archives; credentials
 //! layer      one layer as a verified stream; whiteouts; merged view; account files
 //! control    events and cancellation of a job

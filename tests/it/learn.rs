@@ -285,7 +285,7 @@ fn host_gid(group: &str) -> u32 {
 
 /// dropbear (SSH), its port an argument (`-p 22`) and no `ExposedPorts`, its host key
 /// readable by root only (0600), its pid file in /run.
-fn dropbear(s: &Scratch) -> HostImage {
+pub(crate) fn dropbear(s: &Scratch) -> HostImage {
     let mut i = HostImage::new(
         r#"[config]
 Env = ["PATH=/usr/bin:/usr/sbin"]

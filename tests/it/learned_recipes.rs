@@ -68,6 +68,10 @@ fn prove_recipe(
             );
         }
     }
+    eprintln!(
+        "{recipe}: new layer {} bytes",
+        report["destination"]["new_layer"]["size"]
+    );
     report
 }
 

@@ -1048,6 +1048,43 @@ fn a_rule_with_verify_pushes_only_images_that_run() {
     assert!(!registry.has_tag("library/tiny:1-unprivileged", None));
 }
 
+/// With `learn = true` a job learns what the image needs by running it (as `convert
+/// --learn` does): dropbear, which no recipe knows (its port an argument, its host key
+/// root 0600), is pushed as the image whose twin served, and the job's report lists what
+/// was learned with its evidence.
+#[test]
+fn a_rule_with_learn_pushes_what_it_learned_and_proved() {
+    let s = Scratch::new();
+    let registry = Registry::start();
+    let src = format!("oci:{}:1", s.path("dropbear").display());
+    crate::support::build(&crate::learn::dropbear(&s).spec(), &src);
+    registry.push(&src, "library/dropbear:1", None);
+    let rules = format!(
+        "state = \"sqlite:{}\"\n\n[[rule]]\nsource = \"{}/library/*\"\ndestination = \"{{registry}}/{{repository}}:{{tag}}-unprivileged\"\nlearn = true\n",
+        s.path("state.db").display(),
+        registry.addr
+    );
+    let bot = Bot::start(s.dir.path(), "bot", free_port(), &rules, &[]);
+    let jobs = bot.wait_jobs_ended(1, Duration::from_secs(300));
+    assert_eq!(
+        jobs[0]["state"],
+        "done",
+        "{:#}\n{}",
+        jobs[0],
+        bot.log_text()
+    );
+    assert!(registry.has_tag("library/dropbear:1-unprivileged", None));
+    let (status, text) = bot.get(&format!("/jobs/{}", jobs[0]["id"].as_str().unwrap()));
+    assert_eq!(status, 200, "{text}");
+    let job: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let learned = &job["report"]["destination"]["learned"];
+    assert!(learned["rounds"].as_u64().unwrap() >= 1, "{job:#}");
+    let changes = learned["changes"].to_string();
+    for want in ["22", "/etc/dropbear/dropbear_ed25519_host_key"] {
+        assert!(changes.contains(want), "{want}: {changes}");
+    }
+}
+
 /// The hooks over HTTP: GitHub's signature is checked (401 when it does not match the
 /// body), Harbor's auth header may be the bare token, an unknown hook is 404, a body
 /// over 1 MiB is 413, and each answer says what was queued and why the rest was not.
