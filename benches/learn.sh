@@ -4,7 +4,7 @@
 # watches the original and proves each round's candidate; then, on the same image, the
 # recipe it wrote is applied with `unroot convert --recipe FILE --verify` (the proof
 # alone: one conversion and the two runs verify makes) and with plain `convert --recipe`
-# (no run at all). It prints, per image: rounds, changes learned, the seconds of each,
+# (no run at all). (Test output interleaves, so the lines are found anywhere.) It prints, per image: rounds, changes learned, the seconds of each,
 # and learning as a multiple of the proof alone and of the plain conversion.
 #
 # usage: benches/learn.sh [TEST_FILTER ...]   (default: the eight daemons)
@@ -28,9 +28,9 @@ python3 - "$log" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
 learned = {m[0]: (int(m[1]), float(m[2]), int(m[3]))
-           for m in re.findall(r"^learned (\S+): (\d+) rounds, ([\d.]+) s, (\d+) changes", text, re.M)}
+           for m in re.findall(r"(?:^|\s)learned (\S+): (\d+) rounds, ([\d.]+) s, (\d+) changes", text, re.M)}
 bench = {m[0]: (float(m[1]), float(m[2]), float(m[3]))
-         for m in re.findall(r"^bench (\S+) learn=([\d.]+) verify=([\d.]+) convert=([\d.]+)", text, re.M)}
+         for m in re.findall(r"(?:^|\s)bench (\S+) learn=([\d.]+) verify=([\d.]+) convert=([\d.]+)", text, re.M)}
 print("| image | rounds | changes | learning (report) | learning (wall) | `convert --recipe --verify` | `convert --recipe` | learning / proof | learning / convert |")
 print("|---|---|---|---|---|---|---|---|---|")
 for name in sorted(bench):

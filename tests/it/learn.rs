@@ -27,26 +27,25 @@ pub(crate) enum Probe {
 }
 
 impl Probe {
-    fn ask(self, c: &Container, port: u16) -> Result<(), String> {
-        if !c.alive() {
-            return Err("the container is not running".into());
-        }
+    /// The command that asks on `port` of 127.0.0.1, and what its answer must contain.
+    fn command(self, port: u16) -> (Vec<String>, &'static str) {
         let p = port.to_string();
-        let (out, want) = match self {
-            Probe::HttpProxy(want) => (
-                c.in_netns(&[
-                    "curl",
-                    "-sS",
-                    "--max-time",
-                    "3",
-                    "-x",
-                    &format!("http://127.0.0.1:{p}"),
-                    "http://unroot.invalid/",
-                ]),
-                want,
-            ),
+        let (args, want): (Vec<&str>, &'static str) = match self {
+            Probe::HttpProxy(want) => {
+                let proxy = format!("http://127.0.0.1:{p}");
+                // With its headers: a proxy names itself in `Server` even on a page
+                // that refuses the client (a published port's client is the bridge).
+                let args = vec!["curl", "-sS", "-i", "--max-time", "3", "-x"];
+                return (
+                    args.into_iter()
+                        .map(String::from)
+                        .chain([proxy, "http://unroot.invalid/".to_string()])
+                        .collect(),
+                    want,
+                );
+            }
             Probe::Dns(name) => (
-                c.in_netns(&[
+                vec![
                     "dig",
                     "+time=2",
                     "+tries=1",
@@ -55,25 +54,32 @@ impl Probe {
                     &p,
                     "@127.0.0.1",
                     name,
-                ]),
+                ],
                 ".",
             ),
             Probe::Ssh => (
-                c.in_netns(&["ssh-keyscan", "-T", "3", "-p", &p, "127.0.0.1"]),
+                vec!["ssh-keyscan", "-T", "3", "-p", &p, "127.0.0.1"],
                 "ssh-",
             ),
-            Probe::Http(want) => (
-                c.in_netns(&[
-                    "curl",
-                    "-sS",
-                    "--max-time",
-                    "3",
-                    &format!("http://127.0.0.1:{p}/"),
-                ]),
-                want,
-            ),
+            Probe::Http(want) => {
+                let url = format!("http://127.0.0.1:{p}/");
+                return (
+                    ["curl", "-sS", "--max-time", "3"]
+                        .into_iter()
+                        .map(String::from)
+                        .chain([url])
+                        .collect(),
+                    want,
+                );
+            }
         };
-        if out.code == 0 && out.stdout.contains(want) && !out.stdout.trim().is_empty() {
+        (args.into_iter().map(String::from).collect(), want)
+    }
+
+    /// Whether an answer is the service's own (its name in any case).
+    fn check(out: &crate::support::Output, want: &str) -> Result<(), String> {
+        let text = out.stdout.to_lowercase();
+        if out.code == 0 && text.contains(&want.to_lowercase()) && !text.trim().is_empty() {
             Ok(())
         } else {
             Err(format!(
@@ -83,6 +89,23 @@ impl Probe {
                 out.stderr
             ))
         }
+    }
+
+    /// Asks once, from inside the container's network namespace.
+    fn ask(self, c: &Container, port: u16) -> Result<(), String> {
+        if !c.alive() {
+            return Err("the container is not running".into());
+        }
+        let (args, want) = self.command(port);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Probe::check(&c.in_netns(&args), want)
+    }
+
+    /// Asks once, from the host (a port a container engine published).
+    fn ask_host(self, port: u16) -> Result<(), String> {
+        let (args, want) = self.command(port);
+        let rest: Vec<&str> = args[1..].iter().map(String::as_str).collect();
+        Probe::check(&crate::support::tool(&args[0], &rest), want)
     }
 
     pub(crate) fn answers(self, c: &Container, port: u16) -> Result<(), String> {
@@ -192,6 +215,33 @@ fn learn_and_prove(name: &str, image: HostImage, probe: Probe, port: u16) {
         crate::support::layout_manifest(&layout, Some("learned")),
         "{name}: the written recipe gives another image:\n{text}"
     );
+    // Under a real Docker, as the `--emit docker` lines of the recipe's conversion to a
+    // docker archive say.
+    let archive = s.path("learned.tar");
+    let emitted = s
+        .unroot(&[
+            "convert",
+            "-q",
+            "--no-recipes",
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--emit",
+            "docker",
+            &src,
+            "--to",
+            &format!(
+                "docker-archive:{}:unroot-test/{name}:learned",
+                archive.display()
+            ),
+        ])
+        .success()
+        .stdout;
+    let user = format!(
+        "{}:{}",
+        report["contract"]["uid"], report["contract"]["gid"]
+    );
+    under_docker(name, &emitted, probe, port, &user);
+
     if std::env::var_os("UNROOT_LEARN_BENCH").is_some() {
         bench(name, &s, &src, &recipe, learning_took);
     }
@@ -719,9 +769,60 @@ impl Drop for Docker {
     }
 }
 
-/// The `--emit docker` lines of `convert --learn` run as printed under a real Docker
-/// (only `DOCKER_HOST` names this test's engine): the learned tinyproxy answers as a proxy
-/// on the published port.
+/// One engine at a time: each makes the default bridge (docker0) and its iptables chains.
+static DOCKER_ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs the `--emit docker` lines of a conversion as printed (a `docker load` and a
+/// `docker run`), under a real Docker engine of this test's own (only `DOCKER_HOST` names
+/// it): the service must answer with its own protocol on the published port, as `user`.
+fn under_docker(name: &str, emitted: &str, probe: Probe, port: u16, user: &str) {
+    let lines: Vec<&str> = emitted
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .collect();
+    assert_eq!(lines.len(), 2, "{name}: a load and a run: {emitted}");
+    assert!(lines[0].starts_with("docker load -i "), "{}", lines[0]);
+    assert!(
+        lines[1].contains(&format!(" -p {port}:{port}")),
+        "{name}: publishes {port}: {}",
+        lines[1]
+    );
+    let _one = DOCKER_ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let docker = Docker::start();
+    let load = docker.sh(lines[0]);
+    assert_eq!(load.code, 0, "{}: {}{}", lines[0], load.stdout, load.stderr);
+    // Detached, so the test can ask it; the line is otherwise as printed.
+    let run = lines[1].replacen(
+        "docker run --rm",
+        "docker run -d --rm --name unroot-learned",
+        1,
+    );
+    assert_ne!(run, lines[1], "the printed line starts `docker run --rm`");
+    let started = docker.sh(&run);
+    assert_eq!(
+        started.code, 0,
+        "{run}: {}{}",
+        started.stdout, started.stderr
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Err(e) = probe.ask_host(port) {
+        let logs = docker.sh("docker logs unroot-learned");
+        assert!(
+            Instant::now() < deadline,
+            "{name}: no answer on the published {port}: {e}\n{}{}",
+            logs.stdout,
+            logs.stderr
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let runs_as = docker.sh("docker inspect --format '{{.Config.User}}' unroot-learned");
+    assert_eq!(runs_as.stdout.trim(), user, "{name}");
+}
+
+/// `convert --learn` straight to a docker archive: its `--emit docker` lines run as
+/// printed, and the learned tinyproxy answers as a proxy on the published port.
 #[test]
 fn a_learned_image_runs_under_docker_as_its_emit_docker_lines_say() {
     let s = Scratch::new();
@@ -745,58 +846,17 @@ fn a_learned_image_runs_under_docker_as_its_emit_docker_lines_say() {
             ),
         ])
         .success();
-    let lines: Vec<&str> = out
-        .stdout
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .collect();
-    assert_eq!(lines.len(), 2, "a load and a run: {}", out.stdout);
-    assert!(lines[0].starts_with("docker load -i "), "{}", lines[0]);
-    assert!(lines[1].contains(" -p 8080:8080 "), "{}", lines[1]);
-    let docker = Docker::start();
-    let load = docker.sh(lines[0]);
-    assert_eq!(load.code, 0, "{}: {}{}", lines[0], load.stdout, load.stderr);
-    // Detached, so the test can ask it; the line is otherwise as printed.
-    let run = lines[1].replacen(
-        "docker run --rm",
-        "docker run -d --rm --name unroot-learned",
-        1,
+    let user = format!(
+        "{}:{}",
+        crate::services::host_uid("tinyproxy"),
+        host_gid("tinyproxy")
     );
-    assert_ne!(run, lines[1], "the printed line starts `docker run --rm`");
-    let started = docker.sh(&run);
-    assert_eq!(
-        started.code, 0,
-        "{run}: {}{}",
-        started.stdout, started.stderr
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        // Its own answer (an error page from a client outside its `Allow 127.0.0.1`, with
-        // its `Server` header).
-        let answer =
-            docker.sh("curl -sS -i --max-time 3 -x http://127.0.0.1:8080 http://unroot.invalid/");
-        if answer.stdout.to_lowercase().contains("server: tinyproxy") {
-            break;
-        }
-        let logs = docker.sh("docker logs unroot-learned");
-        assert!(
-            Instant::now() < deadline,
-            "no proxy answer on 8080: {}{}\n{}{}",
-            answer.stdout,
-            answer.stderr,
-            logs.stdout,
-            logs.stderr
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    let user = docker.sh("docker inspect --format '{{.Config.User}}' unroot-learned");
-    assert_eq!(
-        user.stdout.trim(),
-        format!(
-            "{}:{}",
-            crate::services::host_uid("tinyproxy"),
-            host_gid("tinyproxy")
-        )
+    under_docker(
+        "tinyproxy",
+        &out.stdout,
+        Probe::HttpProxy("tinyproxy"),
+        8080,
+        &user,
     );
 }
 
