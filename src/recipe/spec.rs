@@ -524,7 +524,7 @@ fn readable_paths(c: &Checker<'_>, specs: &[ReadableSpec]) -> Result<Vec<Readabl
             }
             if super::is_glob(&r.path) {
                 if let Err(e) = globset::Glob::new(&r.path) {
-                    return Err(c.err(&format!("readable[{i}].path"), &e.to_string()));
+                    return Err(c.err(&format!("readable[{i}].path"), e.to_string()));
                 }
             }
             Ok(Readable {

@@ -3,7 +3,8 @@
 //! `convert --learn` watches it run as root, learns what it needs, and writes an image that
 //! passes `verify` as its user and as an arbitrary UID in group 0; that image answers with
 //! the service's own protocol on its moved port under runc (read-only root, the contract's
-//! mounts); and the recipe it wrote gives the same image with no tracing.
+//! mounts); the recipe it wrote gives the same image with no tracing; and under a real
+//! Docker engine the `--emit docker` lines of that recipe's conversion run as printed.
 
 use std::time::{Duration, Instant};
 
@@ -176,26 +177,7 @@ fn learn_and_prove(name: &str, image: HostImage, probe: Probe, port: u16) {
 
     // It answers with its own protocol, as its user and as an arbitrary UID in group 0,
     // read-only root plus the contract's writable mounts.
-    let writable: Vec<String> = report["contract"]["writable"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w.as_str().unwrap().to_string())
-        .collect();
-    let uid = report["contract"]["uid"].as_u64().unwrap() as u32;
-    for (who, user) in [("user", None), ("any", Some((54321, 0)))] {
-        let b = Bundle::new(&s, &layout, "learned", who, user);
-        b.mount_writable(&writable, uid);
-        let c = b.start(&unique(who, &s));
-        if let Err(e) = probe.answers(&c, port) {
-            drop(c);
-            let out = b.run_to_exit(&unique("diag", &s));
-            panic!(
-                "{name}: the learned image as {who} does not answer on {port}: {e}\n{}\n{}\nrecipe:\n{text}",
-                out.stdout, out.stderr
-            );
-        }
-    }
+    answers_both_ways(name, &s, "learned", &report, probe, port);
 
     // The recipe gives the same image, with no tracing.
     let replayed = format!("oci:{}:replayed", layout.display());
@@ -252,6 +234,40 @@ fn learn_and_prove(name: &str, image: HostImage, probe: Probe, port: u16) {
     eprintln!(
         "learned {name}: {rounds} rounds, {seconds:.1} s, {changes} changes, verdict: serves\n{text}"
     );
+}
+
+/// Runs the image tagged `tag` in the scratch's layout as its user and as an arbitrary UID
+/// in group 0, read-only root plus the writable mounts of the conversion's `report`: the
+/// service must answer with its own protocol on `port` both ways.
+pub(crate) fn answers_both_ways(
+    name: &str,
+    s: &Scratch,
+    tag: &str,
+    report: &serde_json::Value,
+    probe: Probe,
+    port: u16,
+) {
+    let layout = s.path("img");
+    let writable: Vec<String> = report["contract"]["writable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap().to_string())
+        .collect();
+    let uid = report["contract"]["uid"].as_u64().unwrap() as u32;
+    for (who, user) in [("user", None), ("any", Some((54321, 0)))] {
+        let b = Bundle::new(s, &layout, tag, who, user);
+        b.mount_writable(&writable, uid);
+        let c = b.start(&unique(who, s));
+        if let Err(e) = probe.answers(&c, port) {
+            drop(c);
+            let out = b.run_to_exit(&unique("diag", s));
+            panic!(
+                "{name}: the image as {who} does not answer on {port}: {e}\n{}\n{}",
+                out.stdout, out.stderr
+            );
+        }
+    }
 }
 
 /// For `benches/learn.sh`: what learning cost beside what proving the written recipe

@@ -8,7 +8,6 @@
 //! `pid-file=`, a `listen:` list), so the reviewed part is what is run.
 
 use crate::learn::{self, Probe};
-use crate::runtime::{unique, Bundle};
 use crate::support::Scratch;
 
 /// Converts with the built-in recipes, checks the report and `verify`, runs the result
@@ -48,26 +47,7 @@ fn prove_recipe(
     let (code, verified) = crate::runtime::verify(&s, &dest);
     assert_eq!(code, 0, "{recipe}: unroot verify: {verified:#}");
 
-    let writable: Vec<String> = report["contract"]["writable"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w.as_str().unwrap().to_string())
-        .collect();
-    let uid = report["contract"]["uid"].as_u64().unwrap() as u32;
-    for (who, user) in [("user", None), ("any", Some((54321, 0)))] {
-        let b = Bundle::new(&s, &layout, "unprivileged", who, user);
-        b.mount_writable(&writable, uid);
-        let c = b.start(&unique(who, &s));
-        if let Err(e) = probe.answers(&c, port) {
-            drop(c);
-            let out = b.run_to_exit(&unique("diag", &s));
-            panic!(
-                "{recipe}: the converted image as {who} does not answer on {port}: {e}\n{}\n{}",
-                out.stdout, out.stderr
-            );
-        }
-    }
+    learn::answers_both_ways(recipe, &s, "unprivileged", &report, probe, port);
     eprintln!(
         "{recipe}: new layer {} bytes",
         report["destination"]["new_layer"]["size"]
