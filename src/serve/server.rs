@@ -199,7 +199,7 @@ async fn run(
             addr: listen,
             source,
         })?;
-    tracing::info!(listen = %listen, worker = %bot.worker, state = %state_name(&bot.config.state), "serving");
+    tracing::info!(listen = %listen, worker = %bot.worker, state = %bot.config.state, "serving");
     let app = router(bot.clone());
     let mut http_stop = stop_rx.clone();
     let server = tokio::spawn(async move {
@@ -315,13 +315,6 @@ async fn reconcile_now(bot: &Arc<Bot>) -> super::reconcile::Reconciled {
         "reconciled"
     );
     summary
-}
-
-fn state_name(state: &super::rules::StateStore) -> String {
-    match state {
-        super::rules::StateStore::Sqlite(p) => format!("sqlite:{}", p.display()),
-        super::rules::StateStore::Postgres(url) => crate::control::secrets::redact(url),
-    }
 }
 
 fn hostname() -> String {

@@ -539,6 +539,37 @@ fn a_pushed_image_is_converted_once_by_the_bot_and_runs() {
     assert_eq!(bot.stop(), Some(0), "{}", bot.log_text());
 }
 
+/// The state store's password never reaches the log: a real PostgreSQL that wants it
+/// (SCRAM), a bot that logs in with it and works, and a log with `<redacted>` where the
+/// URL's password was.
+#[test]
+fn the_postgresql_password_is_not_in_the_log() {
+    let s = Scratch::new();
+    let password = "Unroot-pg-s3cret-4242";
+    let pg = crate::support::Postgres::start_with_password("bot", password);
+    let registry = Registry::start();
+    registry.push(
+        &s.build("tiny", "1", crate::support::TINY),
+        "library/tiny:1",
+        None,
+    );
+    let rules = format!(
+        "state = \"{}\"\n\n[[rule]]\nsource = \"{}/library/*\"\ndestination = \"{{registry}}/{{repository}}:{{tag}}-unprivileged\"\n",
+        pg.url, registry.addr
+    );
+    assert!(rules.contains(password));
+    let bot = Bot::start(s.dir.path(), "bot", free_port(), &rules, &[]);
+    // It logged in: the first reconcile's job is done.
+    let jobs = bot.wait_jobs_ended(1, Duration::from_secs(60));
+    assert_eq!(jobs[0]["state"], "done", "{:#}", jobs[0]);
+    let log = bot.log_text();
+    assert!(!log.contains(password), "{log}");
+    assert!(
+        log.contains("postgres://bot:<redacted>@127.0.0.1:"),
+        "the store is named: {log}"
+    );
+}
+
 /// Three replicas on one real PostgreSQL share the queue: every push reaches all three
 /// (the registry notifies each), and each of 50 images is converted and pushed once. The
 /// replica running the slow conversion is killed with SIGKILL mid-way; after its heartbeats

@@ -667,6 +667,16 @@ fn as_nobody(program: &str, args: &[&str]) -> Output {
 impl Postgres {
     /// Starts a server with trust authentication for the user `postgres`.
     pub fn start() -> Postgres {
+        Postgres::start_inner(None)
+    }
+
+    /// Starts a server where TCP logins need a password (SCRAM), with a role `user` of
+    /// that password owning a database of the same name; `url` logs in as it.
+    pub fn start_with_password(user: &str, password: &str) -> Postgres {
+        Postgres::start_inner(Some((user, password)))
+    }
+
+    fn start_inner(login: Option<(&str, &str)>) -> Postgres {
         use std::os::unix::fs::{chown, PermissionsExt};
         let dir = tempfile::Builder::new()
             .prefix("unroot-postgres-")
@@ -687,7 +697,12 @@ impl Postgres {
                 data.to_str().unwrap(),
                 "-U",
                 "postgres",
-                "--auth=trust",
+                "--auth-local=trust",
+                if login.is_some() {
+                    "--auth-host=scram-sha-256"
+                } else {
+                    "--auth-host=trust"
+                },
                 "--no-sync",
             ],
         )
@@ -718,9 +733,30 @@ impl Postgres {
             ],
         )
         .success();
+        let Some((user, password)) = login else {
+            return Postgres {
+                dir,
+                url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            };
+        };
+        // Over the Unix socket, where `postgres` is trusted.
+        let socket = dir.path().to_str().unwrap().to_string();
+        let port_arg = port.to_string();
+        for sql in [
+            format!("CREATE ROLE {user} LOGIN PASSWORD '{password}'"),
+            format!("CREATE DATABASE {user} OWNER {user}"),
+        ] {
+            as_nobody(
+                "psql",
+                &[
+                    "-h", &socket, "-p", &port_arg, "-U", "postgres", "-d", "postgres", "-c", &sql,
+                ],
+            )
+            .success();
+        }
         Postgres {
             dir,
-            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            url: format!("postgres://{user}:{password}@127.0.0.1:{port}/{user}"),
         }
     }
 }
