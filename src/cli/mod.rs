@@ -19,6 +19,7 @@ use crate::transport::registry::{Pace, RetryPolicy};
 pub mod analyze;
 pub mod convert;
 pub mod docs;
+mod duration;
 pub mod learn;
 pub mod progress;
 pub mod recipes;
@@ -183,8 +184,8 @@ pub struct ServeArgs {
 
     /// How often to reconcile while serving: list the watched repositories' tags and
     /// queue what the webhooks missed (the first pass at start); 0: never.
-    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
-    pub reconcile_every: u64,
+    #[arg(long, value_name = "DURATION", default_value = "600", value_parser = duration::any)]
+    pub reconcile_every: Duration,
 
     /// How many conversions this process runs at once.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
@@ -192,13 +193,13 @@ pub struct ServeArgs {
 
     /// After SIGTERM, how long running jobs have to finish before they are stopped and
     /// put back in the queue.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
-    pub grace: u64,
+    #[arg(long, value_name = "DURATION", default_value = "60", value_parser = duration::any)]
+    pub grace: Duration,
 
     /// How often this process tells the state store it is alive; a process silent for
     /// three of these has its jobs handed to another replica.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
-    pub heartbeat: u64,
+    #[arg(long, value_name = "DURATION", default_value = "10", value_parser = duration::positive)]
+    pub heartbeat: Duration,
 
     /// How many times a job tries again, with backoff from 2 s, after a registry failure
     /// that may pass (unreachable, 5xx, 429 beyond --retries).
@@ -237,12 +238,11 @@ impl ServeArgs {
         crate::serve::server::ServeOptions {
             config: self.config.clone(),
             concurrency: self.concurrency as usize,
-            grace: Duration::from_secs(self.grace),
-            heartbeat: Duration::from_secs(self.heartbeat),
+            grace: self.grace,
+            heartbeat: self.heartbeat,
             job_retries: self.job_retries,
             once: self.once,
-            reconcile_every: (self.reconcile_every > 0)
-                .then(|| Duration::from_secs(self.reconcile_every)),
+            reconcile_every: (!self.reconcile_every.is_zero()).then_some(self.reconcile_every),
         }
     }
 
@@ -452,8 +452,8 @@ pub struct ConvertArgs {
 
     /// With `--verify` or `--learn`: how long the image has to listen on its exposed
     /// ports.
-    #[arg(long, value_name = "SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Verification")]
-    pub verify_timeout: u64,
+    #[arg(long, value_name = "DURATION", default_value = "20", value_parser = duration::positive, help_heading = "Verification")]
+    pub verify_timeout: Duration,
 
     /// With `--verify` or `--learn`: the OCI runtime (runc or crun, on PATH).
     #[arg(
@@ -517,12 +517,12 @@ pub struct VerifyArgs {
     pub arbitrary_uid: bool,
 
     /// How long the process has to listen on its exposed ports.
-    #[arg(long, value_name = "SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
-    pub timeout: u64,
+    #[arg(long, value_name = "DURATION", default_value = "20", value_parser = duration::positive)]
+    pub timeout: Duration,
 
     /// With no exposed TCP port: how long the process must stay up.
-    #[arg(long, value_name = "SECONDS", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
-    pub settle: u64,
+    #[arg(long, value_name = "DURATION", default_value = "3", value_parser = duration::positive)]
+    pub settle: Duration,
 
     /// The OCI runtime to run it with (runc or crun, on PATH).
     #[arg(long, value_name = "PROGRAM", default_value = "runc")]
@@ -563,18 +563,18 @@ pub struct LearnArgs {
     #[arg(long, value_name = "N", default_value_t = crate::pipeline::ROUNDS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=20))]
     pub rounds: usize,
 
-    /// The most time learning may take, in seconds (the round under way is finished).
-    #[arg(long, value_name = "SECONDS", default_value_t = crate::pipeline::TIME_LIMIT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
-    pub time_limit: u64,
+    /// The most time learning may take (the round under way is finished).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = duration::positive)]
+    pub time_limit: Duration,
 
     /// How long each run has to listen on its exposed ports.
-    #[arg(long, value_name = "SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
-    pub timeout: u64,
+    #[arg(long, value_name = "DURATION", default_value = "20", value_parser = duration::positive)]
+    pub timeout: Duration,
 
     /// How long a run is watched once it listens (or, with no exposed TCP port, how long
     /// it must stay up).
-    #[arg(long, value_name = "SECONDS", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
-    pub settle: u64,
+    #[arg(long, value_name = "DURATION", default_value = "3", value_parser = duration::positive)]
+    pub settle: Duration,
 
     /// The OCI runtime (runc or crun, on PATH).
     #[arg(long, value_name = "PROGRAM", default_value = "runc")]
@@ -599,14 +599,14 @@ impl LearnArgs {
         crate::pipeline::LearnOptions {
             run: VerifyOptions {
                 arbitrary_uid: true,
-                timeout: Duration::from_secs(self.timeout),
-                settle: Duration::from_secs(self.settle),
+                timeout: self.timeout,
+                settle: self.settle,
                 runtime: self.runtime.clone(),
                 probe: self.probe.clone(),
                 trace: true,
             },
             rounds: self.rounds,
-            time_limit: Duration::from_secs(self.time_limit),
+            time_limit: self.time_limit,
         }
     }
 }
@@ -637,8 +637,8 @@ pub struct RegistryArgs {
 
     /// Give up on a registry answer when nothing arrives for this long (its headers, or
     /// the next bytes of its body).
-    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Registry")]
-    pub read_timeout: u64,
+    #[arg(long, value_name = "DURATION", default_value = "60", value_parser = duration::positive, help_heading = "Registry")]
+    pub read_timeout: Duration,
 
     /// Give up on a transfer slower than this many bytes per second over
     /// `--speed-time` (0: no floor).
@@ -651,13 +651,13 @@ pub struct RegistryArgs {
     pub speed_limit: u64,
 
     /// The window over which `--speed-limit` is measured.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Registry")]
-    pub speed_time: u64,
+    #[arg(long, value_name = "DURATION", default_value = "30", value_parser = duration::positive, help_heading = "Registry")]
+    pub speed_time: Duration,
 
     /// Give up on a manifest, token or other small answer not complete this long after it
     /// was asked for (each attempt).
-    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..), help_heading = "Registry")]
-    pub request_deadline: u64,
+    #[arg(long, value_name = "DURATION", default_value = "120", value_parser = duration::positive, help_heading = "Registry")]
+    pub request_deadline: Duration,
 }
 
 impl PlanArgs {
@@ -703,10 +703,10 @@ impl RegistryArgs {
                 ..Default::default()
             },
             pace: Pace {
-                read_timeout: Duration::from_secs(self.read_timeout),
+                read_timeout: self.read_timeout,
                 speed_limit: self.speed_limit,
-                speed_time: Duration::from_secs(self.speed_time),
-                deadline: Duration::from_secs(self.request_deadline),
+                speed_time: self.speed_time,
+                deadline: self.request_deadline,
             },
             limits,
             events,
@@ -723,8 +723,8 @@ impl VerifyArgs {
             image,
             options: VerifyOptions {
                 arbitrary_uid: self.arbitrary_uid,
-                timeout: Duration::from_secs(self.timeout),
-                settle: Duration::from_secs(self.settle),
+                timeout: self.timeout,
+                settle: self.settle,
                 runtime: self.runtime.clone(),
                 probe: self.probe.clone(),
                 trace: false,
@@ -744,7 +744,7 @@ impl ConvertArgs {
             replace: self.replace,
             verify: self.verify.then(|| VerifyOptions {
                 arbitrary_uid: true,
-                timeout: Duration::from_secs(self.verify_timeout),
+                timeout: self.verify_timeout,
                 settle: Duration::from_secs(3),
                 runtime: self.runtime.clone(),
                 probe: None,
@@ -753,7 +753,7 @@ impl ConvertArgs {
             learn: self.learn.then(|| {
                 crate::pipeline::LearnOptions::new(VerifyOptions {
                     arbitrary_uid: true,
-                    timeout: Duration::from_secs(self.verify_timeout),
+                    timeout: self.verify_timeout,
                     settle: Duration::from_secs(3),
                     runtime: self.runtime.clone(),
                     probe: None,
@@ -840,5 +840,33 @@ mod tests {
         assert!(n("4X").is_err());
         assert!(n("").is_err());
         assert!(n("99999999999T").is_err());
+    }
+
+    #[test]
+    fn duration_flags_take_units_as_the_registry_config_spells_them() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "unroot",
+            "serve",
+            "-c",
+            "rules.toml",
+            "--reconcile-every",
+            "5s",
+            "--heartbeat",
+            "1m",
+            "--grace",
+            "90",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        assert_eq!(args.reconcile_every, Duration::from_secs(5));
+        assert_eq!(args.heartbeat, Duration::from_secs(60));
+        assert_eq!(args.grace, Duration::from_secs(90));
+        let err = Cli::try_parse_from(["unroot", "serve", "-c", "r.toml", "--heartbeat", "0s"])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("must be more than zero"), "{err}");
     }
 }
