@@ -238,7 +238,7 @@ async fn run(
         grace_s = options.grace.as_secs(),
         "stopping: no new hooks or jobs; running jobs have the grace period to finish"
     );
-    bot.stopping.store(true, Ordering::SeqCst);
+    bot.stop_admitting();
     let _ = stop_tx.send(true);
     let _ = server.await;
     let deadline = Instant::now() + options.grace;
@@ -383,7 +383,7 @@ async fn take(ticket: Ticket, id: TaskId, bot: Data<Arc<Bot>>) -> Result<(), Box
     else {
         return Ok(());
     };
-    if bot.stopping.load(Ordering::SeqCst) {
+    let Some(admitted) = bot.admit(&job.id) else {
         // Released once the running jobs are: released now, it would be handed out again
         // at once, and again, until the bot stops.
         bot.parked.fetch_add(1, Ordering::SeqCst);
@@ -393,9 +393,9 @@ async fn take(ticket: Ticket, id: TaskId, bot: Data<Arc<Bot>>) -> Result<(), Box
         released?;
         tracing::info!(job = %job.id, source = %job.subject, "job released: the bot is stopping");
         return Ok(());
-    }
+    };
     let handle = Handle::current();
-    tokio::task::spawn_blocking(move || worker::run(&bot, &handle, &job)).await??;
+    tokio::task::spawn_blocking(move || worker::run(&bot, &handle, &job, admitted)).await??;
     Ok(())
 }
 

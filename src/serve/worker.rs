@@ -75,28 +75,62 @@ pub enum Ended {
     Released,
 }
 
-/// Runs a job to its end and records it. Called on a blocking thread.
-pub fn run(bot: &Bot, handle: &Handle, job: &Job) -> Result<Ended, StoreError> {
-    let cancel = Cancel::new();
-    bot.running
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(job.id.clone(), cancel.clone());
-    // The job counts as running until its end is recorded: a stopping bot waits for
-    // that before it stops the queue's worker.
-    struct Running<'a>(&'a Bot, &'a str);
-    impl Drop for Running<'_> {
-        fn drop(&mut self) {
-            self.0
-                .running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(self.1);
-        }
+/// A job in the running set; leaving it (on drop) is what a stopping bot waits for, so
+/// it is dropped only once the job's end is recorded.
+pub struct Admitted {
+    bot: Arc<Bot>,
+    id: String,
+    /// The job's token, cancelled when the stop's grace period is over.
+    pub cancel: Cancel,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.bot
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
     }
-    let _running = Running(bot, &job.id);
+}
+
+impl Bot {
+    /// Admits a started job into the running set, or says the bot is stopping. The
+    /// check and the entry happen under the lock the stop takes to set `stopping`, so a
+    /// job is either seen by the stop's grace period (and stopped when it is over) or
+    /// told to go back to the queue: none starts behind the stop's back.
+    pub fn admit(self: &Arc<Self>, id: &str) -> Option<Admitted> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if self.stopping.load(Ordering::SeqCst) {
+            return None;
+        }
+        let cancel = Cancel::new();
+        running.insert(id.to_string(), cancel.clone());
+        Some(Admitted {
+            bot: self.clone(),
+            id: id.to_string(),
+            cancel,
+        })
+    }
+
+    /// Says the bot is stopping: no job is admitted after this returns.
+    pub fn stop_admitting(&self) {
+        let _running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Runs an admitted job to its end and records it, then lets it leave the running set.
+/// Called on a blocking thread.
+pub fn run(bot: &Bot, handle: &Handle, job: &Job, admitted: Admitted) -> Result<Ended, StoreError> {
+    let ended = record(bot, handle, job, &admitted.cancel);
+    drop(admitted);
+    ended
+}
+
+fn record(bot: &Bot, handle: &Handle, job: &Job, cancel: &Cancel) -> Result<Ended, StoreError> {
     let started = Instant::now();
-    let ended = attempt_all(bot, handle, job, &cancel);
+    let ended = attempt_all(bot, handle, job, cancel);
     let seconds = started.elapsed().as_secs_f64();
     match &ended {
         Ended::Done {
