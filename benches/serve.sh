@@ -93,14 +93,14 @@ pushed=$(date +%s.%N)
 
 total=$((images * tags))
 while :; do
-  done_n=$(curl -s "http://127.0.0.1:$bot_port/jobs?state=done&limit=1000" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["jobs"]))')
-  failed_n=$(curl -s "http://127.0.0.1:$bot_port/jobs?state=failed&limit=1000" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["jobs"]))')
+  done_n=$(curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$bot_port/jobs?state=done&limit=1000" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["jobs"]))')
+  failed_n=$(curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$bot_port/jobs?state=failed&limit=1000" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["jobs"]))')
   [ "$failed_n" -eq 0 ] || { echo "$failed_n jobs failed; see $work/bot.log" >&2; tail -20 "$work/bot.log" >&2; exit 1; }
   [ "$done_n" -ge "$total" ] && break
   sleep 0.5
 done
 rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$bot/status")
-curl -s "http://127.0.0.1:$bot_port/jobs?limit=1000" > "$work/jobs.json"
+curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$bot_port/jobs?limit=1000" > "$work/jobs.json"
 curl -s "http://127.0.0.1:$bot_port/metrics" > "$work/metrics.txt"
 # A conversion whose layers are all in the bot's layer cache, the bot otherwise idle: a
 # new tag of an image it converted, one at a time; the job's run time from /jobs.
@@ -108,7 +108,7 @@ cached=()
 for r in 1 2 3; do
   skopeo copy --quiet --dest-tls-verify=false "oci:$work/img1:latest" "docker://$reg/bench/img1:cached$r"
   for _ in $(seq 600); do
-    run=$(curl -s "http://127.0.0.1:$bot_port/jobs?state=done&limit=1000" | python3 -c '
+    run=$(curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$bot_port/jobs?state=done&limit=1000" | python3 -c '
 import json, sys
 for j in json.load(sys.stdin)["jobs"]:
     if j["tag"] == "cached'"$r"'" and j["outcome"] == "converted":

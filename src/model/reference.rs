@@ -99,6 +99,50 @@ impl ImageRef {
         })
     }
 
+    /// A reference from parts a sender gave apart (a registry's notification names the
+    /// host, the repository, the tag and the digest in fields of their own), each held to
+    /// the same grammar as [`ImageRef::parse`], with no defaults filled in: at least a tag
+    /// or a digest must be given.
+    pub fn from_parts(
+        registry: &str,
+        repository: &str,
+        tag: Option<&str>,
+        digest: Option<Digest>,
+    ) -> Result<ImageRef, ReferenceError> {
+        let shown = format!(
+            "{registry}/{repository}{}{}",
+            tag.map(|t| format!(":{t}")).unwrap_or_default(),
+            digest.as_ref().map(|d| format!("@{d}")).unwrap_or_default()
+        );
+        let err = |reason: String| ReferenceError {
+            input: shown.chars().take(300).collect(),
+            reason,
+        };
+        if let Some(c) = shown.chars().find(|c| c.is_whitespace() || c.is_control()) {
+            return Err(err(format!("it contains the character {c:?}")));
+        }
+        if registry.is_empty() {
+            return Err(err("the registry host is empty".into()));
+        }
+        validate_registry(registry).map_err(err)?;
+        if repository.is_empty() {
+            return Err(err("the repository name is empty".into()));
+        }
+        validate_repository(repository).map_err(err)?;
+        if let Some(t) = tag {
+            validate_tag(t).map_err(err)?;
+        }
+        if tag.is_none() && digest.is_none() {
+            return Err(err("it names neither a tag nor a digest".into()));
+        }
+        Ok(ImageRef {
+            registry: registry.to_string(),
+            repository: repository.to_string(),
+            tag: tag.map(str::to_string),
+            digest,
+        })
+    }
+
     /// The registry host (and port), e.g. `docker.io` or `127.0.0.1:5000`.
     pub fn registry(&self) -> &str {
         &self.registry

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::model::digest::Digest;
 use crate::model::media;
-use crate::model::reference::ImageRef;
+use crate::model::reference::{ImageRef, ReferenceError};
 
 /// An image a registry says was pushed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +29,26 @@ pub struct ImageEvent {
 }
 
 impl ImageEvent {
+    /// An event from the parts a sender gave, each checked against the distribution
+    /// grammar (host, repository path, tag `[\w][\w.-]{0,127}`, digest `algorithm:hex`)
+    /// before anything is stored: a name no registry would accept is refused at the door.
+    pub fn new(
+        registry: &str,
+        repository: &str,
+        tag: Option<&str>,
+        digest: Option<Digest>,
+        media_type: Option<String>,
+    ) -> Result<ImageEvent, ReferenceError> {
+        let image = ImageRef::from_parts(registry, repository, tag, digest)?;
+        Ok(ImageEvent {
+            registry: image.registry().to_string(),
+            repository: image.repository().to_string(),
+            tag: image.tag().map(str::to_string),
+            digest: image.digest().cloned(),
+            media_type,
+        })
+    }
+
     /// Whether this is a manifest pushed by digest alone that is not an index: most often
     /// a child of a multi-platform push, whose index (with the tag) follows.
     pub fn is_untagged_image_manifest(&self) -> bool {
@@ -163,17 +183,13 @@ pub fn distribution(body: &[u8]) -> Result<Vec<Hooked>, HookError> {
                 "" => None,
                 d => Some(Digest::parse(d).map_err(|err| at(err.to_string()))?),
             };
-            let tag = (!t.tag.is_empty()).then_some(t.tag);
+            let tag = (!t.tag.is_empty()).then_some(t.tag.as_str());
             if tag.is_none() && digest.is_none() {
                 return Err(at("the target has neither a tag nor a digest".into()));
             }
-            Ok(Hooked::Image(ImageEvent {
-                registry,
-                repository: t.repository,
-                tag,
-                digest,
-                media_type: Some(t.media_type),
-            }))
+            ImageEvent::new(&registry, &t.repository, tag, digest, Some(t.media_type))
+                .map(Hooked::Image)
+                .map_err(|e| at(e.to_string()))
         })
         .collect()
 }
@@ -200,13 +216,7 @@ pub fn generic(body: &[u8]) -> Result<Vec<Hooked>, HookError> {
             format!("`{}` names neither a tag nor a digest", g.image),
         ));
     }
-    Ok(vec![Hooked::Image(ImageEvent {
-        registry: r.registry().to_string(),
-        repository: r.repository().to_string(),
-        tag: r.tag().map(str::to_string),
-        digest: r.digest().cloned(),
-        media_type: None,
-    })])
+    Ok(vec![Hooked::Image(image_of(SENDER, &r, None, None)?)])
 }
 
 /// A reference as senders write it, host first: `harbor.example/library/nginx:1`.
@@ -214,14 +224,22 @@ fn reference_image(sender: &'static str, reference: &str) -> Result<ImageRef, Ho
     ImageRef::parse(reference).map_err(|e| bad(sender, e.to_string()))
 }
 
-fn image_of(r: &ImageRef, tag: Option<String>, digest: Option<Digest>) -> ImageEvent {
-    ImageEvent {
-        registry: r.registry().to_string(),
-        repository: r.repository().to_string(),
-        tag: tag.or_else(|| r.tag().map(str::to_string)),
-        digest: digest.or_else(|| r.digest().cloned()),
-        media_type: None,
-    }
+/// The event for a reference, with the tag and digest a sender gave beside it (checked
+/// as the reference's own are).
+fn image_of(
+    sender: &'static str,
+    r: &ImageRef,
+    tag: Option<String>,
+    digest: Option<Digest>,
+) -> Result<ImageEvent, HookError> {
+    ImageEvent::new(
+        r.registry(),
+        r.repository(),
+        tag.as_deref().or(r.tag()),
+        digest.or_else(|| r.digest().cloned()),
+        None,
+    )
+    .map_err(|e| bad(sender, e.to_string()))
 }
 
 fn digest_field(sender: &'static str, d: &str) -> Result<Option<Digest>, HookError> {
@@ -271,10 +289,11 @@ pub fn harbor(body: &[u8]) -> Result<Vec<Hooked>, HookError> {
             let image = reference_image(SENDER, &r.resource_url)?;
             let tag = (!r.tag.is_empty()).then(|| r.tag.clone());
             Ok(Hooked::Image(image_of(
+                SENDER,
                 &image,
                 tag,
                 digest_field(SENDER, &r.digest)?,
-            )))
+            )?))
         })
         .collect()
 }
@@ -328,10 +347,11 @@ pub fn github(event: &str, body: &[u8]) -> Result<Vec<Hooked>, HookError> {
             .filter(|v| v.starts_with("sha256:")))
         .unwrap_or("");
     Ok(vec![Hooked::Image(image_of(
+        SENDER,
         &image,
         tag,
         digest_field(SENDER, digest)?,
-    ))])
+    )?)])
 }
 
 /// Docker Hub's webhook: `repository.repo_name` and `push_data.tag`, no digest (the bot
@@ -348,7 +368,7 @@ pub fn dockerhub(body: &[u8]) -> Result<Vec<Hooked>, HookError> {
         .filter(|t| !t.is_empty())
         .ok_or_else(|| bad(SENDER, "no `push_data.tag`"))?;
     let image = reference_image(SENDER, &format!("docker.io/{repo}:{tag}"))?;
-    Ok(vec![Hooked::Image(image_of(&image, None, None))])
+    Ok(vec![Hooked::Image(image_of(SENDER, &image, None, None)?)])
 }
 
 /// Quay's `repo_push`: `docker_url` (`quay.io/org/repo`) and `updated_tags`, no digests.
@@ -368,7 +388,7 @@ pub fn quay(body: &[u8]) -> Result<Vec<Hooked>, HookError> {
                 .as_str()
                 .ok_or_else(|| bad(SENDER, "`updated_tags` holds a non-string"))?;
             let image = reference_image(SENDER, &format!("{url}:{t}"))?;
-            Ok(Hooked::Image(image_of(&image, None, None)))
+            Ok(Hooked::Image(image_of(SENDER, &image, None, None)?))
         })
         .collect()
 }
@@ -506,6 +526,59 @@ mod tests {
             let err = distribution(body).unwrap_err().to_string();
             assert!(err.contains(want), "{err:?} lacks {want:?}");
         }
+    }
+
+    /// Names no registry would take are refused by every hook, whichever field holds
+    /// them, before anything is stored.
+    #[test]
+    fn names_outside_the_distribution_grammar_are_refused_by_every_hook() {
+        let long_tag = "t".repeat(300);
+        let bad: [(&str, &str, &str); 7] = [
+            ("library/..", "1", "path component `..`"),
+            ("library/nginx@sha256:zzzz", "1", "invalid separator `@`"),
+            ("library/UPPER", "1", "must be lowercase"),
+            ("library/ok", &long_tag, "must be 1-128 characters"),
+            ("library/ok", "a\r\nX-Injected: 1", "the character '\\r'"),
+            ("library/o\0k", "1", "the character '\\0'"),
+            ("library/ok", ".hidden", "not starting with `.`"),
+        ];
+        for (repository, tag, want) in bad {
+            let mut e = push(media::OCI_MANIFEST, D1, None, "a");
+            e["target"]["repository"] = repository.into();
+            e["target"]["tag"] = tag.into();
+            let err = distribution(&envelope(&[e])).unwrap_err().to_string();
+            assert!(err.contains(want), "distribution {repository} {tag}: {err}");
+
+            let body = serde_json::json!({ "image": format!("127.0.0.1:5000/{repository}:{tag}") });
+            let err = generic(body.to_string().as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("generic payload: "),
+                "generic {repository} {tag}: {err}"
+            );
+
+            // Harbor gives the tag beside the reference: it is checked as the
+            // reference's own would be.
+            let body = serde_json::json!({"type": "PUSH_ARTIFACT", "event_data": {"resources": [
+                {"digest": D1, "tag": tag, "resource_url": "harbor.example/library/ok"}]}});
+            let harbor_result = harbor(body.to_string().as_bytes());
+            if repository == "library/ok" {
+                let err = harbor_result.unwrap_err().to_string();
+                assert!(err.contains(want), "harbor {tag}: {err}");
+            }
+        }
+        // A digest of the wrong length, in the field of its own.
+        let e = push(media::OCI_MANIFEST, "sha256:abcd", Some("1"), "a");
+        let err = distribution(&envelope(&[e])).unwrap_err().to_string();
+        assert!(err.contains("wrong length for the algorithm"), "{err}");
+        // And the names the grammar allows still pass.
+        let mut e = push(media::OCI_MANIFEST, D1, Some("v1.2_rc-3"), "a");
+        e["target"]["repository"] = "team/my-app__x.y".into();
+        assert!(matches!(
+            distribution(&envelope(&[e])).unwrap()[..],
+            [Hooked::Image(_)]
+        ));
     }
 
     fn image(registry: &str, repository: &str, tag: &str, digest: Option<&str>) -> Hooked {

@@ -26,6 +26,11 @@ use super::worker::{self, Bot};
 /// The largest hook body read; registries send a few KiB.
 pub const MAX_BODY: usize = 1 << 20;
 
+/// The most events one hook payload may hold; above it the payload is refused whole (413)
+/// and nothing is stored. Registries send a handful (distribution's `threshold`, 10 by
+/// default; Harbor and Quay one push with its tags).
+pub const MAX_EVENTS: usize = 100;
+
 /// How the process runs, besides the rules file.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
@@ -499,6 +504,17 @@ async fn hook(
             return error(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
+    if events.len() > MAX_EVENTS {
+        bot.metrics.rejected(413);
+        tracing::warn!(hook = %sender, events = events.len(), "hook payload refused: too many events");
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{} events in one payload; at most {MAX_EVENTS} are taken (distribution's `threshold` sends fewer): nothing was stored, send them in smaller envelopes",
+                events.len()
+            ),
+        );
+    }
     bot.metrics.received(&sender, events.len() as u64);
     let mut queued = Vec::new();
     let mut ignored = Vec::new();
@@ -611,9 +627,29 @@ async fn metrics(State(bot): State<Arc<Bot>>) -> Response {
 struct JobsQuery {
     state: Option<String>,
     limit: Option<i64>,
+    token: Option<String>,
 }
 
-async fn jobs(State(bot): State<Arc<Bot>>, Query(q): Query<JobsQuery>) -> Response {
+/// The answer to a job listing without the secret: jobs name repositories and hold the
+/// registries' error texts.
+fn jobs_unauthorized() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "the job list needs the bot's secret: `Authorization: Bearer TOKEN` or `?token=TOKEN` (/healthz, /readyz and /metrics are open)",
+    )
+}
+
+async fn jobs(
+    State(bot): State<Arc<Bot>>,
+    Query(q): Query<JobsQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let token = HookQuery {
+        token: q.token.clone(),
+    };
+    if !authorized(&bot, "jobs", &headers, &token, b"") {
+        return jobs_unauthorized();
+    }
     if let Some(state) = q.state.as_deref() {
         if !["queued", "running", "done", "failed"].contains(&state) {
             return error(
@@ -632,7 +668,15 @@ async fn jobs(State(bot): State<Arc<Bot>>, Query(q): Query<JobsQuery>) -> Respon
     }
 }
 
-async fn job(State(bot): State<Arc<Bot>>, Path(id): Path<String>) -> Response {
+async fn job(
+    State(bot): State<Arc<Bot>>,
+    Path(id): Path<String>,
+    Query(query): Query<HookQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&bot, "jobs", &headers, &query, b"") {
+        return jobs_unauthorized();
+    }
     match bot.db.job(&id).await {
         Ok(Some(job)) => Json(job).into_response(),
         Ok(None) => error(

@@ -230,6 +230,12 @@ impl Bot {
         http(&self.addr, "GET", path, &[], b"")
     }
 
+    /// GETs `path` with the secret.
+    pub fn get_authorized(&self, path: &str) -> (u16, String) {
+        let auth = format!("Bearer {}", self.token);
+        http(&self.addr, "GET", path, &[("Authorization", &auth)], b"")
+    }
+
     /// POSTs `body` to `/hooks/HOOK` with the secret.
     pub fn hook(&self, hook: &str, body: &str) -> (u16, serde_json::Value) {
         let auth = format!("Bearer {}", self.token);
@@ -251,7 +257,7 @@ impl Bot {
 
     /// The jobs, newest first.
     pub fn jobs(&self) -> Vec<serde_json::Value> {
-        let (status, text) = self.get("/jobs?limit=1000");
+        let (status, text) = self.get_authorized("/jobs?limit=1000");
         assert_eq!(status, 200, "{text}");
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         v["jobs"].as_array().unwrap().clone()
@@ -353,7 +359,7 @@ fn a_pushed_image_is_converted_once_by_the_bot_and_runs() {
         format!("{}/library/web:1.0-unprivileged", registry.addr)
     );
     assert!(job["report"]["findings"].is_array(), "{job:#}");
-    let (status, one) = bot.get(&format!("/jobs/{}", job["id"].as_str().unwrap()));
+    let (status, one) = bot.get_authorized(&format!("/jobs/{}", job["id"].as_str().unwrap()));
     assert_eq!(status, 200);
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&one).unwrap()["id"],
@@ -1105,7 +1111,7 @@ fn a_rule_with_learn_pushes_what_it_learned_and_proved() {
         bot.log_text()
     );
     assert!(registry.has_tag("library/dropbear:1-unprivileged", None));
-    let (status, text) = bot.get(&format!("/jobs/{}", jobs[0]["id"].as_str().unwrap()));
+    let (status, text) = bot.get_authorized(&format!("/jobs/{}", jobs[0]["id"].as_str().unwrap()));
     assert_eq!(status, 200, "{text}");
     let job: serde_json::Value = serde_json::from_str(&text).unwrap();
     let learned = &job["report"]["destination"]["learned"];
@@ -1358,4 +1364,112 @@ fn per_registry_credentials_and_concurrency_come_from_the_rules_file() {
     }
     assert!(log.contains("waiting for a slot of the registry"), "{log}");
     assert!(!log.contains("s3cret-pass"), "{log}");
+}
+
+/// The door on a real PostgreSQL store: a repository, tag or digest no registry would take
+/// is 400 with the reason from every hook (a NUL byte too, which PostgreSQL's text refuses
+/// and a registry would retry forever on a 5xx), an envelope of more events than the cap is
+/// 413, and none of them is ever a job; the job list needs the secret, the probes and the
+/// metrics do not.
+#[test]
+fn bad_names_are_refused_at_the_door_and_the_job_list_needs_the_secret() {
+    let s = Scratch::new();
+    let pg = crate::support::Postgres::start();
+    let registry = Registry::start();
+    let rules = format!(
+        "state = \"{}\"\n\n[[rule]]\nsource = \"{}/library/*\"\ndestination = \"{{registry}}/{{repository}}:{{tag}}-unprivileged\"\n",
+        pg.url, registry.addr
+    );
+    let bot = Bot::start(
+        s.dir.path(),
+        "bot",
+        free_port(),
+        &rules,
+        &["--reconcile-every", "0"],
+    );
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let push = |repository: &str, tag: &str, digest: &str| {
+        serde_json::json!({
+            "action": "push",
+            "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest,
+                       "repository": repository, "tag": tag},
+            "request": {"host": registry.addr, "useragent": "skopeo/1.9"},
+        })
+    };
+    let long_tag = "t".repeat(300);
+    let bad = [
+        ("library/..", "1", digest.as_str(), "`..`"),
+        ("library/nginx@sha256:zzzz", "1", &digest, "`@`"),
+        ("library/UPPER", "1", &digest, "must be lowercase"),
+        ("library/web", &long_tag, &digest, "1-128 characters"),
+        ("library/web", "1\r\nX: y", &digest, "'\\r'"),
+        ("library/w\0eb", "1", &digest, "'\\0'"),
+        ("library/web", "1", "sha256:abcd", "wrong length"),
+    ];
+    for (repository, tag, digest, why) in bad {
+        let envelope = serde_json::json!({ "events": [push(repository, tag, digest)] }).to_string();
+        let (status, answer) = bot.hook("distribution", &envelope);
+        assert_eq!(status, 400, "{repository:?} {tag:?} {digest}: {answer}");
+        let reason = answer["error"].as_str().unwrap_or_default();
+        assert!(reason.contains(why), "{reason} lacks {why}");
+        if repository != "library/web" || tag != "1" {
+            let generic =
+                serde_json::json!({ "image": format!("{}/{repository}:{tag}", registry.addr) });
+            let (status, answer) = bot.hook("generic", &generic.to_string());
+            assert_eq!(status, 400, "generic {repository:?} {tag:?}: {answer}");
+        }
+    }
+    // One bad event spoils its envelope: the good one beside it is not stored either.
+    let mixed = serde_json::json!({ "events": [push("library/web", "1", &digest), push("library/..", "1", &digest)] });
+    assert_eq!(bot.hook("distribution", &mixed.to_string()).0, 400);
+
+    // The cap: 100 events are taken (for a repository no rule watches: nothing to run),
+    // 101 are refused whole.
+    let events = |n: usize| {
+        let events: Vec<_> = (0..n)
+            .map(|i| push("unwatched/app", &format!("t{i}"), &digest))
+            .collect();
+        serde_json::json!({ "events": events }).to_string()
+    };
+    let (status, answer) = bot.hook("distribution", &events(100));
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["ignored"].as_array().map(Vec::len), Some(100));
+    let (status, answer) = bot.hook("distribution", &events(101));
+    assert_eq!(status, 413, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("at most 100"),
+        "{answer}"
+    );
+
+    // Nothing was stored.
+    assert_eq!(bot.jobs(), Vec::<serde_json::Value>::new());
+    let (_, metrics) = bot.get("/metrics");
+    assert!(
+        metrics.contains("unroot_hook_rejected_total{status=\"400\"} 14"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("unroot_hook_rejected_total{status=\"413\"} 1"),
+        "{metrics}"
+    );
+
+    // The secret for the job list and each job; none for the probes and the metrics.
+    let good = serde_json::json!({ "events": [push("library/web", "1", &digest)] });
+    let (status, answer) = bot.hook("distribution", &good.to_string());
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["queued"][0]["job"].as_str().unwrap().to_string();
+    for path in [
+        "/jobs".to_string(),
+        format!("/jobs/{id}"),
+        "/jobs?token=wrong".into(),
+    ] {
+        let (status, body) = bot.get(&path);
+        assert_eq!(status, 401, "{path}: {body}");
+        assert!(!body.contains("library/web"), "{path}: {body}");
+    }
+    assert_eq!(bot.get_authorized(&format!("/jobs/{id}")).0, 200);
+    assert_eq!(bot.get(&format!("/jobs?token={TOKEN}")).0, 200);
+    for open in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(bot.get(open).0, 200, "{open}");
+    }
 }
