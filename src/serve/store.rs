@@ -67,7 +67,7 @@ macro_rules! on_db {
     };
 }
 
-const SCHEMA: [&str; 5] = [
+const SCHEMA: [&str; 6] = [
     "CREATE TABLE IF NOT EXISTS unroot_jobs (
         id TEXT PRIMARY KEY,
         subject TEXT NOT NULL,
@@ -102,6 +102,16 @@ const SCHEMA: [&str; 5] = [
         digest TEXT NOT NULL,
         job TEXT NOT NULL,
         done_ms BIGINT NOT NULL
+    )",
+    // The conversion a running job is doing, by key: a second job that resolves to the
+    // same key (the same push announced by digest and by tag, a reconcile racing a hook)
+    // waits for it instead of converting and pushing again. A claim whose job is no
+    // longer running on the worker that made it is stale and taken over.
+    "CREATE TABLE IF NOT EXISTS unroot_claims (
+        job_key TEXT PRIMARY KEY,
+        job TEXT NOT NULL,
+        worker TEXT NOT NULL,
+        claimed_ms BIGINT NOT NULL
     )",
     // Work one replica does for all, per period: when it was last done, and by whom.
     "CREATE TABLE IF NOT EXISTS unroot_passes (
@@ -568,6 +578,65 @@ impl Db {
             .map(|_| ()))
         .map_err(failed("record a job's source"))?;
         Ok(())
+    }
+
+    /// Claims the conversion `key` for `job` running on `worker`: `None` once it is this
+    /// job's, or the job holding it. A claim is taken over when its job is no longer
+    /// running on the worker that made it (it ended, was released, or was handed to
+    /// another worker after its own died). The database decides between two claimers:
+    /// one insert wins.
+    pub async fn claim_key(
+        &self,
+        key: &str,
+        job: &str,
+        worker: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let stale = "DELETE FROM unroot_claims WHERE job_key = $1 AND job <> $2 AND NOT EXISTS \
+            (SELECT 1 FROM unroot_jobs j WHERE j.id = unroot_claims.job \
+             AND j.state = 'running' AND j.worker = unroot_claims.worker)";
+        let claim = "INSERT INTO unroot_claims (job_key, job, worker, claimed_ms) \
+            VALUES ($1, $2, $3, $4) ON CONFLICT (job_key) DO UPDATE \
+            SET worker = excluded.worker, claimed_ms = excluded.claimed_ms \
+            WHERE unroot_claims.job = excluded.job";
+        let holder = "SELECT job FROM unroot_claims WHERE job_key = $1";
+        on_db!(self, |p| sqlx::query(stale)
+            .bind(key)
+            .bind(job)
+            .execute(p)
+            .await
+            .map(|_| ()))
+        .map_err(failed("clear a stale claim"))?;
+        let n = on_db!(self, |p| sqlx::query(claim)
+            .bind(key)
+            .bind(job)
+            .bind(worker)
+            .bind(now_ms())
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))
+        .map_err(failed("claim a conversion"))?;
+        if n == 1 {
+            return Ok(None);
+        }
+        let row: Option<(String,)> = on_db!(self, |p| sqlx::query_as(holder)
+            .bind(key)
+            .fetch_optional(p)
+            .await)
+        .map_err(failed("look up a claim"))?;
+        // Gone between the two statements: its holder ended; the next try takes it.
+        Ok(Some(row.map_or_else(String::new, |(j,)| j)))
+    }
+
+    /// Gives up the claims `job` holds (once its end is recorded).
+    pub async fn unclaim(&self, job: &str) -> Result<(), StoreError> {
+        on_db!(self, |p| sqlx::query(
+            "DELETE FROM unroot_claims WHERE job = $1"
+        )
+        .bind(job)
+        .execute(p)
+        .await
+        .map(|_| ()))
+        .map_err(failed("give up a claim"))
     }
 
     /// Whether the conversion with `key` was done, and the digest it pushed.

@@ -161,6 +161,11 @@ fn record(bot: &Bot, handle: &Handle, job: &Job, cancel: &Cancel) -> Result<Ende
             tracing::info!(job = %job.id, source = %job.subject, "job released: the bot is stopping");
         }
     }
+    // Its end is recorded, so its claim is stale already; removing it only keeps the
+    // table small, and a failure to is no failure of the job.
+    if let Err(e) = handle.block_on(bot.db.unclaim(&job.id)) {
+        tracing::warn!(job = %job.id, error = %e, "a claim stays until it is taken over");
+    }
     Ok(ended)
 }
 
@@ -277,9 +282,13 @@ fn convert(bot: &Bot, handle: &Handle, job: &Job, cancel: &Cancel) -> Result<End
     )?;
     let (digest, key) = (planned.digest.clone(), planned.key.clone());
     handle.block_on(bot.db.resolved(&job.id, &digest.to_string(), &key))?;
-    let done = match handle.block_on(bot.db.conversion(&key))? {
-        Some(done) => Some(done),
-        None => planned.done_at_destination(&session)?,
+    let done = match claim(bot, handle, job, &key, cancel)? {
+        Claimed::Mine => match handle.block_on(bot.db.conversion(&key))? {
+            Some(done) => Some(done),
+            None => planned.done_at_destination(&session)?,
+        },
+        Claimed::DoneMeanwhile(done) => Some(done),
+        Claimed::Cancelled => return Ok(Ended::Released),
     };
     if let Some(done) = done {
         return Ok(Ended::Done {
@@ -343,6 +352,45 @@ fn convert(bot: &Bot, handle: &Handle, job: &Job, cancel: &Cancel) -> Result<End
                 .map(|(_, written)| (digest.to_string(), key, written.to_string())),
         },
     })
+}
+
+/// How waiting for a conversion's key ended.
+enum Claimed {
+    /// The key is this job's to convert (or to find up to date).
+    Mine,
+    /// Another job converted it while this one waited: its digest.
+    DoneMeanwhile(String),
+    /// The bot is stopping.
+    Cancelled,
+}
+
+/// Takes the conversion `key` for `job`: at once when no other job holds it, else after
+/// the job holding it ends (it finished the conversion, or failed and let go), checked
+/// every quarter second. One job per key converts and pushes, whichever hook or replica
+/// queued the others.
+fn claim(
+    bot: &Bot,
+    handle: &Handle,
+    job: &Job,
+    key: &str,
+    cancel: &Cancel,
+) -> Result<Claimed, StoreError> {
+    let mut said = false;
+    loop {
+        if let Some(done) = handle.block_on(bot.db.conversion(key))? {
+            return Ok(Claimed::DoneMeanwhile(done));
+        }
+        let Some(holder) = handle.block_on(bot.db.claim_key(key, &job.id, &bot.worker))? else {
+            return Ok(Claimed::Mine);
+        };
+        if !said {
+            tracing::info!(job = %job.id, holder = %holder, "waiting: another job converts the same source, recipes and destination");
+            said = true;
+        }
+        if cancel.sleep(Duration::from_millis(250)).is_err() {
+            return Ok(Claimed::Cancelled);
+        }
+    }
 }
 
 /// A job's conversion, decided before anything is read but the source's manifest.

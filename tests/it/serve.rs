@@ -1473,3 +1473,149 @@ fn bad_names_are_refused_at_the_door_and_the_job_list_needs_the_secret() {
         assert_eq!(bot.get(open).0, 200, "{open}");
     }
 }
+
+/// Two replicas on one PostgreSQL, notified by the registry of every push (by digest and
+/// tag) and sent the same push by tag alone through `/hooks/generic` at once: two jobs of
+/// different subjects and the same key, on two replicas. One converts and pushes; the
+/// other waits for its claim and ends "up to date". Each of 20 twins is PUT once, as the
+/// registry's own notifications count them.
+#[test]
+fn a_push_announced_by_digest_and_by_tag_at_once_is_converted_once() {
+    let s = Scratch::new();
+    let pg = crate::support::Postgres::start();
+    let ports = [free_port(), free_port()];
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}/hooks/distribution"))
+        .collect();
+    let (count_url, counted) = receiver();
+    let mut endpoints: Vec<(&str, &str)> = urls.iter().map(|u| (u.as_str(), TOKEN)).collect();
+    endpoints.push((&count_url, "counter"));
+    let registry = Registry::start_notifying_all(&endpoints);
+    let rules = format!(
+        "state = \"{}\"\n\n[[rule]]\nsource = \"{}/library/*\"\nexclude_tags = [\"*-unprivileged\"]\ndestination = \"{{registry}}/{{repository}}:{{tag}}-unprivileged\"\n",
+        pg.url, registry.addr
+    );
+    let bots: Vec<Bot> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            Bot::start(
+                s.dir.path(),
+                &format!("replica{i}"),
+                *port,
+                &rules,
+                &["--concurrency", "2", "--reconcile-every", "0"],
+            )
+        })
+        .collect();
+    let images: Vec<String> = (0..20)
+        .map(|i| {
+            let spec = format!(
+                "{}[[layer.entry]]\npath = \"/etc/build-id\"\ntext = \"race {i}\\n\"\n",
+                crate::support::TINY
+            );
+            s.build(&format!("race{i}"), "1", &spec)
+        })
+        .collect();
+    for (i, image) in images.iter().enumerate() {
+        let name = format!("library/race{i}:1");
+        skopeo(&[
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            image,
+            &registry.image(&name),
+        ])
+        .success();
+        let by_tag = format!("{{\"image\": \"{}/{name}\"}}", registry.addr);
+        std::thread::scope(|scope| {
+            for bot in &bots {
+                let by_tag = &by_tag;
+                scope.spawn(move || {
+                    let (status, answer) = bot.hook("generic", by_tag);
+                    assert_eq!(status, 202, "{answer}");
+                });
+            }
+        });
+    }
+
+    // Both jobs of every image end: one converted, one up to date, the same key.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let jobs = loop {
+        let jobs = bots[0].jobs();
+        let ended = jobs
+            .iter()
+            .filter(|j| j["state"] == "done" || j["state"] == "failed")
+            .count();
+        if ended >= 40
+            && !jobs
+                .iter()
+                .any(|j| j["state"] == "queued" || j["state"] == "running")
+        {
+            break jobs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ended} of 40 jobs ended in 300 s: {jobs:#?}\n{}\n{}",
+            bots[0].log_text(),
+            bots[1].log_text()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let mut by_key: std::collections::BTreeMap<&str, Vec<&serde_json::Value>> = Default::default();
+    for j in &jobs {
+        assert_eq!(j["state"], "done", "{j:#}");
+        by_key
+            .entry(j["key"].as_str().unwrap())
+            .or_default()
+            .push(j);
+    }
+    assert_eq!(by_key.len(), 20, "{jobs:#?}");
+    let mut tag_only = 0;
+    for (key, jobs) in &by_key {
+        let converted = jobs.iter().filter(|j| j["outcome"] == "converted").count();
+        assert_eq!(converted, 1, "{key}: {jobs:#?}");
+        assert!(
+            jobs.iter()
+                .all(|j| j["outcome"] == "converted" || j["outcome"] == "up to date"),
+            "{jobs:#?}"
+        );
+        tag_only += jobs
+            .iter()
+            .filter(|j| !j["subject"].as_str().unwrap().contains('@'))
+            .count();
+    }
+    assert_eq!(tag_only, 20, "every push had its tag-only job: {jobs:#?}");
+    let waited = bots
+        .iter()
+        .map(|b| {
+            b.log_text()
+                .matches("waiting: another job converts the same")
+                .count()
+        })
+        .sum::<usize>();
+    eprintln!("{} jobs, {waited} waited for another's claim", jobs.len());
+
+    // The registry's count: every twin PUT once.
+    let mut pushes = std::collections::BTreeMap::new();
+    while let Ok(r) = counted.recv_timeout(Duration::from_secs(3)) {
+        let envelope: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        for e in envelope["events"].as_array().unwrap() {
+            let tag = e["target"]["tag"].as_str().unwrap_or_default();
+            if e["action"] == "push" && tag.ends_with("-unprivileged") {
+                *pushes
+                    .entry(format!(
+                        "{}:{tag}",
+                        e["target"]["repository"].as_str().unwrap()
+                    ))
+                    .or_insert(0) += 1;
+            }
+        }
+    }
+    assert_eq!(pushes.len(), 20, "{pushes:?}");
+    assert!(
+        pushes.values().all(|n| *n == 1),
+        "a twin PUT more than once: {pushes:?}"
+    );
+}
