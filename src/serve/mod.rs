@@ -3,9 +3,10 @@
 //! rules file and routes each event to a destination, or says why it is not converted
 //! (no rule, an excluded tag, the bot's own output); [`job`] says when two conversions are
 //! the same; [`store`] keeps the jobs and the queue (SQLite or PostgreSQL); [`worker`]
-//! runs one job; [`reconcile`] finds what webhooks missed; [`server`] is the HTTP side
-//! and the process's life.
+//! runs one job; [`reconcile`] finds what webhooks missed; [`door`] accepts connections
+//! within its timeouts and cap; [`server`] routes the HTTP side and runs the process's life.
 
+pub mod door;
 pub mod hooks;
 pub mod job;
 pub mod metrics;

@@ -51,6 +51,8 @@ pub struct ServeOptions {
     /// How often to list the watched repositories and queue what has no up-to-date twin
     /// (the first pass at start); `None`: never.
     pub reconcile_every: Option<Duration>,
+    /// The HTTP door's timeouts and connection cap.
+    pub door: super::door::DoorLimits,
 }
 
 /// Why the bot could not start or stopped.
@@ -206,14 +208,12 @@ async fn run(
         })?;
     tracing::info!(listen = %listen, worker = %bot.worker, state = %bot.config.state, "serving");
     let app = router(bot.clone());
-    let mut http_stop = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let server = tokio::spawn(super::door::serve(
+        listener,
+        app,
+        options.door,
+        stop_rx.clone(),
+    ));
 
     if let Some(every) = options.reconcile_every {
         let (bot, mut stop) = (bot.clone(), stop_rx.clone());
@@ -418,7 +418,7 @@ pub fn router(bot: Arc<Bot>) -> Router {
         .with_state(bot)
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 

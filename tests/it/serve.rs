@@ -1619,3 +1619,164 @@ fn a_push_announced_by_digest_and_by_tag_at_once_is_converted_once() {
         "a twin PUT more than once: {pushes:?}"
     );
 }
+
+/// The door against slow clients: 100 connections that drip their headers a byte a
+/// second, 100 that send headers and then drip the body, and 20 that connect and say
+/// nothing. While they are connected `/healthz` answers; the header drippers and the
+/// silent ones are disconnected after `--header-timeout`, the body drippers answered 408;
+/// connections over `--max-connections` are answered 503 at once. On the old door all
+/// were still open after 60 s.
+#[test]
+fn slow_clients_are_disconnected_and_health_answers_meanwhile() {
+    let s = Scratch::new();
+    let rules = format!(
+        "state = \"sqlite:{}\"\n\n[[rule]]\nsource = \"127.0.0.1:1/library/*\"\ndestination = \"{{registry}}/{{repository}}:{{tag}}-unprivileged\"\n",
+        s.path("state.db").display(),
+    );
+    let bot = Bot::start(
+        s.dir.path(),
+        "bot",
+        free_port(),
+        &rules,
+        &[
+            "--reconcile-every",
+            "0",
+            "--header-timeout",
+            "2s",
+            "--body-timeout",
+            "3s",
+            "--max-connections",
+            "230",
+        ],
+    );
+    let connect = || {
+        let c = TcpStream::connect(&bot.addr).unwrap();
+        c.set_nonblocking(true).unwrap();
+        c
+    };
+    let header_drip =
+        "POST /hooks/generic HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\r\n";
+    let body_head = format!(
+        "POST /hooks/generic HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 4000\r\n\r\n"
+    );
+    // (connection, what it drips, how far it got, what it was answered, closed)
+    struct Slow {
+        conn: TcpStream,
+        drip: Vec<u8>,
+        sent: usize,
+        answer: Vec<u8>,
+        closed: bool,
+    }
+    let mut slow: Vec<Slow> = Vec::new();
+    for _ in 0..100 {
+        slow.push(Slow {
+            conn: connect(),
+            drip: header_drip.as_bytes().to_vec(),
+            sent: 0,
+            answer: vec![],
+            closed: false,
+        });
+    }
+    for _ in 0..100 {
+        let mut conn = connect();
+        conn.set_nonblocking(false).unwrap();
+        conn.write_all(body_head.as_bytes()).unwrap();
+        conn.set_nonblocking(true).unwrap();
+        slow.push(Slow {
+            conn,
+            drip: vec![b' '; 4000],
+            sent: 0,
+            answer: vec![],
+            closed: false,
+        });
+    }
+    for _ in 0..20 {
+        slow.push(Slow {
+            conn: connect(),
+            drip: vec![],
+            sent: 0,
+            answer: vec![],
+            closed: false,
+        });
+    }
+    // One step: a byte more from each dripper, and what the bot said or whether it closed.
+    let step = |slow: &mut Vec<Slow>| {
+        for c in slow.iter_mut().filter(|c| !c.closed) {
+            if c.sent < c.drip.len() {
+                match c.conn.write(&c.drip[c.sent..c.sent + 1]) {
+                    Ok(n) => c.sent += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => c.closed = true,
+                }
+            }
+            let mut buf = [0u8; 4096];
+            loop {
+                match c.conn.read(&mut buf) {
+                    Ok(0) => {
+                        c.closed = true;
+                        break;
+                    }
+                    Ok(n) => c.answer.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        c.closed = true;
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    step(&mut slow);
+    // All 220 connected and dripping: the probe answers (its latency is printed; the
+    // bench reports it).
+    let mut worst = Duration::ZERO;
+    for _ in 0..10 {
+        let t = Instant::now();
+        assert_eq!(bot.get("/healthz").0, 200);
+        worst = worst.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("/healthz with 220 slow clients connected: at worst {worst:?}");
+    // Over the cap: answered 503 and closed.
+    let mut over = Vec::new();
+    for _ in 0..30 {
+        over.push(TcpStream::connect(&bot.addr).unwrap());
+    }
+    let busy = over
+        .iter_mut()
+        .map(|c| {
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut text = String::new();
+            let _ = c.read_to_string(&mut text);
+            text
+        })
+        .filter(|text| text.starts_with("HTTP/1.1 503"))
+        .count();
+    assert!(
+        busy >= 20,
+        "{busy} of 30 connections over the cap answered 503"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while slow.iter().any(|c| !c.closed) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(1));
+        step(&mut slow);
+    }
+    let open = slow.iter().filter(|c| !c.closed).count();
+    assert_eq!(
+        open, 0,
+        "{open} of 220 slow connections still open after 40 s"
+    );
+    let timed_out = slow[100..200]
+        .iter()
+        .filter(|c| c.answer.starts_with(b"HTTP/1.1 408"))
+        .count();
+    assert_eq!(timed_out, 100, "every body dripper is answered 408");
+    assert!(
+        slow[..100].iter().all(|c| c.sent < c.drip.len()),
+        "header drippers were cut off before their headers were in"
+    );
+    // Nothing of it was a job, and the door still works.
+    assert_eq!(bot.get("/healthz").0, 200);
+    assert!(bot.jobs().is_empty());
+}
