@@ -11,10 +11,53 @@ use std::sync::Mutex;
 use super::store::Counts;
 
 /// The upper bounds (seconds) of the job duration histogram's buckets.
-const BUCKETS: [f64; 10] = [1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
+const JOB_BUCKETS: &[f64] = &[1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
+
+/// The upper bounds (seconds) of the event-to-twin histogram's buckets.
+const TWIN_BUCKETS: &[f64] = &[
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+/// A Prometheus histogram: cumulative bucket counts, the sum and the count.
+struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Mutex<Histogram> {
+        Mutex::new(Histogram {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        })
+    }
+
+    fn observe(&mut self, seconds: f64) {
+        for (n, bound) in self.counts.iter_mut().zip(self.bounds) {
+            if seconds <= *bound {
+                *n += 1;
+            }
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        family(out, name, "histogram", help);
+        for (n, bound) in self.counts.iter().zip(self.bounds) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum {}", self.sum);
+        let _ = writeln!(out, "{name}_count {}", self.count);
+    }
+}
 
 /// What this process counted.
-#[derive(Default)]
 pub struct Metrics {
     /// Hook requests that carried events, by hook.
     received: Mutex<BTreeMap<String, u64>>,
@@ -28,12 +71,31 @@ pub struct Metrics {
     rejected: Mutex<BTreeMap<u16, u64>>,
     /// Jobs ended, by outcome (`converted`, `up to date`, `failed`, ...).
     ended: Mutex<BTreeMap<String, u64>>,
-    /// Job durations: bucket counts, the sum and the count.
-    durations: Mutex<([u64; BUCKETS.len()], f64, u64)>,
+    /// Job durations, from start to end.
+    durations: Mutex<Histogram>,
+    /// From the event (the job queued) to its twin pushed.
+    event_to_twin: Mutex<Histogram>,
     /// Bytes of blobs uploaded to destinations.
     uploaded: AtomicU64,
     /// Registry errors met by jobs, by what the registry answered.
     registry_errors: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            received: Default::default(),
+            ignored: Default::default(),
+            deduplicated: Default::default(),
+            queued: Default::default(),
+            rejected: Default::default(),
+            ended: Default::default(),
+            durations: Histogram::new(JOB_BUCKETS),
+            event_to_twin: Histogram::new(TWIN_BUCKETS),
+            uploaded: Default::default(),
+            registry_errors: Default::default(),
+        }
+    }
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K, n: u64) {
@@ -67,14 +129,17 @@ impl Metrics {
     /// A job ended with `outcome` after `seconds`.
     pub fn ended(&self, outcome: &str, seconds: f64) {
         bump(&self.ended, outcome.to_string(), 1);
-        let mut d = self.durations.lock().unwrap_or_else(|p| p.into_inner());
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if seconds <= *bound {
-                d.0[i] += 1;
-            }
-        }
-        d.1 += seconds;
-        d.2 += 1;
+        self.durations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .observe(seconds);
+    }
+    /// A twin pushed `seconds` after its event was queued.
+    pub fn twin_pushed(&self, seconds: f64) {
+        self.event_to_twin
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .observe(seconds);
     }
     /// Blob bytes a job uploaded.
     pub fn uploaded(&self, bytes: u64) {
@@ -181,29 +246,22 @@ impl Metrics {
                 label(&outcome)
             );
         }
-        family(
-            &mut out,
-            "unroot_job_duration_seconds",
-            "histogram",
-            "How long jobs took, from start to end.",
-        );
-        {
-            let d = self.durations.lock().unwrap_or_else(|p| p.into_inner());
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "unroot_job_duration_seconds_bucket{{le=\"{bound}\"}} {}",
-                    d.0[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "unroot_job_duration_seconds_bucket{{le=\"+Inf\"}} {}",
-                d.2
+        self.durations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .render(
+                &mut out,
+                "unroot_job_duration_seconds",
+                "How long jobs took, from start to end.",
             );
-            let _ = writeln!(out, "unroot_job_duration_seconds_sum {}", d.1);
-            let _ = writeln!(out, "unroot_job_duration_seconds_count {}", d.2);
-        }
+        self.event_to_twin
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .render(
+                &mut out,
+                "unroot_event_to_twin_seconds",
+                "From an event's job queued to its converted twin pushed.",
+            );
         family(
             &mut out,
             "unroot_uploaded_bytes_total",

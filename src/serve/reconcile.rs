@@ -115,7 +115,7 @@ pub fn reconcile(bot: &Bot, handle: &Handle) -> Reconciled {
                     continue;
                 }
                 event.digest = Some(planned.digest.clone());
-                match handle.block_on(bot.db.enqueue(&event, index, &destination)) {
+                match handle.block_on(bot.enqueue(&event, index, &destination)) {
                     Ok(Enqueued::New(id)) => {
                         out.queued += 1;
                         bot.metrics.queued();

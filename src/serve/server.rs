@@ -6,8 +6,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use apalis::layers::WorkerBuilderExt;
-use apalis::prelude::{BackendExt, BoxDynError, Data, TaskId, WorkerBuilder};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -20,8 +18,8 @@ use tokio::runtime::Handle;
 
 use super::hooks::{self, Hooked, ImageEvent};
 use super::rules::{Route, ServeConfig};
-use super::store::{subject_of, Db, Enqueued, Ticket, QUEUE};
-use super::worker::{self, Bot};
+use super::store::{subject_of, Db, Enqueued};
+use super::worker::Bot;
 
 /// The largest hook body read; registries send a few KiB.
 pub const MAX_BODY: usize = 1 << 20;
@@ -159,7 +157,9 @@ async fn run(
                 .map(|n| (host.clone(), Arc::new(tokio::sync::Semaphore::new(n))))
         })
         .collect();
+    let (nudge, nudges) = super::queue::nudge();
     let bot = Arc::new(Bot {
+        nudge,
         slots,
         config,
         db: db.clone(),
@@ -183,7 +183,12 @@ async fn run(
     // need the store after it.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (work_stop_tx, work_stop_rx) = tokio::sync::watch::channel(false);
-    let workers = tokio::spawn(run_workers(bot.clone(), options.clone(), work_stop_rx));
+    let workers = tokio::spawn(super::queue::run_workers(
+        bot.clone(),
+        options.clone(),
+        nudges,
+        work_stop_rx,
+    ));
 
     if options.once {
         reconcile_now(&bot).await;
@@ -336,72 +341,6 @@ async fn wait_for_signal() -> &'static str {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     }
-}
-
-/// Takes jobs from the queue until told to stop.
-async fn run_workers(
-    bot: Arc<Bot>,
-    options: ServeOptions,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), ServeError> {
-    let signal = async move {
-        let _ = stop.wait_for(|s| *s).await;
-        Ok::<(), std::io::Error>(())
-    };
-    let poll = Duration::from_millis(250);
-    let concurrency = options.concurrency.max(1);
-    // The same worker on either backend: the two crates mirror each other's API.
-    macro_rules! work {
-        ($backend:ident, $storage:ident, $pool:expr) => {{
-            let config = $backend::Config::default()
-                .queue(QUEUE)
-                .heartbeat_interval(options.heartbeat)
-                .missed_heartbeats(3)
-                .batch_size(1);
-            let storage = $backend::$storage::<Ticket>::new($pool)
-                .with_config(config)
-                .poll_with_interval(poll);
-            WorkerBuilder::new(bot.worker.as_str())
-                .backend(storage)
-                .concurrency(concurrency)
-                .data(bot.clone())
-                .build(take)
-                .run_until(signal)
-                .await
-        }};
-    }
-    let result = match &bot.db {
-        Db::Sqlite(pool) => work!(apalis_sqlite, SqliteStorage, pool),
-        Db::Postgres(pool) => work!(apalis_postgres, PostgresStorage, pool),
-    };
-    result.map_err(|e| ServeError::Worker(e.to_string()))
-}
-
-/// One queue entry: start its job (unless it is stale or the bot is stopping), run it on
-/// a blocking thread, record the end.
-async fn take(ticket: Ticket, id: TaskId, bot: Data<Arc<Bot>>) -> Result<(), BoxDynError> {
-    let bot: Arc<Bot> = (*bot).clone();
-    let Some(job) = bot
-        .db
-        .start(&ticket.job, &id.to_string(), &bot.worker)
-        .await?
-    else {
-        return Ok(());
-    };
-    let Some(admitted) = bot.admit(&job.id) else {
-        // Released once the running jobs are: released now, it would be handed out again
-        // at once, and again, until the bot stops.
-        bot.parked.fetch_add(1, Ordering::SeqCst);
-        let _ = bot.drained.subscribe().wait_for(|d| *d).await;
-        let released = bot.db.release(&job.id).await;
-        bot.parked.fetch_sub(1, Ordering::SeqCst);
-        released?;
-        tracing::info!(job = %job.id, source = %job.subject, "job released: the bot is stopping");
-        return Ok(());
-    };
-    let handle = Handle::current();
-    tokio::task::spawn_blocking(move || worker::run(&bot, &handle, &job, admitted)).await??;
-    Ok(())
 }
 
 /// The HTTP routes.
@@ -598,7 +537,7 @@ async fn enqueue(
         .position(|r| std::ptr::eq(r, rule))
         .expect("the rule is the config's");
     let destination = rule.destination_for(&image.registry, &image.repository, tag);
-    Ok(match bot.db.enqueue(image, index, &destination).await? {
+    Ok(match bot.enqueue(image, index, &destination).await? {
         Enqueued::New(id) => Admitted::Queued(id),
         Enqueued::Duplicate => Admitted::Duplicate,
     })
@@ -699,7 +638,7 @@ async fn retry(
             "retrying a job needs the bot's secret: `Authorization: Bearer TOKEN`",
         );
     }
-    match bot.db.retry(&id).await {
+    match bot.retry(&id).await {
         Ok(true) => (
             StatusCode::ACCEPTED,
             Json(json!({ "job": id, "state": "queued" })),

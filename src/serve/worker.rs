@@ -53,6 +53,8 @@ pub struct Bot {
     /// How many times a registry failure that may pass is tried again in a job, and the
     /// first wait (doubling, at most a minute).
     pub job_retries: (u32, Duration),
+    /// Wakes this process's queue worker: a job was queued.
+    pub nudge: super::queue::Nudge,
     /// The job slots of registries with a `concurrency` limit.
     pub slots: std::collections::BTreeMap<String, Arc<tokio::sync::Semaphore>>,
 }
@@ -113,6 +115,30 @@ impl Bot {
         })
     }
 
+    /// Stores and queues a job for `event` (as [`Db::enqueue`]) and wakes the queue's
+    /// worker when it is new.
+    pub async fn enqueue(
+        &self,
+        event: &super::hooks::ImageEvent,
+        rule: usize,
+        destination: &str,
+    ) -> Result<super::store::Enqueued, StoreError> {
+        let enqueued = self.db.enqueue(event, rule, destination).await?;
+        if matches!(enqueued, super::store::Enqueued::New(_)) {
+            let _ = self.nudge.try_send(());
+        }
+        Ok(enqueued)
+    }
+
+    /// Queues a failed job again (as [`Db::retry`]) and wakes the queue's worker.
+    pub async fn retry(&self, id: &str) -> Result<bool, StoreError> {
+        let queued = self.db.retry(id).await?;
+        if queued {
+            let _ = self.nudge.try_send(());
+        }
+        Ok(queued)
+    }
+
     /// Says the bot is stopping: no job is admitted after this returns.
     pub fn stop_admitting(&self) {
         let _running = self.running.lock().unwrap_or_else(|p| p.into_inner());
@@ -149,6 +175,10 @@ fn record(bot: &Bot, handle: &Handle, job: &Job, cancel: &Cancel) -> Result<Ende
                 ),
             )?;
             bot.metrics.ended(outcome, seconds);
+            if *outcome == "converted" {
+                let since_event = (super::store::now_ms() - job.created_ms).max(0) as f64 / 1000.0;
+                bot.metrics.twin_pushed(since_event);
+            }
             tracing::info!(job = %job.id, source = %job.subject, destination = %job.destination, outcome, seconds, "job done");
         }
         Ended::Failed(reason) => {

@@ -190,8 +190,16 @@ impl Bot {
         )
         .unwrap();
         let log = dir.join(format!("{name}.log"));
+        // A short heartbeat, so that a killed replica's jobs move on soon, unless the
+        // test sets its own.
+        let heartbeat: &[&str] = if args.contains(&"--heartbeat") {
+            &[]
+        } else {
+            &["--heartbeat", "2"]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_unroot"))
-            .args(["serve", "-c", config.to_str().unwrap(), "--heartbeat", "2"])
+            .args(["serve", "-c", config.to_str().unwrap()])
+            .args(heartbeat)
             .args(args)
             .current_dir(dir)
             .env("RUST_LOG", "info")
@@ -1779,4 +1787,62 @@ fn slow_clients_are_disconnected_and_health_answers_meanwhile() {
     // Nothing of it was a job, and the door still works.
     assert_eq!(bot.get("/healthz").0, 200);
     assert!(bot.jobs().is_empty());
+}
+
+/// Idle replicas on PostgreSQL start a queued job at once, not at their next heartbeat:
+/// with a 30 s heartbeat, every one of ten jobs, each queued once the replicas are idle,
+/// starts within a tenth of it (the latencies are printed; `benches/serve.sh` measures
+/// event-to-twin), and `/metrics` has the event-to-twin histogram.
+#[test]
+fn idle_replicas_pick_a_queued_job_up_at_once() {
+    let s = Scratch::new();
+    let pg = crate::support::Postgres::start();
+    let registry = Registry::start();
+    let src = s.build("tiny", "1", crate::support::TINY);
+    for i in 0..10 {
+        registry.push(&src, &format!("library/tiny:{i}"), None);
+    }
+    let rules = format!(
+        "state = \"{}\"\n\n[[rule]]\nsource = \"{}/library/*\"\ndestination = \"{{registry}}/{{repository}}:{{tag}}-unprivileged\"\n",
+        pg.url, registry.addr
+    );
+    let args = ["--reconcile-every", "0", "--heartbeat", "30s"];
+    let bots = [
+        Bot::start(s.dir.path(), "a", free_port(), &rules, &args),
+        Bot::start(s.dir.path(), "b", free_port(), &rules, &args),
+    ];
+    let mut waits = Vec::new();
+    for i in 0..10 {
+        // Idle: nothing queued, the last job long done.
+        std::thread::sleep(Duration::from_millis(1500));
+        let image = format!("{{\"image\": \"{}/library/tiny:{i}\"}}", registry.addr);
+        let (status, answer) = bots[i % 2].hook("generic", &image);
+        assert_eq!(status, 202, "{answer}");
+        let jobs = bots[0].wait_jobs_ended(i + 1, Duration::from_secs(60));
+        let job = jobs
+            .iter()
+            .find(|j| j["id"] == answer["queued"][0]["job"])
+            .unwrap();
+        assert_eq!(job["state"], "done", "{job:#}");
+        waits.push(job["started_ms"].as_i64().unwrap() - job["created_ms"].as_i64().unwrap());
+    }
+    eprintln!("queued -> started (ms): {waits:?}");
+    assert!(
+        waits.iter().all(|ms| *ms < 3000),
+        "a job waited for a heartbeat: {waits:?}"
+    );
+    // Each replica counts the twins it pushed: ten in all.
+    let twins: u64 = bots
+        .iter()
+        .map(|b| {
+            let (_, metrics) = b.get("/metrics");
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("unroot_event_to_twin_seconds_count "))
+                .unwrap_or_else(|| panic!("no event-to-twin histogram:\n{metrics}"))
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(twins, 10);
 }
