@@ -542,6 +542,13 @@ pub struct RegistryArgs {
     #[arg(long, value_name = "N", default_value_t = 4, help_heading = "Registry")]
     pub retries: u32,
 
+    /// How long all the attempts of one small registry request (a manifest, a token, a
+    /// blob check) and the waits between them may take together; a registry that
+    /// accepts and never answers is given up on after this (0: no budget, only
+    /// `--retries` and the per-attempt limits).
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = duration::any, help_heading = "Registry")]
+    pub retry_budget: Duration,
+
     /// Give up on a registry answer when nothing arrives for this long (its headers, or
     /// the next bytes of its body).
     #[arg(long, value_name = "DURATION", default_value = "60", value_parser = duration::positive, help_heading = "Registry")]
@@ -607,6 +614,7 @@ impl RegistryArgs {
             tls_verify: self.tls_verify,
             retry: RetryPolicy {
                 retries: self.retries,
+                budget: (!self.retry_budget.is_zero()).then_some(self.retry_budget),
                 ..Default::default()
             },
             pace: Pace {

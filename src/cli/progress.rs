@@ -1,5 +1,6 @@
 //! Progress on stderr: bars (per transfer and for the stage) when stderr is a terminal,
-//! one plain line per event otherwise, nothing with `-q`.
+//! one plain line per event otherwise, and with `-q` only the warnings (a registry
+//! request tried again, a transfer resumed): a run that waits says why.
 
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
@@ -8,16 +9,28 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::control::secrets::redact;
-use crate::control::{Event, Events, Meter, Silent};
+use crate::control::{Event, Events, Meter};
 
-/// Where a run's events go: bars on a terminal, lines otherwise, nowhere with `quiet`.
+/// Where a run's events go: bars on a terminal, lines otherwise, only the warnings with
+/// `quiet`.
 pub fn for_stderr(quiet: bool) -> Arc<dyn Events> {
     if quiet {
-        Arc::new(Silent)
+        Arc::new(Warnings)
     } else if std::io::stderr().is_terminal() {
         Arc::new(Bars::new())
     } else {
         Arc::new(Lines)
+    }
+}
+
+/// A line on stderr for each event that says why a run waits; nothing else.
+pub struct Warnings;
+
+impl Events for Warnings {
+    fn event(&self, event: &Event<'_>) {
+        if matches!(event, Event::Retry { .. } | Event::Resume { .. }) {
+            eprintln!("unroot: {}", redact(&event.to_string()));
+        }
     }
 }
 

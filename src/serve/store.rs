@@ -67,7 +67,7 @@ macro_rules! on_db {
     };
 }
 
-const SCHEMA: [&str; 6] = [
+const SCHEMA: [&str; 8] = [
     "CREATE TABLE IF NOT EXISTS unroot_jobs (
         id TEXT PRIMARY KEY,
         subject TEXT NOT NULL,
@@ -113,6 +113,14 @@ const SCHEMA: [&str; 6] = [
         worker TEXT NOT NULL,
         claimed_ms BIGINT NOT NULL
     )",
+    // What a job met on its way that its end does not say: the registry requests it
+    // tried again, and why.
+    "CREATE TABLE IF NOT EXISTS unroot_job_events (
+        job TEXT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        text TEXT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS unroot_job_events_job ON unroot_job_events (job)",
     // Work one replica does for all, per period: when it was last done, and by whom.
     "CREATE TABLE IF NOT EXISTS unroot_passes (
         name TEXT PRIMARY KEY,
@@ -169,6 +177,19 @@ pub struct Job {
     pub report: Option<serde_json::Value>,
     /// Why it failed.
     pub error: Option<String>,
+    /// What it met on its way (registry requests tried again), oldest first; read for
+    /// one job, not for lists.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<JobEvent>,
+}
+
+/// A note of what a job met.
+#[derive(Clone, Debug, Serialize)]
+pub struct JobEvent {
+    /// When (ms since the epoch).
+    pub at_ms: i64,
+    /// What.
+    pub text: String,
 }
 
 const JOB_COLUMNS: &str = "id, subject, registry, repository, tag, digest, rule, destination, \
@@ -205,6 +226,7 @@ where
         outcome: row.try_get("outcome")?,
         report: report.and_then(|r| serde_json::from_str(&r).ok()),
         error: row.try_get("error")?,
+        events: Vec::new(),
     })
 }
 
@@ -492,7 +514,31 @@ impl Db {
                 .await
                 .and_then(|r| r.as_ref().map(job_of).transpose()),
         };
-        row.map_err(failed("read a job"))
+        let Some(mut job) = row.map_err(failed("read a job"))? else {
+            return Ok(None);
+        };
+        let events = "SELECT at_ms, text FROM unroot_job_events WHERE job = $1 ORDER BY at_ms";
+        let rows: Vec<(i64, String)> =
+            on_db!(self, |p| sqlx::query_as(events).bind(id).fetch_all(p).await)
+                .map_err(failed("read a job's events"))?;
+        job.events = rows
+            .into_iter()
+            .map(|(at_ms, text)| JobEvent { at_ms, text })
+            .collect();
+        Ok(Some(job))
+    }
+
+    /// Notes what job `id` met.
+    pub async fn note(&self, id: &str, text: &str) -> Result<(), StoreError> {
+        let insert = "INSERT INTO unroot_job_events (job, at_ms, text) VALUES ($1, $2, $3)";
+        on_db!(self, |p| sqlx::query(insert)
+            .bind(id)
+            .bind(now_ms())
+            .bind(text)
+            .execute(p)
+            .await
+            .map(|_| ()))
+        .map_err(failed("note a job's event"))
     }
 
     /// The newest jobs, newest first, optionally in one state.

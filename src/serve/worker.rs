@@ -292,6 +292,9 @@ fn convert(bot: &Bot, handle: &Handle, job: &Job, cancel: &Cancel) -> Result<End
     let events: Arc<dyn Events> = Arc::new(JobEvents {
         job: job.id.clone(),
         metrics: bot.metrics.clone(),
+        db: bot.db.clone(),
+        handle: handle.clone(),
+        noted: Default::default(),
     });
     let session = bot.session.job(events, cancel.clone());
     let digest = match &job.digest {
@@ -559,11 +562,19 @@ fn destination_holds(
     Ok(same.then(|| raw.digest.to_string()))
 }
 
-/// A job's events, logged with its id; the bytes written to destinations are counted.
+/// A job's events, logged with its id; its retries noted in the store too (shown by
+/// `GET /jobs/ID`); the bytes written to destinations are counted.
 struct JobEvents {
     job: String,
     metrics: Arc<Metrics>,
+    db: super::store::Db,
+    handle: Handle,
+    /// How many events were noted; past [`NOTES`], only logged.
+    noted: std::sync::atomic::AtomicUsize,
 }
+
+/// The most events noted for one job.
+const NOTES: usize = 50;
 
 impl Events for JobEvents {
     fn event(&self, event: &Event<'_>) {
@@ -575,7 +586,15 @@ impl Events for JobEvents {
                 attempts,
             } => {
                 self.metrics.registry_error("retried");
-                tracing::warn!(job = %self.job, attempt, attempts, wait_ms = wait.as_millis() as u64, error = %redact(&error.to_string()), "registry request failed; trying again");
+                let error = redact(&error.to_string());
+                tracing::warn!(job = %self.job, attempt, attempts, wait_ms = wait.as_millis() as u64, error = %error, "registry request failed; trying again");
+                if self.noted.fetch_add(1, Ordering::Relaxed) < NOTES {
+                    // On the job's blocking thread, as every event.
+                    let text = redact(&event.to_string());
+                    if let Err(e) = self.handle.block_on(self.db.note(&self.job, &text)) {
+                        tracing::warn!(job = %self.job, error = %e, "a retry is logged only");
+                    }
+                }
             }
             other => {
                 tracing::debug!(job = %self.job, event = %redact(&other.to_string()), "progress")

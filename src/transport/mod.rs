@@ -352,7 +352,7 @@ pub enum TransportError {
         source: ManifestError,
     },
     /// A registry kept failing with errors that retrying could have fixed.
-    #[error("{last} (gave up after {attempts} {} in {seconds} s{})", if *.attempts == 1 { "attempt" } else { "attempts" }, match .asked_to_wait { Some(s) => format!("; it asked to wait {s} s more"), None => String::new() })]
+    #[error("{last} (gave up after {attempts} {} in {seconds} s{}{})", if *.attempts == 1 { "attempt" } else { "attempts" }, match .asked_to_wait { Some(s) => format!("; it asked to wait {s} s more"), None => String::new() }, match .budget { Some(s) => format!("; another would pass the {s} s retry budget"), None => String::new() })]
     GaveUp {
         /// How many times it was tried.
         attempts: u32,
@@ -360,6 +360,9 @@ pub enum TransportError {
         seconds: u64,
         /// A `Retry-After` longer than unroot waits, in seconds.
         asked_to_wait: Option<u64>,
+        /// The budget of the request's attempts, in seconds, when another attempt would
+        /// have passed it.
+        budget: Option<u64>,
         /// The last error.
         last: Box<TransportError>,
     },

@@ -753,4 +753,47 @@ fn slow_and_silent_registries_are_given_up_on() {
         "{}",
         out.stderr
     );
+
+    // The same peer with ten retries allowed: their attempts share the retry budget, so
+    // the run gives up after the second (2 s, a wait of 1 s, 2 s: another wait would pass
+    // 5 s), not after eleven; each retry is said on stderr, even with -q.
+    let out = run_guarded(
+        &s,
+        &[
+            "analyze",
+            "-q",
+            "--retries",
+            "10",
+            "--read-timeout",
+            "2",
+            "--retry-budget",
+            "5s",
+            &proxy.image("team/app:v1"),
+        ],
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let line = out.error_line();
+    assert!(
+        line.contains("gave up after 2 attempts in "),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        line.contains(" s; another would pass the 5 s retry budget"),
+        "{}",
+        out.stderr
+    );
+    let retries: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("trying again in"))
+        .collect();
+    assert_eq!(retries.len(), 1, "{}", out.stderr);
+    assert!(retries[0].contains("(attempt 2 of 11)"), "{}", out.stderr);
+    let stalled = proxy
+        .log()
+        .iter()
+        .filter(|l| l.faulted && l.target.contains("/manifests/v1"))
+        .count();
+    assert!(stalled >= 2, "{stalled}");
 }

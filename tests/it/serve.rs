@@ -1846,3 +1846,71 @@ fn idle_replicas_pick_a_queued_job_up_at_once() {
         .sum();
     assert_eq!(twins, 10);
 }
+
+/// A job's registry waits are bounded and said: behind a registry that accepts and never
+/// answers, the job's manifest request is tried again within the retry budget, then the
+/// job fails with the reason, and `GET /jobs/ID` lists each retry as one of its events.
+#[test]
+fn a_job_s_retries_share_a_budget_and_are_its_events() {
+    use crate::faults::{Fault, FaultProxy, Rule};
+    let s = Scratch::new();
+    let registry = Registry::start();
+    registry.push(
+        &s.build("tiny", "1", crate::support::TINY),
+        "library/tiny:1",
+        None,
+    );
+    let proxy = FaultProxy::start(&registry.addr);
+    proxy.add(Rule::new("GET", "/manifests/1", Fault::Stall).always());
+    let rules = format!(
+        "state = \"sqlite:{}\"\n\n[[rule]]\nsource = \"{}/library/*\"\ndestination = \"{}/{{repository}}:{{tag}}-unprivileged\"\n",
+        s.path("state.db").display(),
+        proxy.addr,
+        registry.addr
+    );
+    let bot = Bot::start(
+        s.dir.path(),
+        "bot",
+        free_port(),
+        &rules,
+        &[
+            "--reconcile-every",
+            "0",
+            "--job-retries",
+            "0",
+            "--retries",
+            "10",
+            "--read-timeout",
+            "1s",
+            "--retry-budget",
+            "4s",
+        ],
+    );
+    let image = format!("{{\"image\": \"{}/library/tiny:1\"}}", proxy.addr);
+    let (status, answer) = bot.hook("generic", &image);
+    assert_eq!(status, 202, "{answer}");
+    let jobs = bot.wait_jobs_ended(1, Duration::from_secs(60));
+    assert_eq!(jobs[0]["state"], "failed", "{:#}", jobs[0]);
+    let error = jobs[0]["error"].as_str().unwrap();
+    assert!(error.contains("retry budget"), "{error}");
+    let (status, text) = bot.get_authorized(&format!("/jobs/{}", jobs[0]["id"].as_str().unwrap()));
+    assert_eq!(status, 200, "{text}");
+    let job: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let events = job["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{job:#}"));
+    assert!(!events.is_empty(), "{job:#}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["text"].as_str().unwrap().contains("trying again in")
+                && e["at_ms"].as_i64().is_some()),
+        "{job:#}"
+    );
+    assert!(
+        events.len() < 10,
+        "the budget, not the retries, ended it: {job:#}"
+    );
+    // The list stays short: events are read for one job.
+    assert!(bot.jobs()[0].get("events").is_none());
+}

@@ -22,7 +22,10 @@ use crate::transport::TransportError;
 
 use super::auth::AuthState;
 use super::pace::Paced;
-use super::retry::{classify, error_chain, is_transient_status, retry_after, Attempt, RetryPolicy};
+use super::retry::{
+    budget_left, classify, error_chain, is_transient_status, retry_after, Attempt, RetryPolicy,
+    Size,
+};
 use super::{one_line, parse_errors, read_capped, Pace};
 
 /// One registry, as one user sees it.
@@ -131,13 +134,24 @@ impl Client {
         self.base.join(path).expect("registry paths are valid URLs")
     }
 
-    /// Runs `op` under the retry policy, with the call's events and cancellation.
+    /// Runs the small request `op` (a manifest, a token, a check) under the retry policy
+    /// and its budget, with the call's events and cancellation.
     pub(super) fn retrying<T>(
         &self,
         call: &Call,
         op: impl FnMut() -> Result<T, Attempt>,
     ) -> Result<T, TransportError> {
-        self.retry.run(&call.control, op)
+        self.retry.run(&call.control, Size::Small, op)
+    }
+
+    /// Runs a blob's transfer `op` under the retry policy; each attempt is held to the
+    /// pace, not to the small requests' budget.
+    pub(super) fn retrying_transfer<T>(
+        &self,
+        call: &Call,
+        op: impl FnMut() -> Result<T, Attempt>,
+    ) -> Result<T, TransportError> {
+        self.retry.run(&call.control, Size::Transfer, op)
     }
 
     /// Sends one request and waits for its answer, giving up when the job is cancelled
@@ -148,10 +162,15 @@ impl Client {
         let http = self.http.clone();
         let has_body = request.body().is_some();
         let work = move || http.execute(request);
-        let result = if has_body {
-            call.control.cancel.run(work)
-        } else {
-            call.control.cancel.run_for(self.pace.deadline, work)
+        // Within the small request's budget, when it runs under one.
+        let left = budget_left();
+        let result = match (has_body, left) {
+            (true, None) => call.control.cancel.run(work),
+            (true, Some(left)) => call.control.cancel.run_for(left, work),
+            (false, left) => call.control.cancel.run_for(
+                left.map_or(self.pace.deadline, |l| l.min(self.pace.deadline)),
+                work,
+            ),
         };
         match result {
             Ok(Ok(response)) => Ok(response),
@@ -204,7 +223,7 @@ impl Client {
                 error: TransportError::Connect {
                     registry: self.registry.clone(),
                     message: format!(
-                        "no whole answer within {} s (`--request-deadline`)",
+                        "no whole answer within {} s (`--request-deadline`, or what was left of `--retry-budget`)",
                         limit.as_secs()
                     ),
                     tls: false,

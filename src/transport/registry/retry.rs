@@ -2,6 +2,7 @@
 //! status, by the I/O error kinds and by the types of the errors the HTTP and TLS
 //! libraries return, never by the words of their messages.
 
+use std::cell::Cell;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,10 @@ use super::header_str;
 
 /// Retries of idempotent requests after timeouts, dropped connections, and HTTP 408, 429,
 /// 500, 502, 503 and 504: exponential backoff from `first_delay`, or what the registry's
-/// `Retry-After` asks, each wait at most `max_wait`.
+/// `Retry-After` asks, each wait at most `max_wait`. The attempts of one small request
+/// (a manifest, a token, a blob check; not a blob's transfer) and the waits between them
+/// share `budget`: a registry that accepts and never answers holds a run that long, not
+/// `retries + 1` times the read timeout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// How many times a request is tried again (0: never).
@@ -24,6 +28,9 @@ pub struct RetryPolicy {
     pub first_delay: Duration,
     /// The longest wait; a registry asking for more is given up on at once.
     pub max_wait: Duration,
+    /// How long all the attempts of one small request may take together (`None`: no
+    /// limit but the attempts').
+    pub budget: Option<Duration>,
 }
 
 impl Default for RetryPolicy {
@@ -32,8 +39,53 @@ impl Default for RetryPolicy {
             retries: 4,
             first_delay: Duration::from_secs(1),
             max_wait: Duration::from_secs(60),
+            budget: Some(Duration::from_secs(120)),
         }
     }
+}
+
+thread_local! {
+    /// When the budget of the small request being tried on this thread ends.
+    static BUDGET_ENDS: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// How long the small request being tried on this thread has left of its budget, if it
+/// has one: an attempt waits for its answer no longer than that.
+pub(super) fn budget_left() -> Option<Duration> {
+    BUDGET_ENDS
+        .with(Cell::get)
+        .map(|end| end.saturating_duration_since(Instant::now()))
+}
+
+/// The budget of a small request, in force on this thread until dropped (a request
+/// nested in another keeps the earlier end when it is sooner).
+struct BudgetScope(Option<Instant>);
+
+impl BudgetScope {
+    fn enter(end: Option<Instant>) -> BudgetScope {
+        let before = BUDGET_ENDS.with(Cell::get);
+        let end = match (before, end) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        BUDGET_ENDS.with(|c| c.set(end));
+        BudgetScope(before)
+    }
+}
+
+impl Drop for BudgetScope {
+    fn drop(&mut self) {
+        BUDGET_ENDS.with(|c| c.set(self.0));
+    }
+}
+
+/// Whether a request's attempts share the policy's budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Size {
+    /// A small request: its attempts share the budget.
+    Small,
+    /// A blob's transfer: each attempt is held to the pace instead.
+    Transfer,
 }
 
 impl RetryPolicy {
@@ -56,9 +108,15 @@ impl RetryPolicy {
     pub(super) fn run<T>(
         &self,
         control: &Control,
+        size: Size,
         mut op: impl FnMut() -> Result<T, Attempt>,
     ) -> Result<T, TransportError> {
         let started = Instant::now();
+        let ends = self
+            .budget
+            .filter(|_| size == Size::Small)
+            .map(|b| started + b);
+        let _scope = BudgetScope::enter(ends);
         let mut attempts = 0u32;
         loop {
             attempts += 1;
@@ -67,15 +125,28 @@ impl RetryPolicy {
                 Err(Attempt::Fail(e)) => return Err(e),
                 Err(Attempt::Retry { error, after }) => (error, after),
             };
+            let within_budget = |wait: Duration| ends.is_none_or(|end| Instant::now() + wait < end);
             let wait = match self.wait(attempts, after) {
-                Some(wait) if attempts <= self.retries => wait,
+                Some(wait) if attempts <= self.retries && within_budget(wait) => wait,
                 // Retries are off: the error as it is.
-                Some(_) if attempts == 1 => return Err(error),
-                _ => {
+                Some(_) if self.retries == 0 => return Err(error),
+                Some(wait) => {
+                    return Err(TransportError::GaveUp {
+                        attempts,
+                        seconds: started.elapsed().as_secs(),
+                        asked_to_wait: None,
+                        budget: (attempts <= self.retries && !within_budget(wait))
+                            .then(|| self.budget.map(|b| b.as_secs()))
+                            .flatten(),
+                        last: Box::new(error),
+                    })
+                }
+                None => {
                     return Err(TransportError::GaveUp {
                         attempts,
                         seconds: started.elapsed().as_secs(),
                         asked_to_wait: after.filter(|a| *a > self.max_wait).map(|a| a.as_secs()),
+                        budget: None,
                         last: Box::new(error),
                     })
                 }

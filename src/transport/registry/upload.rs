@@ -63,7 +63,7 @@ impl Client {
         open: &mut dyn FnMut() -> Result<BlobReader, TransportError>,
     ) -> Result<(), TransportError> {
         let what = format!("upload of blob {}", desc.digest);
-        self.retrying(call, || {
+        self.retrying_transfer(call, || {
             let (location, min_chunk) = self.start_upload(call, repo, &what)?;
             let result = self.upload_to(call, repo, desc, &location, min_chunk, open, &what);
             if result.is_err() {
