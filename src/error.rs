@@ -193,6 +193,43 @@ impl From<TransportError> for Error {
 }
 
 impl Error {
+    /// Whether the same work may succeed when tried again later: the registry was
+    /// unreachable, kept answering an error status, kept cutting a transfer, or its
+    /// retries were spent.
+    pub fn may_pass(&self) -> bool {
+        matches!(
+            self,
+            Error::Transport(t) if matches!(
+                **t,
+                TransportError::Connect { .. }
+                    | TransportError::Registry { .. }
+                    | TransportError::BrokenOff { .. }
+                    | TransportError::GaveUp { .. }
+            )
+        )
+    }
+
+    /// The kind of a registry failure, for counting (`unreachable`, `error status`,
+    /// `gave up`, `broken off`, `unauthorized`, `denied`, `not found`); `None` for the
+    /// rest.
+    pub fn registry_kind(&self) -> Option<&'static str> {
+        let Error::Transport(t) = self else {
+            return None;
+        };
+        Some(match **t {
+            TransportError::Connect { .. } => "unreachable",
+            TransportError::Registry { .. } => "error status",
+            TransportError::GaveUp { .. } => "gave up",
+            TransportError::BrokenOff { .. } => "broken off",
+            TransportError::Unauthorized { .. } => "unauthorized",
+            TransportError::Denied { .. } => "denied",
+            TransportError::NotFound { .. } => "not found",
+            _ => return None,
+        })
+    }
+}
+
+impl Error {
     /// A suggestion for the user, when one helps.
     pub fn hint(&self) -> Option<String> {
         match self {

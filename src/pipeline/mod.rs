@@ -18,6 +18,7 @@ mod request;
 mod resolve;
 pub(crate) mod scan;
 mod session;
+mod twin;
 mod verify;
 
 pub use analyze::run_name;

@@ -117,9 +117,14 @@ impl ImageRequest {
     /// Checks and parses what a front end was given: the location, the platform, the
     /// runtime ids, the port map, and the recipes (loading recipe files).
     pub fn new(source: &str, options: &PlanOptions) -> Result<ImageRequest, Error> {
+        ImageRequest::of(ImageLocation::parse(source)?, options)
+    }
+
+    /// As [`ImageRequest::new`], for a location a front end holds already.
+    pub fn of(source: ImageLocation, options: &PlanOptions) -> Result<ImageRequest, Error> {
         check_ids(options)?;
         Ok(ImageRequest {
-            source: ImageLocation::parse(source)?,
+            source,
             platform: options
                 .platform
                 .as_deref()
@@ -178,10 +183,33 @@ impl ConvertRequest {
         options: &ConvertOptions,
     ) -> Result<ConvertRequest, Error> {
         let image = ImageRequest::new(source, plan)?;
-        let destination = match options.destination.as_deref() {
-            Some(d) => ImageLocation::parse(d)?,
-            None => default_destination(&image.source)?,
-        };
+        match options.destination.as_deref() {
+            Some(d) => ConvertRequest::to(image, ImageLocation::parse(d)?, plan, options),
+            None => {
+                let destination = default_destination(&image.source)?;
+                ConvertRequest::checked(image, destination, false, plan, options)
+            }
+        }
+    }
+
+    /// The conversion of `image` to the `destination` a front end holds already (as if
+    /// given with `--to`; `options.destination` is not read).
+    pub fn to(
+        image: ImageRequest,
+        destination: ImageLocation,
+        plan: &PlanOptions,
+        options: &ConvertOptions,
+    ) -> Result<ConvertRequest, Error> {
+        ConvertRequest::checked(image, destination, true, plan, options)
+    }
+
+    fn checked(
+        image: ImageRequest,
+        destination: ImageLocation,
+        explicit_destination: bool,
+        plan: &PlanOptions,
+        options: &ConvertOptions,
+    ) -> Result<ConvertRequest, Error> {
         // A docker archive `--to` names no image for is named once the source is open
         // (see `named_destination`).
         if !options.replace && !options.dry_run && overwrites(&image.source, &destination) {
@@ -199,7 +227,7 @@ impl ConvertRequest {
             remap_ids: options.remap_ids,
             verify: options.verify.clone(),
             learn: options.learn.clone(),
-            explicit_destination: options.destination.is_some(),
+            explicit_destination,
         })
     }
 }

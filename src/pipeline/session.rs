@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::control::{Cancel, Control, Events, Silent};
 use crate::error::Error;
 use crate::model::ImageLocation;
-use crate::transport::auth::{CredentialsProvider, UserCredentials};
+use crate::transport::auth::{CredentialsProvider, PerRegistryFiles, UserCredentials};
 use crate::transport::registry::{Pace, RegistryPool, RetryPolicy};
 use crate::transport::{self, Sink, Source};
 
@@ -52,6 +52,24 @@ impl Default for SessionOptions {
             events: Arc::new(Silent),
             cancel: Cancel::new(),
         }
+    }
+}
+
+impl SessionOptions {
+    /// Credentials for each registry in `files` (host -> an auth file of the
+    /// `containers-auth.json` kind) read from its own file; the other registries' as
+    /// before.
+    pub fn with_auth_files(
+        mut self,
+        files: std::collections::BTreeMap<String, PathBuf>,
+    ) -> SessionOptions {
+        if !files.is_empty() {
+            self.credentials = Arc::new(PerRegistryFiles {
+                files,
+                fallback: self.credentials,
+            });
+        }
+        self
     }
 }
 

@@ -493,6 +493,33 @@ impl Outcome {
         }
     }
 
+    /// The report as JSON, as `--format json` prints it.
+    pub fn to_value(&self) -> serde_json::Value {
+        match self {
+            Outcome::Image(r) => serde_json::to_value(r).expect("reports serialize"),
+            Outcome::Index(i) => serde_json::to_value(i).expect("reports serialize"),
+            Outcome::AlreadyConverted {
+                location,
+                digest,
+                created_by,
+                copied_to,
+            } => {
+                let mut already = serde_json::json!({
+                    "location": location,
+                    "digest": digest,
+                    "created_by": created_by,
+                });
+                if let Some((to, written)) = copied_to {
+                    already["copied_to"] = serde_json::json!({ "location": to, "digest": written });
+                }
+                serde_json::json!({
+                    "schema_version": SCHEMA_VERSION,
+                    "already_converted": already,
+                })
+            }
+        }
+    }
+
     /// The report in `format`; text lines are not wrapped.
     pub fn render(&self, format: Format) -> String {
         self.render_width(format, usize::MAX)
@@ -530,22 +557,10 @@ impl Outcome {
                         width,
                     )
                 }
-                Format::Json => {
-                    let mut already = serde_json::json!({
-                        "location": location,
-                        "digest": digest,
-                        "created_by": created_by,
-                    });
-                    if let Some((to, written)) = copied_to {
-                        already["copied_to"] =
-                            serde_json::json!({ "location": to, "digest": written });
-                    }
-                    let v = serde_json::json!({
-                        "schema_version": SCHEMA_VERSION,
-                        "already_converted": already,
-                    });
-                    format!("{}\n", serde_json::to_string_pretty(&v).expect("JSON"))
-                }
+                Format::Json => format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&self.to_value()).expect("JSON")
+                ),
                 Format::Sarif => sarif::render_already_converted(location, digest, created_by),
             },
         }

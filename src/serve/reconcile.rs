@@ -7,12 +7,13 @@ use std::sync::atomic::Ordering;
 
 use tokio::runtime::Handle;
 
-use crate::transport::registry::listing;
+use crate::model::ImageRef;
 
 use super::hooks::ImageEvent;
+use super::plan::plan;
 use super::rules::Route;
 use super::store::Enqueued;
-use super::worker::{plan, Bot};
+use super::worker::Bot;
 
 /// What one pass found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -36,13 +37,12 @@ fn is_glob(pattern: &str) -> bool {
 pub fn reconcile(bot: &Bot, handle: &Handle) -> Reconciled {
     let mut out = Reconciled::default();
     let session = &bot.session;
-    let (pool, control) = (session.registries(), session.control());
     for (index, rule) in bot.config.rules.iter().enumerate() {
-        let Some((registry, pattern)) = rule.source.split_once('/') else {
+        let Some((registry, pattern)) = rule.watched() else {
             continue;
         };
         let repositories = if is_glob(pattern) {
-            match listing::repositories(pool, registry, control) {
+            match session.repositories(registry) {
                 Ok(all) => all,
                 Err(e) => {
                     out.errors.push(format!(
@@ -72,7 +72,7 @@ pub fn reconcile(bot: &Bot, handle: &Handle) -> Reconciled {
             if watched(None).is_none() {
                 continue;
             }
-            let tags = match listing::tags(pool, registry, &repository, control) {
+            let tags = match session.tags(registry, &repository) {
                 Ok(tags) => tags,
                 Err(e) => {
                     out.errors
@@ -86,40 +86,43 @@ pub fn reconcile(bot: &Bot, handle: &Handle) -> Reconciled {
                 };
                 out.tags += 1;
                 let destination = rule.destination_for(registry, &repository, &tag);
-                let planned = match plan(
-                    session,
-                    rule,
-                    registry,
-                    &repository,
-                    Some(&tag),
-                    None,
-                    &destination,
-                ) {
+                let named = format!("{registry}/{repository}:{tag}");
+                let refs = ImageRef::from_parts(registry, &repository, Some(&tag), None)
+                    .and_then(|source| Ok((source, ImageRef::parse(&destination)?)));
+                let planned = match refs {
+                    Ok((source, destination)) => {
+                        plan(session, rule, &source, &destination).map_err(|e| e.to_string())
+                    }
+                    // A tag the registry lists that no reference may hold.
+                    Err(e) => Err(e.to_string()),
+                };
+                let planned = match planned {
                     Ok(p) => p,
                     Err(e) => {
-                        out.errors
-                            .push(format!("{registry}/{repository}:{tag}: {e}"));
+                        out.errors.push(format!("{named}: {e}"));
                         continue;
                     }
                 };
-                let done = match handle.block_on(bot.db.conversion(&planned.key)) {
-                    Ok(Some(_)) => true,
-                    Ok(None) => matches!(planned.done_at_destination(session), Ok(Some(_))),
-                    Err(e) => {
+                match planned.twin(bot, handle, session) {
+                    Ok(Some(_)) => {
+                        out.up_to_date += 1;
+                        continue;
+                    }
+                    Ok(None) => {}
+                    // The store failed: the rest would too.
+                    Err(super::plan::Failure::Store(e)) => {
                         out.errors.push(e.to_string());
                         return out;
                     }
-                };
-                if done {
-                    out.up_to_date += 1;
-                    continue;
+                    // The destination cannot be read: converting tells more.
+                    Err(super::plan::Failure::Convert(_)) => {}
                 }
                 event.digest = Some(planned.digest.clone());
                 match handle.block_on(bot.enqueue(&event, index, &destination)) {
                     Ok(Enqueued::New(id)) => {
                         out.queued += 1;
                         bot.metrics.queued();
-                        tracing::info!(job = %id, source = %format!("{registry}/{repository}:{tag}"), "queued by reconcile: no up-to-date twin");
+                        tracing::info!(job = %id, source = %named, "queued by reconcile: no up-to-date twin");
                     }
                     Ok(Enqueued::Duplicate) => bot.metrics.deduplicated(),
                     Err(e) => {

@@ -408,6 +408,12 @@ pub enum Route<'a> {
 }
 
 impl Rule {
+    /// The registry the rule watches and its repository pattern (`library/*`), as
+    /// written; `None` for a source with no `/` (refused when the rules are read).
+    pub fn watched(&self) -> Option<(&str, &str)> {
+        self.source.split_once('/')
+    }
+
     /// The destination for a source image and tag.
     pub fn destination_for(&self, registry: &str, repository: &str, tag: &str) -> String {
         let name = repository.rsplit('/').next().unwrap_or(repository);

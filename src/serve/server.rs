@@ -115,22 +115,16 @@ fn read_token(config: &ServeConfig) -> Result<String, ServeError> {
 /// Runs the bot until SIGTERM or SIGINT (or, with `once`, until the queue is empty).
 pub fn serve(
     options: ServeOptions,
-    mut session: crate::pipeline::SessionOptions,
+    session: crate::pipeline::SessionOptions,
 ) -> Result<(), ServeError> {
     let config = ServeConfig::load(&options.config)?;
     let token = read_token(&config)?;
-    let files: std::collections::BTreeMap<_, _> = config
+    let files = config
         .registries
         .iter()
         .filter_map(|(host, s)| s.auth_file.clone().map(|f| (host.clone(), f)))
         .collect();
-    if !files.is_empty() {
-        session.credentials = Arc::new(crate::transport::auth::PerRegistryFiles {
-            files,
-            fallback: session.credentials,
-        });
-    }
-    let session = crate::pipeline::Session::new(session);
+    let session = crate::pipeline::Session::new(session.with_auth_files(files));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(2)

@@ -17,6 +17,7 @@ use sqlx::Row;
 
 use super::hooks::ImageEvent;
 use super::rules::StateStore;
+use crate::model::{Digest, ImageRef};
 
 /// The queue every replica's workers take conversions from.
 pub const QUEUE: &str = "unroot.convert";
@@ -181,6 +182,38 @@ pub struct Job {
     /// one job, not for lists.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<JobEvent>,
+}
+
+impl Job {
+    /// The source as a reference, from its stored parts.
+    pub fn source_image(&self) -> Result<ImageRef, crate::error::Error> {
+        let digest = self
+            .digest
+            .as_deref()
+            .map(Digest::parse)
+            .transpose()
+            .map_err(|e| self.unreadable(e.to_string()))?;
+        ImageRef::from_parts(
+            &self.registry,
+            &self.repository,
+            self.tag.as_deref(),
+            digest,
+        )
+        .map_err(|e| self.unreadable(e.to_string()))
+    }
+
+    /// The destination as a reference.
+    pub fn destination_image(&self) -> Result<ImageRef, crate::error::Error> {
+        ImageRef::parse(&self.destination).map_err(|e| self.unreadable(e.to_string()))
+    }
+
+    /// A stored job that does not read back: the hooks check every name before storing.
+    fn unreadable(&self, message: String) -> crate::error::Error {
+        crate::error::Error::Internal {
+            location: self.subject.clone(),
+            message: format!("job {} as stored: {message}", self.id),
+        }
+    }
 }
 
 /// A note of what a job met.

@@ -13,18 +13,12 @@ use tokio::runtime::Handle;
 
 use crate::control::secrets::redact;
 use crate::control::{Cancel, Event, Events, Meter, NoMeter};
-use crate::error::Error;
-use crate::model::{Digest, ImageLocation};
-use crate::pipeline::{
-    ConvertOptions, ConvertOutcome, ConvertRequest, LearnOptions, PlanOptions, Session,
-    VerifyOptions,
-};
-use crate::report::{Format, Outcome};
-use crate::transport::TransportError;
-use crate::write::image::{BASE_DIGEST, RECIPES_DIGEST};
+use crate::pipeline::{ConvertOutcome, Session};
+use crate::report::Outcome;
 
 use super::metrics::Metrics;
-use super::rules::{Rule, ServeConfig};
+use super::plan::{plan, Failure};
+use super::rules::ServeConfig;
 use super::store::{Db, Job, StoreError};
 
 /// What every job of this process shares.
@@ -218,10 +212,10 @@ fn attempt_all(bot: &Bot, handle: &Handle, job: &Job, cancel: &Cancel) -> Ended 
                     None => e.to_string(),
                 };
                 let reason = redact(&reason);
-                if let Some(kind) = registry_kind(&e) {
+                if let Some(kind) = e.registry_kind() {
                     bot.metrics.registry_error(kind);
                 }
-                if !may_pass(&e) || attempt >= retries {
+                if !e.may_pass() || attempt >= retries {
                     return Ended::Failed(reason);
                 }
                 attempt += 1;
@@ -233,53 +227,6 @@ fn attempt_all(bot: &Bot, handle: &Handle, job: &Job, cancel: &Cancel) -> Ended 
             }
         }
     }
-}
-
-enum Failure {
-    Store(StoreError),
-    Convert(Error),
-}
-
-impl From<Error> for Failure {
-    fn from(e: Error) -> Self {
-        Failure::Convert(e)
-    }
-}
-
-impl From<StoreError> for Failure {
-    fn from(e: StoreError) -> Self {
-        Failure::Store(e)
-    }
-}
-
-/// Whether a failure may pass if tried again: the registry unreachable, an error status
-/// it kept answering, a transfer it kept cutting.
-fn may_pass(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Transport(t) if matches!(
-            **t,
-            TransportError::Connect { .. }
-                | TransportError::Registry { .. }
-                | TransportError::BrokenOff { .. }
-                | TransportError::GaveUp { .. }
-        )
-    )
-}
-
-/// The kind of a registry failure, for the metrics.
-fn registry_kind(e: &Error) -> Option<&'static str> {
-    let Error::Transport(t) = e else { return None };
-    Some(match **t {
-        TransportError::Connect { .. } => "unreachable",
-        TransportError::Registry { .. } => "error status",
-        TransportError::GaveUp { .. } => "gave up",
-        TransportError::BrokenOff { .. } => "broken off",
-        TransportError::Unauthorized { .. } => "unauthorized",
-        TransportError::Denied { .. } => "denied",
-        TransportError::NotFound { .. } => "not found",
-        _ => return None,
-    })
 }
 
 fn convert(bot: &Bot, handle: &Handle, job: &Job, cancel: &Cancel) -> Result<Ended, Failure> {
@@ -297,29 +244,12 @@ fn convert(bot: &Bot, handle: &Handle, job: &Job, cancel: &Cancel) -> Result<End
         noted: Default::default(),
     });
     let session = bot.session.job(events, cancel.clone());
-    let digest = match &job.digest {
-        Some(d) => Some(Digest::parse(d).map_err(|e| Error::Internal {
-            location: job.subject.clone(),
-            message: format!("a stored digest `{d}` does not parse: {e}"),
-        })?),
-        None => None,
-    };
-    let planned = plan(
-        &session,
-        rule,
-        &job.registry,
-        &job.repository,
-        job.tag.as_deref(),
-        digest,
-        &job.destination,
-    )?;
+    let (source, destination) = (job.source_image()?, job.destination_image()?);
+    let planned = plan(&session, rule, &source, &destination)?;
     let (digest, key) = (planned.digest.clone(), planned.key.clone());
     handle.block_on(bot.db.resolved(&job.id, &digest.to_string(), &key))?;
     let done = match claim(bot, handle, job, &key, cancel)? {
-        Claimed::Mine => match handle.block_on(bot.db.conversion(&key))? {
-            Some(done) => Some(done),
-            None => planned.done_at_destination(&session)?,
-        },
+        Claimed::Mine => planned.twin(bot, handle, &session)?,
         Claimed::DoneMeanwhile(done) => Some(done),
         Claimed::Cancelled => return Ok(Ended::Released),
     };
@@ -333,8 +263,7 @@ fn convert(bot: &Bot, handle: &Handle, job: &Job, cancel: &Cancel) -> Result<End
     // A slot of each limited registry the conversion reads from or writes to (resolving
     // and the up-to-date checks are a request or two), taken in one order so that two
     // jobs never wait on each other.
-    let destination_registry = job.destination.split('/').next().unwrap_or_default();
-    let mut hosts = vec![job.registry.as_str(), destination_registry];
+    let mut hosts = vec![source.registry(), destination.registry()];
     hosts.sort_unstable();
     hosts.dedup();
     let mut permits = Vec::new();
@@ -362,9 +291,7 @@ fn convert(bot: &Bot, handle: &Handle, job: &Job, cancel: &Cancel) -> Result<End
     tracing::info!(job = %job.id, ok = outcome.is_ok(), "conversion ended");
     drop(permits);
     let outcome = outcome?;
-    let report: serde_json::Value =
-        serde_json::from_str(&Outcome::of_conversion(&outcome).render(Format::Json))
-            .unwrap_or(serde_json::Value::Null);
+    let report = Outcome::of_conversion(&outcome).to_value();
     Ok(match &outcome {
         ConvertOutcome::Image(c) => Ended::Done {
             outcome: "converted",
@@ -426,140 +353,11 @@ fn claim(
     }
 }
 
-/// A job's conversion, decided before anything is read but the source's manifest.
-pub struct Planned {
-    /// The conversion of the source pinned by digest.
-    pub request: ConvertRequest,
-    /// The source's digest.
-    pub digest: Digest,
-    /// The idempotency key.
-    pub key: String,
-    /// The recipe set's digest.
-    pub recipes: Digest,
-}
-
-impl Planned {
-    /// Whether the destination already holds this conversion (the registry as the
-    /// record: it carries this source digest and recipe set): its digest if so.
-    pub fn done_at_destination(&self, session: &Session) -> Result<Option<String>, Error> {
-        destination_holds(
-            session,
-            &self.request.destination,
-            &self.digest,
-            &self.recipes,
-        )
-    }
-}
-
-/// Plans converting `registry/repository` (the tag resolved once, when no digest is given:
-/// the conversion reads that digest, whatever the tag names by then) to `destination`
-/// by `rule`.
-pub fn plan(
-    session: &Session,
-    rule: &Rule,
-    registry: &str,
-    repository: &str,
-    tag: Option<&str>,
-    digest: Option<Digest>,
-    destination: &str,
-) -> Result<Planned, Error> {
-    let named = format!("docker://{registry}/{repository}");
-    let digest = match digest {
-        Some(d) => d,
-        None => {
-            let tag = tag.unwrap_or("latest");
-            let location = ImageLocation::parse(&format!("{named}:{tag}")).map_err(Error::from)?;
-            session
-                .open_source(&location)?
-                .manifest()
-                .map_err(|e| Error::Transport(Box::new(e)))?
-                .digest
-        }
-    };
-    let request = ConvertRequest::new(
-        &format!("{named}@{digest}"),
-        &plan_options(rule),
-        &ConvertOptions {
-            destination: Some(format!("docker://{destination}")),
-            source_date_epoch: None,
-            remap_ids: false,
-            dry_run: false,
-            replace: false,
-            verify: rule.verify.then(|| VerifyOptions {
-                arbitrary_uid: true,
-                timeout: Duration::from_secs(30),
-                settle: Duration::from_secs(3),
-                runtime: "runc".to_string(),
-                probe: None,
-                trace: false,
-            }),
-            learn: rule.learn.then(|| {
-                LearnOptions::new(VerifyOptions {
-                    arbitrary_uid: true,
-                    timeout: Duration::from_secs(30),
-                    settle: Duration::from_secs(3),
-                    runtime: "runc".to_string(),
-                    probe: None,
-                    trace: true,
-                })
-            }),
-        },
-    )?;
-    let recipes = request.image.recipes.digest();
-    let key = super::job::key(&digest, &recipes, rule, destination).to_string();
-    Ok(Planned {
-        request,
-        digest,
-        key,
-        recipes,
-    })
-}
-
 /// Resolves once `cancel` is cancelled.
 async fn wait_cancelled(cancel: &Cancel) {
     while !cancel.is_cancelled() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn plan_options(rule: &Rule) -> PlanOptions {
-    PlanOptions {
-        uid: rule.uid.map(u64::from),
-        gid: rule.gid.map(u64::from),
-        ports: rule.ports.clone(),
-        recipes: rule.recipes.clone(),
-        no_recipes: false,
-        platform: match rule.platforms.as_slice() {
-            [one] => Some(one.clone()),
-            _ => None,
-        },
-    }
-}
-
-/// The digest at `destination` when it is a conversion of `source` with `recipes`.
-fn destination_holds(
-    session: &Session,
-    destination: &ImageLocation,
-    source: &Digest,
-    recipes: &Digest,
-) -> Result<Option<String>, Error> {
-    let mut sink = session.open_source(destination)?;
-    let raw = match sink.manifest() {
-        Ok(raw) => raw,
-        Err(TransportError::NotFound { .. } | TransportError::NoSuchTag { .. }) => return Ok(None),
-        Err(e) => return Err(Error::Transport(Box::new(e))),
-    };
-    let value: serde_json::Value = serde_json::from_slice(&raw.bytes).unwrap_or_default();
-    let annotation = |name: &str| {
-        value
-            .get("annotations")
-            .and_then(|a| a.get(name))
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    };
-    let same = annotation(BASE_DIGEST).as_deref() == Some(&source.to_string())
-        && annotation(RECIPES_DIGEST).as_deref() == Some(&recipes.to_string());
-    Ok(same.then(|| raw.digest.to_string()))
 }
 
 /// A job's events, logged with its id; its retries noted in the store too (shown by
