@@ -115,12 +115,12 @@ async fn read_body_within(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > super::server::MAX_BODY) {
+    if declared.is_some_and(|n| n > super::http::MAX_BODY) {
         return too_large();
     }
-    match tokio::time::timeout(within, axum::body::to_bytes(body, super::server::MAX_BODY)).await {
+    match tokio::time::timeout(within, axum::body::to_bytes(body, super::http::MAX_BODY)).await {
         Err(_) => {
-            let mut answer = super::server::error(
+            let mut answer = super::http::error(
                 StatusCode::REQUEST_TIMEOUT,
                 format!(
                     "the request's body did not arrive within {} s",
@@ -143,11 +143,11 @@ async fn read_body_within(
 }
 
 fn too_large() -> Response {
-    super::server::error(
+    super::http::error(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!(
             "the body is over {} KiB; registries send a few",
-            super::server::MAX_BODY / 1024
+            super::http::MAX_BODY / 1024
         ),
     )
     .into_response()

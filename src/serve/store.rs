@@ -3,21 +3,15 @@
 //! the same database: SQLite on one machine, PostgreSQL for several replicas. A job and its
 //! queue entry are written in one transaction, so an accepted event is never half-stored.
 
-use std::path::Path;
-use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use apalis::prelude::TaskBuilder;
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::Row;
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
 
 use super::hooks::ImageEvent;
-use super::rules::StateStore;
-use crate::model::{Digest, ImageRef};
+use super::job::{job_of, Job, JobEvent, JOB_COLUMNS};
 
 /// The queue every replica's workers take conversions from.
 pub const QUEUE: &str = "unroot.convert";
@@ -68,199 +62,14 @@ macro_rules! on_db {
     };
 }
 
-const SCHEMA: [&str; 8] = [
-    "CREATE TABLE IF NOT EXISTS unroot_jobs (
-        id TEXT PRIMARY KEY,
-        subject TEXT NOT NULL,
-        registry TEXT NOT NULL,
-        repository TEXT NOT NULL,
-        tag TEXT,
-        digest TEXT,
-        rule BIGINT NOT NULL,
-        destination TEXT NOT NULL,
-        state TEXT NOT NULL,
-        attempts BIGINT NOT NULL DEFAULT 0,
-        created_ms BIGINT NOT NULL,
-        started_ms BIGINT,
-        finished_ms BIGINT,
-        worker TEXT,
-        ticket TEXT NOT NULL,
-        source_digest TEXT,
-        job_key TEXT,
-        outcome TEXT,
-        report TEXT,
-        error TEXT
-    )",
-    // One live job per subject: a notification sent twice, or replayed while its job is
-    // queued or running, is the same job.
-    "CREATE UNIQUE INDEX IF NOT EXISTS unroot_jobs_live ON unroot_jobs (subject)
-        WHERE state IN ('queued', 'running')",
-    "CREATE INDEX IF NOT EXISTS unroot_jobs_created ON unroot_jobs (created_ms)",
-    "CREATE TABLE IF NOT EXISTS unroot_conversions (
-        job_key TEXT PRIMARY KEY,
-        source TEXT NOT NULL,
-        destination TEXT NOT NULL,
-        digest TEXT NOT NULL,
-        job TEXT NOT NULL,
-        done_ms BIGINT NOT NULL
-    )",
-    // The conversion a running job is doing, by key: a second job that resolves to the
-    // same key (the same push announced by digest and by tag, a reconcile racing a hook)
-    // waits for it instead of converting and pushing again. A claim whose job is no
-    // longer running on the worker that made it is stale and taken over.
-    "CREATE TABLE IF NOT EXISTS unroot_claims (
-        job_key TEXT PRIMARY KEY,
-        job TEXT NOT NULL,
-        worker TEXT NOT NULL,
-        claimed_ms BIGINT NOT NULL
-    )",
-    // What a job met on its way that its end does not say: the registry requests it
-    // tried again, and why.
-    "CREATE TABLE IF NOT EXISTS unroot_job_events (
-        job TEXT NOT NULL,
-        at_ms BIGINT NOT NULL,
-        text TEXT NOT NULL
-    )",
-    "CREATE INDEX IF NOT EXISTS unroot_job_events_job ON unroot_job_events (job)",
-    // Work one replica does for all, per period: when it was last done, and by whom.
-    "CREATE TABLE IF NOT EXISTS unroot_passes (
-        name TEXT PRIMARY KEY,
-        last_ms BIGINT NOT NULL,
-        worker TEXT NOT NULL
-    )",
-];
+mod claims;
+mod schema;
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// A job as stored.
-#[derive(Clone, Debug, Serialize)]
-pub struct Job {
-    /// Its id.
-    pub id: String,
-    /// The source as the event named it: `registry/repository:tag@digest`.
-    pub subject: String,
-    /// The source's registry.
-    pub registry: String,
-    /// The source's repository.
-    pub repository: String,
-    /// The tag, when the event named one.
-    pub tag: Option<String>,
-    /// The digest, when the event gave one.
-    pub digest: Option<String>,
-    /// The rule's index in the rules file.
-    pub rule: i64,
-    /// Where the conversion goes.
-    pub destination: String,
-    /// `queued`, `running`, `done` or `failed`.
-    pub state: String,
-    /// How many times a worker started it.
-    pub attempts: i64,
-    /// When it was queued (ms since the epoch).
-    pub created_ms: i64,
-    /// When a worker last started it.
-    pub started_ms: Option<i64>,
-    /// When it ended.
-    pub finished_ms: Option<i64>,
-    /// The worker that last started it.
-    pub worker: Option<String>,
-    /// The source digest it converted (resolved from the tag when the event had none).
-    pub source_digest: Option<String>,
-    /// Its idempotency key.
-    pub key: Option<String>,
-    /// `converted`, or why nothing was pushed (`up to date`, `already converted`).
-    pub outcome: Option<String>,
-    /// The conversion's report (JSON), when it converted.
-    pub report: Option<serde_json::Value>,
-    /// Why it failed.
-    pub error: Option<String>,
-    /// What it met on its way (registry requests tried again), oldest first; read for
-    /// one job, not for lists.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub events: Vec<JobEvent>,
-}
-
-impl Job {
-    /// The source as a reference, from its stored parts.
-    pub fn source_image(&self) -> Result<ImageRef, crate::error::Error> {
-        let digest = self
-            .digest
-            .as_deref()
-            .map(Digest::parse)
-            .transpose()
-            .map_err(|e| self.unreadable(e.to_string()))?;
-        ImageRef::from_parts(
-            &self.registry,
-            &self.repository,
-            self.tag.as_deref(),
-            digest,
-        )
-        .map_err(|e| self.unreadable(e.to_string()))
-    }
-
-    /// The destination as a reference.
-    pub fn destination_image(&self) -> Result<ImageRef, crate::error::Error> {
-        ImageRef::parse(&self.destination).map_err(|e| self.unreadable(e.to_string()))
-    }
-
-    /// A stored job that does not read back: the hooks check every name before storing.
-    fn unreadable(&self, message: String) -> crate::error::Error {
-        crate::error::Error::Internal {
-            location: self.subject.clone(),
-            message: format!("job {} as stored: {message}", self.id),
-        }
-    }
-}
-
-/// A note of what a job met.
-#[derive(Clone, Debug, Serialize)]
-pub struct JobEvent {
-    /// When (ms since the epoch).
-    pub at_ms: i64,
-    /// What.
-    pub text: String,
-}
-
-const JOB_COLUMNS: &str = "id, subject, registry, repository, tag, digest, rule, destination, \
-    state, attempts, created_ms, started_ms, finished_ms, worker, source_digest, job_key, \
-    outcome, report, error";
-
-fn job_of<R>(row: &R) -> Result<Job, sqlx::Error>
-where
-    R: Row,
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-{
-    let report: Option<String> = row.try_get("report")?;
-    Ok(Job {
-        id: row.try_get("id")?,
-        subject: row.try_get("subject")?,
-        registry: row.try_get("registry")?,
-        repository: row.try_get("repository")?,
-        tag: row.try_get("tag")?,
-        digest: row.try_get("digest")?,
-        rule: row.try_get("rule")?,
-        destination: row.try_get("destination")?,
-        state: row.try_get("state")?,
-        attempts: row.try_get("attempts")?,
-        created_ms: row.try_get("created_ms")?,
-        started_ms: row.try_get("started_ms")?,
-        finished_ms: row.try_get("finished_ms")?,
-        worker: row.try_get("worker")?,
-        source_digest: row.try_get("source_digest")?,
-        key: row.try_get("job_key")?,
-        outcome: row.try_get("outcome")?,
-        report: report.and_then(|r| serde_json::from_str(&r).ok()),
-        error: row.try_get("error")?,
-        events: Vec::new(),
-    })
 }
 
 /// Whether an event made a new job.
@@ -286,92 +95,6 @@ pub struct Counts {
 }
 
 impl Db {
-    /// Opens (creating if need be) the store `state` names, with its tables and the
-    /// queue's.
-    pub async fn open(state: &StateStore) -> Result<Db, StoreError> {
-        let db = match state {
-            StateStore::Sqlite(path) => Db::Sqlite(open_sqlite(path).await?),
-            StateStore::Postgres(url) => Db::Postgres(
-                PgPoolOptions::new()
-                    .max_connections(8)
-                    .acquire_timeout(Duration::from_secs(10))
-                    .connect(url)
-                    .await
-                    .map_err(failed("connect to PostgreSQL"))?,
-            ),
-        };
-        db.migrate().await?;
-        Ok(db)
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        let queue_tables = |e: sqlx::migrate::MigrateError| StoreError {
-            op: "set up the queue's tables",
-            source: e.into(),
-        };
-        match self {
-            Db::Sqlite(pool) => {
-                apalis_sqlite::SqliteStorage::<()>::migrations()
-                    .run(pool)
-                    .await
-                    .map_err(queue_tables)?;
-                for statement in SCHEMA {
-                    sqlx::query(statement)
-                        .execute(pool)
-                        .await
-                        .map_err(failed("create the bot's tables"))?;
-                }
-            }
-            Db::Postgres(pool) => {
-                // The migrator takes a lock of its own; the bot's tables are made under an
-                // advisory lock, so replicas starting at once do not race to create them.
-                apalis_postgres::PostgresStorage::<()>::migrations()
-                    .run(pool)
-                    .await
-                    .map_err(queue_tables)?;
-                let mut tx = pool.begin().await.map_err(failed("begin"))?;
-                sqlx::query("SELECT pg_advisory_xact_lock(7564317)")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(failed("lock the schema"))?;
-                for statement in SCHEMA {
-                    sqlx::query(statement)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(failed("create the bot's tables"))?;
-                }
-                tx.commit().await.map_err(failed("commit the schema"))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Claims the pass `name` (the reconcile) for `worker` unless a replica did it less
-    /// than `every` ago: one pass per period, whichever replica wakes first. A tenth of
-    /// the period is slack, so a replica waking a little early is not skipped.
-    pub async fn claim_pass(
-        &self,
-        name: &str,
-        every: Duration,
-        worker: &str,
-    ) -> Result<bool, StoreError> {
-        let now = now_ms();
-        let due_before = now - (every.as_millis() as i64) * 9 / 10;
-        let claim = "INSERT INTO unroot_passes (name, last_ms, worker) VALUES ($1, $2, $3) \
-            ON CONFLICT (name) DO UPDATE SET last_ms = excluded.last_ms, worker = excluded.worker \
-            WHERE unroot_passes.last_ms <= $4";
-        let n = on_db!(self, |p| sqlx::query(claim)
-            .bind(name)
-            .bind(now)
-            .bind(worker)
-            .bind(due_before)
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()))
-        .map_err(failed("claim a pass"))?;
-        Ok(n == 1)
-    }
-
     /// Whether the store answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         on_db!(self, |p| sqlx::query("SELECT 1")
@@ -659,65 +382,6 @@ impl Db {
         Ok(())
     }
 
-    /// Claims the conversion `key` for `job` running on `worker`: `None` once it is this
-    /// job's, or the job holding it. A claim is taken over when its job is no longer
-    /// running on the worker that made it (it ended, was released, or was handed to
-    /// another worker after its own died). The database decides between two claimers:
-    /// one insert wins.
-    pub async fn claim_key(
-        &self,
-        key: &str,
-        job: &str,
-        worker: &str,
-    ) -> Result<Option<String>, StoreError> {
-        let stale = "DELETE FROM unroot_claims WHERE job_key = $1 AND job <> $2 AND NOT EXISTS \
-            (SELECT 1 FROM unroot_jobs j WHERE j.id = unroot_claims.job \
-             AND j.state = 'running' AND j.worker = unroot_claims.worker)";
-        let claim = "INSERT INTO unroot_claims (job_key, job, worker, claimed_ms) \
-            VALUES ($1, $2, $3, $4) ON CONFLICT (job_key) DO UPDATE \
-            SET worker = excluded.worker, claimed_ms = excluded.claimed_ms \
-            WHERE unroot_claims.job = excluded.job";
-        let holder = "SELECT job FROM unroot_claims WHERE job_key = $1";
-        on_db!(self, |p| sqlx::query(stale)
-            .bind(key)
-            .bind(job)
-            .execute(p)
-            .await
-            .map(|_| ()))
-        .map_err(failed("clear a stale claim"))?;
-        let n = on_db!(self, |p| sqlx::query(claim)
-            .bind(key)
-            .bind(job)
-            .bind(worker)
-            .bind(now_ms())
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()))
-        .map_err(failed("claim a conversion"))?;
-        if n == 1 {
-            return Ok(None);
-        }
-        let row: Option<(String,)> = on_db!(self, |p| sqlx::query_as(holder)
-            .bind(key)
-            .fetch_optional(p)
-            .await)
-        .map_err(failed("look up a claim"))?;
-        // Gone between the two statements: its holder ended; the next try takes it.
-        Ok(Some(row.map_or_else(String::new, |(j,)| j)))
-    }
-
-    /// Gives up the claims `job` holds (once its end is recorded).
-    pub async fn unclaim(&self, job: &str) -> Result<(), StoreError> {
-        on_db!(self, |p| sqlx::query(
-            "DELETE FROM unroot_claims WHERE job = $1"
-        )
-        .bind(job)
-        .execute(p)
-        .await
-        .map(|_| ()))
-        .map_err(failed("give up a claim"))
-    }
-
     /// Whether the conversion with `key` was done, and the digest it pushed.
     pub async fn conversion(&self, key: &str) -> Result<Option<String>, StoreError> {
         let query = "SELECT digest FROM unroot_conversions WHERE job_key = $1";
@@ -795,28 +459,6 @@ impl Db {
 
 /// The SQLite file with a write-ahead log and `synchronous = FULL`: a job answered with
 /// 202 is on disk, whatever happens to the process or the machine next.
-async fn open_sqlite(path: &Path) -> Result<SqlitePool, StoreError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError {
-            op: "create the state directory",
-            source: sqlx::Error::Io(e),
-        })?;
-    }
-    let options = SqliteConnectOptions::from_str("sqlite:")
-        .map_err(failed("open the state file"))?
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(Duration::from_secs(10))
-        .foreign_keys(true);
-    SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(options)
-        .await
-        .map_err(failed("open the state file"))
-}
-
 fn ticket(job: &str, id: ulid::Ulid, delay: Option<Duration>) -> apalis::prelude::Task<Vec<u8>> {
     let bytes = serde_json::to_vec(&Ticket {
         job: job.to_string(),

@@ -16,10 +16,11 @@ use crate::control::{Cancel, Event, Events, Meter, NoMeter};
 use crate::pipeline::{ConvertOutcome, Session};
 use crate::report::Outcome;
 
+use super::job::Job;
 use super::metrics::Metrics;
 use super::plan::{plan, Failure};
 use super::rules::ServeConfig;
-use super::store::{Db, Job, StoreError};
+use super::store::{Db, StoreError};
 
 /// What every job of this process shares.
 pub struct Bot {
