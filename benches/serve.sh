@@ -121,6 +121,8 @@ for j in json.load(sys.stdin)["jobs"]:
   cached+=("$run")
 done
 
+curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$bot_port/jobs?limit=1000" > "$work/jobs-idle.json"
+
 # One image beside the peers, the bot idle: a conversion by the CLI, skopeo copy, zcat.
 layers=$(skopeo inspect --raw --tls-verify=false "docker://$reg/bench/img1:v1" |
   python3 -c 'import json,sys; [print(l["digest"].split(":")[1]) for l in json.load(sys.stdin)["layers"]]')
@@ -136,7 +138,7 @@ for r in 1 2 3; do
 done
 median3() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
 
-python3 - "$work/jobs.json" "$started" "$pushed" "$rss_kib" "$(median3 "${conv[@]}")" "$(median3 "${copy[@]}")" "$(median3 "${unz[@]}")" "$base_mb" "$concurrency" "$(median3 "${cached[@]}")" "$work/metrics.txt" <<'PY'
+python3 - "$work/jobs.json" "$started" "$pushed" "$rss_kib" "$(median3 "${conv[@]}")" "$(median3 "${copy[@]}")" "$(median3 "${unz[@]}")" "$base_mb" "$concurrency" "$(median3 "${cached[@]}")" "$work/metrics.txt" "$work/jobs-idle.json" <<'PY'
 import json, sys
 jobs = json.load(open(sys.argv[1]))["jobs"]
 started, pushed, rss = float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
@@ -145,6 +147,9 @@ base_mb, concurrency = sys.argv[8], sys.argv[9]
 cached = float(sys.argv[10])
 metrics = dict(l.split() for l in open(sys.argv[11]) if l.startswith("unroot_layer_cache"))
 converted = [j for j in jobs if j["outcome"] == "converted"]
+idle = [j for j in json.load(open(sys.argv[12]))["jobs"] if (j["tag"] or "").startswith("cached")]
+pickup = sorted((j["started_ms"] - j["created_ms"]) / 1000 for j in idle)
+twins = {l.split()[0]: float(l.split()[1]) for l in open(sys.argv[11]) if l.startswith("unroot_event_to_twin_seconds_")}
 lat = sorted((j["finished_ms"] - j["created_ms"]) / 1000 for j in converted)
 run = sorted((j["finished_ms"] - j["started_ms"]) / 1000 for j in converted)
 def pct(xs, p):
@@ -158,6 +163,8 @@ print("|---|---|")
 print(f"| conversions per minute (first event to last conversion) | {len(converted) / (last - first) * 60:.0f} |")
 print(f"| event to converted tag, p50 / p99 | {pct(lat, 50):.2f} s / {pct(lat, 99):.2f} s |")
 print(f"| one job's conversion, p50 / p99 | {pct(run, 50):.2f} s / {pct(run, 99):.2f} s |")
+print(f"| event to converted tag, mean from /metrics' histogram | {twins['unroot_event_to_twin_seconds_sum'] / max(1, twins['unroot_event_to_twin_seconds_count']):.2f} s over {twins['unroot_event_to_twin_seconds_count']:.0f} |")
+print(f"| an idle bot: event to its job started (3 jobs, slowest) | {max(pickup) * 1000:.0f} ms |")
 print(f"| the bot's peak RSS | {rss / 1024:.1f} MiB |")
 print(f"| layers from the layer cache / read | {metrics.get('unroot_layer_cache_hits_total', '?')} / {metrics.get('unroot_layer_cache_misses_total', '?')} |")
 print(f"| the bot's job for an image whose layers are all cached (median of 3) | {cached:.2f} s ({cached / copy:.2f}x skopeo copy) |")

@@ -280,6 +280,8 @@ struct State {
     tasks: HashMap<u32, u32>,
     /// Calls waiting for their exit stop, by thread.
     pending: HashMap<u32, Pending>,
+    /// New tasks stopped before their parent's fork was seen, with that first stop.
+    early: HashMap<u32, i32>,
     /// Thread groups that have not executed anything yet (the runtime's own init): their
     /// calls are the runtime's, not the image's.
     before_exec: HashSet<u32>,
@@ -294,6 +296,7 @@ impl State {
             root_exit,
             tasks: HashMap::new(),
             pending: HashMap::new(),
+            early: HashMap::new(),
             before_exec: HashSet::from([root]),
             seq: 0,
             trace: Trace::default(),
@@ -342,7 +345,12 @@ impl State {
     }
 
     fn run(&mut self) {
-        while !self.tasks.is_empty() {
+        while !self.tasks.is_empty() || !self.early.is_empty() {
+            if self.tasks.is_empty() {
+                // Their parents ended without their fork being seen: theirs now.
+                self.adopt_early();
+                continue;
+            }
             let Some((tid, status)) = sys::wait_any() else {
                 break;
             };
@@ -358,55 +366,83 @@ impl State {
             if !libc::WIFSTOPPED(status) {
                 continue;
             }
-            self.tasks
-                .entry(tid)
-                .or_insert_with(|| sys::tgid(tid).unwrap_or(tid));
-            let sig = libc::WSTOPSIG(status);
-            let event = (status >> 16) & 0xff;
-            match event {
-                libc::PTRACE_EVENT_SECCOMP => {
-                    self.entered(tid);
-                    sys::resume(tid, libc::PTRACE_SYSCALL, 0);
-                }
-                libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
-                    if let Some(child) = sys::event_msg(tid).and_then(|m| u32::try_from(m).ok()) {
-                        self.started(tid, child, event == libc::PTRACE_EVENT_CLONE);
-                    }
-                    self.resume(tid, 0);
-                }
-                libc::PTRACE_EVENT_EXEC => {
-                    let former = sys::event_msg(tid).and_then(|m| u32::try_from(m).ok());
-                    if let Some(former) = former.filter(|f| *f != tid) {
-                        // A thread other than the leader executed: it is the leader now.
-                        self.tasks.remove(&former);
-                        if let Some(p) = self.pending.remove(&former) {
-                            self.pending.insert(tid, p);
-                        }
-                    }
-                    self.resume(tid, 0);
-                }
-                libc::PTRACE_EVENT_STOP => {
-                    if matches!(
-                        sig,
-                        libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
-                    ) {
-                        // A group stop: stay stopped until a SIGCONT, but keep reporting.
-                        sys::resume(tid, libc::PTRACE_LISTEN, 0);
-                    } else {
-                        self.resume(tid, 0);
-                    }
-                }
-                0 if sig == (libc::SIGTRAP | 0x80) => {
-                    self.exited_call(tid);
-                    self.resume(tid, 0);
-                }
-                0 => {
-                    // A signal for the tracee: deliver it.
-                    let deliver = if sig == libc::SIGTRAP { 0 } else { sig };
-                    self.resume(tid, deliver);
-                }
-                _ => self.resume(tid, 0),
+            if !self.tasks.contains_key(&tid) {
+                // A new task whose parent's fork (vfork, clone) stop is not seen yet: the
+                // kernel may report the child's first stop before it. It stays stopped
+                // until the parent's is seen, so nothing it does (an exec, an exit) is
+                // seen before the trace knows whose it is.
+                self.early.insert(tid, status);
+                continue;
             }
+            self.stopped(tid, status);
+        }
+    }
+
+    /// The tasks stopped before their parent's fork was seen, whose parents will not be:
+    /// traced from here, their parent read from `/proc`.
+    fn adopt_early(&mut self) {
+        let early: Vec<(u32, i32)> = self.early.drain().collect();
+        for (tid, status) in early {
+            let parent = sys::parent(tid).unwrap_or(self.root);
+            self.started(parent, tid, true);
+            self.stopped(tid, status);
+        }
+    }
+
+    /// A known task's stop: what it says, then the task resumed.
+    fn stopped(&mut self, tid: u32, status: i32) {
+        let sig = libc::WSTOPSIG(status);
+        let event = (status >> 16) & 0xff;
+        match event {
+            libc::PTRACE_EVENT_SECCOMP => {
+                self.entered(tid);
+                sys::resume(tid, libc::PTRACE_SYSCALL, 0);
+            }
+            libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
+                let child = sys::event_msg(tid).and_then(|m| u32::try_from(m).ok());
+                if let Some(child) = child {
+                    self.started(tid, child, event == libc::PTRACE_EVENT_CLONE);
+                }
+                self.resume(tid, 0);
+                // The child's first stop, if it came first, is taken now.
+                if let Some((child, first)) =
+                    child.and_then(|c| self.early.remove(&c).map(|first| (c, first)))
+                {
+                    self.stopped(child, first);
+                }
+            }
+            libc::PTRACE_EVENT_EXEC => {
+                let former = sys::event_msg(tid).and_then(|m| u32::try_from(m).ok());
+                if let Some(former) = former.filter(|f| *f != tid) {
+                    // A thread other than the leader executed: it is the leader now.
+                    self.tasks.remove(&former);
+                    if let Some(p) = self.pending.remove(&former) {
+                        self.pending.insert(tid, p);
+                    }
+                }
+                self.resume(tid, 0);
+            }
+            libc::PTRACE_EVENT_STOP => {
+                if matches!(
+                    sig,
+                    libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+                ) {
+                    // A group stop: stay stopped until a SIGCONT, but keep reporting.
+                    sys::resume(tid, libc::PTRACE_LISTEN, 0);
+                } else {
+                    self.resume(tid, 0);
+                }
+            }
+            0 if sig == (libc::SIGTRAP | 0x80) => {
+                self.exited_call(tid);
+                self.resume(tid, 0);
+            }
+            0 => {
+                // A signal for the tracee: deliver it.
+                let deliver = if sig == libc::SIGTRAP { 0 } else { sig };
+                self.resume(tid, deliver);
+            }
+            _ => self.resume(tid, 0),
         }
     }
 
@@ -955,11 +991,20 @@ mod sys {
     }
 
     /// The thread group of a thread, from `/proc`.
+    pub fn parent(tid: u32) -> Option<u32> {
+        status_field(tid, "PPid:")
+    }
+
     pub fn tgid(tid: u32) -> Option<u32> {
+        status_field(tid, "Tgid:")
+    }
+
+    /// A numeric field of `/proc/TID/status`.
+    fn status_field(tid: u32, name: &str) -> Option<u32> {
         let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
         status
             .lines()
-            .find_map(|l| l.strip_prefix("Tgid:"))
+            .find_map(|l| l.strip_prefix(name))
             .and_then(|v| v.trim().parse().ok())
     }
 

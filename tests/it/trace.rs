@@ -152,27 +152,29 @@ fn a_root_run_is_seen_whole_and_an_unprivileged_one_fails_where_the_kernel_says(
     let s = Scratch::new();
     let dir = bundle(&s);
 
-    // As root, the way Docker runs it (its capabilities, a writable root).
-    // Known race, on a loaded machine only: the forked child's exec and exit are at times
-    // missing from the trace (the parent's wait shows they happened). Up to three runs
-    // until one has them; the assertions below still need a whole one.
-    let mut attempt = 0;
-    let (root, trace) = loop {
-        attempt += 1;
+    // As root, the way Docker runs it (its capabilities, a writable root). Three runs,
+    // each seen whole: the forked child's exec and exit are in every trace, even when
+    // the kernel reports the child's first stop before its parent's fork.
+    let mut runs = Vec::new();
+    for attempt in 1..=3 {
         let id = format!("unroot-trace-{}-root{attempt}", std::process::id());
         let root = traced_run(&dir, Profile::Docker, 0, &id);
         let trace = root.trace.clone().expect("traced");
-        let whole = trace
+        let child = trace
             .processes
             .values()
-            .any(|p| p.argv == ["probe-child", "child"]);
-        if whole || attempt == 3 {
-            break (root, trace);
-        }
-        eprintln!("attempt {attempt}: the child's exec is missing from the trace; again");
+            .find(|p| p.argv == ["probe-child", "child"])
+            .unwrap_or_else(|| panic!("run {attempt}: the child's exec is missing: {trace:#?}"));
+        assert!(
+            child.exit.is_some(),
+            "run {attempt}: the child's exit is missing: {child:?}"
+        );
+        assert!(child.parent.is_some(), "run {attempt}: {child:?}");
         // What the child made, so the next run's mkdir starts from the same root.
         let _ = std::fs::remove_dir(dir.join("rootfs/run/probe"));
-    };
+        runs.push((root, trace));
+    }
+    let (root, trace) = runs.pop().unwrap();
     assert!(root.log.iter().any(|l| l == "ready"), "{:?}", root.log);
     assert_eq!(
         result_of(&trace, "bind tcp 80", bind_of(80, Transport::Tcp)),
