@@ -2,6 +2,7 @@
 //! layers; the single pass that builds it.
 
 pub mod accounts;
+pub mod compression;
 pub mod entry;
 pub mod feed;
 pub mod guard;
@@ -13,8 +14,9 @@ pub mod reader;
 pub mod scan;
 pub mod stream;
 
+pub use compression::Compression;
 pub use entry::{Change, Kind, Meta};
 pub use merged::{Content, MergedView, Node};
 pub use path::ImagePath;
-pub use reader::{Compression, LayerError, LayerInfo};
+pub use reader::{LayerError, LayerInfo};
 pub use scan::{CapturePolicy, Scan, Want};

@@ -4,50 +4,17 @@
 //! descriptor's digest and size and the uncompressed bytes matched the diff_id; callers
 //! treat what the visitor saw as provisional until then.
 
-use std::io::{self, BufRead, Read};
+use std::io::{self, Read};
 
 use crate::control::Cancel;
 use crate::model::digest::{Digest, DigestMismatch};
 use crate::model::Descriptor;
 
+use super::compression::Compression;
 use super::entry::{read_entry, Change, EntryError};
 use super::guard::{Oversized, TarGuard};
-use super::gzip::GzipDecoder;
 use super::path::ImagePath;
 use super::stream::{LayerStream, TarReader};
-
-/// How a layer blob is compressed, detected from its first bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    /// A plain tar.
-    None,
-    /// gzip, possibly several members.
-    Gzip,
-    /// zstd, possibly several frames.
-    Zstd,
-}
-
-impl Compression {
-    /// Detects the compression from the magic number at the start of a blob.
-    pub fn detect(head: &[u8]) -> Compression {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Compression::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd
-        } else {
-            Compression::None
-        }
-    }
-
-    /// A reader that decompresses `r`.
-    pub fn decoder<'a, R: BufRead + 'a>(self, r: R) -> io::Result<Box<dyn Read + 'a>> {
-        Ok(match self {
-            Compression::None => Box::new(r),
-            Compression::Gzip => Box::new(GzipDecoder::new(r)),
-            Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
-        })
-    }
-}
 
 /// What reading a layer established.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -23,8 +23,8 @@ use crate::control::Cancel;
 use crate::model::digest::{Hasher, VerifyingReader};
 use crate::model::{Descriptor, Digest};
 
+use super::compression::Compression;
 use super::gzip::GzipDecoder;
-use super::reader::Compression;
 
 /// The size of the chunks that move between the threads.
 const CHUNK: usize = 64 * 1024;

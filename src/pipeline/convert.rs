@@ -610,7 +610,7 @@ fn unchanged(
                 Error::Transport(Box::new(TransportError::from_read(e, &location)))
             };
             let head = std::io::BufRead::fill_buf(&mut buffered).map_err(io)?;
-            let compression = crate::layer::reader::Compression::detect(head);
+            let compression = crate::layer::Compression::detect(head);
             let mut decoder = compression.decoder(buffered).map_err(io)?;
             std::io::copy(&mut decoder, &mut std::io::sink()).map_err(io)?
         } else {

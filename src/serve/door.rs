@@ -41,6 +41,18 @@ impl Default for DoorLimits {
     }
 }
 
+/// The largest request body read; registries send a few KiB.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// An error answer: `{"error": MESSAGE}` with `status`.
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": message.into() })),
+    )
+        .into_response()
+}
+
 /// How long open connections have to finish their requests once the bot stops.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -115,12 +127,12 @@ async fn read_body_within(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > super::http::MAX_BODY) {
+    if declared.is_some_and(|n| n > MAX_BODY) {
         return too_large();
     }
-    match tokio::time::timeout(within, axum::body::to_bytes(body, super::http::MAX_BODY)).await {
+    match tokio::time::timeout(within, axum::body::to_bytes(body, MAX_BODY)).await {
         Err(_) => {
-            let mut answer = super::http::error(
+            let mut answer = error(
                 StatusCode::REQUEST_TIMEOUT,
                 format!(
                     "the request's body did not arrive within {} s",
@@ -143,11 +155,11 @@ async fn read_body_within(
 }
 
 fn too_large() -> Response {
-    super::http::error(
+    error(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!(
             "the body is over {} KiB; registries send a few",
-            super::http::MAX_BODY / 1024
+            MAX_BODY / 1024
         ),
     )
     .into_response()

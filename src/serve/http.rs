@@ -13,13 +13,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::bot::Bot;
+use super::door::{error, MAX_BODY};
 use super::hooks::{self, Hooked, ImageEvent};
 use super::rules::Route;
 use super::store::{subject_of, Enqueued};
-use super::worker::Bot;
-
-/// The largest hook body read; registries send a few KiB.
-pub const MAX_BODY: usize = 1 << 20;
 
 /// The most events one hook payload may hold; above it the payload is refused whole (413)
 /// and nothing is stored. Registries send a handful (distribution's `threshold`, 10 by
@@ -38,10 +36,6 @@ pub fn router(bot: Arc<Bot>) -> Router {
         .route("/jobs/{id}/retry", post(retry))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(bot)
-}
-
-pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
 /// Whether a request carries the secret: `Authorization: Bearer TOKEN` (or the bare

@@ -9,11 +9,12 @@
 //! - [`store`] keeps the jobs and the queue (SQLite or PostgreSQL), and the claims
 //!   replicas decide by; [`job`] is a job as stored and what makes two conversions the
 //!   same.
-//! - [`queue`] takes jobs from the queue, woken at once when one is queued; [`worker`]
-//!   runs one; [`plan`] plans its conversion and checks whether it is done;
+//! - [`bot`] is what every job shares, and the running set a stop waits for; [`queue`]
+//!   takes jobs from the queue, woken at once when one is queued; [`worker`] runs one; [`plan`] plans its conversion and checks whether it is done;
 //!   [`reconcile`] finds what webhooks missed; [`metrics`] counts.
 //! - [`server`] runs the process's life: start, serve, stop in order.
 
+pub mod bot;
 pub mod door;
 pub mod hooks;
 pub mod http;

@@ -13,9 +13,9 @@ use crate::pipeline::{
     ConvertOptions, ConvertRequest, ImageRequest, LearnOptions, PlanOptions, Session, VerifyOptions,
 };
 
+use super::bot::Bot;
 use super::rules::Rule;
 use super::store::StoreError;
-use super::worker::Bot;
 
 /// Why planning or running a job stopped: the state store, or the conversion.
 #[derive(Debug, thiserror::Error)]

@@ -18,24 +18,15 @@ use apalis::prelude::{
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use super::server::{ServeError, ServeOptions};
+use super::bot::{Bot, Nudge};
 use super::store::{Db, Ticket, QUEUE};
-use super::worker::{self, Bot};
+use super::worker;
 
 /// How often an idle worker looks at the queue without being told to.
 const POLL: Duration = Duration::from_millis(250);
 
 /// The channel the queue's inserts are announced on (apalis's trigger on its jobs table).
 const INSERTS: &str = "apalis::job::insert";
-
-/// A way to wake the worker: a job was queued.
-pub type Nudge = mpsc::Sender<()>;
-
-/// A nudge and what it wakes.
-pub fn nudge() -> (Nudge, mpsc::Receiver<()>) {
-    // One pending nudge is as good as many.
-    mpsc::channel(1)
-}
 
 /// When the worker looks at the queue: every [`POLL`], and whenever nudged. (The queue
 /// crate's interval strategy re-arms its timer without polling it, so after an empty
@@ -92,12 +83,14 @@ async fn hear_inserts(pool: sqlx::PgPool, nudge: Nudge) {
 }
 
 /// Takes jobs from the queue until told to stop.
+/// Its error is the queue crate's, as it says it.
 pub async fn run_workers(
     bot: Arc<Bot>,
-    options: ServeOptions,
+    concurrency: usize,
+    heartbeat: Duration,
     nudges: mpsc::Receiver<()>,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), ServeError> {
+) -> Result<(), String> {
     let signal = async move {
         let _ = stop.wait_for(|s| *s).await;
         Ok::<(), std::io::Error>(())
@@ -106,13 +99,13 @@ pub async fn run_workers(
         sleep: Box::pin(tokio::time::sleep(POLL)),
         nudges,
     };
-    let concurrency = options.concurrency.max(1);
+    let concurrency = concurrency.max(1);
     // The same worker on either backend: the two crates mirror each other's API.
     macro_rules! work {
         ($backend:ident, $storage:ident, $pool:expr) => {{
             let config = $backend::Config::default()
                 .queue(QUEUE)
-                .heartbeat_interval(options.heartbeat)
+                .heartbeat_interval(heartbeat)
                 .missed_heartbeats(3)
                 .batch_size(1);
             let storage = $backend::$storage::<Ticket>::new($pool).with_config(config);
@@ -134,7 +127,7 @@ pub async fn run_workers(
             result
         }
     };
-    result.map_err(|e| ServeError::Worker(e.to_string()))
+    result.map_err(|e| e.to_string())
 }
 
 /// One queue entry: start its job (unless it is stale or the bot is stopping), run it on

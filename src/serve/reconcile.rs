@@ -9,11 +9,11 @@ use tokio::runtime::Handle;
 
 use crate::model::ImageRef;
 
+use super::bot::Bot;
 use super::hooks::ImageEvent;
 use super::plan::plan;
 use super::rules::Route;
 use super::store::Enqueued;
-use super::worker::Bot;
 
 /// What one pass found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

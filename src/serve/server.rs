@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 
+use super::bot::Bot;
 use super::rules::ServeConfig;
 use super::store::Db;
-use super::worker::Bot;
 
 /// How the process runs, besides the rules file.
 #[derive(Clone, Debug)]
@@ -134,7 +134,7 @@ async fn run(
                 .map(|n| (host.clone(), Arc::new(tokio::sync::Semaphore::new(n))))
         })
         .collect();
-    let (nudge, nudges) = super::queue::nudge();
+    let (nudge, nudges) = super::bot::nudge();
     let bot = Arc::new(Bot {
         nudge,
         slots,
@@ -162,7 +162,8 @@ async fn run(
     let (work_stop_tx, work_stop_rx) = tokio::sync::watch::channel(false);
     let workers = tokio::spawn(super::queue::run_workers(
         bot.clone(),
-        options.clone(),
+        options.concurrency,
+        options.heartbeat,
         nudges,
         work_stop_rx,
     ));
@@ -273,11 +274,9 @@ async fn run(
     finish(workers).await
 }
 
-async fn finish(
-    workers: tokio::task::JoinHandle<Result<(), ServeError>>,
-) -> Result<(), ServeError> {
+async fn finish(workers: tokio::task::JoinHandle<Result<(), String>>) -> Result<(), ServeError> {
     match tokio::time::timeout(Duration::from_secs(10), workers).await {
-        Ok(Ok(result)) => result,
+        Ok(Ok(result)) => result.map_err(ServeError::Worker),
         Ok(Err(e)) => Err(ServeError::Worker(e.to_string())),
         // The queue's worker did not wind down in time; what it held is handed out
         // again by the queue once its heartbeats stop.

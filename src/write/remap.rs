@@ -9,7 +9,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::layer::entry::{Kind, Meta};
-use crate::layer::reader::{Compression, MAX_MAPPED_ID};
+use crate::layer::reader::MAX_MAPPED_ID;
+use crate::layer::Compression;
 use crate::layer::ImagePath;
 use crate::model::digest::VerifyingReader;
 use crate::model::Descriptor;

@@ -1,45 +1,18 @@
-//! Registry authentication: the challenge a registry answers with (`WWW-Authenticate`),
-//! Basic credentials, and bearer tokens from its token service, cached per scope and
-//! renewed before they expire.
+//! Registry authentication, the client's side: a request sent with the credentials its
+//! scopes need, Basic or a bearer token from the registry's token service, cached per
+//! scope and renewed before it expires; one challenge answered ([`super::challenge`]).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Request, RequestBuilder, Response};
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{StatusCode, Url};
 
 use crate::transport::TransportError;
 
+use super::challenge::{parse_challenge, Challenge};
 use super::client::{Call, Client};
 use super::retry::Attempt;
-
-/// What the client learned of the registry's authentication.
-#[derive(Default)]
-pub(super) struct AuthState {
-    challenge: Option<Challenge>,
-    /// Bearer tokens by the scopes they were asked for, with the time to renew them.
-    tokens: HashMap<String, (String, Instant)>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Challenge {
-    Basic,
-    Bearer {
-        realm: String,
-        service: Option<String>,
-    },
-}
-
-/// The access a request needs, as token scopes.
-pub(super) fn pull(repo: &str) -> String {
-    format!("repository:{repo}:pull")
-}
-
-/// Push access (with pull, which a push needs to check what is there).
-pub(super) fn push(repo: &str) -> String {
-    format!("repository:{repo}:pull,push")
-}
 
 impl Client {
     /// Sends a request with the credentials its scopes need, answering one authentication
@@ -250,106 +223,5 @@ impl Client {
             .tokens
             .insert(key, (token.clone(), renew));
         Ok(token)
-    }
-}
-
-/// The first challenge of `WWW-Authenticate` that unroot can answer.
-fn parse_challenge(headers: &HeaderMap) -> Option<Challenge> {
-    for value in headers.get_all("www-authenticate") {
-        let Ok(value) = value.to_str() else { continue };
-        let (scheme, params) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
-        if scheme.eq_ignore_ascii_case("basic") {
-            return Some(Challenge::Basic);
-        }
-        if scheme.eq_ignore_ascii_case("bearer") {
-            let params = auth_params(params);
-            let realm = params.get("realm")?.clone();
-            return Some(Challenge::Bearer {
-                realm,
-                service: params.get("service").cloned(),
-            });
-        }
-    }
-    None
-}
-
-/// `key="value", key=value` pairs of a challenge; values may hold commas inside quotes.
-fn auth_params(s: &str) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    let mut rest = s.trim();
-    while !rest.is_empty() {
-        let Some((key, after)) = rest.split_once('=') else {
-            break;
-        };
-        let key = key
-            .trim()
-            .trim_start_matches(',')
-            .trim()
-            .to_ascii_lowercase();
-        let after = after.trim_start();
-        let (value, remaining) = if let Some(quoted) = after.strip_prefix('"') {
-            let mut value = String::new();
-            let mut chars = quoted.char_indices();
-            let mut end = quoted.len();
-            while let Some((i, c)) = chars.next() {
-                match c {
-                    '\\' => {
-                        if let Some((_, next)) = chars.next() {
-                            value.push(next);
-                        }
-                    }
-                    '"' => {
-                        end = i + 1;
-                        break;
-                    }
-                    c => value.push(c),
-                }
-            }
-            (value, &quoted[end..])
-        } else {
-            let end = after.find(',').unwrap_or(after.len());
-            (after[..end].trim().to_string(), &after[end..])
-        };
-        out.insert(key, value);
-        rest = remaining.trim_start().trim_start_matches(',').trim_start();
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn challenges_parse_with_commas_in_quotes() {
-        let p = auth_params(
-            r#"realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#,
-        );
-        assert_eq!(p["realm"], "https://auth.example/token");
-        assert_eq!(p["service"], "registry.example");
-        assert_eq!(p["scope"], "repository:a/b:pull,push");
-        let p = auth_params(r#"realm=https://x/t, service="s\"q""#);
-        assert_eq!(p["realm"], "https://x/t");
-        assert_eq!(p["service"], "s\"q");
-    }
-
-    #[test]
-    fn the_first_answerable_challenge_wins() {
-        let mut h = HeaderMap::new();
-        h.append("www-authenticate", "Negotiate".parse().unwrap());
-        h.append(
-            "www-authenticate",
-            r#"Bearer realm="https://t/token",service="r""#.parse().unwrap(),
-        );
-        assert_eq!(
-            parse_challenge(&h),
-            Some(Challenge::Bearer {
-                realm: "https://t/token".into(),
-                service: Some("r".into())
-            })
-        );
-        let mut h = HeaderMap::new();
-        h.insert("www-authenticate", r#"basic realm="x""#.parse().unwrap());
-        assert_eq!(parse_challenge(&h), Some(Challenge::Basic));
     }
 }

@@ -20,7 +20,7 @@ use crate::model::ImageLocation;
 use crate::transport::auth::Credentials;
 use crate::transport::TransportError;
 
-use super::auth::AuthState;
+use super::challenge::AuthState;
 use super::pace::Paced;
 use super::retry::{
     budget_left, classify, error_chain, is_transient_status, retry_after, Attempt, RetryPolicy,

@@ -9,7 +9,7 @@ use crate::control::Control;
 use crate::model::{ImageLocation, ImageRef};
 use crate::transport::TransportError;
 
-use super::auth::pull;
+use super::challenge::pull;
 use super::client::{Call, Client};
 use super::RegistryPool;
 

@@ -13,6 +13,7 @@ use crate::model::{media, Descriptor, Digest, ImageLocation, ImageRef};
 use super::{BlobProvider, BlobReader, OutputImage, RawManifest, Sink, Source, TransportError};
 
 mod auth;
+mod challenge;
 mod client;
 mod download;
 pub mod listing;

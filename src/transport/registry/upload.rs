@@ -15,7 +15,7 @@ use crate::model::digest::VerifyingReader;
 use crate::model::{Descriptor, Digest};
 use crate::transport::{BlobReader, TransportError};
 
-use super::auth::{pull, push};
+use super::challenge::{pull, push};
 use super::client::{Call, Client};
 use super::header_str;
 use super::retry::Attempt;
