@@ -14,15 +14,10 @@ use crate::model::reference::{ImageRef, ReferenceError};
 /// An image a registry says was pushed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageEvent {
-    /// The registry's host (and port), as clients address it: `registry.example:5000`.
-    pub registry: String,
-    /// The repository: `library/nginx`.
-    pub repository: String,
-    /// The tag pushed, when the push named one.
-    pub tag: Option<String>,
-    /// The manifest's digest, when the sender gives it (tags without one are resolved by
-    /// the bot).
-    pub digest: Option<Digest>,
+    /// The image: the registry's host (and port) as clients address it, the repository,
+    /// the tag pushed when the push named one, the manifest's digest when the sender gives
+    /// it (tags without one are resolved by the bot). At least a tag or a digest.
+    pub image: ImageRef,
     /// The manifest's media type, when the sender gives it: an index's children are
     /// pushed before the index, by digest, and are converted as part of it.
     pub media_type: Option<String>,
@@ -39,12 +34,8 @@ impl ImageEvent {
         digest: Option<Digest>,
         media_type: Option<String>,
     ) -> Result<ImageEvent, ReferenceError> {
-        let image = ImageRef::from_parts(registry, repository, tag, digest)?;
         Ok(ImageEvent {
-            registry: image.registry().to_string(),
-            repository: image.repository().to_string(),
-            tag: image.tag().map(str::to_string),
-            digest: image.digest().cloned(),
+            image: ImageRef::from_parts(registry, repository, tag, digest)?,
             media_type,
         })
     }
@@ -52,7 +43,7 @@ impl ImageEvent {
     /// Whether this is a manifest pushed by digest alone that is not an index: most often
     /// a child of a multi-platform push, whose index (with the tag) follows.
     pub fn is_untagged_image_manifest(&self) -> bool {
-        self.tag.is_none()
+        self.image.tag().is_none()
             && self
                 .media_type
                 .as_deref()
@@ -310,13 +301,16 @@ mod tests {
         assert!(child.is_untagged_image_manifest());
         assert_eq!(
             got[2],
-            Hooked::Image(ImageEvent {
-                registry: "127.0.0.1:5000".into(),
-                repository: "library/app".into(),
-                tag: Some("1.4".into()),
-                digest: Some(Digest::parse(D2).unwrap()),
-                media_type: Some(media::OCI_INDEX.into()),
-            })
+            Hooked::Image(
+                ImageEvent::new(
+                    "127.0.0.1:5000",
+                    "library/app",
+                    Some("1.4"),
+                    Some(Digest::parse(D2).unwrap()),
+                    Some(media::OCI_INDEX.into()),
+                )
+                .unwrap()
+            )
         );
         let Hooked::Image(index) = &got[2] else {
             unreachable!()
@@ -334,7 +328,7 @@ mod tests {
         let Hooked::Image(image) = &got[0] else {
             panic!("{got:?}")
         };
-        assert_eq!(image.registry, "localhost:5000");
+        assert_eq!(image.image.registry(), "localhost:5000");
     }
 
     #[test]
@@ -430,19 +424,16 @@ mod tests {
         let got = generic(br#"{"image": "registry.example:5000/team/app:2.1"}"#).unwrap();
         assert_eq!(
             got,
-            [Hooked::Image(ImageEvent {
-                registry: "registry.example:5000".into(),
-                repository: "team/app".into(),
-                tag: Some("2.1".into()),
-                digest: None,
-                media_type: None,
-            })]
+            [Hooked::Image(
+                ImageEvent::new("registry.example:5000", "team/app", Some("2.1"), None, None)
+                    .unwrap()
+            )]
         );
         let by_digest = format!(r#"{{"image": "registry.example:5000/team/app@{D1}"}}"#);
         let Hooked::Image(e) = &generic(by_digest.as_bytes()).unwrap()[0] else {
             unreachable!()
         };
-        assert_eq!(e.digest, Some(Digest::parse(D1).unwrap()));
+        assert_eq!(e.image.digest(), Some(&Digest::parse(D1).unwrap()));
         for (body, want) in [
             (&br#"{"img": "x"}"#[..], "expected {\"image\""),
             (

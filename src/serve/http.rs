@@ -190,7 +190,7 @@ async fn admit(bot: &Bot, image: &ImageEvent) -> Result<Admitted, super::store::
         Route::ExcludedTag => return Ok(Admitted::Ignored("the tag is excluded")),
         Route::OwnOutput => return Ok(Admitted::Ignored("the bot's own output")),
     };
-    let Some(tag) = image.tag.as_deref() else {
+    let Some(tag) = image.image.tag() else {
         if rule.destination.contains("{tag}") {
             return Ok(Admitted::Ignored(
                 "pushed without a tag, and the destination needs one",
@@ -213,7 +213,7 @@ async fn enqueue(
         .iter()
         .position(|r| std::ptr::eq(r, rule))
         .expect("the rule is the config's");
-    let destination = rule.destination_for(&image.registry, &image.repository, tag);
+    let destination = rule.destination_for(image.image.registry(), image.image.repository(), tag);
     Ok(match bot.enqueue(image, index, &destination).await? {
         Enqueued::New(id) => Admitted::Queued(id),
         Enqueued::Duplicate => Admitted::Duplicate,

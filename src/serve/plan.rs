@@ -38,6 +38,8 @@ pub struct Planned {
     pub key: String,
     /// The recipe set's digest.
     pub recipes: Digest,
+    /// The source as given, with the digest it was resolved to.
+    pub source: ImageRef,
 }
 
 impl Planned {
@@ -69,6 +71,16 @@ pub fn plan(
     destination: &ImageRef,
 ) -> Result<Planned, Error> {
     let digest = session.digest_of(source)?;
+    let resolved = ImageRef::from_parts(
+        source.registry(),
+        source.repository(),
+        source.tag(),
+        Some(digest.clone()),
+    )
+    .map_err(|e| Error::Internal {
+        location: source.to_string(),
+        message: e.to_string(),
+    })?;
     let options = plan_options(rule);
     let image = ImageRequest::of(
         ImageLocation::Registry(source.with_digest(digest.clone())),
@@ -87,6 +99,7 @@ pub fn plan(
         digest,
         key,
         recipes,
+        source: resolved,
     })
 }
 

@@ -58,18 +58,8 @@ pub fn reconcile(bot: &Bot, handle: &Handle) -> Reconciled {
             if bot.stopping.load(Ordering::SeqCst) {
                 return out;
             }
-            let watched = |tag: Option<&str>| {
-                let event = ImageEvent {
-                    registry: registry.to_string(),
-                    repository: repository.clone(),
-                    tag: tag.map(str::to_string),
-                    digest: None,
-                    media_type: None,
-                };
-                matches!(bot.config.route(&event), Route::Convert(r) if std::ptr::eq(r, rule))
-                    .then_some(event)
-            };
-            if watched(None).is_none() {
+            let watched = |tag: Option<&str>| matches!(bot.config.route_name(registry, &repository, tag), Route::Convert(r) if std::ptr::eq(r, rule));
+            if !watched(None) {
                 continue;
             }
             let tags = match session.tags(registry, &repository) {
@@ -81,9 +71,9 @@ pub fn reconcile(bot: &Bot, handle: &Handle) -> Reconciled {
                 }
             };
             for tag in tags {
-                let Some(mut event) = watched(Some(&tag)) else {
+                if !watched(Some(&tag)) {
                     continue;
-                };
+                }
                 out.tags += 1;
                 let destination = rule.destination_for(registry, &repository, &tag);
                 let named = format!("{registry}/{repository}:{tag}");
@@ -117,7 +107,10 @@ pub fn reconcile(bot: &Bot, handle: &Handle) -> Reconciled {
                     // The destination cannot be read: converting tells more.
                     Err(super::plan::Failure::Convert(_)) => {}
                 }
-                event.digest = Some(planned.digest.clone());
+                let event = ImageEvent {
+                    image: planned.source.clone(),
+                    media_type: None,
+                };
                 match handle.block_on(bot.enqueue(&event, index, &destination)) {
                     Ok(Enqueued::New(id)) => {
                         out.queued += 1;

@@ -267,8 +267,15 @@ impl ServeConfig {
 
     /// What the rules make of an image event.
     pub fn route(&self, event: &ImageEvent) -> Route<'_> {
-        let full = format!("{}/{}", event.registry, event.repository);
-        let reference = match &event.tag {
+        let image = &event.image;
+        self.route_name(image.registry(), image.repository(), image.tag())
+    }
+
+    /// What the rules make of `registry/repository` with `tag` (`None`: the repository
+    /// as a whole, as the reconcile asks before listing its tags).
+    pub fn route_name(&self, registry: &str, repository: &str, tag: Option<&str>) -> Route<'_> {
+        let full = format!("{registry}/{repository}");
+        let reference = match tag {
             Some(tag) => format!("{full}:{tag}"),
             None => full.clone(),
         };
@@ -278,7 +285,7 @@ impl ServeConfig {
         let Some(rule) = self.rules.iter().find(|r| r.matcher.is_match(&full)) else {
             return Route::NoRule;
         };
-        if let Some(tag) = &event.tag {
+        if let Some(tag) = tag {
             if rule.exclude.iter().any(|g| g.is_match(tag)) {
                 return Route::ExcludedTag;
             }
@@ -340,13 +347,11 @@ ports = ["80:8000"]
 "#;
 
     fn event(repository: &str, tag: &str) -> ImageEvent {
-        ImageEvent {
-            registry: "registry.example:5000".into(),
-            repository: repository.into(),
-            tag: Some(tag.into()),
-            digest: None,
-            media_type: None,
-        }
+        event_at("registry.example:5000", repository, tag)
+    }
+
+    fn event_at(registry: &str, repository: &str, tag: &str) -> ImageEvent {
+        ImageEvent::new(registry, repository, Some(tag), None, None).unwrap()
     }
 
     #[test]
@@ -378,8 +383,7 @@ ports = ["80:8000"]
             r.destination_for("registry.example:5000", "teams/web/app", "2"),
             "mirror.example/unprivileged/app:2"
         );
-        let mut elsewhere = event("library/nginx", "1");
-        elsewhere.registry = "other.example".into();
+        let elsewhere = event_at("other.example", "library/nginx", "1");
         assert!(matches!(c.route(&elsewhere), Route::NoRule));
         // An excluded tag that no destination produces.
         let c = ServeConfig::parse(
@@ -395,8 +399,7 @@ ports = ["80:8000"]
             Route::ExcludedTag
         ));
         // The bot's pushes to another registry are its own too.
-        let mut mirror = event("unprivileged/app", "2");
-        mirror.registry = "mirror.example".into();
+        let mirror = event_at("mirror.example", "unprivileged/app", "2");
         assert!(matches!(c.route(&mirror), Route::OwnOutput));
     }
 

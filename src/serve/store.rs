@@ -117,7 +117,7 @@ impl Db {
         let id = ulid::Ulid::generate().to_string();
         let ticket_id = ulid::Ulid::generate();
         let subject = subject_of(event);
-        let digest = event.digest.as_ref().map(|d| d.to_string());
+        let digest = event.image.digest().map(|d| d.to_string());
         let insert = "INSERT INTO unroot_jobs (id, subject, registry, repository, tag, digest, \
             rule, destination, state, created_ms, ticket) \
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10) ON CONFLICT DO NOTHING";
@@ -125,9 +125,9 @@ impl Db {
             ($q:expr) => {
                 $q.bind(&id)
                     .bind(&subject)
-                    .bind(&event.registry)
-                    .bind(&event.repository)
-                    .bind(&event.tag)
+                    .bind(event.image.registry())
+                    .bind(event.image.repository())
+                    .bind(event.image.tag())
                     .bind(&digest)
                     .bind(rule as i64)
                     .bind(destination)
@@ -487,12 +487,13 @@ fn postgres_error(e: apalis_postgres::Error) -> sqlx::Error {
 
 /// What makes two events the same job while one is live: the source as named.
 pub fn subject_of(event: &ImageEvent) -> String {
-    let mut s = format!("{}/{}", event.registry, event.repository);
-    if let Some(tag) = &event.tag {
+    let image = &event.image;
+    let mut s = format!("{}/{}", image.registry(), image.repository());
+    if let Some(tag) = image.tag() {
         s.push(':');
         s.push_str(tag);
     }
-    if let Some(digest) = &event.digest {
+    if let Some(digest) = image.digest() {
         s.push('@');
         s.push_str(&digest.to_string());
     }

@@ -106,10 +106,10 @@ fn the_registry_s_notifications_of_a_push_parse_to_one_image_event() {
     }
     assert_eq!(images.len(), 1, "{images:?}");
     let image = &images[0];
-    assert_eq!(image.registry, registry.addr);
-    assert_eq!(image.repository, "library/app");
-    assert_eq!(image.tag.as_deref(), Some("1.4"));
-    assert_eq!(image.digest.as_ref().map(|d| d.to_string()), Some(digest));
+    assert_eq!(image.image.registry(), registry.addr);
+    assert_eq!(image.image.repository(), "library/app");
+    assert_eq!(image.image.tag(), Some("1.4"));
+    assert_eq!(image.image.digest().map(|d| d.to_string()), Some(digest));
     assert!(!image.is_untagged_image_manifest());
     assert!(ignored.iter().all(|why| why == "blob push"), "{ignored:?}");
 }

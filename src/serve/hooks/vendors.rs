@@ -173,13 +173,16 @@ mod tests {
     const D1: &str = "sha256:fc6a51919cfeb2e6763f62b6d9e8815acbf7cd2e476ea353743570610737b752";
 
     fn image(registry: &str, repository: &str, tag: &str, digest: Option<&str>) -> Hooked {
-        Hooked::Image(ImageEvent {
-            registry: registry.into(),
-            repository: repository.into(),
-            tag: Some(tag.into()),
-            digest: digest.map(|d| Digest::parse(d).unwrap()),
-            media_type: None,
-        })
+        Hooked::Image(
+            ImageEvent::new(
+                registry,
+                repository,
+                Some(tag),
+                digest.map(|d| Digest::parse(d).unwrap()),
+                None,
+            )
+            .unwrap(),
+        )
     }
 
     #[test]
