@@ -441,6 +441,10 @@ mod tests {
             location: ImageLocation::parse("src").unwrap().to_string(),
             had_credentials: false,
         });
-        assert!(source_refused.local_path_hint("src").is_some());
+        assert_eq!(
+            source_refused.local_path_hint("src").as_deref(),
+            unreachable.local_path_hint("src").as_deref(),
+            "the source's refusal gets the same hint as its being unreachable"
+        );
     }
 }

@@ -327,7 +327,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_diff_ids() {
-        assert!(ImageConfig::parse(br#"{"rootfs":{"diff_ids":["nope"]}}"#).is_err());
-        assert!(ImageConfig::parse(b"[]").is_err());
+        let e = ImageConfig::parse(br#"{"rootfs":{"diff_ids":["nope"]}}"#).unwrap_err();
+        assert!(
+            e.0.contains("`nope`") && e.0.contains("expected `algorithm:hex`"),
+            "{e:?}"
+        );
+        let e = ImageConfig::parse(br#"{"rootfs":{"diff_ids":[7]}}"#).unwrap_err();
+        assert_eq!(e.0, "a diff_id is not a string");
+        let e = ImageConfig::parse(b"[]").unwrap_err();
+        assert_eq!(e.0, "expected a JSON object");
     }
 }

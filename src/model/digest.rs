@@ -399,8 +399,21 @@ mod tests {
 
     #[test]
     fn rejects_bad_digests() {
-        for bad in ["sha256", "md5:abcd", "sha256:abc", &EMPTY.to_uppercase()] {
-            assert!(Digest::parse(bad).is_err(), "{bad}");
+        let upper = format!("sha256:{}", EMPTY["sha256:".len()..].to_uppercase());
+        for (bad, why) in [
+            ("sha256", "expected `algorithm:hex`"),
+            (
+                "md5:abcd",
+                "unsupported algorithm (sha256 and sha512 are supported)",
+            ),
+            ("sha256:abc", "wrong length for the algorithm"),
+            (
+                upper.as_str(),
+                "the encoded part must be lowercase hexadecimal",
+            ),
+        ] {
+            let e = Digest::parse(bad).unwrap_err();
+            assert_eq!((e.input.as_str(), e.reason), (bad, why));
         }
     }
 

@@ -326,7 +326,13 @@ mod tests {
             Err(LocationError::MissingPath { .. })
         ));
         // A registry with a port is not a transport.
-        assert!(ImageLocation::parse("localhost:5000/app").is_ok());
+        match ImageLocation::parse("localhost:5000/app") {
+            Ok(ImageLocation::Registry(r)) => {
+                assert_eq!((r.registry(), r.repository()), ("localhost:5000", "app"));
+                assert_eq!(r.tag(), Some("latest"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -351,7 +351,11 @@ mod tests {
             Platform::parse("linux/arm/v7").unwrap().to_string(),
             "linux/arm/v7"
         );
-        assert!(Platform::parse("linux").is_err());
-        assert!(Platform::parse("linux//x").is_err());
+        for bad in ["linux", "linux//x", "linux/arm/v7/extra", "linux/a b"] {
+            assert_eq!(
+                Platform::parse(bad),
+                Err(PlatformParseError(bad.to_string()))
+            );
+        }
     }
 }

@@ -352,7 +352,13 @@ mod tests {
         m.deduplicated();
         m.ended("converted", 4.0);
         m.ended("converted", 40.0);
-        m.registry_error("HTTP 503");
+        // The kinds the worker counts: `Error::registry_kind`'s, and a request retried.
+        m.registry_error("error status");
+        m.registry_error("retried");
+        m.registry_error("retried");
+        m.rejected(413);
+        m.twin_pushed(0.3);
+        m.twin_pushed(7.0);
         let text = m.render(
             Some(&Counts {
                 queued: 1,
@@ -379,7 +385,16 @@ mod tests {
             "unroot_job_duration_seconds_bucket{le=\"60\"} 2",
             "unroot_job_duration_seconds_bucket{le=\"+Inf\"} 2",
             "unroot_job_duration_seconds_sum 44",
-            "unroot_registry_errors_total{kind=\"HTTP 503\"} 1",
+            "unroot_registry_errors_total{kind=\"error status\"} 1",
+            "unroot_registry_errors_total{kind=\"retried\"} 2",
+            "unroot_hook_rejected_total{status=\"413\"} 1",
+            "unroot_event_to_twin_seconds_bucket{le=\"0.25\"} 0",
+            "unroot_event_to_twin_seconds_bucket{le=\"0.5\"} 1",
+            "unroot_event_to_twin_seconds_bucket{le=\"10\"} 2",
+            "unroot_event_to_twin_seconds_bucket{le=\"+Inf\"} 2",
+            "unroot_event_to_twin_seconds_sum 7.3",
+            "unroot_event_to_twin_seconds_count 2",
+            "# TYPE unroot_event_to_twin_seconds histogram",
             "unroot_layer_cache_hits_total 5",
             "unroot_layer_cache_misses_total 6",
             "unroot_layer_cache_bytes 4096",
