@@ -336,6 +336,23 @@ fn pushes_seen(
     n
 }
 
+/// How many times the registry announced each converted tag (`REPO:TAG-unprivileged`)
+/// pushed, from what `rx` received until it was quiet for 3 s.
+fn twin_pushes(rx: &mpsc::Receiver<Received>) -> std::collections::BTreeMap<String, usize> {
+    let mut pushes = std::collections::BTreeMap::new();
+    while let Ok(r) = rx.recv_timeout(Duration::from_secs(3)) {
+        let envelope: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        for e in envelope["events"].as_array().unwrap() {
+            let tag = e["target"]["tag"].as_str().unwrap_or_default();
+            if e["action"] == "push" && tag.ends_with("-unprivileged") {
+                let repository = e["target"]["repository"].as_str().unwrap();
+                *pushes.entry(format!("{repository}:{tag}")).or_insert(0) += 1;
+            }
+        }
+    }
+    pushes
+}
+
 /// The end-to-end test of the bot: the real registry notifies it of a push, it converts
 /// the image once to the rule's destination, the result runs and names its source; a
 /// duplicated, replayed or tag-only notification converts nothing again (the registry's
@@ -750,21 +767,7 @@ fn three_replicas_on_postgresql_convert_fifty_pushes_once_and_survive_a_kill() {
     assert_ne!(taken_over["worker"], killed_worker.as_str());
 
     // Each converted tag was pushed once, and its blobs are all there.
-    let mut pushes = std::collections::BTreeMap::new();
-    while let Ok(r) = counted.recv_timeout(Duration::from_secs(3)) {
-        let envelope: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        for e in envelope["events"].as_array().unwrap() {
-            let tag = e["target"]["tag"].as_str().unwrap_or_default();
-            if e["action"] == "push" && tag.ends_with("-unprivileged") {
-                *pushes
-                    .entry(format!(
-                        "{}:{tag}",
-                        e["target"]["repository"].as_str().unwrap()
-                    ))
-                    .or_insert(0) += 1;
-            }
-        }
-    }
+    let pushes = twin_pushes(&counted);
     assert_eq!(pushes.len(), 50, "{pushes:?}");
     assert!(pushes.values().all(|n| *n == 1), "{pushes:?}");
     std::fs::create_dir_all(s.path("out")).unwrap();
@@ -1608,21 +1611,7 @@ fn a_push_announced_by_digest_and_by_tag_at_once_is_converted_once() {
     eprintln!("{} jobs, {waited} waited for another's claim", jobs.len());
 
     // The registry's count: every twin PUT once.
-    let mut pushes = std::collections::BTreeMap::new();
-    while let Ok(r) = counted.recv_timeout(Duration::from_secs(3)) {
-        let envelope: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        for e in envelope["events"].as_array().unwrap() {
-            let tag = e["target"]["tag"].as_str().unwrap_or_default();
-            if e["action"] == "push" && tag.ends_with("-unprivileged") {
-                *pushes
-                    .entry(format!(
-                        "{}:{tag}",
-                        e["target"]["repository"].as_str().unwrap()
-                    ))
-                    .or_insert(0) += 1;
-            }
-        }
-    }
+    let pushes = twin_pushes(&counted);
     assert_eq!(pushes.len(), 20, "{pushes:?}");
     assert!(
         pushes.values().all(|n| *n == 1),
