@@ -173,6 +173,15 @@ impl ImageRef {
         }
     }
 
+    /// The same reference with the digest its tag was resolved to (the tag kept, as a
+    /// note of what was asked).
+    pub fn resolved_to(&self, digest: Digest) -> ImageRef {
+        ImageRef {
+            digest: Some(digest),
+            ..self.clone()
+        }
+    }
+
     /// The same repository pinned to a digest (the tag is dropped).
     pub fn with_digest(&self, digest: Digest) -> ImageRef {
         ImageRef {

@@ -140,17 +140,17 @@ async fn hook(
                 bot.metrics.ignored(&why);
                 ignored.push(json!({ "reason": why }));
             }
-            Hooked::Image(image) => match admit(&bot, &image).await {
-                Ok(Admitted::Queued(id)) => {
+            Hooked::Image(image) => match take(&bot, &image).await {
+                Ok(Taken::Queued(id)) => {
                     bot.metrics.queued();
                     tracing::info!(hook = %sender, job = %id, source = %subject_of(&image), "queued");
                     queued.push(json!({ "job": id, "source": subject_of(&image) }));
                 }
-                Ok(Admitted::Duplicate) => {
+                Ok(Taken::Duplicate) => {
                     bot.metrics.deduplicated();
                     ignored.push(json!({ "source": subject_of(&image), "reason": "a job for it is queued or running" }));
                 }
-                Ok(Admitted::Ignored(why)) => {
+                Ok(Taken::Ignored(why)) => {
                     bot.metrics.ignored(why);
                     ignored.push(json!({ "source": subject_of(&image), "reason": why }));
                 }
@@ -171,28 +171,29 @@ async fn hook(
         .into_response()
 }
 
-enum Admitted {
+/// What became of one image event of a hook.
+enum Taken {
     Queued(String),
     Duplicate,
     Ignored(&'static str),
 }
 
 /// Routes an image event and stores its job.
-async fn admit(bot: &Bot, image: &ImageEvent) -> Result<Admitted, super::store::StoreError> {
+async fn take(bot: &Bot, image: &ImageEvent) -> Result<Taken, super::store::StoreError> {
     if image.is_untagged_image_manifest() {
-        return Ok(Admitted::Ignored(
+        return Ok(Taken::Ignored(
             "an index's child (converted with its index)",
         ));
     }
     let rule = match bot.config.route(image) {
         Route::Convert(rule) => rule,
-        Route::NoRule => return Ok(Admitted::Ignored("no rule watches the repository")),
-        Route::ExcludedTag => return Ok(Admitted::Ignored("the tag is excluded")),
-        Route::OwnOutput => return Ok(Admitted::Ignored("the bot's own output")),
+        Route::NoRule => return Ok(Taken::Ignored("no rule watches the repository")),
+        Route::ExcludedTag => return Ok(Taken::Ignored("the tag is excluded")),
+        Route::OwnOutput => return Ok(Taken::Ignored("the bot's own output")),
     };
     let Some(tag) = image.image.tag() else {
         if rule.destination.contains("{tag}") {
-            return Ok(Admitted::Ignored(
+            return Ok(Taken::Ignored(
                 "pushed without a tag, and the destination needs one",
             ));
         }
@@ -206,7 +207,7 @@ async fn enqueue(
     image: &ImageEvent,
     rule: &super::rules::Rule,
     tag: &str,
-) -> Result<Admitted, super::store::StoreError> {
+) -> Result<Taken, super::store::StoreError> {
     let index = bot
         .config
         .rules
@@ -215,8 +216,8 @@ async fn enqueue(
         .expect("the rule is the config's");
     let destination = rule.destination_for(image.image.registry(), image.image.repository(), tag);
     Ok(match bot.enqueue(image, index, &destination).await? {
-        Enqueued::New(id) => Admitted::Queued(id),
-        Enqueued::Duplicate => Admitted::Duplicate,
+        Enqueued::New(id) => Taken::Queued(id),
+        Enqueued::Duplicate => Taken::Duplicate,
     })
 }
 

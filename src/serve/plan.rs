@@ -71,16 +71,6 @@ pub fn plan(
     destination: &ImageRef,
 ) -> Result<Planned, Error> {
     let digest = session.digest_of(source)?;
-    let resolved = ImageRef::from_parts(
-        source.registry(),
-        source.repository(),
-        source.tag(),
-        Some(digest.clone()),
-    )
-    .map_err(|e| Error::Internal {
-        location: source.to_string(),
-        message: e.to_string(),
-    })?;
     let options = plan_options(rule);
     let image = ImageRequest::of(
         ImageLocation::Registry(source.with_digest(digest.clone())),
@@ -95,11 +85,11 @@ pub fn plan(
     let recipes = request.image.recipes.digest();
     let key = super::job::key(&digest, &recipes, rule, &destination.to_string()).to_string();
     Ok(Planned {
+        source: source.resolved_to(digest.clone()),
         request,
         digest,
         key,
         recipes,
-        source: resolved,
     })
 }
 

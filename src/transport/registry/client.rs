@@ -162,15 +162,10 @@ impl Client {
         let http = self.http.clone();
         let has_body = request.body().is_some();
         let work = move || http.execute(request);
-        // Within the small request's budget, when it runs under one.
-        let left = budget_left();
-        let result = match (has_body, left) {
+        let result = match (has_body, budget_left()) {
             (true, None) => call.control.cancel.run(work),
             (true, Some(left)) => call.control.cancel.run_for(left, work),
-            (false, left) => call.control.cancel.run_for(
-                left.map_or(self.pace.deadline, |l| l.min(self.pace.deadline)),
-                work,
-            ),
+            (false, _) => call.control.cancel.run_for(self.small_deadline(), work),
         };
         match result {
             Ok(Ok(response)) => Ok(response),
@@ -195,7 +190,7 @@ impl Client {
                 .read_to_end(&mut bytes)?;
             Ok(bytes)
         };
-        match call.control.cancel.run_for(self.pace.deadline, work) {
+        match call.control.cancel.run_for(self.small_deadline(), work) {
             Ok(Ok(bytes)) => Ok(bytes),
             Ok(Err(e)) => {
                 let failure = classify(&e);
@@ -212,6 +207,12 @@ impl Client {
             }
             Err(e) => Err(self.interrupted(e)),
         }
+    }
+
+    /// How long a small answer may take: `--request-deadline`, or what is left of the
+    /// retry budget of the request it belongs to when that is less.
+    fn small_deadline(&self) -> Duration {
+        budget_left().map_or(self.pace.deadline, |left| left.min(self.pace.deadline))
     }
 
     /// The attempt's end when waiting on its work stopped.
