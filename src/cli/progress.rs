@@ -2,6 +2,7 @@
 //! one plain line per event otherwise, and with `-q` only the warnings (a registry
 //! request tried again, a transfer resumed): a run that waits says why.
 
+use crate::control::Locked;
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -59,7 +60,7 @@ impl Bars {
     }
 
     fn end_stage(&self) {
-        if let Some(bar) = self.stage.lock().expect("not poisoned").take() {
+        if let Some(bar) = self.stage.locked().take() {
             bar.finish_and_clear();
         }
     }
@@ -86,11 +87,11 @@ impl Events for Bars {
         ));
         bar.set_message(label.to_string());
         bar.enable_steady_tick(Duration::from_millis(200));
-        *self.stage.lock().expect("not poisoned") = Some(bar);
+        *self.stage.locked() = Some(bar);
     }
 
     fn meter(&self, label: &str, total: u64) -> Arc<dyn Meter> {
-        let stage = self.stage.lock().expect("not poisoned").clone();
+        let stage = self.stage.locked().clone();
         let bar = ProgressBar::new(total);
         let bar = match &stage {
             Some(stage) => self.multi.insert_before(stage, bar),

@@ -5,9 +5,11 @@
 mod cancel;
 mod events;
 pub mod secrets;
+mod sync;
 
 pub use cancel::{panic_message, Cancel, Cancelled, Interrupted, Interruptible};
 pub use events::{Event, Events, Meter, NoMeter, Silent};
+pub use sync::Locked;
 
 use std::sync::Arc;
 

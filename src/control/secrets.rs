@@ -5,6 +5,7 @@
 //! Invariant: once registered, a secret is redacted from every text passed to [`redact`]
 //! for the rest of the process.
 
+use crate::control::Locked;
 use std::sync::Mutex;
 
 /// What stands where a secret was.
@@ -21,7 +22,7 @@ pub fn register(secret: &str) {
     if secret.len() < SHORTEST {
         return;
     }
-    let mut secrets = SECRETS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut secrets = SECRETS.locked();
     if !secrets.iter().any(|s| s == secret) {
         secrets.push(secret.to_string());
         // Longest first, so a secret that contains another is replaced whole.
@@ -31,7 +32,7 @@ pub fn register(secret: &str) {
 
 /// `text` with every registered secret replaced by [`REDACTED`].
 pub fn redact(text: &str) -> String {
-    let secrets = SECRETS.lock().unwrap_or_else(|e| e.into_inner());
+    let secrets = SECRETS.locked();
     let mut out = text.to_string();
     for s in secrets.iter() {
         if out.contains(s.as_str()) {

@@ -6,6 +6,7 @@
 //! layers below `n`, and those of one layer in the order they were read. A layer merged
 //! while it is read is not yet verified; a scan that fails drops the view.
 
+use crate::control::Locked;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -75,7 +76,7 @@ impl OrderedMerge {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MergedView> {
         // A reader that panicked while merging fails its scan, which drops the view.
-        self.view.lock().unwrap_or_else(|e| e.into_inner())
+        self.view.locked()
     }
 }
 

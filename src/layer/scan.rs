@@ -2,6 +2,7 @@
 //! later steps need: small text files in memory (capped), and files that may be re-owned
 //! in a spool file on disk, so no layer is ever read twice.
 
+use crate::control::Locked;
 use std::fs::File;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,7 +91,7 @@ impl BodySpool {
 
     /// Bytes held (or reserved by bodies still arriving), holes included.
     pub fn len(&self) -> u64 {
-        *self.len.lock().expect("not poisoned")
+        *self.len.locked()
     }
 
     /// Whether nothing is held.
@@ -108,7 +109,7 @@ impl BodySpool {
             static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; SPOOL_BLOCK as usize]);
         }
         let offset = {
-            let mut len = self.len.lock().expect("not poisoned");
+            let mut len = self.len.locked();
             let offset = len.next_multiple_of(SPOOL_BLOCK);
             *len = offset + size;
             offset
@@ -163,7 +164,7 @@ impl BodySpool {
             ));
         }
         if holes {
-            let mut maps = self.maps.lock().expect("not poisoned");
+            let mut maps = self.maps.locked();
             maps.insert(offset, data.into());
         }
         // A body that ends in a hole still ends: the file is as long as what it holds.
@@ -176,11 +177,7 @@ impl BodySpool {
     /// The data regions of the body kept at `offset`, when it has blocks of zeros (none:
     /// all of it is data).
     pub fn data_map(&self, offset: u64) -> Option<DataMap> {
-        self.maps
-            .lock()
-            .expect("not poisoned")
-            .get(&offset)
-            .cloned()
+        self.maps.locked().get(&offset).cloned()
     }
 
     /// A reader over `len` bytes kept at `offset`.

@@ -13,6 +13,7 @@
 //! cancelled, even when the fetch thread is stuck in a read from a silent peer; the
 //! threads it leaves end when their reads return and find nobody listening.
 
+use crate::control::Locked;
 use std::io::{self, BufRead, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
@@ -83,7 +84,7 @@ pub struct Panics(Arc<Mutex<Option<String>>>);
 impl Panics {
     /// The first panic's message, if a thread panicked.
     pub fn first(&self) -> Option<String> {
-        self.0.lock().expect("not poisoned").clone()
+        self.0.locked().clone()
     }
 }
 
@@ -244,8 +245,7 @@ fn spawn(
             if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
                 panics
                     .0
-                    .lock()
-                    .expect("not poisoned")
+                    .locked()
                     .get_or_insert_with(|| crate::control::panic_message(&*panic));
             }
         })

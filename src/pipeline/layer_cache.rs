@@ -9,6 +9,7 @@
 //! on disk counted together); the least recently used entries go first, and an entry
 //! larger than the whole budget is not kept.
 
+use crate::control::Locked;
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -241,7 +242,7 @@ impl LayerCache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.locked()
     }
 }
 

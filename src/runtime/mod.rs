@@ -7,6 +7,7 @@
 pub mod trace;
 pub mod unpack;
 
+use crate::control::Locked;
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -228,7 +229,7 @@ impl Lines {
                 let lines = self.0.clone();
                 std::thread::spawn(move || {
                     for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                        let mut l = lines.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut l = lines.locked();
                         l.push_back(line);
                         if l.len() > 200 {
                             l.pop_front();
@@ -240,12 +241,7 @@ impl Lines {
     }
 
     fn all(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+        self.0.locked().iter().cloned().collect()
     }
 }
 

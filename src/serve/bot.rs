@@ -2,6 +2,7 @@
 //! for: jobs are admitted to it under the lock the stop takes, and leave it once their
 //! end is recorded.
 
+use crate::control::Locked;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -69,11 +70,7 @@ pub struct Admitted {
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        self.bot
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
+        self.bot.running.locked().remove(&self.id);
     }
 }
 
@@ -83,7 +80,7 @@ impl Bot {
     /// job is either seen by the stop's grace period (and stopped when it is over) or
     /// told to go back to the queue: none starts behind the stop's back.
     pub fn admit(self: &Arc<Self>, id: &str) -> Option<Admitted> {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut running = self.running.locked();
         if self.stopping.load(Ordering::SeqCst) {
             return None;
         }
@@ -122,7 +119,7 @@ impl Bot {
 
     /// Says the bot is stopping: no job is admitted after this returns.
     pub fn stop_admitting(&self) {
-        let _running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let _running = self.running.locked();
         self.stopping.store(true, Ordering::SeqCst);
     }
 }

@@ -2,6 +2,7 @@
 //! process's own; the job gauges come from the state store, so every replica reports the
 //! shared queue.
 
+use crate::control::Locked;
 use crate::pipeline::CacheStats;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -99,10 +100,7 @@ impl Default for Metrics {
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K, n: u64) {
-    *map.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(key)
-        .or_default() += n;
+    *map.locked().entry(key).or_default() += n;
 }
 
 impl Metrics {
@@ -129,17 +127,11 @@ impl Metrics {
     /// A job ended with `outcome` after `seconds`.
     pub fn ended(&self, outcome: &str, seconds: f64) {
         bump(&self.ended, outcome.to_string(), 1);
-        self.durations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .observe(seconds);
+        self.durations.locked().observe(seconds);
     }
     /// A twin pushed `seconds` after its event was queued.
     pub fn twin_pushed(&self, seconds: f64) {
-        self.event_to_twin
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .observe(seconds);
+        self.event_to_twin.locked().observe(seconds);
     }
     /// Blob bytes a job uploaded.
     pub fn uploaded(&self, bytes: u64) {
@@ -153,8 +145,7 @@ impl Metrics {
     /// The Prometheus text exposition, with the store's job counts.
     pub fn render(&self, jobs: Option<&Counts>, cache: Option<&CacheStats>) -> String {
         let mut out = String::new();
-        let lock =
-            |m: &Mutex<BTreeMap<String, u64>>| m.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let lock = |m: &Mutex<BTreeMap<String, u64>>| m.locked().clone();
         family(
             &mut out,
             "unroot_events_received_total",
@@ -209,12 +200,7 @@ impl Metrics {
             "counter",
             "Hook requests refused, by HTTP status.",
         );
-        for (status, n) in self
-            .rejected
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for (status, n) in self.rejected.locked().iter() {
             let _ = writeln!(out, "unroot_hook_rejected_total{{status=\"{status}\"}} {n}");
         }
         if let Some(c) = jobs {
@@ -246,22 +232,16 @@ impl Metrics {
                 label(&outcome)
             );
         }
-        self.durations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .render(
-                &mut out,
-                "unroot_job_duration_seconds",
-                "How long jobs took, from start to end.",
-            );
-        self.event_to_twin
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .render(
-                &mut out,
-                "unroot_event_to_twin_seconds",
-                "From an event's job queued to its converted twin pushed.",
-            );
+        self.durations.locked().render(
+            &mut out,
+            "unroot_job_duration_seconds",
+            "How long jobs took, from start to end.",
+        );
+        self.event_to_twin.locked().render(
+            &mut out,
+            "unroot_event_to_twin_seconds",
+            "From an event's job queued to its converted twin pushed.",
+        );
         family(
             &mut out,
             "unroot_uploaded_bytes_total",

@@ -1,6 +1,7 @@
 //! The bot's process: it reads the rules, opens the store, starts the door, the queue's
 //! worker and the reconcile, and stops in order on SIGTERM.
 
+use crate::control::Locked;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -230,22 +231,10 @@ async fn run(
     let _ = stop_tx.send(true);
     let _ = server.await;
     let deadline = Instant::now() + options.grace;
-    while !bot
-        .running
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .is_empty()
-        && Instant::now() < deadline
-    {
+    while !bot.running.locked().is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let left: Vec<_> = bot
-        .running
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .values()
-        .cloned()
-        .collect();
+    let left: Vec<_> = bot.running.locked().values().cloned().collect();
     if !left.is_empty() {
         tracing::warn!(
             jobs = left.len(),
@@ -254,12 +243,7 @@ async fn run(
         for cancel in left {
             cancel.cancel();
         }
-        while !bot
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
-        {
+        while !bot.running.locked().is_empty() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -2,6 +2,7 @@
 //! scopes need, Basic or a bearer token from the registry's token service, cached per
 //! scope and renewed before it expires; one challenge answered ([`super::challenge`]).
 
+use crate::control::Locked;
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Request, RequestBuilder, Response};
@@ -33,7 +34,7 @@ impl Client {
                 if let Some(challenge) = parse_challenge(response.headers()) {
                     challenged = true;
                     let bearer = matches!(challenge, Challenge::Bearer { .. });
-                    let mut state = self.auth.lock().expect("not poisoned");
+                    let mut state = self.auth.locked();
                     // A token that was refused is not asked for again from the cache.
                     state.tokens.remove(&scopes.join(" "));
                     state.challenge = Some(challenge);
@@ -61,7 +62,7 @@ impl Client {
         if request.url().origin() != self.base.origin() {
             return Some(request);
         }
-        let state = self.auth.lock().expect("not poisoned");
+        let state = self.auth.locked();
         let value = match &state.challenge {
             None => return Some(request),
             Some(Challenge::Basic) => {
@@ -98,7 +99,7 @@ impl Client {
         if request.url().origin() != self.base.origin() {
             return Ok(request);
         }
-        let challenge = self.auth.lock().expect("not poisoned").challenge.clone();
+        let challenge = self.auth.locked().challenge.clone();
         let value = match challenge {
             None => return Ok(request),
             Some(Challenge::Basic) => match &self.creds {
@@ -134,7 +135,7 @@ impl Client {
         scopes: &[String],
     ) -> Result<String, Attempt> {
         let key = scopes.join(" ");
-        if let Some((t, renew)) = self.auth.lock().expect("not poisoned").tokens.get(&key) {
+        if let Some((t, renew)) = self.auth.locked().tokens.get(&key) {
             if Instant::now() < *renew {
                 return Ok(t.clone());
             }
@@ -218,8 +219,7 @@ impl Client {
         let lifetime = parsed["expires_in"].as_u64().unwrap_or(60).max(10);
         let renew = Instant::now() + Duration::from_secs(lifetime - lifetime / 6);
         self.auth
-            .lock()
-            .expect("not poisoned")
+            .locked()
             .tokens
             .insert(key, (token.clone(), renew));
         Ok(token)

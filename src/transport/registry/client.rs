@@ -7,6 +7,7 @@
 //! [`super::retry`] decides what is tried again, [`super::download`] and
 //! [`super::upload`] move the bytes.
 
+use crate::control::Locked;
 use std::io::Read;
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
@@ -329,7 +330,7 @@ impl Client {
 
     /// Waits out a `Retry-After` the registry gave any job of the session.
     fn wait_for_hold(&self, call: &Call) -> Result<(), Attempt> {
-        let until = *self.hold.lock().unwrap_or_else(|p| p.into_inner());
+        let until = *self.hold.locked();
         if let Some(wait) = until.and_then(|u| u.checked_duration_since(std::time::Instant::now()))
         {
             call.control
@@ -353,7 +354,7 @@ impl Client {
             let after = retry_after(response.headers());
             if let Some(wait) = after.filter(|_| status.as_u16() == 429) {
                 let until = std::time::Instant::now() + wait.min(self.retry.max_wait);
-                let mut hold = self.hold.lock().unwrap_or_else(|p| p.into_inner());
+                let mut hold = self.hold.locked();
                 *hold = Some(hold.map_or(until, |h| h.max(until)));
             }
             return Err(Attempt::Retry {

@@ -1,6 +1,7 @@
 //! The registries a session talks to: one client per registry and set of credentials,
 //! made on first use and shared by every job after, so connections and tokens are reused.
 
+use crate::control::Locked;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -68,14 +69,8 @@ impl RegistryPool {
             creds: creds.clone(),
         };
         // The map is locked only to find the slot: making a client may wait on the network.
-        let slot = self
-            .clients
-            .lock()
-            .expect("not poisoned")
-            .entry(key)
-            .or_default()
-            .clone();
-        let mut slot = slot.lock().expect("not poisoned");
+        let slot = self.clients.locked().entry(key).or_default().clone();
+        let mut slot = slot.locked();
         if let Some(client) = slot.as_ref() {
             return Ok(client.clone());
         }
@@ -95,10 +90,9 @@ impl RegistryPool {
     /// How many clients were made (one per registry and set of credentials).
     pub fn clients(&self) -> usize {
         self.clients
-            .lock()
-            .expect("not poisoned")
+            .locked()
             .values()
-            .filter(|slot| slot.lock().expect("not poisoned").is_some())
+            .filter(|slot| slot.locked().is_some())
             .count()
     }
 }

@@ -1,6 +1,7 @@
 //! Uploads: blob mounts from another repository, streamed blob uploads (one `PUT`, or
 //! `PATCH` chunks once the registry refuses a single request), and manifests.
 
+use crate::control::Locked;
 use std::io::{self, Read};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -254,8 +255,7 @@ impl Client {
         // The verifier checks the digest once it has seen the end.
         let mut rest = Vec::new();
         shared
-            .lock()
-            .expect("not poisoned")
+            .locked()
             .read_to_end(&mut rest)
             .map_err(|e| Attempt::Fail(TransportError::from_read(e, &call.location)))?;
         // Registries may copy the whole blob to its place before they answer.
@@ -334,7 +334,7 @@ impl ReadError {
     }
 
     fn take(&self) -> Option<io::Error> {
-        self.0.lock().expect("not poisoned").take()
+        self.0.locked().take()
     }
 }
 
@@ -347,7 +347,7 @@ impl<R: Read> Read for Recording<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.inner.read(buf).map_err(|e| {
             let copy = io::Error::new(e.kind(), e.to_string());
-            let mut slot = self.slot.0.lock().expect("not poisoned");
+            let mut slot = self.slot.0.locked();
             if slot.is_none() {
                 *slot = Some(e);
             }
@@ -370,11 +370,7 @@ impl<R: Read> Read for SharedTake<R> {
         let max = buf
             .len()
             .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        let n = self
-            .inner
-            .lock()
-            .expect("not poisoned")
-            .read(&mut buf[..max])?;
+        let n = self.inner.locked().read(&mut buf[..max])?;
         self.left -= n as u64;
         Ok(n)
     }
