@@ -1,8 +1,6 @@
 //! The library's error type, its hints, and the process exit codes (set here and nowhere
 //! else).
 
-use std::path::PathBuf;
-
 use crate::layer::LayerError;
 use crate::model::config::ConfigError;
 use crate::model::location::LocationError;
@@ -174,16 +172,9 @@ pub enum Error {
         /// What happened.
         message: String,
     },
-    /// A local temporary file failed.
-    #[error("cannot {op} `{}`: {source}", path.display())]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
+    /// A local file failed.
+    #[error(transparent)]
+    Io(#[from] crate::control::FileError),
 }
 
 impl From<TransportError> for Error {
@@ -287,14 +278,13 @@ impl Error {
             | Error::NoDestination { .. }
             | Error::Recipe(_) => exit::USAGE,
             Error::Auth(e) => auth_exit(e),
-            Error::Io { .. }
-            | Error::Runtime(_)
-            | Error::WorkDir { .. }
-            | Error::CannotRun { .. } => exit::LOCAL,
+            Error::Io(_) | Error::Runtime(_) | Error::WorkDir { .. } | Error::CannotRun { .. } => {
+                exit::LOCAL
+            }
             Error::Cancelled => exit::CANCELLED,
             Error::NotVerified { .. } | Error::NotLearned { .. } => exit::NOT_RUNNING,
             Error::Transport(t) => match &**t {
-                TransportError::Io { .. }
+                TransportError::Io(_)
                 | TransportError::NotFound { local: true, .. }
                 | TransportError::NoSuchTag { .. }
                 | TransportError::Ambiguous { .. }

@@ -1,6 +1,7 @@
 //! `unroot completions SHELL` and `unroot man DIR`: the shell completion scripts and man
 //! pages, made from the same clap definitions as `--help`.
 
+use crate::control::FileError;
 use std::path::Path;
 
 use clap::CommandFactory;
@@ -19,10 +20,7 @@ pub fn completions(shell: clap_complete::Shell) -> String {
 /// Writes `unroot.1` and a page per subcommand (`unroot-convert.1`, `unroot-recipes-list.1`,
 /// ...) into `dir`; returns what it wrote, one path a line.
 pub fn man_pages(dir: &Path) -> Result<String, Error> {
-    let io = |op: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io { op, path, source }
-    };
+    let io = FileError::of;
     std::fs::create_dir_all(dir).map_err(io("create", dir))?;
     let mut written = String::new();
     let mut pages = Vec::new();

@@ -1,6 +1,7 @@
 //! `unroot learn` (and `convert --learn --write-recipe`): the session learns; this writes
 //! the recipe and renders the report.
 
+use crate::control::FileError;
 use std::path::Path;
 
 use crate::cli::LearnArgs;
@@ -91,13 +92,7 @@ fn write_recipe(file: &Path, text: &str) -> Result<(), Error> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let io = |op: &'static str| {
-        move |source| Error::Io {
-            op,
-            path: file.to_path_buf(),
-            source,
-        }
-    };
+    let io = |op: &'static str| FileError::of(op, file);
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io("write"))?;
     std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io("write"))?;
     tmp.persist(file).map_err(|e| io("write")(e.error))?;

@@ -4,11 +4,13 @@
 
 mod cancel;
 mod events;
+mod file;
 pub mod secrets;
 mod sync;
 
 pub use cancel::{panic_message, Cancel, Cancelled, Interrupted, Interruptible};
 pub use events::{Event, Events, Meter, NoMeter, Silent};
+pub use file::FileError;
 pub use sync::Locked;
 
 use std::sync::Arc;

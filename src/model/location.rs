@@ -4,7 +4,7 @@
 //! `oci-archive:FILE[:TAG]` and `docker-archive:FILE[:REF]`.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::reference::{ImageRef, ReferenceError};
 
@@ -176,6 +176,24 @@ fn local_path(input: &str) -> Option<LocationError> {
 }
 
 impl ImageLocation {
+    /// `oci:DIR[:TAG]`.
+    pub fn oci_layout(dir: &Path, tag: Option<&str>) -> ImageLocation {
+        let (dir, tag) = (dir.to_path_buf(), tag.map(str::to_string));
+        ImageLocation::OciLayout { dir, tag }
+    }
+
+    /// `oci-archive:FILE[:TAG]`.
+    pub fn oci_archive(file: &Path, tag: Option<&str>) -> ImageLocation {
+        let (file, tag) = (file.to_path_buf(), tag.map(str::to_string));
+        ImageLocation::OciArchive { file, tag }
+    }
+
+    /// `docker-archive:FILE[:REF]`.
+    pub fn docker_archive(file: &Path, reference: Option<&str>) -> ImageLocation {
+        let (file, reference) = (file.to_path_buf(), reference.map(str::to_string));
+        ImageLocation::DockerArchive { file, reference }
+    }
+
     /// Parses `transport:address`; no transport means a registry reference.
     pub fn parse(input: &str) -> Result<ImageLocation, LocationError> {
         if let Some(rest) = input.strip_prefix("docker://") {

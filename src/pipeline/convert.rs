@@ -1,6 +1,7 @@
 //! `convert`: each image in a straight line, scan -> plan -> mutate -> sink; an index
 //! becomes an index of its converted images, written after all of them.
 
+use crate::control::FileError;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
@@ -491,11 +492,9 @@ fn release_free_memory() {
 
 fn mutate_error(e: MutateError) -> Error {
     match e {
-        MutateError::Write { dir, source } => Error::Io {
-            op: "write a layer in",
-            path: dir,
-            source,
-        },
+        MutateError::Write { dir, source } => {
+            FileError::of("write a layer in", &dir)(source).into()
+        }
         MutateError::Read(e) => e.into(),
         MutateError::Assemble(e) => e.into(),
     }

@@ -1,6 +1,7 @@
 //! The one pass over an image's layers: each layer downloaded, decompressed, verified and
 //! parsed on a worker thread, merged in order into the view.
 
+use crate::control::FileError;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -165,11 +166,8 @@ pub(crate) fn scan_layers(
         location: location.clone(),
         source: e,
     })?;
-    let mut scan = Scan::new_in(dir, limits.max_spool).map_err(|e| Error::Io {
-        op: "create a temporary file in",
-        path: dir.to_path_buf(),
-        source: e,
-    })?;
+    let mut scan = Scan::new_in(dir, limits.max_spool)
+        .map_err(FileError::of("create a temporary file in", dir))?;
     let mut cache = BTreeMap::new();
     let policy = Capture::new(recipes, &image.config);
     let layers = &image.manifest.layers;
@@ -212,10 +210,12 @@ pub(crate) fn scan_layers(
                             meter.finish();
                             replayed
                                 .map(|()| (hit.info.clone(), feed.done()))
-                                .map_err(|e| Error::Io {
-                                    op: "copy the kept bodies of a cached layer to a temporary file in",
-                                    path: dir.to_path_buf(),
-                                    source: e,
+                                .map_err(|e| {
+                                    FileError::of(
+                                        "copy the kept bodies of a cached layer to a temporary file in",
+                                        dir,
+                                    )(e)
+                                    .into()
                                 })
                         }))
                         .unwrap_or_else(|panic| {
@@ -244,11 +244,7 @@ pub(crate) fn scan_layers(
                 let reader = Metered::new(blob, meter).cancellable(stop.clone());
                 let copy = if keep_for_sink && !cache.contains_key(&desc.digest) {
                     let path = dir.join(desc.digest.hex());
-                    let file = File::create(&path).map_err(|e| Error::Io {
-                        op: "create",
-                        path: path.clone(),
-                        source: e,
-                    })?;
+                    let file = File::create(&path).map_err(FileError::of("create", &path))?;
                     cache.insert(desc.digest.clone(), path);
                     Some(file)
                 } else {

@@ -1,6 +1,7 @@
 //! The session: what conversions share (the registry pool, the credentials provider,
 //! the work directory) and what steers them (the events sink and the cancellation token).
 
+use crate::control::FileError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -154,11 +155,7 @@ impl Session {
         tempfile::Builder::new()
             .prefix(&crate::transport::stale::prefix("work"))
             .tempdir_in(&self.work_dir)
-            .map_err(|e| Error::Io {
-                op: "create a temporary directory in",
-                path: self.work_dir.clone(),
-                source: e,
-            })
+            .map_err(|e| FileError::of("create a temporary directory in", &self.work_dir)(e).into())
     }
 
     /// The work directory.

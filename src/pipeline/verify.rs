@@ -3,6 +3,7 @@
 //! directories), unpacked into a root filesystem in the work directory, and run with the
 //! OCI runtime: as its `User`, and (when asked) as an arbitrary UID in group 0.
 
+use crate::control::FileError;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -562,8 +563,8 @@ pub(super) fn launch(target: &Target, bundle: &Bundle) -> Result<Launch, Error> 
 }
 
 fn io(op: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error {
-    let path = path.to_path_buf();
-    move |source| Error::Io { op, path, source }
+    let file = FileError::of(op, path);
+    move |source| Error::Io(file(source))
 }
 
 fn layer_error(location: &ImageLocation, e: LayerError) -> Error {

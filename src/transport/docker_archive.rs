@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -41,44 +42,106 @@ pub struct DockerArchiveSource {
 impl DockerArchiveSource {
     /// Opens `docker-archive:FILE[:REF]`; `REF` is a `repo:tag` the archive lists, or `@N`
     /// for its N-th image.
-    pub fn open(location: ImageLocation) -> Result<DockerArchiveSource, TransportError> {
-        let ImageLocation::DockerArchive { file, reference } = &location else {
-            unreachable!("a docker-archive: location")
+    pub fn open(
+        file: &Path,
+        reference: Option<&str>,
+    ) -> Result<DockerArchiveSource, TransportError> {
+        let location = ImageLocation::docker_archive(file, reference);
+        let store = TarStore::open(file, &location.to_string(), "docker archive")?;
+        let archive = Opened {
+            store: &store,
+            location: &location,
         };
-        let loc = location.to_string();
-        let invalid = |reason: String| TransportError::Invalid {
-            location: loc.clone(),
+        let entries: Vec<ArchiveEntry> =
+            serde_json::from_slice(&archive.member("manifest.json", 16 << 20)?)
+                .map_err(|e| archive.invalid(format!("`manifest.json`: {e}")))?;
+        let (entry, name) = archive.select(&entries, reference)?;
+        let config_bytes = archive.member(&entry.config, 4 << 20)?;
+        let config_digest = Digest::sha256_of(&config_bytes);
+        let config =
+            ImageConfig::parse(&config_bytes).map_err(|e| archive.invalid(e.to_string()))?;
+        let diff_ids = config
+            .diff_ids()
+            .map_err(|e| archive.invalid(e.to_string()))?;
+        if diff_ids.len() != entry.layers.len() {
+            return Err(archive.invalid(format!(
+                "the config lists {} layers and `manifest.json` {}",
+                diff_ids.len(),
+                entry.layers.len()
+            )));
+        }
+        let mut members = BTreeMap::new();
+        members.insert(config_digest.clone(), entry.config.clone());
+        let mut layers = Vec::new();
+        for (member, diff_id) in entry.layers.iter().zip(&diff_ids) {
+            let desc = archive.layer(member, diff_id)?;
+            members.insert(desc.digest.clone(), member.clone());
+            layers.push(desc);
+        }
+        let config = Descriptor::new(
+            media::DOCKER_CONFIG,
+            config_digest,
+            config_bytes.len() as u64,
+        );
+        Ok(DockerArchiveSource {
+            manifest: manifest_of(config, layers),
+            location,
+            store,
+            members,
+            name,
+        })
+    }
+}
+
+/// A docker archive being opened: its members and the location for messages.
+struct Opened<'a> {
+    store: &'a TarStore,
+    location: &'a ImageLocation,
+}
+
+impl Opened<'_> {
+    fn invalid(&self, reason: String) -> TransportError {
+        TransportError::Invalid {
+            location: self.location.to_string(),
             kind: "docker archive",
             reason,
             local: true,
-        };
-        let store = TarStore::open(file, &loc, "docker archive")?;
-        let read_member = |name: &str, cap: u64| -> Result<Vec<u8>, TransportError> {
-            let (r, len) = store
-                .open(name)?
-                .ok_or_else(|| invalid(format!("it has no `{name}`")))?;
-            if len > cap {
-                return Err(invalid(format!("`{name}` is larger than {cap} bytes")));
-            }
-            let mut buf = Vec::new();
-            r.take(cap)
-                .read_to_end(&mut buf)
-                .map_err(|e| TransportError::from_read(e, &location))?;
-            Ok(buf)
-        };
-        let entries: Vec<ArchiveEntry> =
-            serde_json::from_slice(&read_member("manifest.json", 16 << 20)?)
-                .map_err(|e| invalid(format!("`manifest.json`: {e}")))?;
-        let tags = |entries: &[ArchiveEntry]| -> Vec<String> {
+        }
+    }
+
+    /// A small member's bytes, refused above `cap`.
+    fn member(&self, name: &str, cap: u64) -> Result<Vec<u8>, TransportError> {
+        let (r, len) = self
+            .store
+            .open(name)?
+            .ok_or_else(|| self.invalid(format!("it has no `{name}`")))?;
+        if len > cap {
+            return Err(self.invalid(format!("`{name}` is larger than {cap} bytes")));
+        }
+        let mut buf = Vec::new();
+        r.take(cap)
+            .read_to_end(&mut buf)
+            .map_err(|e| TransportError::from_read(e, self.location))?;
+        Ok(buf)
+    }
+
+    /// The image `reference` names (`@N`, a `repo:tag`, or the only one) and the
+    /// `RepoTags` entry it is recorded under.
+    fn select(
+        &self,
+        entries: &[ArchiveEntry],
+        reference: Option<&str>,
+    ) -> Result<(ArchiveEntry, Option<String>), TransportError> {
+        let tags = || -> Vec<String> {
             entries
                 .iter()
                 .flat_map(|e| e.repo_tags.clone().unwrap_or_default())
                 .collect()
         };
-        let no_such = |tag: &String| TransportError::NoSuchTag {
-            location: loc.clone(),
-            tag: tag.clone(),
-            available: tags(&entries),
+        let no_such = |tag: &str| TransportError::NoSuchTag {
+            location: self.location.to_string(),
+            tag: tag.to_string(),
+            available: tags(),
         };
         let same_ref = |r: &str, t: &str| {
             t == r || ImageRef::parse(r).is_ok_and(|wanted| ImageRef::parse(t).ok() == Some(wanted))
@@ -96,104 +159,87 @@ impl DockerArchiveSource {
                 .find(|e| e.repo_tags.iter().flatten().any(|t| same_ref(r, t)))
                 .cloned()
                 .ok_or_else(|| no_such(r))?,
-            None => match entries.as_slice() {
+            None => match entries {
                 [only] => only.clone(),
-                [] => return Err(invalid("`manifest.json` lists no images".into())),
+                [] => return Err(self.invalid("`manifest.json` lists no images".into())),
                 _ => {
                     return Err(TransportError::Ambiguous {
-                        location: loc.clone(),
-                        available: tags(&entries),
+                        location: self.location.to_string(),
+                        available: tags(),
                     })
                 }
             },
         };
-
         let mut recorded = entry.repo_tags.iter().flatten();
         let name = match reference {
             Some(r) if !r.starts_with('@') => recorded.find(|t| same_ref(r, t)),
             _ => recorded.next(),
         }
         .cloned();
+        Ok((entry, name))
+    }
 
-        let config_bytes = read_member(&entry.config, 4 << 20)?;
-        let config_digest = Digest::sha256_of(&config_bytes);
-        let config = ImageConfig::parse(&config_bytes).map_err(|e| invalid(e.to_string()))?;
-        let diff_ids = config.diff_ids().map_err(|e| invalid(e.to_string()))?;
-        if diff_ids.len() != entry.layers.len() {
-            return Err(invalid(format!(
-                "the config lists {} layers and `manifest.json` {}",
-                diff_ids.len(),
-                entry.layers.len()
-            )));
-        }
-        let mut members = BTreeMap::new();
-        members.insert(config_digest.clone(), entry.config.clone());
-        let mut layers = Vec::new();
-        for (name, diff_id) in entry.layers.iter().zip(&diff_ids) {
-            let (mut r, size) = store
-                .open(name)?
-                .ok_or_else(|| invalid(format!("it has no layer `{name}`")))?;
-            let mut head = [0u8; 4];
-            let n = read_up_to(&mut r, &mut head)
-                .map_err(|e| TransportError::from_read(e, &location))?;
-            let compression = Compression::detect(&head[..n]);
-            let named = name
-                .strip_prefix("blobs/sha256/")
-                .and_then(|hex| Digest::parse(&format!("sha256:{hex}")).ok());
-            let digest = match (named, compression) {
-                (Some(d), _) => d,
-                (None, Compression::None) => diff_id.clone(),
-                (None, _) => {
-                    // A compressed layer named otherwise: its digest must be computed.
-                    let (mut r, _) = store.open(name)?.expect("just opened");
-                    let mut h = Hasher::new(crate::model::digest::Algorithm::Sha256);
-                    let mut buf = vec![0u8; 256 * 1024];
-                    loop {
-                        let n = r
-                            .read(&mut buf)
-                            .map_err(|e| TransportError::from_read(e, &location))?;
-                        if n == 0 {
-                            break;
-                        }
-                        h.update(&buf[..n]);
-                    }
-                    h.finish()
-                }
-            };
-            let media_type = match compression {
-                Compression::None => "application/vnd.docker.image.rootfs.diff.tar",
-                Compression::Gzip => media::DOCKER_LAYER_GZIP,
-                Compression::Zstd => media::OCI_LAYER_ZSTD,
-            };
-            members.insert(digest.clone(), name.clone());
-            layers.push(Descriptor::new(media_type, digest, size));
-        }
-        let manifest = ImageManifest {
-            schema_version: 2,
-            media_type: Some(media::DOCKER_MANIFEST.to_string()),
-            artifact_type: None,
-            config: Descriptor::new(
-                media::DOCKER_CONFIG,
-                config_digest,
-                config_bytes.len() as u64,
-            ),
-            layers,
-            subject: None,
-            annotations: BTreeMap::new(),
+    /// The descriptor of layer member `name`: its compression from its first bytes, its
+    /// digest from its name under `blobs/sha256/`, its diff_id when uncompressed, or else
+    /// computed.
+    fn layer(&self, name: &str, diff_id: &Digest) -> Result<Descriptor, TransportError> {
+        let (mut r, size) = self
+            .store
+            .open(name)?
+            .ok_or_else(|| self.invalid(format!("it has no layer `{name}`")))?;
+        let mut head = [0u8; 4];
+        let n = read_up_to(&mut r, &mut head)
+            .map_err(|e| TransportError::from_read(e, self.location))?;
+        let compression = Compression::detect(&head[..n]);
+        let named = name
+            .strip_prefix("blobs/sha256/")
+            .and_then(|hex| Digest::parse(&format!("sha256:{hex}")).ok());
+        let digest = match (named, compression) {
+            (Some(d), _) => d,
+            (None, Compression::None) => diff_id.clone(),
+            // A compressed layer named otherwise: its digest must be computed.
+            (None, _) => self.digest_of(name)?,
         };
-        let bytes = to_canonical_bytes(&manifest);
-        let manifest = RawManifest {
-            digest: Digest::sha256_of(&bytes),
-            bytes,
-            media_type: Some(media::DOCKER_MANIFEST.to_string()),
+        let media_type = match compression {
+            Compression::None => "application/vnd.docker.image.rootfs.diff.tar",
+            Compression::Gzip => media::DOCKER_LAYER_GZIP,
+            Compression::Zstd => media::OCI_LAYER_ZSTD,
         };
-        Ok(DockerArchiveSource {
-            location,
-            store,
-            manifest,
-            members,
-            name,
-        })
+        Ok(Descriptor::new(media_type, digest, size))
+    }
+
+    fn digest_of(&self, name: &str) -> Result<Digest, TransportError> {
+        let (mut r, _) = self.store.open(name)?.expect("opened before");
+        let mut h = Hasher::new(crate::model::digest::Algorithm::Sha256);
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = r
+                .read(&mut buf)
+                .map_err(|e| TransportError::from_read(e, self.location))?;
+            if n == 0 {
+                return Ok(h.finish());
+            }
+            h.update(&buf[..n]);
+        }
+    }
+}
+
+/// The Docker manifest an archive's image is read as.
+fn manifest_of(config: Descriptor, layers: Vec<Descriptor>) -> RawManifest {
+    let manifest = ImageManifest {
+        schema_version: 2,
+        media_type: Some(media::DOCKER_MANIFEST.to_string()),
+        artifact_type: None,
+        config,
+        layers,
+        subject: None,
+        annotations: BTreeMap::new(),
+    };
+    let bytes = to_canonical_bytes(&manifest);
+    RawManifest {
+        digest: Digest::sha256_of(&bytes),
+        bytes,
+        media_type: Some(media::DOCKER_MANIFEST.to_string()),
     }
 }
 
@@ -249,6 +295,8 @@ impl Source for DockerArchiveSource {
 
 /// Writes an image as a docker archive (an existing file is replaced only on success).
 pub struct DockerArchiveSink {
+    file: PathBuf,
+    reference: Option<String>,
     location: ImageLocation,
     /// The image written so far: its `manifest.json` entry, manifest and config digests,
     /// and the archive being written.
@@ -257,37 +305,32 @@ pub struct DockerArchiveSink {
 
 impl DockerArchiveSink {
     /// A sink for `docker-archive:FILE[:REF]`; `REF` becomes the image's `RepoTags`.
-    pub fn new(location: ImageLocation) -> DockerArchiveSink {
+    pub fn new(file: &Path, reference: Option<&str>) -> DockerArchiveSink {
         DockerArchiveSink {
-            location,
+            file: file.to_path_buf(),
+            reference: reference.map(str::to_string),
+            location: ImageLocation::docker_archive(file, reference),
             entry: None,
         }
     }
 }
 
 impl Sink for DockerArchiveSink {
-    fn location(&self) -> &ImageLocation {
-        &self.location
-    }
-
     fn put_image(
         &mut self,
         image: &OutputImage,
         blobs: &mut dyn BlobProvider,
     ) -> Result<(), TransportError> {
-        let ImageLocation::DockerArchive { file, reference } = &self.location else {
-            unreachable!("a docker-archive: location")
-        };
         if self.entry.is_some() {
             return Err(self.one_image());
         }
-        if let Some(r) = reference {
+        if let Some(r) = &self.reference {
             ImageRef::parse(r).map_err(|e| TransportError::Refused {
                 location: self.location.to_string(),
                 reason: e.to_string(),
             })?;
         }
-        let mut archive = ArchiveWriter::create(file, &self.location)?;
+        let mut archive = ArchiveWriter::create(&self.file, &self.location)?;
         let config_name = format!("{}.json", image.config_desc.digest.hex());
         archive.bytes(&config_name, &image.config)?;
         let mut layer_names = Vec::new();
@@ -303,7 +346,7 @@ impl Sink for DockerArchiveSink {
         self.entry = Some((
             ArchiveEntry {
                 config: config_name,
-                repo_tags: reference.clone().map(|r| vec![r]),
+                repo_tags: self.reference.clone().map(|r| vec![r]),
                 layers: layer_names,
             },
             image.manifest_desc.digest.clone(),

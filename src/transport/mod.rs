@@ -106,9 +106,6 @@ pub trait BlobProvider {
 /// Where an image is written to. A sink may be prepared on one thread while the caller
 /// works on another, so it is `Send`.
 pub trait Sink: Send {
-    /// The location it writes, for messages.
-    fn location(&self) -> &ImageLocation;
-
     /// Whether the sink can take blobs of `source` without their bytes (the same
     /// registry, by mounting), so the caller need not keep a copy of them.
     fn can_reuse_blobs_of(&self, source: &ImageLocation) -> bool {
@@ -169,11 +166,15 @@ pub fn open_source(
             r.clone(),
             control,
         )?),
-        ImageLocation::OciLayout { .. } => Box::new(oci_layout::open_source(location.clone())?),
-        ImageLocation::OciArchive { .. } => Box::new(oci_archive::open_source(location.clone())?),
-        ImageLocation::DockerArchive { .. } => {
-            Box::new(docker_archive::DockerArchiveSource::open(location.clone())?)
+        ImageLocation::OciLayout { dir, tag } => {
+            Box::new(oci_layout::open_source(dir, tag.as_deref())?)
         }
+        ImageLocation::OciArchive { file, tag } => {
+            Box::new(oci_archive::open_source(file, tag.as_deref())?)
+        }
+        ImageLocation::DockerArchive { file, reference } => Box::new(
+            docker_archive::DockerArchiveSource::open(file, reference.as_deref())?,
+        ),
     })
 }
 
@@ -190,15 +191,15 @@ pub fn open_sink(
             sink.check_push()?;
             Box::new(sink)
         }
-        ImageLocation::OciLayout { .. } => {
-            Box::new(oci_layout::OciLayoutSink::new(location.clone()))
+        ImageLocation::OciLayout { dir, tag } => {
+            Box::new(oci_layout::OciLayoutSink::new(dir, tag.as_deref()))
         }
-        ImageLocation::OciArchive { .. } => {
-            Box::new(oci_archive::OciArchiveSink::new(location.clone()))
+        ImageLocation::OciArchive { file, tag } => {
+            Box::new(oci_archive::OciArchiveSink::new(file, tag.as_deref()))
         }
-        ImageLocation::DockerArchive { .. } => {
-            Box::new(docker_archive::DockerArchiveSink::new(location.clone()))
-        }
+        ImageLocation::DockerArchive { file, reference } => Box::new(
+            docker_archive::DockerArchiveSink::new(file, reference.as_deref()),
+        ),
     })
 }
 
@@ -294,15 +295,8 @@ pub enum TransportError {
         message: String,
     },
     /// A local file operation failed.
-    #[error("cannot {op} `{}`: {source}", path.display())]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::control::FileError),
     /// The tag is not in the layout or archive.
     #[error("{location} has no image tagged `{tag}`; it has: {}", list(available))]
     NoSuchTag {
@@ -485,8 +479,8 @@ impl TransportError {
         op: &'static str,
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(io::Error) -> TransportError {
-        let path = path.into();
-        move |source| TransportError::Io { op, path, source }
+        let file = crate::control::FileError::of(op, &path.into());
+        move |source| TransportError::Io(file(source))
     }
 }
 
@@ -546,11 +540,11 @@ impl TransportError {
                 message: e.to_string(),
             };
         }
-        TransportError::Io {
+        TransportError::Io(crate::control::FileError {
             op: "read from",
             path: PathBuf::from(location.to_string()),
             source: e,
-        }
+        })
     }
 }
 
@@ -574,7 +568,7 @@ mod tests {
         );
         let layout = ImageLocation::parse("oci:/images/app:v1").unwrap();
         let e = TransportError::from_read(io::Error::other("disk error"), &layout);
-        assert!(matches!(e, TransportError::Io { .. }), "{e:?}");
+        assert!(matches!(e, TransportError::Io(_)), "{e:?}");
         assert_eq!(crate::Error::from(e).exit_code(), crate::error::exit::LOCAL);
     }
 }

@@ -15,36 +15,42 @@ use super::oci_layout::{LayoutReader, DEFAULT_TAG, REF_NAME};
 use super::{BlobProvider, BlobReader, OutputImage, Sink, TransportError};
 
 /// Opens `oci-archive:FILE[:TAG]` for reading (the archive is indexed, not unpacked).
-pub fn open_source(location: ImageLocation) -> Result<LayoutReader<TarStore>, TransportError> {
-    let ImageLocation::OciArchive { file, tag } = &location else {
-        unreachable!("an oci-archive: location")
-    };
+pub fn open_source(
+    file: &Path,
+    tag: Option<&str>,
+) -> Result<LayoutReader<TarStore>, TransportError> {
+    let location = ImageLocation::oci_archive(file, tag);
     let store = TarStore::open(file, &location.to_string(), "OCI archive")?;
-    let tag = tag.clone();
-    Ok(LayoutReader::new(store, location, tag, "OCI archive"))
+    Ok(LayoutReader::new(
+        store,
+        location,
+        tag.map(str::to_string),
+        "OCI archive",
+    ))
 }
 
 /// Writes an image as a new OCI archive (an existing file is replaced only on commit).
 pub struct OciArchiveSink {
+    file: PathBuf,
+    tag: Option<String>,
     location: ImageLocation,
     archive: Option<ArchiveWriter>,
 }
 
 impl OciArchiveSink {
     /// A sink for `oci-archive:FILE[:TAG]`.
-    pub fn new(location: ImageLocation) -> OciArchiveSink {
+    pub fn new(file: &Path, tag: Option<&str>) -> OciArchiveSink {
         OciArchiveSink {
-            location,
+            file: file.to_path_buf(),
+            tag: tag.map(str::to_string),
+            location: ImageLocation::oci_archive(file, tag),
             archive: None,
         }
     }
 
     fn archive(&mut self) -> Result<&mut ArchiveWriter, TransportError> {
         if self.archive.is_none() {
-            let ImageLocation::OciArchive { file, .. } = &self.location else {
-                unreachable!("an oci-archive: location")
-            };
-            let mut archive = ArchiveWriter::create(file, &self.location)?;
+            let mut archive = ArchiveWriter::create(&self.file, &self.location)?;
             archive.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
             self.archive = Some(archive);
         }
@@ -53,10 +59,6 @@ impl OciArchiveSink {
 }
 
 impl Sink for OciArchiveSink {
-    fn location(&self) -> &ImageLocation {
-        &self.location
-    }
-
     fn put_image(
         &mut self,
         image: &OutputImage,
@@ -77,13 +79,10 @@ impl Sink for OciArchiveSink {
     }
 
     fn commit(&mut self, top: &Descriptor) -> Result<Digest, TransportError> {
-        let ImageLocation::OciArchive { tag, .. } = &self.location else {
-            unreachable!("an oci-archive: location")
-        };
         let mut entry = top.clone();
         entry.annotations.insert(
             REF_NAME.to_string(),
-            tag.as_deref().unwrap_or(DEFAULT_TAG).to_string(),
+            self.tag.as_deref().unwrap_or(DEFAULT_TAG).to_string(),
         );
         let index = ImageIndex {
             schema_version: 2,

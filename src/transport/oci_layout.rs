@@ -141,10 +141,11 @@ impl<S: FileStore> LayoutReader<S> {
 }
 
 /// Opens `oci:DIR[:TAG]` for reading.
-pub fn open_source(location: ImageLocation) -> Result<LayoutReader<DirStore>, TransportError> {
-    let ImageLocation::OciLayout { dir, tag } = &location else {
-        unreachable!("an oci: location")
-    };
+pub fn open_source(
+    dir: &Path,
+    tag: Option<&str>,
+) -> Result<LayoutReader<DirStore>, TransportError> {
+    let location = ImageLocation::oci_layout(dir, tag);
     if dir.exists() && !dir.is_dir() {
         return Err(TransportError::Invalid {
             location: location.to_string(),
@@ -161,8 +162,12 @@ pub fn open_source(location: ImageLocation) -> Result<LayoutReader<DirStore>, Tr
         });
     }
     let store = DirStore::new(dir);
-    let tag = tag.clone();
-    Ok(LayoutReader::new(store, location, tag, "OCI layout"))
+    Ok(LayoutReader::new(
+        store,
+        location,
+        tag.map(str::to_string),
+        "OCI layout",
+    ))
 }
 
 impl<S: FileStore> Source for LayoutReader<S> {
@@ -202,6 +207,8 @@ pub const DEFAULT_TAG: &str = "latest";
 /// appears only at [`Sink::commit`], with `index.json` replaced by rename. Dropped before
 /// the commit, the sink removes what it wrote.
 pub struct OciLayoutSink {
+    dir: PathBuf,
+    tag: Option<String>,
     location: ImageLocation,
     stage: Option<Stage>,
 }
@@ -218,24 +225,19 @@ struct Stage {
 
 impl OciLayoutSink {
     /// A sink for `oci:DIR[:TAG]`.
-    pub fn new(location: ImageLocation) -> OciLayoutSink {
+    pub fn new(dir: &Path, tag: Option<&str>) -> OciLayoutSink {
         OciLayoutSink {
-            location,
+            dir: dir.to_path_buf(),
+            tag: tag.map(str::to_string),
+            location: ImageLocation::oci_layout(dir, tag),
             stage: None,
         }
-    }
-
-    fn dir(&self) -> &Path {
-        let ImageLocation::OciLayout { dir, .. } = &self.location else {
-            unreachable!("an oci: location")
-        };
-        dir
     }
 
     /// Checks the destination and prepares where the blobs go.
     fn stage(&mut self) -> Result<&mut Stage, TransportError> {
         if self.stage.is_none() {
-            let dir = self.dir().to_path_buf();
+            let dir = self.dir.clone();
             let refuse = |reason: String| TransportError::Refused {
                 location: self.location.to_string(),
                 reason,
@@ -325,10 +327,6 @@ impl Drop for OciLayoutSink {
 }
 
 impl Sink for OciLayoutSink {
-    fn location(&self) -> &ImageLocation {
-        &self.location
-    }
-
     fn put_image(
         &mut self,
         image: &OutputImage,
@@ -351,12 +349,9 @@ impl Sink for OciLayoutSink {
     }
 
     fn commit(&mut self, top: &Descriptor) -> Result<Digest, TransportError> {
-        let ImageLocation::OciLayout { dir, tag } = &self.location else {
-            unreachable!("an oci: location")
-        };
         let (dir, tag) = (
-            dir.clone(),
-            tag.as_deref().unwrap_or(DEFAULT_TAG).to_string(),
+            self.dir.clone(),
+            self.tag.as_deref().unwrap_or(DEFAULT_TAG).to_string(),
         );
         let location = self.location.clone();
         let stage = self.stage()?;

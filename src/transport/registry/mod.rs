@@ -278,10 +278,6 @@ impl RegistrySink {
 }
 
 impl Sink for RegistrySink {
-    fn location(&self) -> &ImageLocation {
-        self.remote.location()
-    }
-
     fn can_reuse_blobs_of(&self, source: &ImageLocation) -> bool {
         matches!(source, ImageLocation::Registry(r) if r.registry() == self.remote.image.registry())
     }
