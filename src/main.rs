@@ -78,7 +78,7 @@ fn main() -> ExitCode {
     {
         let _ = std::io::stdout()
             .lock()
-            .write_all(unroot::report::learning::render(learning, args.format).as_bytes());
+            .write_all(unroot::report::learning::render(learning, args.report.format).as_bytes());
     }
     match result {
         Ok((text, code)) => {

@@ -7,11 +7,7 @@ use crate::report::{KubernetesOptions, Outcome, Report};
 /// The text to print (the report, or the asked part of the contract) and whether
 /// `--fail-on` trips.
 pub fn render(args: &AnalyzeArgs, analysis: &AnalyzeOutcome) -> (String, bool) {
-    let report = Outcome::of_analysis(analysis);
-    let gate = args.fail_on.severity().is_some_and(|s| report.fails(s));
-    let text = emit(&args.emit, &report)
-        .unwrap_or_else(|| report.render_width(args.format, crate::cli::columns()));
-    (text, gate)
+    args.report.render(&Outcome::of_analysis(analysis))
 }
 
 /// The part of the contract `--emit` asks for, when it asks and the outcome has one.

@@ -6,9 +6,5 @@ use crate::report::Outcome;
 
 /// The text to print and whether `--fail-on` trips.
 pub fn render(args: &ConvertArgs, outcome: &ConvertOutcome) -> (String, bool) {
-    let report = Outcome::of_conversion(outcome);
-    let gate = args.fail_on.severity().is_some_and(|s| report.fails(s));
-    let text = crate::cli::analyze::emit(&args.emit, &report)
-        .unwrap_or_else(|| report.render_width(args.format, crate::cli::columns()));
-    (text, gate)
+    args.report.render(&Outcome::of_conversion(outcome))
 }

@@ -222,6 +222,35 @@ pub struct EmitArgs {
     pub k8s_network_policy: bool,
 }
 
+/// How `analyze` and `convert` report: the format, the part of the contract to print
+/// alone, and the severity that fails the command.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The report's format.
+    #[arg(long, value_enum, default_value = "text", help_heading = "Output")]
+    pub format: Format,
+
+    /// Parts of the runtime contract (of the converted image, for `convert`).
+    #[command(flatten)]
+    pub emit: EmitArgs,
+
+    /// Exit with 4 when the image (for `convert`: the converted image) still has a finding
+    /// at this level or worse.
+    #[arg(long, value_enum, default_value = "never", help_heading = "Output")]
+    pub fail_on: FailOn,
+}
+
+impl ReportArgs {
+    /// The text to print (the report, or the asked part of the contract) and whether
+    /// `--fail-on` trips.
+    pub fn render(&self, report: &crate::report::Outcome) -> (String, bool) {
+        let gate = self.fail_on.severity().is_some_and(|s| report.fails(s));
+        let text = analyze::emit(&self.emit, report)
+            .unwrap_or_else(|| report.render_width(self.format, columns()));
+        (text, gate)
+    }
+}
+
 /// `--fail-on` levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FailOn {
@@ -371,17 +400,9 @@ pub struct ConvertArgs {
     )]
     pub runtime: String,
 
-    /// The report's format.
-    #[arg(long, value_enum, default_value = "text", help_heading = "Output")]
-    pub format: Format,
-
-    /// Parts of the runtime contract of the converted image.
+    /// The report: its format, the part of the contract to print, the gate.
     #[command(flatten)]
-    pub emit: EmitArgs,
-
-    /// Exit with 4 when the converted image still has a finding at this level or worse.
-    #[arg(long, value_enum, default_value = "never", help_heading = "Output")]
-    pub fail_on: FailOn,
+    pub report: ReportArgs,
 
     /// Image and conversion choices.
     #[command(flatten)]
@@ -395,17 +416,9 @@ pub struct AnalyzeArgs {
     #[arg(value_name = "IMAGE")]
     pub image: String,
 
-    /// The report's format.
-    #[arg(long, value_enum, default_value = "text", help_heading = "Output")]
-    pub format: Format,
-
-    /// Parts of the runtime contract.
+    /// The report: its format, the part of the contract to print, the gate.
     #[command(flatten)]
-    pub emit: EmitArgs,
-
-    /// Exit with 4 when a finding is at this level or worse.
-    #[arg(long, value_enum, default_value = "never", help_heading = "Output")]
-    pub fail_on: FailOn,
+    pub report: ReportArgs,
 
     /// Image and conversion choices (they shape the runtime contract).
     #[command(flatten)]
@@ -651,30 +664,24 @@ impl VerifyArgs {
 impl ConvertArgs {
     /// The conversion options these arguments give.
     pub fn options(&self) -> ConvertOptions {
+        let run = |trace| VerifyOptions {
+            arbitrary_uid: true,
+            timeout: self.verify_timeout,
+            settle: Duration::from_secs(3),
+            runtime: self.runtime.clone(),
+            probe: None,
+            trace,
+        };
         ConvertOptions {
             destination: self.destination.clone(),
             source_date_epoch: self.source_date_epoch,
             remap_ids: self.remap_ids,
             dry_run: self.dry_run,
             replace: self.replace,
-            verify: self.verify.then(|| VerifyOptions {
-                arbitrary_uid: true,
-                timeout: self.verify_timeout,
-                settle: Duration::from_secs(3),
-                runtime: self.runtime.clone(),
-                probe: None,
-                trace: false,
-            }),
-            learn: self.learn.then(|| {
-                crate::pipeline::LearnOptions::new(VerifyOptions {
-                    arbitrary_uid: true,
-                    timeout: self.verify_timeout,
-                    settle: Duration::from_secs(3),
-                    runtime: self.runtime.clone(),
-                    probe: None,
-                    trace: true,
-                })
-            }),
+            verify: self.verify.then(|| run(false)),
+            learn: self
+                .learn
+                .then(|| crate::pipeline::LearnOptions::new(run(true))),
         }
     }
 }
