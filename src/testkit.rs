@@ -117,3 +117,14 @@ path = "/usr/bin/app"
 size = 100
 mode = 0o755
 "#;
+
+/// A GNU tar header of `kind`, `size` and `mode`, its ids and time left at 0.
+pub fn tar_header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_size(size);
+    h.set_mode(mode);
+    h.set_mtime(0);
+    h.set_cksum();
+    h
+}

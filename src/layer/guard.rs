@@ -263,12 +263,7 @@ mod tests {
     use super::*;
 
     fn header(kind: tar::EntryType, size: u64) -> tar::Header {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_size(size);
-        h.set_mode(0o644);
-        h.set_cksum();
-        h
+        crate::testkit::tar_header(kind, size, 0o644)
     }
 
     /// Reads every entry of `archive` through the guard, as the layer reader does.

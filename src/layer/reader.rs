@@ -248,12 +248,7 @@ mod tests {
 
     /// A header whose uid and gid fields are left blank (read as 0).
     fn header(kind: tar::EntryType, size: u64) -> tar::Header {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_size(size);
-        h.set_mode(0o755);
-        h.set_mtime(0);
-        h
+        crate::testkit::tar_header(kind, size, 0o755)
     }
 
     fn pax(records: &[(&str, &[u8])]) -> Vec<u8> {
@@ -434,14 +429,17 @@ mod tests {
         let desc = Descriptor::new("x", Digest::sha256_of(&blob), blob.len() as u64);
         let n = blob.len();
         blob[n / 2] ^= 0x55;
-        let err = read_layer(
-            io::Cursor::new(blob.clone()),
-            &desc,
-            None,
-            &mut |_, _, _| Ok(()),
-            &Cancel::new(),
-        )
-        .unwrap_err();
+        let fail = |bytes: &[u8]| {
+            read_layer(
+                io::Cursor::new(bytes.to_vec()),
+                &desc,
+                None,
+                &mut |_, _, _| Ok(()),
+                &Cancel::new(),
+            )
+            .unwrap_err()
+        };
+        let err = fail(&blob);
         assert!(
             matches!(
                 err,
@@ -452,14 +450,7 @@ mod tests {
             ),
             "{err}"
         );
-        let err = read_layer(
-            io::Cursor::new(blob[..n - 10].to_vec()),
-            &desc,
-            None,
-            &mut |_, _, _| Ok(()),
-            &Cancel::new(),
-        )
-        .unwrap_err();
+        let err = fail(&blob[..n - 10]);
         assert!(
             matches!(
                 err,
