@@ -39,7 +39,7 @@
 //! recipe     recipe syntax, matching, edits; learned recipes written out
 //! transport  sources and sinks: registries (pool, client), layouts, archives; credentials
 //! layer      one layer as a verified stream; whiteouts; merged view; account files
-//! control    events and cancellation of a job
+//! control    events and cancellation of a job; the lock policy; the local-file error
 //! model      digests, references, locations, manifests, configs, the port map (pure data)
 //! ```
 //!

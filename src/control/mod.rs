@@ -1,6 +1,8 @@
 //! What a front end steers a job with: the [`Events`] it watches (steps, retries, byte
-//! meters) and the [`Cancel`] token that stops it. Every folder may use these; they use
-//! nothing of the crate but the model.
+//! meters) and the [`Cancel`] token that stops it; with them, what every folder shares:
+//! the one policy for a poisoned lock ([`Locked`]) and the one local-file error
+//! ([`FileError`]). Every folder may use these; they use nothing of the crate but the
+//! model.
 
 mod cancel;
 mod events;
